@@ -1,0 +1,1 @@
+"""Reading user files and turning them into tf.data pipelines."""

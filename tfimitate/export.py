@@ -1,0 +1,21 @@
+"""Export a trained model for TF Serving: `python -m tfimitate.export --model_dir=runs/x --export_dir=saved_models/x`.
+
+Writes <export_dir>/<version>/ atomically after an op audit and a parity check.
+"""
+
+from absl import flags
+
+from tfimitate import flags as tf_flags
+from tfimitate import workflow
+from tfimitate.errors import run_cli
+
+
+def main(argv):
+    del argv
+    workflow.export(tf_flags.MODEL_DIR.value, tf_flags.EXPORT_DIR.value,
+                    tf_flags.EXPORT_VERSION.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model_dir", "export_dir"])
+    run_cli(main)

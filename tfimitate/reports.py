@@ -1,0 +1,44 @@
+"""Write evaluation results: metrics JSON and a confusion-matrix picture.
+
+Example:
+    write_metrics("runs/sst2/eval", "metrics", {"accuracy": 0.9, "step": 600})
+"""
+
+import json
+import os
+
+
+def write_metrics(directory, name, metrics):
+    """Writes `<directory>/<name>.json` atomically and returns its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{name}.json")
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(temporary, path)
+    return path
+
+
+def plot_confusion_matrix(matrix, labels, path, title):
+    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.6 * len(labels) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axes.text(j, i, str(count), ha="center", va="center",
+                      color="white" if count > peak / 2 else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

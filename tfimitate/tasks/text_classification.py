@@ -1,0 +1,319 @@
+"""Text classification: one label per text (or text pair), from CSV/TSV/JSONL to TF Serving.
+
+Data: `--text_column` (and `--text_pair_column`) and `--label_column` of the
+files. Model: a keras-hub backbone, its pooled output (or first token), dropout
+and a float32 dense layer of logits. Metrics: accuracy, macro F1, per-class
+precision/recall/F1 and the confusion matrix. Serving: `serving_default` takes
+raw strings and returns `label`, `class_id` and `probabilities`.
+
+Example:
+    data = load_data(cfg)
+    model = build_model(cfg, num_classes=len(data.labels))
+"""
+
+import dataclasses
+import random
+from typing import List, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfimitate import backbones
+from tfimitate.data import pipelines, readers
+from tfimitate.errors import UserError
+from tfimitate.training import inference
+
+NAME = "text_classification"
+PARITY_EXAMPLES = 32
+
+
+@dataclasses.dataclass
+class Split:
+    """Examples of one data file, in file order."""
+
+    source: str
+    texts: List[str]
+    pairs: Optional[List[str]]
+    labels: List[str]
+    lines: List[int]
+
+    def __len__(self):
+        return len(self.texts)
+
+    def subset(self, indices, source):
+        pick = lambda values: None if values is None else [values[i] for i in indices]
+        return Split(source, pick(self.texts), pick(self.pairs), pick(self.labels),
+                     pick(self.lines))
+
+
+@dataclasses.dataclass
+class Data:
+    train: Split
+    eval: Split
+    test: Optional[Split]
+    labels: Tuple[str, ...]
+
+
+def read_split(path, cfg, flag, with_labels=True):
+    """Reads one file into a Split; rows with an empty text are dropped and counted."""
+    columns = [cfg.text_column]
+    if cfg.text_pair_column:
+        columns.append(cfg.text_pair_column)
+    if with_labels:
+        columns.append(cfg.label_column)
+    rows = readers.read_rows(path, columns, flag)
+    texts, pairs, labels, lines = [], [], [], []
+    empty = 0
+    for row in rows:
+        values = [str(v) if v is not None else "" for v in row.values]
+        if not values[0].strip():
+            empty += 1
+            continue
+        texts.append(values[0])
+        if cfg.text_pair_column:
+            pairs.append(values[1])
+        labels.append(values[-1].strip() if with_labels else "")
+        lines.append(row.line)
+    if empty:
+        logging.warning("%s: skipped %d rows with an empty text.", path, empty)
+    if not texts:
+        raise UserError(f"{flag}={path}: no examples with a non-empty text; check the file and --text_column.")
+    return Split(path, texts, pairs if cfg.text_pair_column else None, labels, lines)
+
+
+def _drop_duplicates(split):
+    seen, keep, conflicts = {}, [], 0
+    for i, key in enumerate(zip(split.texts, split.pairs or split.texts)):
+        if key in seen:
+            conflicts += split.labels[seen[key]] != split.labels[i]
+            continue
+        seen[key] = i
+        keep.append(i)
+    dropped = len(split) - len(keep)
+    if dropped:
+        logging.warning("%s: dropped %d duplicate texts (%d of them with a different label "
+                        "than their first copy).", split.source, dropped, conflicts)
+    return split.subset(keep, split.source)
+
+
+def check_labels(split, labels, flag, drop_unlisted):
+    known = set(labels)
+    keep = [i for i, label in enumerate(split.labels) if label in known]
+    if len(keep) == len(split):
+        return split
+    if not drop_unlisted:
+        bad = next(i for i, label in enumerate(split.labels) if label not in known)
+        raise UserError(
+            f"{split.source}:{split.lines[bad]}: label '{split.labels[bad]}' is not one of the "
+            f"model's labels ({', '.join(labels)}); fix the row, add it to --labels, or pass "
+            "--drop_unlisted_labels.")
+    logging.warning("%s: dropped %d rows whose label is not in --labels.",
+                    split.source, len(split) - len(keep))
+    return split.subset(keep, split.source)
+
+
+def read_inputs(path, cfg):
+    """Texts to predict: a .txt file (one per line) or a table read with --text_column."""
+    if readers.base_suffix(path) != ".txt":
+        return read_split(path, cfg, "--input", with_labels=False)
+    text = readers.read_text(readers.resolve_path(path, "--input"), "--input")
+    numbered = [(i, line) for i, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if not numbered:
+        raise UserError(f"--input={path}: the file holds no text; give one text per line.")
+    return Split(path, [line for _, line in numbered], None, [""] * len(numbered),
+                 [i for i, _ in numbered])
+
+
+def load_data(cfg):
+    """Reads and checks train/eval/test data; holds out eval data if none is given."""
+    train = _drop_duplicates(read_split(cfg.train_data, cfg, "--train_data"))
+    labels = cfg.labels or tuple(sorted(set(train.labels)))
+    for label in labels:
+        if not label or "\n" in label:
+            raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
+    train = check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
+    if len(labels) < 2:
+        raise UserError(
+            f"--train_data={cfg.train_data}: only one label ({labels[0]}) in the data; a "
+            "classifier needs at least two, check --label_column.")
+    if cfg.eval_data:
+        evaluation = read_split(cfg.eval_data, cfg, "--eval_data")
+        evaluation = check_labels(evaluation, labels, "--eval_data", cfg.drop_unlisted_labels)
+    else:
+        order = list(range(len(train)))
+        random.Random(cfg.seed).shuffle(order)
+        held = max(1, int(round(len(order) * cfg.holdout_fraction)))
+        if held >= len(order):
+            raise UserError(f"--train_data={cfg.train_data}: too few examples ({len(order)}) to hold out "
+                            "an eval set; give --eval_data.")
+        evaluation = train.subset(sorted(order[:held]), f"{train.source} (held-out {cfg.holdout_fraction:.0%})")
+        train = train.subset(sorted(order[held:]), train.source)
+        logging.info("No --eval_data: held out %d of %d training examples (seed %d) for evaluation.",
+                     len(evaluation), len(order), cfg.seed)
+    test = None
+    if cfg.test_data:
+        test = check_labels(read_split(cfg.test_data, cfg, "--test_data"), labels,
+                             "--test_data", cfg.drop_unlisted_labels)
+    return Data(train, evaluation, test, tuple(labels))
+
+
+def make_preprocessor(cfg):
+    """The backbone's keras-hub preprocessor (tokenizer + packer) at --sequence_length."""
+    return backbones.load_text_preprocessor(cfg.backbone, cfg.sequence_length)
+
+
+def build_model(cfg, num_classes, load_weights=True):
+    """Backbone + dropout + float32 logits. Call under `strategy.scope()`."""
+    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights)
+    inputs = backbone.input
+    outputs = backbone(inputs)
+    if isinstance(outputs, dict):
+        pooled = outputs.get("pooled_output")
+        if pooled is None:
+            pooled = outputs["sequence_output"][:, 0, :]
+    else:
+        pooled = outputs[:, 0, :]
+    pooled = keras.layers.Dropout(cfg.dropout, name="classifier_dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
+    return keras.Model(inputs, logits, name="text_classifier")
+
+
+def loss_fn(labels, logits):
+    """Per-example cross-entropy."""
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def _inputs(split):
+    texts = tf.constant(split.texts)
+    return texts if split.pairs is None else (texts, tf.constant(split.pairs))
+
+
+def _features(split, preprocessor, extra):
+    return pipelines.tokenize(_inputs(split), preprocessor, extra)
+
+
+def label_ids(split, labels):
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index[label] for label in split.labels], np.int32)
+
+
+def train_dataset(split, preprocessor, cfg, labels, static_length=False):
+    """Endless, reshuffled-per-pass batches of (features, label ids)."""
+    features = _features(split, preprocessor, {"labels": label_ids(split, labels)})
+    return pipelines.batches(features, cfg.batch_size, preprocessor.tokenizer.pad_token_id,
+                             cfg.sequence_length, shuffle_seed=cfg.seed, repeat=True,
+                             static_length=static_length)
+
+
+def probabilities(model, split, preprocessor, cfg, strategy):
+    """Class probabilities for every example of `split`, in file order."""
+    features = _features(split, preprocessor, {"index": np.arange(len(split), dtype=np.int64)})
+    dataset = pipelines.batches(features, cfg.batch_size, preprocessor.tokenizer.pad_token_id,
+                                cfg.sequence_length, split_labels=("index",))
+    result = np.zeros([len(split), model.output.shape[-1]], np.float32)
+    for logits, index in inference.collect_outputs(model, dataset, strategy):
+        result[index] = tf.nn.softmax(logits).numpy()
+    return result
+
+
+def metrics_from_probabilities(probs, split, labels):
+    """Accuracy, macro F1, per-class P/R/F1, confusion matrix and a printable report."""
+    from sklearn import metrics as skm
+
+    true = label_ids(split, labels)
+    predicted = probs.argmax(axis=-1)
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        true, predicted, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(skm.accuracy_score(true, predicted)),
+        "macro_f1": float(np.mean(f1)),
+        "per_class": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]),
+                    "f1": float(f1[i]), "support": int(support[i])}
+            for i, label in enumerate(labels)},
+        "confusion_matrix": skm.confusion_matrix(true, predicted, labels=ids).tolist(),
+        "labels": list(labels),
+        "examples": len(split),
+        "report": skm.classification_report(
+            true, predicted, labels=ids, target_names=list(labels), digits=4, zero_division=0),
+    }
+
+
+def evaluate(model, split, preprocessor, cfg, strategy, labels):
+    """Metrics of `model` on `split`; `score` (accuracy) drives early stopping."""
+    result = metrics_from_probabilities(
+        probabilities(model, split, preprocessor, cfg, strategy), split, labels)
+    result["score"] = result["accuracy"]
+    return result
+
+
+def predict(model, split, preprocessor, cfg, strategy, labels):
+    """One record per example: its label and the probability of each class."""
+    probs = probabilities(model, split, preprocessor, cfg, strategy)
+    return [{"text": text, "label": labels[int(p.argmax())], "probability": float(p.max()),
+             "probabilities": {label: float(v) for label, v in zip(labels, p)}}
+            for text, p in zip(split.texts, probs)]
+
+
+class TextClassifierServer(tf.Module):
+    """What TF Serving runs: raw strings in, labels and probabilities out.
+
+    Tokenization runs inside the graph (TF Text ops); the label vocabulary is an
+    asset file read into a lookup table.
+    """
+
+    def __init__(self, model, preprocessor, labels_file, pair):
+        super().__init__()
+        self.model = model
+        self.preprocessor = preprocessor
+        self.labels_asset = tf.saved_model.Asset(labels_file)
+        self.label_table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.labels_asset, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
+        spec = tf.TensorSpec([None], tf.string, name="text")
+        if pair:
+            pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
+            self.serve = tf.function(
+                lambda text, text_pair: self._classify((text, text_pair)),
+                input_signature=[spec, pair_spec])
+        else:
+            self.serve = tf.function(lambda text: self._classify(text), input_signature=[spec])
+
+    def _classify(self, inputs):
+        features = self.preprocessor(inputs)
+        pad_id = self.preprocessor.tokenizer.pad_token_id
+        longest = tf.reduce_max(tf.reduce_sum(
+            tf.cast(features["token_ids"] != pad_id, tf.int32), axis=1))
+        longest = tf.maximum(longest, 1)
+        features = {k: v[:, :longest] for k, v in features.items()}
+        logits = tf.cast(self.model(features, training=False), tf.float32)
+        probs = tf.nn.softmax(logits, axis=-1)
+        class_id = tf.argmax(probs, axis=-1, output_type=tf.int64)
+        return {"label": self.label_table.lookup(class_id), "class_id": class_id,
+                "probabilities": probs}
+
+
+def serving_module(model, preprocessor, labels_file, cfg):
+    """The tf.Module to save; its `serve` function becomes `serving_default`."""
+    return TextClassifierServer(model, preprocessor, labels_file, pair=bool(cfg.text_pair_column))
+
+
+def parity_inputs(split):
+    """Up to 32 real examples as the signature's keyword arguments."""
+    n = min(PARITY_EXAMPLES, len(split))
+    inputs = {"text": tf.constant(split.texts[:n])}
+    if split.pairs is not None:
+        inputs["text_pair"] = tf.constant(split.pairs[:n])
+    return inputs
+
+
+def keras_outputs(model, preprocessor, inputs):
+    """The in-memory model's `probabilities` for `parity_inputs` (host preprocessing)."""
+    features = preprocessor(inputs["text"] if "text_pair" not in inputs
+                            else (inputs["text"], inputs["text_pair"]))
+    logits = tf.cast(model(features, training=False), tf.float32)
+    return {"probabilities": tf.nn.softmax(logits, axis=-1).numpy()}

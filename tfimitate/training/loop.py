@@ -1,0 +1,194 @@
+"""One training loop for every tf.distribute strategy.
+
+A `tf.function` runs `--steps_per_execution` steps per call, each step a
+`strategy.run` of forward, loss (`tf.nn.compute_average_loss`), backward and a
+Keras optimizer update. Keras 3's `Model.fit` fails under
+MultiWorkerMirroredStrategy (keras #20585); this loop does not. It keeps what
+`fit` gives: a Progbar, TensorBoard scalars, periodic evaluation, early stopping
+and checkpoints every --checkpoint_steps that a re-run resumes from.
+
+Example:
+    result = train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
+                        steps_per_epoch=200, total_steps=600)
+"""
+
+import dataclasses
+import math
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfimitate import runtime
+from tfimitate.errors import UserError
+from tfimitate.training import optim
+
+CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "checkpoints/best"
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite; nothing is exported."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+    step: int
+    best_metrics: dict
+    stopped_early: bool
+    resumed_from: int
+
+
+def make_checkpoint(model, optimizer):
+    """The tf.train.Checkpoint holding what a resume needs."""
+    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+
+
+def restore_latest(model, model_dir, optimizer=None):
+    """Restores the newest complete checkpoint under `model_dir`; returns its step or None."""
+    for subdir in (BEST_SUBDIR, CHECKPOINT_SUBDIR):
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
+        if path:
+            checkpoint = tf.train.Checkpoint(model=model) if optimizer is None \
+                else make_checkpoint(model, optimizer)
+            checkpoint.restore(path).expect_partial()
+            return int(path.rsplit("-", 1)[1])
+    return None
+
+
+def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
+               steps_per_epoch, total_steps):
+    """Trains `model` (built under `strategy.scope()`) for `total_steps` optimizer steps.
+
+    Args:
+        model: a Keras model mapping input dicts to float32 logits.
+        loss_fn: (labels, logits) -> per-example loss.
+        train_ds: an endless tf.data.Dataset of (inputs, labels) batches, global
+            batch size, in the same order on every run (it is skipped ahead on resume).
+        evaluate_fn: model -> dict of metrics with a `score` entry (higher is better),
+            or None to skip evaluation.
+        cfg: the Experiment.
+        strategy: the tf.distribute strategy the model was built under.
+        steps_per_epoch: optimizer steps counted as one epoch.
+        total_steps: optimizer steps to train for.
+    """
+    out_dir = runtime.write_dir(cfg.model_dir, strategy)
+    with strategy.scope():
+        optimizer = optim.make_optimizer(
+            cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
+            loss_scale=cfg.precision == "mixed_float16")
+        optimizer.build(model.trainable_variables)
+    checkpoint = make_checkpoint(model, optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(out_dir, CHECKPOINT_SUBDIR), max_to_keep=cfg.keep_checkpoints)
+    best_manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(out_dir, BEST_SUBDIR), max_to_keep=1)
+
+    resumed_from = 0
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        resumed_from = int(optimizer.iterations.numpy())
+        logging.info("Resumed from checkpoint %s at step %d of %d.",
+                     manager.latest_checkpoint, resumed_from, total_steps)
+    step = resumed_from
+    if step >= total_steps:
+        logging.info("Training already reached step %d; nothing to do.", step)
+        return LoopResult(step, {}, False, resumed_from)
+
+    dist_ds = strategy.experimental_distribute_dataset(train_ds.skip(step))
+    iterator = iter(dist_ds)
+    train_steps = _make_train_function(model, loss_fn, optimizer, strategy, cfg)
+
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
+    eval_every = cfg.eval_steps or steps_per_epoch
+    best_score, best_metrics, evals_without_gain = -math.inf, {}, 0
+    stopped_early = False
+    progbar = None
+    while step < total_steps:
+        if progbar is None:
+            epoch = step // steps_per_epoch
+            logging.info("Epoch %d/%d", epoch + 1, math.ceil(total_steps / steps_per_epoch))
+            progbar = keras.utils.Progbar(min(steps_per_epoch, total_steps - epoch * steps_per_epoch))
+            progbar.update(step - epoch * steps_per_epoch)
+        to_boundary = min(_next_multiple(step, eval_every), _next_multiple(step, cfg.checkpoint_steps),
+                          _next_multiple(step, steps_per_epoch), total_steps) - step
+        n = min(cfg.steps_per_execution, to_boundary)
+        loss = float(train_steps(iterator, tf.constant(n)))
+        step += n
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss} at step {step}; nothing was exported and "
+                f"the last good checkpoint is kept in {out_dir}/{CHECKPOINT_SUBDIR}: lower "
+                "--learning_rate or check the data, then re-run.")
+        learning_rate = float(optimizer.learning_rate)
+        progbar.update(step - (step - 1) // steps_per_epoch * steps_per_epoch,
+                       [("loss", loss)])
+        with writer.as_default(step=step):
+            tf.summary.scalar("loss", loss)
+            tf.summary.scalar("learning_rate", learning_rate)
+        if step % steps_per_epoch == 0:
+            progbar = None
+        if step % cfg.checkpoint_steps == 0 or step == total_steps:
+            manager.save(checkpoint_number=step)
+        if evaluate_fn is not None and (step % eval_every == 0 or step == total_steps):
+            metrics = evaluate_fn(model)
+            logging.info("Step %d eval: %s", step, _format(metrics))
+            with writer.as_default(step=step):
+                for name, value in metrics.items():
+                    if isinstance(value, (int, float)):
+                        tf.summary.scalar(f"eval/{name}", value)
+            if metrics["score"] > best_score:
+                best_score, best_metrics, evals_without_gain = metrics["score"], metrics, 0
+                if cfg.early_stopping_patience:
+                    best_manager.save(checkpoint_number=step)
+            else:
+                evals_without_gain += 1
+            if cfg.early_stopping_patience and evals_without_gain >= cfg.early_stopping_patience:
+                logging.info("Early stopping at step %d: no better eval score in %d evaluations.",
+                             step, evals_without_gain)
+                manager.save(checkpoint_number=step)
+                stopped_early = True
+                break
+    writer.flush()
+    if cfg.early_stopping_patience and best_manager.latest_checkpoint:
+        checkpoint.restore(best_manager.latest_checkpoint)
+        logging.info("Restored the best weights (%s).", best_manager.latest_checkpoint)
+    if out_dir != cfg.model_dir:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return LoopResult(int(optimizer.iterations.numpy()), best_metrics, stopped_early, resumed_from)
+
+
+def _next_multiple(step, every):
+    return (step // every + 1) * every
+
+
+def _format(metrics):
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def _make_train_function(model, loss_fn, optimizer, strategy, cfg):
+    def step_fn(inputs, labels):
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            per_example = loss_fn(labels, tf.cast(logits, tf.float32))
+            loss = tf.nn.compute_average_loss(per_example)
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    replica_step = tf.function(step_fn, jit_compile=True) if cfg.jit_compile else step_fn
+
+    @tf.function
+    def train_steps(iterator, n):
+        total = tf.constant(0.0)
+        for _ in tf.range(n):
+            inputs, labels = next(iterator)
+            per_replica = strategy.run(replica_step, args=(inputs, labels))
+            total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return total / tf.cast(n, tf.float32)
+
+    return train_steps

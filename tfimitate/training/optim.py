@@ -1,0 +1,50 @@
+"""AdamW with linear warmup then linear decay to zero.
+
+Example:
+    optimizer = make_optimizer(learning_rate=5e-5, total_steps=1000,
+                               warmup_ratio=0.1, weight_decay=0.01)
+"""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="tfimitate")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly from 0 to `peak` over `warmup_steps`, then falls linearly to 0.
+
+    Example:
+        schedule = WarmupLinearDecay(peak=5e-5, warmup_steps=100, total_steps=1000)
+        schedule(50)  # 2.5e-5
+    """
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = keras.ops.maximum(float(self.warmup_steps), 1.0)
+        rising = self.peak * step / warmup
+        remaining = keras.ops.maximum(float(self.total_steps - self.warmup_steps), 1.0)
+        falling = self.peak * keras.ops.maximum(
+            0.0, (self.total_steps - step) / remaining)
+        return keras.ops.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+
+def make_optimizer(learning_rate, total_steps, warmup_ratio, weight_decay,
+                   loss_scale=False):
+    """AdamW on the warmup/decay schedule; no decay on biases and LayerNorm."""
+    schedule = WarmupLinearDecay(
+        learning_rate, int(round(total_steps * warmup_ratio)), total_steps)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6,
+        global_clipnorm=1.0)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if loss_scale:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
