@@ -27,17 +27,18 @@ def tiny_vocabulary():
     return list(dict.fromkeys(tokens))
 
 
-def tiny_bert_preset(directory, sequence_length=128):
+def tiny_bert_preset(directory, sequence_length=128, dropout=0.1):
     """Saves a random 2-layer, 32-wide BERT + tokenizer as a keras-hub preset; returns its path."""
     import keras_hub
 
-    path = os.path.join(str(directory), "tiny_bert")
+    path = os.path.join(str(directory), "tiny_bert" if dropout == 0.1 else f"tiny_bert_dropout{dropout}")
     if os.path.isdir(path):
         return path
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=tiny_vocabulary(), lowercase=True)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2,
-        hidden_dim=32, intermediate_dim=64, max_sequence_length=sequence_length)
+        hidden_dim=32, intermediate_dim=64, max_sequence_length=sequence_length,
+        dropout=dropout)
     backbone.save_to_preset(path)
     tokenizer.save_to_preset(path)
     return path
