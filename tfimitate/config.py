@@ -32,6 +32,7 @@ class Experiment:
     label_column: str = "label"
     labels: Optional[Tuple[str, ...]] = None
     drop_unlisted_labels: bool = False
+    tagging_scheme: str = "auto"
     holdout_fraction: float = 0.1
     backbone: str = "minilm_l6"
     sequence_length: int = 128

@@ -55,6 +55,10 @@ DROP_UNLISTED_LABELS = flags.DEFINE_bool(
     "drop_unlisted_labels", False,
     "With --labels: drop (and count) rows whose label is not listed, instead "
     "of stopping with an error.")
+TAGGING_SCHEME = flags.DEFINE_enum(
+    "tagging_scheme", "auto", ["auto", "iob2", "iobes"],
+    "token_classification: tag scheme of the data. auto: iobes if any tag starts "
+    "with E- or S-, else iob2. I- tags that follow O (IOB1) become B- with a warning.")
 HOLDOUT_FRACTION = flags.DEFINE_float(
     "holdout_fraction", 0.1,
     "Fraction of the training data held out for evaluation when --eval_data "
