@@ -1,0 +1,83 @@
+"""Readers: formats, compression, column specs, and one-sentence errors for bad files."""
+
+import bz2
+import gzip
+import json
+
+import pytest
+
+from tfimitate.data import readers
+from tfimitate.errors import UserError
+
+
+def write_bytes(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_csv_with_header_reads_named_columns(tmp_path):
+    path = write_bytes(tmp_path, "d.csv", b'text,label\n"a, quoted text",pos\nplain,neg\n')
+    rows = readers.read_rows(path, ["text", "label"], "--train_data")
+    assert [r.values for r in rows] == [("a, quoted text", "pos"), ("plain", "neg")]
+    assert [r.line for r in rows] == [2, 3]
+
+
+def test_tsv_without_header_reads_indexed_columns_and_crlf(tmp_path):
+    path = write_bytes(tmp_path, "d.tsv", b'say "hi"\t1\r\n\r\nbye\t0\r\n')
+    rows = readers.read_rows(path, ["0", "1"], "--train_data")
+    assert [r.values for r in rows] == [('say "hi"', "1"), ("bye", "0")]
+    assert [r.line for r in rows] == [1, 3]
+
+
+@pytest.mark.parametrize("suffix,compress", [(".gz", gzip.compress), (".bz2", bz2.compress)])
+def test_compressed_jsonl(tmp_path, suffix, compress):
+    lines = "\n".join(json.dumps({"text": t, "label": l}) for t, l in [("x", 1), ("y", 0)])
+    path = write_bytes(tmp_path, "d.jsonl" + suffix, compress(lines.encode()))
+    rows = readers.read_rows(path, ["text", "label"], "--train_data")
+    assert [r.values for r in rows] == [("x", 1), ("y", 0)]
+
+
+def test_package_path_resolves_inside_installed_package():
+    path = readers.resolve_path("package:tfimitate/flags.py", "--train_data")
+    assert path.endswith("flags.py")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("/no/such/file.csv", "does not exist"),
+    ("package:no_such_package_xyz/a.csv", "is not installed"),
+])
+def test_missing_files_are_named(spec, message):
+    with pytest.raises(UserError, match=message) as error:
+        readers.resolve_path(spec, "--train_data")
+    assert "--train_data" in str(error.value)
+
+
+def test_unknown_column_lists_the_columns(tmp_path):
+    path = write_bytes(tmp_path, "d.csv", b"sentence,label\nhi,1\n")
+    with pytest.raises(UserError, match=r"no column 'text' \(columns: sentence, label\)"):
+        readers.read_rows(path, ["text", "label"], "--train_data")
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path):
+    path = write_bytes(tmp_path, "d.tsv", b"fine\t1\nbroken \xff\xfe\t0\n")
+    with pytest.raises(UserError, match=r"d.tsv:2: bytes are not valid UTF-8"):
+        readers.read_rows(path, ["0", "1"], "--train_data")
+
+
+def test_short_row_names_file_and_line(tmp_path):
+    path = write_bytes(tmp_path, "d.tsv", b"fine\t1\nno label here\n")
+    with pytest.raises(UserError, match=r"d.tsv:2: row has 1 columns but column 1 is needed"):
+        readers.read_rows(path, ["0", "1"], "--train_data")
+
+
+def test_bad_json_line_is_named(tmp_path):
+    path = write_bytes(tmp_path, "d.jsonl", b'{"text": "a", "label": 1}\n{"text": \n')
+    with pytest.raises(UserError, match=r"d.jsonl:2: not valid JSON"):
+        readers.read_rows(path, ["text", "label"], "--train_data")
+
+
+def test_unsupported_format_is_refused(tmp_path):
+    path = write_bytes(tmp_path, "d.parquet", b"x")
+    with pytest.raises(UserError, match="is not .csv, .tsv or .jsonl"):
+        readers.read_rows(path, ["text"], "--train_data")

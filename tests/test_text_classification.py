@@ -1,0 +1,149 @@
+"""Text classification end to end on a tiny random backbone: train, resume, evaluate,
+predict, export (signature, assets, parity, versions), and the errors users cause."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import helpers
+from tfimitate import workflow
+from tfimitate.config import Experiment
+from tfimitate.errors import UserError
+
+
+def write_table(directory, name, rows):
+    return helpers.write_lines(directory, name, ["text,label"] + [f"{t},{l}" for t, l in rows])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny model trained for 6 steps with eval/test data and an export."""
+    root = tmp_path_factory.mktemp("tc")
+    cfg = helpers.experiment(
+        root, backbone=helpers.tiny_bert_preset(root),
+        train_data=write_table(root, "train.csv", helpers.sentiment_rows(64)),
+        eval_data=write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
+        test_data=write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
+        export_dir=str(root / "export"))
+    metrics = workflow.train(cfg)
+    return cfg, metrics
+
+
+def test_training_writes_config_metrics_and_plot(trained):
+    cfg, metrics = trained
+    saved = Experiment.load(cfg.model_dir)
+    assert saved.labels == ("0", "1") and saved.max_steps == 6
+    flagfile = open(os.path.join(cfg.model_dir, "flags.cfg")).read()
+    assert "--train_data=" in flagfile and "--labels=0,1" in flagfile
+    written = json.load(open(os.path.join(cfg.model_dir, "eval", "metrics.json")))
+    assert written["step"] == 6
+    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix"):
+        assert key in written
+    assert sum(map(sum, written["confusion_matrix"])) == 40
+    assert set(written["per_class"]) == {"0", "1"}
+    assert os.path.getsize(os.path.join(cfg.model_dir, "eval", "metrics_confusion_matrix.png")) > 1000
+    assert os.path.isfile(os.path.join(cfg.model_dir, "eval", "test_metrics.json"))
+    assert os.listdir(os.path.join(cfg.model_dir, "logs", "train"))
+
+
+def test_export_signature_assets_and_outputs(trained):
+    import tensorflow as tf
+
+    cfg, _ = trained
+    version_dir = os.path.join(cfg.export_dir, "1")
+    assert sorted(os.listdir(cfg.export_dir)) == ["1"]
+    assert open(os.path.join(version_dir, "assets", "labels.txt")).read().split() == ["0", "1"]
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    assert set(serve.structured_input_signature[1]) == {"text"}
+    out = serve(text=tf.constant(["the film was good", "awful boring", ""]))
+    assert out["label"].dtype == tf.string and out["label"].shape == [3]
+    assert out["class_id"].dtype == tf.int64
+    assert out["probabilities"].dtype == tf.float32 and out["probabilities"].shape == [3, 2]
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    labels = [b.decode() for b in out["label"].numpy()]
+    assert labels == [["0", "1"][i] for i in out["class_id"].numpy()]
+
+
+def test_rerun_resumes_from_last_checkpoint(trained, caplog):
+    cfg, _ = trained
+    resumed = cfg.replace(max_steps=9, export_dir=None)
+    with caplog.at_level("INFO", logger="absl"):
+        metrics = workflow.train(resumed)
+    assert metrics["step"] == 9
+    assert any("Resumed from checkpoint" in r.getMessage() and "at step 6" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_evaluate_predict_and_second_export(trained, tmp_path):
+    cfg, _ = trained
+    metrics = workflow.evaluate(cfg.model_dir, cfg.test_data)
+    assert metrics["examples"] == 20 and metrics["step"] >= 6
+
+    inputs = helpers.write_lines(tmp_path, "in.txt", ["good fun", "", "worst plot"])
+    records = workflow.predict(cfg.model_dir, inputs, str(tmp_path / "out.jsonl"))
+    lines = [json.loads(l) for l in open(tmp_path / "out.jsonl")]
+    assert [r["text"] for r in lines] == ["good fun", "worst plot"] == [r["text"] for r in records]
+    assert all(r["label"] in ("0", "1") and 0.5 <= r["probability"] <= 1 for r in lines)
+    workflow.predict(cfg.model_dir, inputs, str(tmp_path / "out.csv"))
+    assert open(tmp_path / "out.csv").readline().startswith("text,label,probability")
+
+    assert workflow.export(cfg.model_dir, cfg.export_dir).endswith(os.sep + "2")
+    with pytest.raises(UserError, match="already exists"):
+        workflow.export(cfg.model_dir, cfg.export_dir, version=2)
+
+
+def test_holdout_when_no_eval_data(tmp_path):
+    from tfimitate.tasks import text_classification
+
+    cfg = helpers.experiment(tmp_path, train_data=write_table(
+        tmp_path, "t.csv", helpers.sentiment_rows(50) + [("", "0"), ("dup", "1"), ("dup", "1")]),
+        holdout_fraction=0.2)
+    data = text_classification.load_data(cfg)
+    assert len(data.eval) == 10 and len(data.train) == 41
+    assert not set(data.eval.texts) & set(data.train.texts)
+    again = text_classification.load_data(cfg)
+    assert again.eval.texts == data.eval.texts  # seeded
+
+
+# ---- Errors a user can cause: one sentence, nothing written ----------------
+
+def bad_input_cases(tmp_path):
+    good = write_table(tmp_path, "good.csv", helpers.sentiment_rows(20))
+    unseen = write_table(tmp_path, "unseen.csv", [("fine film", "1"), ("odd", "maybe")])
+    empty = helpers.write_lines(tmp_path, "empty.csv", ["text,label"])
+    one_label = write_table(tmp_path, "one.csv", [("a", "1"), ("b", "1")])
+    return {
+        "missing file": (dict(train_data=str(tmp_path / "nope.csv")), "does not exist"),
+        "missing column": (dict(train_data=good, text_column="sentence"), "no column 'sentence'"),
+        "unseen eval label": (dict(train_data=good, eval_data=unseen), r"unseen.csv:3: label 'maybe'"),
+        "empty data": (dict(train_data=empty), "no examples"),
+        "one label": (dict(train_data=one_label), "only one label"),
+        "bad backbone folder": (dict(train_data=good, backbone=str(tmp_path / "none/x")), "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "missing column", "unseen eval label",
+                                  "empty data", "one label", "bad backbone folder"])
+def test_bad_input_fails_before_writing(tmp_path, case):
+    overrides, message = bad_input_cases(tmp_path)[case]
+    cfg = helpers.experiment(tmp_path, export_dir=str(tmp_path / "export"), **overrides)
+    with pytest.raises(UserError, match=message):
+        workflow.train(cfg)
+    assert not os.path.exists(cfg.model_dir) and not os.path.exists(cfg.export_dir)
+
+
+def test_non_numeric_version_directory_is_refused(tmp_path):
+    (tmp_path / "export" / "latest").mkdir(parents=True)
+    cfg = helpers.experiment(tmp_path, export_dir=str(tmp_path / "export"),
+                             train_data=write_table(tmp_path, "t.csv", helpers.sentiment_rows(20)))
+    with pytest.raises(UserError, match="holds 'latest', which is not a numeric version"):
+        workflow.train(cfg)
+    assert not os.path.exists(cfg.model_dir)
+
+
+def test_model_dir_of_another_experiment_is_refused(trained):
+    cfg, _ = trained
+    with pytest.raises(UserError, match="holds a run with --backbone"):
+        workflow.train(cfg.replace(backbone="minilm_l6"))
