@@ -184,6 +184,7 @@ def export(model_dir, export_dir, version=None):
 def export_model(task, model, preprocessor, cfg, split, version=None):
     """Builds the task's serving module and writes a checked version directory."""
     from tfimitate.serving import export as export_lib
+    from tfimitate.serving import warmup
 
     with tempfile.TemporaryDirectory() as scratch:
         labels_file = os.path.join(scratch, LABELS_FILE)
@@ -192,6 +193,9 @@ def export_model(task, model, preprocessor, cfg, split, version=None):
         module = task.serving_module(model, preprocessor, labels_file, cfg)
         inputs = task.parity_inputs(split)
         expected = task.keras_outputs(model, preprocessor, inputs)
-        path = export_lib.export_saved_model(module, cfg.export_dir, inputs, expected, version)
+        model_name = os.path.basename(os.path.normpath(cfg.export_dir))
+        path = export_lib.export_saved_model(
+            module, cfg.export_dir, inputs, expected, version,
+            write_extras=lambda directory: warmup.write_warmup_requests(directory, inputs, model_name))
     print(f"Exported the model to {path}", flush=True)
     return path

@@ -1,0 +1,227 @@
+"""gRPC client for TensorFlow Serving (and the dev server): Predict, GetModelMetadata, GetModelStatus.
+
+Uses the official `tensorflow-serving-api` protos, so it talks to the
+`tensorflow/serving` image as it is. Prints one JSON object per input text:
+`label`, `class_id` and `probabilities` for classifiers; `words`, `tags` and
+`entities` for token classifiers; any other model's outputs as they are.
+
+    python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 \\
+        "a gripping film" "two hours I will not get back"
+    python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --metadata
+    python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --status
+
+Example (in Python):
+    client = ServingClient("localhost:8500", timeout=5)
+    prediction = client.predict("sst2", {"text": ["a gripping film"]})
+    print(prediction.version, records(["a gripping film"], prediction.outputs))
+"""
+
+import dataclasses
+import json
+import sys
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from google.protobuf import json_format
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from tfimitate.errors import UserError, run_cli
+
+MAX_MESSAGE_BYTES = 64 << 20
+ENTITY_FIELDS = {"entity_text": "text", "entity_type": "type",
+                 "entity_start": "start", "entity_end": "end"}
+
+
+class ServingError(UserError):
+    """The server was unreachable, too slow, or refused a request; `code` is the grpc.StatusCode."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Outputs (name -> NumPy array) and the version that computed them."""
+
+    outputs: dict
+    version: int
+
+
+class ServingClient:
+    """One channel to a TF Serving gRPC endpoint; every call has a deadline of `timeout` seconds."""
+
+    def __init__(self, target, timeout=10.0):
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def predict(self, model_name, inputs, version=None, version_label=None,
+                signature_name="serving_default", output_filter=()):
+        """Runs a signature on `inputs` (name -> list or array); returns a Prediction."""
+        request = predict_pb2.PredictRequest(output_filter=list(output_filter))
+        _fill_spec(request.model_spec, model_name, version, version_label)
+        request.model_spec.signature_name = signature_name
+        for name, values in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+        response = self._call(self.predictions.Predict, request)
+        return Prediction({name: tf.make_ndarray(proto) for name, proto in response.outputs.items()},
+                          response.model_spec.version.value)
+
+    def predict_in_batches(self, model_name, inputs, batch_size, **kwargs):
+        """Yields one Prediction per `batch_size` consecutive examples of `inputs`."""
+        count = len(next(iter(inputs.values())))
+        for start in range(0, count, batch_size):
+            yield self.predict(model_name, {name: list(values[start:start + batch_size])
+                                            for name, values in inputs.items()}, **kwargs)
+
+    def metadata(self, model_name, version=None, version_label=None):
+        """The model's version and SignatureDefs, as a JSON-ready dict."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        _fill_spec(request.model_spec, model_name, version, version_label)
+        response = self._call(self.predictions.GetModelMetadata, request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return {"model": model_name, "version": response.model_spec.version.value,
+                "signature_def": json_format.MessageToDict(signatures)["signatureDef"]}
+
+    def status(self, model_name, version=None, version_label=None):
+        """One dict per known version: its state and, after a failure, the error."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        _fill_spec(request.model_spec, model_name, version, version_label)
+        response = self._call(self.models.GetModelStatus, request)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return [{"model": model_name, "version": status.version,
+                 "state": states.Name(status.state),
+                 **({"error": status.status.error_message} if status.status.error_message else {})}
+                for status in response.model_version_status]
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise _explain(error, self.target, self.timeout) from None
+
+
+def _fill_spec(spec, model_name, version, version_label):
+    spec.name = model_name
+    if version is not None:
+        spec.version.value = version
+    elif version_label:
+        spec.version_label = version_label
+
+
+def _explain(error, target, timeout):
+    """One sentence for a failed call, by status code."""
+    code = error.code()
+    details = (error.details() or "").strip().splitlines()
+    details = details[0] if details else code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = (f"--target={target}: no server answers there ({details}); start TF Serving "
+                   "(or the dev server) or fix --target.")
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = (f"--target={target}: no answer within --timeout={timeout:g} s; raise "
+                   "--timeout, lower --batch_size or check the server's load.")
+    else:
+        message = f"the server at {target} answered {code.name}: {details}"
+    return ServingError(code, message)
+
+
+def _python(value):
+    if isinstance(value, np.ndarray):
+        return [_python(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def records(texts, outputs):
+    """One JSON-ready dict per text; padded NER outputs become `words`, `tags` and `entities`."""
+    rows = []
+    for i, text in enumerate(texts):
+        row = {"text": text}
+        row.update({name: _python(value[i]) for name, value in outputs.items()})
+        if "words" in row:
+            count = sum(1 for word in row["words"] if word)
+            row["words"] = row["words"][:count]
+            if "tags" in row:
+                row["tags"] = row["tags"][:count]
+        if "entity_type" in row:
+            columns = [row.pop(name) for name in ENTITY_FIELDS]
+            row["entities"] = [dict(zip(ENTITY_FIELDS.values(), entity))
+                               for entity in zip(*columns) if entity[1]]
+        rows.append(row)
+    return rows
+
+
+def _define_flags():
+    """The client's flags, defined only when it runs as a program (no clash with train's)."""
+    return dict(
+        target=flags.DEFINE_string("target", "localhost:8500", "HOST:PORT of the gRPC endpoint."),
+        model_name=flags.DEFINE_string("model_name", None,
+                                       "Model name, as in models.config (e.g. sst2)."),
+        version=flags.DEFINE_integer("version", None, "Ask for this version (default: newest).",
+                                     lower_bound=1),
+        version_label=flags.DEFINE_string(
+            "version_label", None, "Ask for the version with this label (e.g. stable), as "
+            "assigned in models.config."),
+        signature_name=flags.DEFINE_string("signature_name", "serving_default",
+                                           "Signature to call."),
+        text_pair=flags.DEFINE_multi_string(
+            "text_pair", None, "Second text of pair models, once per TEXT, in the same order."),
+        batch_size=flags.DEFINE_integer("batch_size", 32, "Texts per Predict request.",
+                                        lower_bound=1),
+        timeout=flags.DEFINE_float("timeout", 10.0, "Deadline of each call, in seconds.",
+                                   lower_bound=0.001),
+        metadata=flags.DEFINE_bool("metadata", False,
+                                   "Print the model's signatures (GetModelMetadata) instead."),
+        status=flags.DEFINE_bool("status", False,
+                                 "Print the state of each version (GetModelStatus) instead."),
+    )
+
+
+def main(argv, holders):
+    value = {name: holder.value for name, holder in holders.items()}
+    if value["version"] is not None and value["version_label"]:
+        raise UserError("--version and --version_label both given; use one of them.")
+    spec = dict(version=value["version"], version_label=value["version_label"])
+    texts = argv[1:]
+    client = ServingClient(value["target"], value["timeout"])
+    if value["metadata"] or value["status"]:
+        result = (client.metadata if value["metadata"] else client.status)(value["model_name"], **spec)
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if not texts:
+        raise UserError("no TEXT given; pass the texts to classify as arguments "
+                        "(or --metadata / --status).")
+    inputs = {"text": texts}
+    if value["text_pair"]:
+        if len(value["text_pair"]) != len(texts):
+            raise UserError(f"--text_pair given {len(value['text_pair'])} times for {len(texts)} "
+                            "texts; give one --text_pair per TEXT.")
+        inputs["text_pair"] = value["text_pair"]
+    start = 0
+    for prediction in client.predict_in_batches(value["model_name"], inputs, value["batch_size"],
+                                                signature_name=value["signature_name"], **spec):
+        count = len(next(iter(prediction.outputs.values())))
+        for row in records(texts[start:start + count], prediction.outputs):
+            print(json.dumps(row, ensure_ascii=False))
+        start += count
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _HOLDERS = _define_flags()
+    flags.mark_flags_as_required(["model_name"])
+    run_cli(lambda argv: main(argv, _HOLDERS))

@@ -1,0 +1,189 @@
+"""Load the newest SavedModel version of a model folder and follow new ones, like TF Serving.
+
+TF Serving's file-system source polls `<model_base_path>/` for integer version
+directories (anything else, such as our `.tmp-*` export folders, is ignored),
+loads the newest, replays its warmup requests, and only then moves traffic to
+it and unloads the old one. `ModelVersions` does the same for the dev server.
+
+Example:
+    versions = ModelVersions("sst2", "saved_models/sst2")
+    versions.poll()                      # loads the newest version
+    outputs = versions.get().run("serving_default", {"text": tf.make_tensor_proto(["fun"])})
+"""
+
+import os
+import threading
+
+import grpc
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+
+from tfimitate.serving import warmup
+
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+class RequestError(Exception):
+    """A request the server refuses, with the grpc.StatusCode TF Serving would answer."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def numeric_versions(base_path):
+    """Integer version directories under `base_path`, ascending (hidden/other names ignored)."""
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(name) for name in os.listdir(base_path)
+                  if name.isdigit() and os.path.isdir(os.path.join(base_path, name)))
+
+
+def _tensor_shape(shape_proto):
+    return None if shape_proto.unknown_rank else [dim.size for dim in shape_proto.dim]
+
+
+class Servable:
+    """One loaded version: its SignatureDefs (as TF Serving reports them) and callable signatures."""
+
+    def __init__(self, version, path):
+        self.version = version
+        self.path = path
+        saved_model = saved_model_pb2.SavedModel.FromString(
+            tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb").read())
+        self.signature_defs = saved_model.meta_graphs[0].signature_def
+        self.module = tf.saved_model.load(path)
+
+    def run(self, signature_name, inputs, output_filter=()):
+        """Runs a signature on TensorProto inputs; returns a dict of NumPy outputs.
+
+        Raises:
+            RequestError: unknown signature/input/output, wrong dtype or shape, or
+                a graph error caused by the inputs.
+        """
+        if signature_name not in self.module.signatures:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{signature_name}" not found.')
+        signature = self.signature_defs[signature_name]
+        arrays = _check_inputs(signature, inputs)
+        unknown = sorted(set(output_filter) - set(signature.outputs))
+        if unknown:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {unknown[0]}. Outputs "
+                               f"expected to be in the set {{{','.join(sorted(signature.outputs))}}}.")
+        try:
+            outputs = self.module.signatures[signature_name](
+                **{name: tf.constant(value) for name, value in arrays.items()})
+        except tf.errors.OpError as error:
+            raise RequestError(_GRPC_CODES.get(error.error_code, grpc.StatusCode.INTERNAL),
+                               error.message) from None
+        wanted = list(output_filter) or list(outputs)
+        return {name: outputs[name].numpy() for name in wanted}
+
+
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # TF and gRPC share the numbers
+
+
+def _check_inputs(signature, inputs):
+    """Checks TensorProto inputs against a SignatureDef; returns them as NumPy arrays."""
+    expected = set(signature.inputs)
+    for name in sorted(set(inputs) - expected):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input tensor alias not found in signature: {name}. Inputs expected "
+                           f"to be in the set {{{','.join(sorted(expected))}}}.")
+    missing = sorted(expected - set(inputs))
+    if missing:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Missing input keys: {', '.join(missing)}.")
+    arrays = {}
+    for name, proto in inputs.items():
+        info = signature.inputs[name]
+        if proto.dtype != info.dtype:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input '{name}' has dtype {_dtype_name(proto.dtype)}; the "
+                               f"signature expects {_dtype_name(info.dtype)}.")
+        try:
+            value = tf.make_ndarray(proto)
+        except (TypeError, ValueError):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"tensor parsing error: {name}") from None
+        shape = _tensor_shape(info.tensor_shape)
+        if shape is not None and (len(shape) != value.ndim or any(
+                want not in (-1, got) for want, got in zip(shape, value.shape))):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input '{name}' has shape {list(value.shape)}; the signature "
+                               f"expects {shape} (-1: any size).")
+        arrays[name] = value
+    return arrays
+
+
+def _dtype_name(enum_value):
+    try:
+        return tf.dtypes.as_dtype(enum_value).name
+    except TypeError:
+        return f"unknown dtype {enum_value}"
+
+
+class ModelVersions:
+    """Serves the newest version of one model, swapping to newer ones without dropping requests."""
+
+    def __init__(self, name, base_path):
+        self.name = name
+        self.base_path = base_path
+        self.states = {}  # version -> (State, error message or "")
+        self._current = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def get(self, version=None):
+        """The servable for `version` (None: the newest loaded); RequestError NOT_FOUND otherwise."""
+        current = self._current
+        if current is None or (version is not None and version != current.version):
+            spec = f"Latest({self.name})" if version is None else f"Specific({self.name}, {version})"
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {spec}")
+        return current
+
+    def poll(self):
+        """Loads the newest version if it is new (and not already failed); returns the served version."""
+        with self._lock:
+            versions = numeric_versions(self.base_path)
+            newest = versions[-1] if versions else None
+            current = self._current.version if self._current else None
+            if newest is None or newest == current or newest in self.states:
+                return current
+            self.states[newest] = (State.LOADING, "")
+            try:
+                servable = Servable(newest, os.path.join(self.base_path, str(newest)))
+                self._warm_up(servable)
+            except Exception as error:  # a broken version must not stop the server
+                logging.error("Could not load %s version %d: %s", self.name, newest, error)
+                self.states[newest] = (State.END, f"{type(error).__name__}: {error}")
+                return current
+            self._current = servable
+            self.states[newest] = (State.AVAILABLE, "")
+            if current is not None:
+                self.states[current] = (State.END, "")
+            logging.info("Serving %s version %d from %s", self.name, newest, servable.path)
+            return newest
+
+    @staticmethod
+    def _warm_up(servable):
+        requests = warmup.read_warmup_requests(servable.path)
+        for request in requests:
+            servable.run(request.model_spec.signature_name or "serving_default", request.inputs)
+        logging.info("Replayed %d warmup requests for version %d.", len(requests), servable.version)
+
+    def follow(self, poll_seconds):
+        """Polls every `poll_seconds` in a daemon thread until `stop()`."""
+        def loop():
+            while not self._stop.wait(poll_seconds):
+                self.poll()
+        thread = threading.Thread(target=loop, name=f"poll-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self):
+        self._stop.set()
+

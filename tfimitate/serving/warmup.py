@@ -1,0 +1,70 @@
+"""Warmup requests TF Serving replays before a new version takes traffic.
+
+TF Serving reads `assets.extra/tf_serving_warmup_requests` (a TFRecord file of
+`PredictionLog` protos, at most 1,000) from each version directory and runs them
+once while loading, so the first real request does not pay for lazy
+initialisation. We build them from real evaluation examples, one request per
+common batch size, for `serving_default`.
+
+Example:
+    write_warmup_requests(version_dir, {"text": tf.constant(["a fine film", "dull"])})
+    requests = read_warmup_requests(version_dir)
+"""
+
+import os
+
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_RECORDS = 1000  # TF Serving refuses to load a version with more.
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def warmup_requests(inputs, model_name="", signature_name="serving_default",
+                    batch_sizes=BATCH_SIZES):
+    """PredictRequests over real examples, one per batch size the examples can fill.
+
+    Args:
+        inputs: dict input name -> tensor whose first dimension is the example.
+        model_name: written into each request's model_spec (TF Serving ignores it).
+        signature_name: the signature the requests call.
+        batch_sizes: request sizes to cover; sizes above the example count are skipped.
+    """
+    count = int(next(iter(inputs.values())).shape[0])
+    sizes = [size for size in batch_sizes if size <= count]
+    requests, start = [], 0
+    for size in sizes:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature_name
+        rows = [(start + i) % count for i in range(size)]
+        for name, values in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(tf.gather(values, rows).numpy()))
+        requests.append(request)
+        start = (start + size) % count
+    return requests
+
+
+def write_warmup_requests(version_dir, inputs, model_name=""):
+    """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests`; returns its path."""
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in warmup_requests(inputs, model_name):
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(version_dir):
+    """The PredictRequests of a version's warmup file ([] when it has none)."""
+    path = os.path.join(version_dir, WARMUP_FILE)
+    if not os.path.isfile(path):
+        return []
+    requests = []
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        requests.append(log.predict_log.request)
+    return requests
