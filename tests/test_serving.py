@@ -244,6 +244,20 @@ def _run(module, *args):
                           timeout=120, cwd=REPO)
 
 
+def test_records_trim_ner_padding_into_words_tags_and_entities():
+    outputs = {
+        "words": np.array([[b"John", b"lives", b"in", b"Paris"], [b"Hi", b"", b"", b""]]),
+        "tags": np.array([[b"B-PER", b"O", b"O", b"B-LOC"], [b"O", b"", b"", b""]]),
+        "entity_text": np.array([[b"John", b"Paris"], [b"", b""]]),
+        "entity_type": np.array([[b"PER", b"LOC"], [b"", b""]]),
+        "entity_start": np.array([[0, 14], [-1, -1]]), "entity_end": np.array([[4, 19], [-1, -1]])}
+    first, second = records(["John lives in Paris", "Hi"], outputs)
+    assert first["tags"] == ["B-PER", "O", "O", "B-LOC"]
+    assert first["entities"] == [{"text": "John", "type": "PER", "start": 0, "end": 4},
+                                 {"text": "Paris", "type": "LOC", "start": 14, "end": 19}]
+    assert second == {"text": "Hi", "words": ["Hi"], "tags": ["O"], "entities": []}
+
+
 def _client_flags(target, **values):
     values = dict(dict(target=target, model_name=MODEL, version=None, version_label=None,
                        signature_name="serving_default", text_pair=None, batch_size=2,
@@ -277,3 +291,22 @@ def test_cli_config_writes_models_config(trained, tmp_path):
     missing = _run("tfimitate.serving.config", f"--saved_models={tmp_path / 'none'}",
                    f"--models_config={out}")
     assert missing.returncode == 2 and missing.stderr.startswith("error: --saved_models=")
+
+
+@pytest.mark.parametrize("name,gpu", [("docker-compose.yml", False), ("docker-compose.gpu.yml", True)])
+def test_compose_files_run_tf_serving_on_the_shipped_configs(name, gpu):
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(REPO, "serving", name)) as f:
+        service = yaml.safe_load(f)["services"]["tfserving"]
+    assert service["image"].startswith("tensorflow/serving:") and service["image"].endswith("-gpu") == gpu
+    command = service["command"]
+    for flag in ("--port=8500", "--rest_api_port=8501", "--model_config_file=/config/models.config",
+                 "--enable_batching=true", "--enable_model_warmup=true",
+                 "--batching_parameters_file=/config/batching_parameters.txt",
+                 "--monitoring_config_file=/config/monitoring.config"):
+        assert flag in command
+    shipped = [volume.split(":")[0] for volume in service["volumes"] if volume.startswith("./")]
+    assert len(shipped) == 3
+    for source in shipped:
+        assert os.path.isfile(os.path.join(REPO, "serving", source)), source
+    assert (service.get("environment", {}).get("TF_ENABLE_ONEDNN_OPTS") == "1") != gpu

@@ -152,15 +152,15 @@ def records(texts, outputs):
     for i, text in enumerate(texts):
         row = {"text": text}
         row.update({name: _python(value[i]) for name, value in outputs.items()})
-        if "words" in row:
-            count = sum(1 for word in row["words"] if word)
-            row["words"] = row["words"][:count]
-            if "tags" in row:
-                row["tags"] = row["tags"][:count]
         if "entity_type" in row:
             columns = [row.pop(name) for name in ENTITY_FIELDS]
             row["entities"] = [dict(zip(ENTITY_FIELDS.values(), entity))
                                for entity in zip(*columns) if entity[1]]
+        if "words" in row:  # per-word outputs are padded to the longest sentence
+            padded, count = len(row["words"]), sum(1 for word in row["words"] if word)
+            for name, value in row.items():
+                if name != "entities" and isinstance(value, list) and len(value) == padded:
+                    row[name] = value[:count]
         rows.append(row)
     return rows
 

@@ -1,0 +1,172 @@
+"""Bounded gRPC load test of an exported model on loopback: requests/s and p50/p99 latency.
+
+Starts the dev server (tfimitate.serving.devserver) in its own process on a free
+127.0.0.1 port, then runs `--clients` concurrent clients for `--seconds` twice:
+one text per request, then `--batch_size` texts per request. Writes
+benchmarks/results/serving_load.{json,md}; exits non-zero if any request failed.
+The dev server has no server-side batching, so this measures the model and the
+protocol, not TF Serving's scheduler.
+
+    python benchmarks/serving_load.py --model_base_path=saved_models/quickstart
+"""
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from absl import flags
+
+from tfimitate.errors import UserError, run_cli
+from tfimitate.serving.client import ServingClient, ServingError
+from tfimitate.serving.servables import numeric_versions
+
+_BASE_PATH = flags.DEFINE_string("model_base_path", None,
+                                 "Folder of integer version directories (an --export_dir).")
+_MODEL_NAME = flags.DEFINE_string("model_name", "model", "Name the server serves it under.")
+_CLIENTS = flags.DEFINE_integer("clients", 8, "Concurrent clients.", lower_bound=1, upper_bound=64)
+_SECONDS = flags.DEFINE_float("seconds", 20.0, "Duration of each phase.", lower_bound=1,
+                              upper_bound=300)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Texts per request in the batched phase.",
+                                   lower_bound=2)
+_RESULTS = flags.DEFINE_string("results_dir", os.path.join("benchmarks", "results"),
+                               "Where serving_load.json and serving_load.md go.")
+
+TEXTS = [
+    "a gripping, beautifully acted film",
+    "two hours I will never get back",
+    "the plot is thin but the performances carry it",
+    "funny, warm and surprisingly moving",
+    "a tedious mess with nothing to say",
+    "one of the best thrillers of the year , tense from the first scene to the last",
+    "dull",
+    "the director's visual flair cannot hide a screenplay that runs out of ideas halfway "
+    "through and never recovers , despite a committed lead performance",
+]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(base_path, name):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfimitate.serving.devserver", f"--model_name={name}",
+         f"--model_base_path={base_path}", f"--port={port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = ServingClient(f"127.0.0.1:{port}", timeout=5)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UserError(f"--model_base_path={base_path}: the dev server exited: "
+                            f"{process.stderr.read().strip().splitlines()[-1]}")
+        try:
+            if any(s["state"] == "AVAILABLE" for s in client.status(name)):
+                return process, client
+        except ServingError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise UserError(f"--model_base_path={base_path}: the dev server did not load it in 300 s.")
+
+
+def _phase(target, name, clients, seconds, batch_size):
+    """Runs `clients` threads for `seconds`; returns throughput, latency percentiles and errors."""
+    latencies, errors, lock = [], [], threading.Lock()
+    start_at = time.monotonic() + 0.5
+    stop_at = start_at + seconds
+
+    def worker(index):
+        client = ServingClient(target, timeout=30)
+        offset = index
+        while time.monotonic() < start_at:
+            time.sleep(0.01)
+        while time.monotonic() < stop_at:
+            texts = [TEXTS[(offset + i) % len(TEXTS)] for i in range(batch_size)]
+            offset += batch_size
+            began = time.perf_counter()
+            try:
+                client.predict(name, {"text": texts})
+                with lock:
+                    latencies.append(time.perf_counter() - began)
+            except ServingError as error:
+                with lock:
+                    errors.append(str(error))
+        client.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = max(time.monotonic() - start_at, 1e-9)
+    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {"texts_per_request": batch_size, "requests": len(latencies),
+            "requests_per_s": round(len(latencies) / elapsed, 2),
+            "texts_per_s": round(len(latencies) * batch_size / elapsed, 2),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "errors": len(errors), "first_error": errors[0] if errors else None}
+
+
+def _markdown(result):
+    lines = [
+        "# Serving load test (dev server, gRPC on loopback)", "",
+        f"Model `{result['model_base_path']}` version {result['version']}; "
+        f"{result['clients']} concurrent clients, {result['seconds']:g} s per phase; "
+        f"{result['cpus']} CPU cores ({result['machine']}); TF_ENABLE_ONEDNN_OPTS="
+        f"{result['onednn']}. Command: `{result['command']}`", "",
+        "| phase | texts/request | requests | requests/s | texts/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|"]
+    for phase in ("single", "batched"):
+        p = result[phase]
+        lines.append(f"| {phase} | {p['texts_per_request']} | {p['requests']} | "
+                     f"{p['requests_per_s']} | {p['texts_per_s']} | {p['p50_ms']} | "
+                     f"{p['p99_ms']} | {p['errors']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    base_path = _BASE_PATH.value
+    versions = numeric_versions(base_path)
+    if not versions:
+        raise UserError(f"--model_base_path={base_path} holds no integer version directory; "
+                        "export a model first (see the docstring).")
+    process, client = _start_server(base_path, _MODEL_NAME.value)
+    try:
+        target = client.target
+        result = {"model_base_path": base_path, "version": versions[-1],
+                  "clients": _CLIENTS.value, "seconds": _SECONDS.value,
+                  "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+                  "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+                  "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
+        result["single"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, 1)
+        result["batched"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value,
+                                   _BATCH_SIZE.value)
+    finally:
+        process.terminate()
+        process.wait(30)
+    os.makedirs(_RESULTS.value, exist_ok=True)
+    with open(os.path.join(_RESULTS.value, "serving_load.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    markdown = _markdown(result)
+    with open(os.path.join(_RESULTS.value, "serving_load.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+    if result["single"]["errors"] or result["batched"]["errors"]:
+        raise UserError(f"{result['single']['errors'] + result['batched']['errors']} requests "
+                        "failed (first errors are in serving_load.json); see the dev server log.")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model_base_path"])
+    run_cli(main)
