@@ -123,7 +123,9 @@ def _markdown(result):
         f"Model `{result['model_base_path']}` version {result['version']}; "
         f"{result['clients']} concurrent clients, {result['seconds']:g} s per phase; "
         f"{result['cpus']} CPU cores ({result['machine']}); TF_ENABLE_ONEDNN_OPTS="
-        f"{result['onednn']}. Command: `{result['command']}`", "",
+        f"{result['onednn']}; 1-minute load average before the run "
+        f"{result['load_average_before']} (other work on the machine slows it down). "
+        f"Command: `{result['command']}`", "",
         "| phase | texts/request | requests | requests/s | texts/s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|"]
     for phase in ("single", "batched"):
@@ -148,6 +150,7 @@ def main(argv):
                   "clients": _CLIENTS.value, "seconds": _SECONDS.value,
                   "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                   "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+                  "load_average_before": round(os.getloadavg()[0], 2),
                   "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
         result["single"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, 1)
         result["batched"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value,

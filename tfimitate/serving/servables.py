@@ -16,6 +16,7 @@ import threading
 
 import grpc
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the TF Text ops, which TF Serving links too)
 from absl import logging
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
@@ -133,6 +134,7 @@ class ModelVersions:
         self.name = name
         self.base_path = base_path
         self.states = {}  # version -> (State, error message or "")
+        self._failed = set()  # versions that did not load; not retried, as in TF Serving
         self._current = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -146,12 +148,16 @@ class ModelVersions:
         return current
 
     def poll(self):
-        """Loads the newest version if it is new (and not already failed); returns the served version."""
+        """Serves the newest version directory (loading it unless it failed before).
+
+        A deleted newest version rolls back to the one before it, as in TF Serving.
+        Returns the served version (None while there is none).
+        """
         with self._lock:
             versions = numeric_versions(self.base_path)
             newest = versions[-1] if versions else None
             current = self._current.version if self._current else None
-            if newest is None or newest == current or newest in self.states:
+            if newest is None or newest == current or newest in self._failed:
                 return current
             self.states[newest] = (State.LOADING, "")
             try:
@@ -160,6 +166,7 @@ class ModelVersions:
             except Exception as error:  # a broken version must not stop the server
                 logging.error("Could not load %s version %d: %s", self.name, newest, error)
                 self.states[newest] = (State.END, f"{type(error).__name__}: {error}")
+                self._failed.add(newest)
                 return current
             self._current = servable
             self.states[newest] = (State.AVAILABLE, "")
@@ -179,7 +186,10 @@ class ModelVersions:
         """Polls every `poll_seconds` in a daemon thread until `stop()`."""
         def loop():
             while not self._stop.wait(poll_seconds):
-                self.poll()
+                try:
+                    self.poll()
+                except OSError as error:  # e.g. the folder is being replaced; try again
+                    logging.warning("Could not scan %s: %s", self.base_path, error)
         thread = threading.Thread(target=loop, name=f"poll-{self.name}", daemon=True)
         thread.start()
         return thread
