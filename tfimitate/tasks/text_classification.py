@@ -12,6 +12,7 @@ Example:
 """
 
 import dataclasses
+import functools
 import random
 from typing import List, Optional, Tuple
 
@@ -29,9 +30,9 @@ NAME = "text_classification"
 PARITY_EXAMPLES = 32
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Split:
-    """Examples of one data file, in file order."""
+    """Examples of one data file, in file order (compared and hashed by identity)."""
 
     source: str
     texts: List[str]
@@ -207,11 +208,17 @@ def train_dataset(split, preprocessor, cfg, labels, static_length=False):
                              static_length=static_length)
 
 
+@functools.lru_cache(maxsize=8)
+def _prediction_batches(split, preprocessor, batch_size, sequence_length):
+    """Tokenized, cached batches of (features, example index), built once per split."""
+    features = _features(split, preprocessor, {"index": np.arange(len(split), dtype=np.int64)})
+    return pipelines.batches(features, batch_size, preprocessor.tokenizer.pad_token_id,
+                             sequence_length, split_labels=("index",))
+
+
 def probabilities(model, split, preprocessor, cfg, strategy):
     """Class probabilities for every example of `split`, in file order."""
-    features = _features(split, preprocessor, {"index": np.arange(len(split), dtype=np.int64)})
-    dataset = pipelines.batches(features, cfg.batch_size, preprocessor.tokenizer.pad_token_id,
-                                cfg.sequence_length, split_labels=("index",))
+    dataset = _prediction_batches(split, preprocessor, cfg.batch_size, cfg.sequence_length)
     result = np.zeros([len(split), model.output.shape[-1]], np.float32)
     for logits, index in inference.collect_outputs(model, dataset, strategy):
         result[index] = tf.nn.softmax(logits).numpy()
