@@ -19,15 +19,22 @@ from tfimitate.errors import UserError
 
 
 def make_strategy(name, tpu=None):
-    """Builds the tf.distribute strategy named by --strategy."""
+    """Builds the tf.distribute strategy named by --strategy.
+
+    auto picks tpu when `tpu` is given, mirrored over several GPUs, else one device.
+    mirrored uses every GPU, or every logical CPU device on a machine without GPUs.
+
+    Example:
+        strategy = make_strategy("tpu", tpu="local")
+    """
     if name == "auto":
-        gpus = tf.config.list_logical_devices("GPU")
-        name = "mirrored" if len(gpus) > 1 else "one_device"
+        name = "tpu" if tpu else "mirrored" if len(_gpus()) > 1 else "one_device"
     if name == "one_device":
-        gpus = tf.config.list_logical_devices("GPU")
+        gpus = _gpus()
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = _gpus() or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise UserError(
@@ -35,8 +42,20 @@ def make_strategy(name, tpu=None):
                 "(cluster and task); set it on every worker.")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
+        if not tpu:
+            raise UserError("--strategy=tpu needs --tpu=ADDRESS (or --tpu=local on a TPU VM).")
         return make_tpu_strategy(tpu)
     raise UserError(f"--strategy={name} is unknown; use auto, one_device, mirrored, multi_worker or tpu.")
+
+
+def _gpus():
+    # Listing devices initialises TensorFlow: not before a multi-worker strategy exists.
+    return tf.config.list_logical_devices("GPU")
+
+
+def needs_static_shapes(strategy):
+    """True where input batches must all have one shape (TPUs compile per shape)."""
+    return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 def make_tpu_strategy(tpu, resolver_class=None):

@@ -46,6 +46,8 @@ def train(cfg):
     from tfimitate.training import loop
 
     task = get_task(cfg.task)
+    # First, before other TensorFlow work: multi-worker collectives are set up at startup.
+    strategy = runtime.make_strategy(cfg.strategy, cfg.tpu)
     _check_model_dir(cfg)
     data = task.load_data(cfg)
     cfg = cfg.replace(labels=tuple(data.labels))
@@ -53,7 +55,6 @@ def train(cfg):
         export_lib.next_version(cfg.export_dir)  # fail now, not after training
     runtime.set_precision(cfg.precision)
     runtime.set_seeds(cfg.seed)
-    strategy = runtime.make_strategy(cfg.strategy, cfg.tpu)
     preprocessor = task.make_preprocessor(cfg)
     with strategy.scope():
         model = task.build_model(cfg, len(data.labels))
@@ -67,7 +68,7 @@ def train(cfg):
     logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
                  len(data.train), len(data.eval), data.eval.source, total_steps, cfg.batch_size)
     train_ds = task.train_dataset(data.train, preprocessor, cfg, data.labels,
-                                  static_length=cfg.strategy == "tpu")
+                                  static_length=runtime.needs_static_shapes(strategy))
 
     def evaluate_fn(model):
         metrics = task.evaluate(model, data.eval, preprocessor, cfg, strategy, data.labels)

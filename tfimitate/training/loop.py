@@ -43,8 +43,13 @@ class LoopResult:
 
 
 def make_checkpoint(model, optimizer):
-    """The tf.train.Checkpoint holding what a resume needs."""
-    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+    """The tf.train.Checkpoint holding what a resume needs.
+
+    Besides weights and optimizer slots it holds the dropout seed states (Keras
+    does not track them), so a resumed run draws the masks an uninterrupted one would.
+    """
+    seeds = [v for v in model.variables if "seed_generator_state" in v.path]
+    return tf.train.Checkpoint(model=model, optimizer=optimizer, dropout_seeds=seeds)
 
 
 def restore_latest(model, model_dir, optimizer=None):
@@ -76,6 +81,16 @@ def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
         total_steps: optimizer steps to train for.
     """
     out_dir = runtime.write_dir(cfg.model_dir, strategy)
+    try:
+        return _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
+                      steps_per_epoch, total_steps, out_dir)
+    finally:
+        if out_dir != cfg.model_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch,
+           total_steps, out_dir):
     with strategy.scope():
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
@@ -87,12 +102,15 @@ def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
     best_manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, BEST_SUBDIR), max_to_keep=1)
 
+    # Every worker restores the chief's newest complete checkpoint (the `checkpoint`
+    # state file only names a checkpoint once all its files are written).
+    latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, CHECKPOINT_SUBDIR))
     resumed_from = 0
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
         resumed_from = int(optimizer.iterations.numpy())
         logging.info("Resumed from checkpoint %s at step %d of %d.",
-                     manager.latest_checkpoint, resumed_from, total_steps)
+                     latest, resumed_from, total_steps)
     step = resumed_from
     if step >= total_steps:
         logging.info("Training already reached step %d; nothing to do.", step)
@@ -120,9 +138,9 @@ def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
         step += n
         if not math.isfinite(loss):
             raise NonFiniteLossError(
-                f"the training loss became {loss} at step {step}; nothing was exported and "
-                f"the last good checkpoint is kept in {out_dir}/{CHECKPOINT_SUBDIR}: lower "
-                "--learning_rate or check the data, then re-run.")
+                f"the training loss became {loss} at step {step}, so training stopped and "
+                "nothing was exported (checkpoints are only written at finite losses): lower "
+                "--learning_rate and train into a new --model_dir, or check the data.")
         learning_rate = float(optimizer.learning_rate)
         progbar.update(step - (step - 1) // steps_per_epoch * steps_per_epoch,
                        [("loss", loss)])
@@ -156,8 +174,6 @@ def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
     if cfg.early_stopping_patience and best_manager.latest_checkpoint:
         checkpoint.restore(best_manager.latest_checkpoint)
         logging.info("Restored the best weights (%s).", best_manager.latest_checkpoint)
-    if out_dir != cfg.model_dir:
-        shutil.rmtree(out_dir, ignore_errors=True)
     return LoopResult(int(optimizer.iterations.numpy()), best_metrics, stopped_early, resumed_from)
 
 
@@ -169,6 +185,22 @@ def _format(metrics):
     return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
+def _clip_across_replicas(gradients, loss_scale):
+    """Clips the whole batch's gradient to optim.GLOBAL_CLIPNORM; returns this replica's share.
+
+    Two Keras 3 behaviours make the update depend on the strategy, so the loop works
+    around them: Keras clips each replica's partial gradient before summing them, and
+    Adam squares sparse (embedding) gradients per occurrence of a token, not per row.
+    Here gradients are made dense (duplicate rows summed), summed over replicas, clipped
+    (the loss-scaled gradient at a scaled norm), and 1/N is returned for Keras's own sum.
+    """
+    context = tf.distribute.get_replica_context()
+    dense = [tf.convert_to_tensor(g) for g in gradients]
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+    clipped, _ = tf.clip_by_global_norm(total, optim.GLOBAL_CLIPNORM * loss_scale)
+    return [g / context.num_replicas_in_sync for g in clipped]
+
+
 def _make_train_function(model, loss_fn, optimizer, strategy, cfg):
     def step_fn(inputs, labels):
         with tf.GradientTape() as tape:
@@ -177,6 +209,7 @@ def _make_train_function(model, loss_fn, optimizer, strategy, cfg):
             loss = tf.nn.compute_average_loss(per_example)
             scaled = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, model.trainable_variables)
+        gradients = _clip_across_replicas(gradients, optimizer.scale_loss(1.0))
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 

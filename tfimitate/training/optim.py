@@ -7,6 +7,8 @@ Example:
 
 import keras
 
+GLOBAL_CLIPNORM = 1.0
+
 
 @keras.saving.register_keras_serializable(package="tfimitate")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -38,12 +40,15 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(learning_rate, total_steps, warmup_ratio, weight_decay,
                    loss_scale=False):
-    """AdamW on the warmup/decay schedule; no decay on biases and LayerNorm."""
+    """AdamW on the warmup/decay schedule; no decay on biases and LayerNorm.
+
+    It does not clip: Keras clips each replica's share of the gradient before
+    summing them, so the training loop clips the summed gradient to GLOBAL_CLIPNORM.
+    """
     schedule = WarmupLinearDecay(
         learning_rate, int(round(total_steps * warmup_ratio)), total_steps)
     optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6,
-        global_clipnorm=1.0)
+        learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
