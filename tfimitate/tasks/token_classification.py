@@ -162,6 +162,9 @@ def make_preprocessor(cfg):
 def build_model(cfg, num_classes, load_weights=True):
     """Backbone + dropout + float32 logits per word piece. Call under `strategy.scope()`."""
     backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights)
+    for layer in backbone.layers:
+        if layer.name == "pooled_dense":  # a tagger never uses the pooled output: no gradient
+            layer.trainable = False
     inputs = backbone.input
     outputs = backbone(inputs)
     sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
