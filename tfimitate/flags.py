@@ -132,7 +132,7 @@ STEPS_PER_EXECUTION = flags.DEFINE_integer(
 INPUT = flags.DEFINE_string(
     "input", None,
     "predict: input file (.txt one text per line, or .csv/.tsv/.jsonl with "
-    "--text_column).")
+    "--text_column; token_classification: .txt sentences or CoNLL/JSONL words).")
 OUTPUT = flags.DEFINE_string(
     "output", None, "predict: output file, .jsonl or .csv.")
 EXPORT_VERSION = flags.DEFINE_integer(
