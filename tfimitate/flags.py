@@ -114,8 +114,9 @@ KEEP_CHECKPOINTS = flags.DEFINE_integer(
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
-    "tf.distribute strategy. auto: mirrored over all GPUs if there are several, "
-    "else one device. multi_worker reads TF_CONFIG.")
+    "tf.distribute strategy. auto: tpu if --tpu is given, mirrored over all GPUs if "
+    "there are several, else one device. mirrored without GPUs uses every logical "
+    "CPU device. multi_worker reads TF_CONFIG.")
 TPU = flags.DEFINE_string(
     "tpu", None, "TPU address (grpc://...), name, or `local`; used by --strategy=tpu.")
 PRECISION = flags.DEFINE_enum(
