@@ -27,7 +27,20 @@ def trained(tmp_path_factory):
         eval_data=write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
         test_data=write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
         export_dir=str(root / "export"))
-    metrics = workflow.train(cfg)
+    from tfimitate.tasks import text_classification
+
+    evaluated = []
+    original = text_classification.evaluate
+
+    def counting_evaluate(model, split, *args):
+        evaluated.append(os.path.basename(split.source))
+        return original(model, split, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(text_classification, "evaluate", counting_evaluate)
+        metrics = workflow.train(cfg)
+    # The final eval in the loop is reused for the report, not run twice.
+    assert evaluated == ["eval.csv", "test.csv"]
     return cfg, metrics
 
 

@@ -71,13 +71,12 @@ def train(cfg):
                                   static_length=runtime.needs_static_shapes(strategy))
 
     def evaluate_fn(model):
-        metrics = task.evaluate(model, data.eval, preprocessor, cfg, strategy, data.labels)
-        return {k: v for k, v in metrics.items() if isinstance(v, float)}
+        return task.evaluate(model, data.eval, preprocessor, cfg, strategy, data.labels)
 
     result = loop.train_loop(model, task.loss_fn, train_ds, evaluate_fn, cfg, strategy,
                              steps_per_epoch, total_steps)
     metrics = _report(task, model, data.eval, preprocessor, cfg, strategy, data.labels,
-                      result.step, "metrics", chief)
+                      result.step, "metrics", chief, result.final_metrics)
     if data.test is not None:
         _report(task, model, data.test, preprocessor, cfg, strategy, data.labels,
                 result.step, "test_metrics", chief)
@@ -86,8 +85,11 @@ def train(cfg):
     return metrics
 
 
-def _report(task, model, split, preprocessor, cfg, strategy, labels, step, name, write):
-    metrics = task.evaluate(model, split, preprocessor, cfg, strategy, labels)
+def _report(task, model, split, preprocessor, cfg, strategy, labels, step, name, write,
+            metrics=None):
+    """Prints and (if `write`) saves the metrics of `model` on `split`; evaluates
+    only when `metrics` of these exact weights are not given."""
+    metrics = dict(metrics or task.evaluate(model, split, preprocessor, cfg, strategy, labels))
     metrics["step"] = step
     metrics["data"] = split.source
     report = metrics.pop("report")

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import shutil
+from typing import Optional
 
 import keras
 import numpy as np
@@ -40,6 +41,8 @@ class LoopResult:
     best_metrics: dict
     stopped_early: bool
     resumed_from: int
+    # The eval metrics of the weights the loop ends with, or None if not evaluated.
+    final_metrics: Optional[dict] = None
 
 
 def make_checkpoint(model, optimizer):
@@ -123,6 +126,7 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
     eval_every = cfg.eval_steps or steps_per_epoch
     best_score, best_metrics, evals_without_gain = -math.inf, {}, 0
+    last_eval = (None, None)
     stopped_early = False
     progbar = None
     while step < total_steps:
@@ -153,6 +157,7 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
             manager.save(checkpoint_number=step)
         if evaluate_fn is not None and (step % eval_every == 0 or step == total_steps):
             metrics = evaluate_fn(model)
+            last_eval = (step, metrics)
             logging.info("Step %d eval: %s", step, _format(metrics))
             with writer.as_default(step=step):
                 for name, value in metrics.items():
@@ -171,10 +176,13 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
                 stopped_early = True
                 break
     writer.flush()
+    final_metrics = last_eval[1] if last_eval[0] == step else None
     if cfg.early_stopping_patience and best_manager.latest_checkpoint:
         checkpoint.restore(best_manager.latest_checkpoint)
         logging.info("Restored the best weights (%s).", best_manager.latest_checkpoint)
-    return LoopResult(int(optimizer.iterations.numpy()), best_metrics, stopped_early, resumed_from)
+        final_metrics = best_metrics or None
+    return LoopResult(int(optimizer.iterations.numpy()), best_metrics, stopped_early,
+                      resumed_from, final_metrics)
 
 
 def _next_multiple(step, every):
