@@ -66,8 +66,8 @@ def trained(preset, tmp_path_factory):
                      test_data=write_conll(tmp_path, "test.txt", evaluation[:20]),
                      max_steps=80, batch_size=16, learning_rate=3e-3, eval_steps=40,
                      checkpoint_steps=40, export_dir=os.path.join(str(tmp_path), "export"))
-    metrics = workflow.train(cfg)
-    return cfg, metrics, evaluation, tmp_path
+    workflow.train(cfg)
+    return cfg, evaluation
 
 
 def test_first_piece_carries_the_tag_and_long_sentences_become_windows(preset):
@@ -130,7 +130,7 @@ def test_entity_metrics_micro_and_per_type():
 def test_training_logs_and_writes_entity_metrics(trained):
     import tensorflow as tf
 
-    cfg, metrics, evaluation, _ = trained
+    cfg, evaluation = trained
     with open(os.path.join(cfg.model_dir, "eval", "metrics.json")) as f:
         written = json.load(f)
     assert {"precision", "recall", "f1", "per_type", "step"} <= set(written)
@@ -152,7 +152,7 @@ def test_every_word_of_a_long_sentence_is_scored(trained):
     from tfimitate.config import Experiment
 
     cfg = Experiment.load(trained[0].model_dir)
-    evaluation = trained[2]
+    evaluation = trained[1]
     _, model, _ = workflow.restore(cfg)
     preprocessor = task.make_preprocessor(cfg)
     words, tags = evaluation[-1]
@@ -166,7 +166,7 @@ def test_every_word_of_a_long_sentence_is_scored(trained):
 def test_export_signatures_byte_offsets_and_tag_words(trained):
     import tensorflow as tf
 
-    cfg, _, _, _ = trained
+    cfg = trained[0]
     (version,) = glob.glob(os.path.join(cfg.export_dir, "*"))
     loaded = tf.saved_model.load(version)
     assert set(loaded.signatures) == {"serving_default", "tag_words"}
@@ -198,7 +198,7 @@ def test_export_signatures_byte_offsets_and_tag_words(trained):
 def test_predict_writes_words_tags_and_entities(trained, tmp_path):
     from tfimitate import workflow
 
-    cfg, _, _, _ = trained
+    cfg = trained[0]
     sentences = write_lines(tmp_path, "sentences.txt", ["john smith said hello to london .", "",
                                                         "the eu and google"])
     output = os.path.join(str(tmp_path), "out.jsonl")
@@ -216,7 +216,7 @@ def test_tag_only_in_test_data_fails_before_writing(trained, tmp_path):
     from tfimitate import workflow
     from tfimitate.errors import UserError
 
-    cfg, _, _, root = trained
+    cfg = trained[0]
     test = write_lines(tmp_path, "test.txt", ["paris B-LOC", "", "acme B-COMPANY"])
     bad = cfg.replace(model_dir=os.path.join(str(tmp_path), "run"), test_data=test, export_dir=None)
     with pytest.raises(UserError, match=r"test\.txt:3: tag 'B-COMPANY' is not among the model's tags"):
