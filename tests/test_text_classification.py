@@ -160,3 +160,28 @@ def test_model_dir_of_another_experiment_is_refused(trained):
     cfg, _ = trained
     with pytest.raises(UserError, match="holds a run with --backbone"):
         workflow.train(cfg.replace(backbone="minilm_l6"))
+
+
+def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
+    import tensorflow as tf
+    from tfimitate.tasks import text_classification
+
+    path = helpers.write_lines(tmp_path, "pairs.jsonl", [
+        json.dumps({"premise": f"the film {i}", "hypothesis": h, "label": l})
+        for i, (h, l) in enumerate([("good", "yes"), ("bad", "no")] * 6)])
+    cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_bert_preset(tmp_path), train_data=path,
+                             text_column="premise", text_pair_column="hypothesis",
+                             export_dir=str(tmp_path / "export"))
+    data = text_classification.load_data(cfg)
+    assert data.labels == ("no", "yes") and data.train.pairs is not None
+    preprocessor = text_classification.make_preprocessor(cfg)
+    features, labels = next(iter(text_classification.train_dataset(
+        data.train, preprocessor, cfg, data.labels)))
+    assert features["segment_ids"].numpy().max() == 1  # the pair is the second segment
+    model = text_classification.build_model(cfg, len(data.labels))
+    path = workflow.export_model(text_classification, model, preprocessor,
+                                 cfg.replace(labels=data.labels), data.eval)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    assert set(serve.structured_input_signature[1]) == {"text", "text_pair"}
+    out = serve(text=tf.constant(["the film"]), text_pair=tf.constant(["good"]))
+    assert out["probabilities"].shape == [1, 2]

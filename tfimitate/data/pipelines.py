@@ -29,7 +29,8 @@ def tokenize(inputs, preprocessor, extra=None):
     pad_id = preprocessor.tokenizer.pad_token_id
 
     def run_preprocessor(batch):
-        features = preprocessor(batch.pop("inputs"))
+        # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
+        features = preprocessor(x=batch.pop("inputs"))
         features.update(batch)
         return features
 

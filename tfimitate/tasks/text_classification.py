@@ -291,7 +291,7 @@ class TextClassifierServer(tf.Module):
             self.serve = tf.function(lambda text: self._classify(text), input_signature=[spec])
 
     def _classify(self, inputs):
-        features = self.preprocessor(inputs)
+        features = self.preprocessor(x=inputs)
         pad_id = self.preprocessor.tokenizer.pad_token_id
         longest = tf.reduce_max(tf.reduce_sum(
             tf.cast(features["token_ids"] != pad_id, tf.int32), axis=1))
@@ -320,7 +320,7 @@ def parity_inputs(split):
 
 def keras_outputs(model, preprocessor, inputs):
     """The in-memory model's `probabilities` for `parity_inputs` (host preprocessing)."""
-    features = preprocessor(inputs["text"] if "text_pair" not in inputs
+    features = preprocessor(x=inputs["text"] if "text_pair" not in inputs
                             else (inputs["text"], inputs["text_pair"]))
     logits = tf.cast(model(features, training=False), tf.float32)
     return {"probabilities": tf.nn.softmax(logits, axis=-1).numpy()}
