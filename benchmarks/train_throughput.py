@@ -1,0 +1,244 @@
+"""Fine-tuning speed on SST-2: tfimitate vs plain keras-hub `fit` vs Hugging Face on PyTorch.
+
+All three fine-tune the packaged MiniLM-L6 (same checkpoint) for the same number of
+AdamW steps (lr 5e-5, 10% warmup then linear decay, weight decay 0.01, clip 1.0),
+batch 32, at most 128 word pieces, then report dev accuracy:
+  * tfimitate as it runs by default (`workflow.train`: length-bucketed batches,
+    cached tokenization, oneDNN on), then exports and times the SavedModel on raw strings;
+  * keras-hub `BertTextClassifier.fit` with its preprocessor at sequence_length 128;
+  * transformers + PyTorch: a Trainer-equivalent loop with dynamic padding
+    (`DataCollatorWithPadding`), then a `pipeline("text-classification")` timing.
+Each runs in its own child process. Examples/s count steady-state steps (the first
+WARMUP_STEPS, which trace/compile, are left out). Model FLOPs utilisation counts the
+useful FLOPs of the real (unpadded) tokens against a 190 GFLOP/s fp32 CPU peak.
+
+Benchmark-only extras (never project dependencies):
+    pip install torch==2.13.0 transformers
+Run (about 10 minutes on 2 CPU cores):
+    python benchmarks/train_throughput.py --steps=30
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SST2 = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "sst2"))
+RESULTS = os.path.join(HERE, "results")
+FRAMEWORKS = ("tfimitate", "keras_hub", "hf_torch")
+BATCH, MAX_LENGTH, LR, WARMUP_RATIO, WEIGHT_DECAY = 32, 128, 5e-5, 0.1, 0.01
+WARMUP_STEPS = 3
+PEAK_FLOPS = 190e9
+
+_STEPS = flags.DEFINE_integer("steps", 30, "Optimizer steps per framework.")
+_FRAMEWORK = flags.DEFINE_enum("framework", None, FRAMEWORKS, "Internal: run one framework.")
+_RESULT = flags.DEFINE_string("result", None, "Internal: where the child writes its JSON.")
+
+
+def read_tsv(name):
+    """(texts, labels) of an SST-2 split."""
+    texts, labels = [], []
+    with open(os.path.join(SST2, name), encoding="utf-8") as f:
+        for line in f:
+            text, label = line.rstrip("\n").rsplit("\t", 1)
+            texts.append(text)
+            labels.append(int(label))
+    return texts, labels
+
+
+def steady_rate(times, steps):
+    """Examples/s between the end of step WARMUP_STEPS and the end of the last step."""
+    return (steps - WARMUP_STEPS) * BATCH / (times[steps - 1] - times[WARMUP_STEPS - 1])
+
+
+def run_tfimitate(steps, scratch):
+    import tfimitate  # noqa: F401  (environment before TensorFlow)
+    import tensorflow as tf
+    from tfimitate import workflow
+    from tfimitate.config import Experiment
+
+    cfg = Experiment(model_dir=os.path.join(scratch, "run"), export_dir=os.path.join(scratch, "export"),
+                     train_data=os.path.join(SST2, "train.tsv"), eval_data=os.path.join(SST2, "dev.tsv"),
+                     text_column="0", label_column="1", max_steps=steps, batch_size=BATCH,
+                     sequence_length=MAX_LENGTH, learning_rate=LR)
+    start = time.time()
+    metrics = workflow.train(cfg)
+    total = time.time() - start
+    times = {}
+    for path in tf.io.gfile.glob(os.path.join(cfg.model_dir, "logs", "train", "events*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if any(v.tag == "loss" for v in event.summary.value):
+                times[event.step - 1] = event.wall_time
+    served = tf.saved_model.load(os.path.join(cfg.export_dir, "1")).signatures["serving_default"]
+    return dict(ex_per_s=steady_rate(times, steps), dev_accuracy=metrics["accuracy"],
+                wall_s=total, inference_ex_per_s=_inference_rate(
+                    lambda batch: served(text=tf.constant(batch))))
+
+
+def run_keras_hub(steps, scratch):
+    import tfimitate  # noqa: F401
+    import keras
+    import keras_hub
+    import tensorflow as tf
+    from tfimitate.backbones import resolve_backbone
+    from tfimitate.training.optim import WarmupLinearDecay
+
+    path = resolve_backbone("minilm_l6")
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        path, sequence_length=MAX_LENGTH)
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        path, num_classes=2, preprocessor=preprocessor)
+    optimizer = keras.optimizers.AdamW(
+        WarmupLinearDecay(LR, int(steps * WARMUP_RATIO), steps), weight_decay=WEIGHT_DECAY,
+        epsilon=1e-6, global_clipnorm=1.0)
+    classifier.compile(optimizer=optimizer, metrics=["accuracy"],
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    texts, labels = read_tsv("train.tsv")
+    train = tf.data.Dataset.from_tensor_slices((texts, labels)).shuffle(10_000, seed=42).repeat().batch(BATCH)
+    times = []
+    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.time()))
+    start = time.time()
+    classifier.fit(train, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=2)
+    total = time.time() - start
+    dev_texts, dev_labels = read_tsv("dev.tsv")
+    _, accuracy = classifier.evaluate(tf.data.Dataset.from_tensor_slices((dev_texts, dev_labels)).batch(BATCH),
+                                      verbose=0)
+    return dict(ex_per_s=steady_rate(times, steps), dev_accuracy=float(accuracy), wall_s=total)
+
+
+def run_hf_torch(steps, scratch):
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
+                              DataCollatorWithPadding, get_linear_schedule_with_warmup, pipeline)
+    from tfimitate.backbones import resolve_backbone
+
+    torch.manual_seed(42)
+    path = resolve_backbone("minilm_l6")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    texts, labels = read_tsv("train.tsv")
+    encoded = tokenizer(texts, truncation=True, max_length=MAX_LENGTH)
+    examples = [{"input_ids": ids, "attention_mask": mask, "labels": label}
+                for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+    collate = DataCollatorWithPadding(tokenizer)
+    loader = torch.utils.data.DataLoader(examples, batch_size=BATCH, shuffle=True, collate_fn=collate)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [{"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+               "weight_decay": WEIGHT_DECAY},
+              {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
+               "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=LR, eps=1e-6)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(steps * WARMUP_RATIO), steps)
+    model.train()
+    times, step = [], 0
+    start = time.time()
+    while step < steps:
+        for batch in loader:
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            times.append(time.time())
+            step += 1
+            if step == steps:
+                break
+    total = time.time() - start
+    model.eval()
+    dev_texts, dev_labels = read_tsv("dev.tsv")
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(dev_texts), BATCH):
+            batch = tokenizer(dev_texts[i:i + BATCH], truncation=True, max_length=MAX_LENGTH,
+                              padding=True, return_tensors="pt")
+            predicted = model(**batch).logits.argmax(-1).tolist()
+            correct += sum(p == y for p, y in zip(predicted, dev_labels[i:i + BATCH]))
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
+    mean_tokens = sum(len(ids) for ids in encoded["input_ids"]) / len(texts)
+    return dict(ex_per_s=steady_rate(times, steps), dev_accuracy=correct / len(dev_texts), wall_s=total,
+                inference_ex_per_s=_inference_rate(
+                    lambda batch: classify(batch, batch_size=BATCH, truncation=True, max_length=MAX_LENGTH)),
+                mean_train_tokens=mean_tokens, torch_threads=torch.get_num_threads())
+
+
+def _inference_rate(predict):
+    """Examples/s of `predict` over the dev texts in batches of 32, after one warm-up batch."""
+    texts, _ = read_tsv("dev.tsv")
+    predict(texts[:BATCH])
+    start = time.time()
+    for i in range(0, len(texts), BATCH):
+        predict(texts[i:i + BATCH])
+    return len(texts) / (time.time() - start)
+
+
+def train_flops_per_example(tokens, layers=6, width=384, intermediate=1536):
+    """Useful training FLOPs of MiniLM-L6 on `tokens` real tokens: 3x forward (matmuls + attention)."""
+    matmuls = layers * (4 * width * width + 2 * width * intermediate) + width * width
+    forward = 2 * matmuls * tokens + layers * 4 * tokens * tokens * width
+    return 3 * forward
+
+
+def write_report(results, steps):
+    tokens = results["hf_torch"]["mean_train_tokens"]
+    flops = train_flops_per_example(tokens)
+    summary = {"steps": steps, "batch_size": BATCH, "max_length": MAX_LENGTH,
+               "mean_train_tokens": tokens, "cpu_peak_flops": PEAK_FLOPS,
+               "machine": f"{os.cpu_count()} CPU cores, shared with other engineers' jobs "
+                          f"(load average {os.getloadavg()[0]:.1f} at the end)"}
+    for name, result in results.items():
+        summary[f"{name}_ex_per_s"] = result["ex_per_s"]
+        summary[f"{name}_dev_accuracy"] = result["dev_accuracy"]
+        summary[f"{name}_mfu"] = result["ex_per_s"] * flops / PEAK_FLOPS
+        summary[f"{name}_train_wall_s"] = result["wall_s"]
+    summary["tfimitate_vs_hf_torch"] = summary["tfimitate_ex_per_s"] / summary["hf_torch_ex_per_s"]
+    summary["tfimitate_vs_keras_hub"] = summary["tfimitate_ex_per_s"] / summary["keras_hub_ex_per_s"]
+    summary["tfimitate_savedmodel_inference_ex_per_s"] = results["tfimitate"]["inference_ex_per_s"]
+    summary["hf_pipeline_inference_ex_per_s"] = results["hf_torch"]["inference_ex_per_s"]
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "train_throughput.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    lines = [f"# Fine-tuning MiniLM-L6 on SST-2: {steps} steps of batch {BATCH}, max length {MAX_LENGTH}",
+             "", f"Machine: {summary['machine']}. Mean real tokens per training example: {tokens:.1f}.", "",
+             "| framework | train ex/s | MFU | dev accuracy | train wall s |", "|---|---|---|---|---|"]
+    for name in FRAMEWORKS:
+        lines.append(f"| {name} | {summary[name + '_ex_per_s']:.1f} | {summary[name + '_mfu']:.1%} | "
+                     f"{summary[name + '_dev_accuracy']:.4f} | {summary[name + '_train_wall_s']:.0f} |")
+    lines += ["", f"tfimitate / HF PyTorch: {summary['tfimitate_vs_hf_torch']:.2f}x (target 1.3x); "
+              f"tfimitate / keras-hub fit: {summary['tfimitate_vs_keras_hub']:.2f}x (target 3x).", "",
+              "| inference from raw strings, batch 32 | ex/s |", "|---|---|",
+              f"| tfimitate SavedModel `serving_default` | {summary['tfimitate_savedmodel_inference_ex_per_s']:.1f} |",
+              f"| HF `pipeline('text-classification')` | {summary['hf_pipeline_inference_ex_per_s']:.1f} |", ""]
+    with open(os.path.join(RESULTS, "train_throughput.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main(argv):
+    del argv
+    runners = {"tfimitate": run_tfimitate, "keras_hub": run_keras_hub, "hf_torch": run_hf_torch}
+    if _FRAMEWORK.value:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = runners[_FRAMEWORK.value](_STEPS.value, scratch)
+        with open(_RESULT.value, "w") as f:
+            json.dump(result, f)
+        return
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in FRAMEWORKS:
+            path = os.path.join(scratch, f"{name}.json")
+            subprocess.run([sys.executable, os.path.abspath(__file__), f"--framework={name}",
+                            f"--steps={_STEPS.value}", f"--result={path}"], check=True)
+            with open(path) as f:
+                results[name] = json.load(f)
+            print(name, results[name], flush=True)
+    write_report(results, _STEPS.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
