@@ -9,22 +9,25 @@ import weakref
 
 import tensorflow as tf
 
-# One traced prediction function per (model, strategy): evaluating every epoch must
-# not pay tracing again.
+# One traced prediction function per (model, strategy, input spec): evaluating every
+# epoch must not pay tracing again.
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def _predict_function(model, strategy):
+def _predict_function(model, strategy, element_spec):
+    """A tf.function traced once for `element_spec`, whose batch and length dims are
+    None, so batches of every length bucket share one graph."""
     functions = _PREDICT_FUNCTIONS.setdefault(model, {})
-    if id(strategy) not in functions:
-        @tf.function(reduce_retracing=True)
+    key = (id(strategy), repr(element_spec))
+    if key not in functions:
+        @tf.function(input_signature=list(element_spec))
         def predict(inputs, labels):
             logits = strategy.run(
                 lambda x: tf.cast(model(x, training=False), tf.float32), args=(inputs,))
             return strategy.gather(logits, axis=0), strategy.gather(labels, axis=0)
 
-        functions[id(strategy)] = predict
-    return functions[id(strategy)]
+        functions[key] = predict
+    return functions[key]
 
 
 def collect_outputs(model, dataset, strategy):
@@ -33,9 +36,10 @@ def collect_outputs(model, dataset, strategy):
     `dataset` yields (inputs, labels) batches (shapes may differ between
     batches); logits come back as float32 whatever the dtype policy.
     """
-    predict = _predict_function(model, strategy)
+    distributed = strategy.experimental_distribute_dataset(dataset)
+    predict = _predict_function(model, strategy, distributed.element_spec)
     outputs = []
-    for inputs, labels in strategy.experimental_distribute_dataset(dataset):
+    for inputs, labels in distributed:
         logits, labels = predict(inputs, labels)
         outputs.append((logits.numpy(), labels.numpy()))
     return outputs
