@@ -52,6 +52,11 @@ def write_lines(directory, name, lines):
     return path
 
 
+def write_table(directory, name, rows):
+    """Writes (text, label) rows as a CSV with a `text,label` header; returns the path."""
+    return write_lines(directory, name, ["text,label"] + [f"{t},{l}" for t, l in rows])
+
+
 def sentiment_rows(n, seed=0):
     """`n` (text, label) rows whose label a model can learn from the words."""
     import random

@@ -32,18 +32,14 @@ TEXTS = ["the film was good fun", "awful boring plot", "a great story , love it"
          "the actor is not very good but the plot is fun"]
 
 
-def write_table(directory, name, rows):
-    return helpers.write_lines(directory, name, ["text,label"] + [f"{t},{l}" for t, l in rows])
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for 6 steps and exported to <root>/saved_models/sentiment/1."""
     root = tmp_path_factory.mktemp("serving")
     cfg = helpers.experiment(
         root, backbone=helpers.tiny_bert_preset(root),
-        train_data=write_table(root, "train.csv", helpers.sentiment_rows(64)),
-        eval_data=write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
+        train_data=helpers.write_table(root, "train.csv", helpers.sentiment_rows(64)),
+        eval_data=helpers.write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
         export_dir=str(root / "saved_models" / MODEL))
     workflow.train(cfg)
     return cfg

@@ -13,19 +13,15 @@ from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 
 
-def write_table(directory, name, rows):
-    return helpers.write_lines(directory, name, ["text,label"] + [f"{t},{l}" for t, l in rows])
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny model trained for 6 steps with eval/test data and an export."""
     root = tmp_path_factory.mktemp("tc")
     cfg = helpers.experiment(
         root, backbone=helpers.tiny_bert_preset(root),
-        train_data=write_table(root, "train.csv", helpers.sentiment_rows(64)),
-        eval_data=write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
-        test_data=write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
+        train_data=helpers.write_table(root, "train.csv", helpers.sentiment_rows(64)),
+        eval_data=helpers.write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
+        test_data=helpers.write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
         export_dir=str(root / "export"))
     from tfimitate.tasks import text_classification
 
@@ -110,7 +106,7 @@ def test_evaluate_predict_and_second_export(trained, tmp_path):
 def test_holdout_when_no_eval_data(tmp_path):
     from tfimitate.tasks import text_classification
 
-    cfg = helpers.experiment(tmp_path, train_data=write_table(
+    cfg = helpers.experiment(tmp_path, train_data=helpers.write_table(
         tmp_path, "t.csv", helpers.sentiment_rows(50) + [("", "0"), ("dup", "1"), ("dup", "1")]),
         holdout_fraction=0.2)
     data = text_classification.load_data(cfg)
@@ -123,10 +119,10 @@ def test_holdout_when_no_eval_data(tmp_path):
 # ---- Errors a user can cause: one sentence, nothing written ----------------
 
 def bad_input_cases(tmp_path):
-    good = write_table(tmp_path, "good.csv", helpers.sentiment_rows(20))
-    unseen = write_table(tmp_path, "unseen.csv", [("fine film", "1"), ("odd", "maybe")])
+    good = helpers.write_table(tmp_path, "good.csv", helpers.sentiment_rows(20))
+    unseen = helpers.write_table(tmp_path, "unseen.csv", [("fine film", "1"), ("odd", "maybe")])
     empty = helpers.write_lines(tmp_path, "empty.csv", ["text,label"])
-    one_label = write_table(tmp_path, "one.csv", [("a", "1"), ("b", "1")])
+    one_label = helpers.write_table(tmp_path, "one.csv", [("a", "1"), ("b", "1")])
     return {
         "missing file": (dict(train_data=str(tmp_path / "nope.csv")), "does not exist"),
         "missing column": (dict(train_data=good, text_column="sentence"), "no column 'sentence'"),
@@ -150,7 +146,7 @@ def test_bad_input_fails_before_writing(tmp_path, case):
 def test_non_numeric_version_directory_is_refused(tmp_path):
     (tmp_path / "export" / "latest").mkdir(parents=True)
     cfg = helpers.experiment(tmp_path, export_dir=str(tmp_path / "export"),
-                             train_data=write_table(tmp_path, "t.csv", helpers.sentiment_rows(20)))
+                             train_data=helpers.write_table(tmp_path, "t.csv", helpers.sentiment_rows(20)))
     with pytest.raises(UserError, match="holds 'latest', which is not a numeric version"):
         workflow.train(cfg)
     assert not os.path.exists(cfg.model_dir)

@@ -12,7 +12,6 @@ Example:
     # [Sentence(words=['EU', 'rejects', ...], tags=['B-ORG', 'O', ...], lines=[1, 2, ...]), ...]
 """
 
-import json
 import re
 from typing import List, NamedTuple
 
@@ -77,15 +76,8 @@ def _read_conll(text, path):
 
 def _read_jsonl(text, path):
     sentences = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: not valid JSON ({error.msg}); fix the line.") from None
-        if not isinstance(record, dict) or not isinstance(record.get("tokens"), list) \
-                or not isinstance(record.get("tags"), list):
+    for number, record in readers.json_records(text, path):
+        if not isinstance(record.get("tokens"), list) or not isinstance(record.get("tags"), list):
             raise UserError(f"{path}:{number}: expected an object with `tokens` and `tags` "
                             "lists; fix the line.")
         words, tags = [str(w) for w in record["tokens"]], [str(t) for t in record["tags"]]

@@ -152,8 +152,12 @@ def _read_delimited(text, columns, path, flag, delimiter):
     return rows
 
 
-def _read_jsonl(text, columns, path, flag):
-    rows = []
+def json_records(text, path):
+    """Yields (line number, object) for every non-blank line of a JSONL text.
+
+    Example:
+        for number, record in json_records('{"text": "hi"}\n', "d.jsonl"): ...
+    """
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -163,6 +167,12 @@ def _read_jsonl(text, columns, path, flag):
             raise UserError(f"{path}:{number}: not valid JSON ({error.msg}); fix the line.") from None
         if not isinstance(record, dict):
             raise UserError(f"{path}:{number}: expected a JSON object per line; fix the line.")
+        yield number, record
+
+
+def _read_jsonl(text, columns, path, flag):
+    rows = []
+    for number, record in json_records(text, path):
         missing = [c for c in columns if c not in record]
         if missing:
             raise UserError(

@@ -13,7 +13,6 @@ Example:
 
 import dataclasses
 import functools
-import random
 from typing import List, Optional, Tuple
 
 import keras
@@ -22,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfimitate import backbones
-from tfimitate.data import pipelines, readers
+from tfimitate.data import pipelines, readers, splits
 from tfimitate.errors import UserError
 from tfimitate.training import inference
 
@@ -143,16 +142,7 @@ def load_data(cfg):
         evaluation = read_split(cfg.eval_data, cfg, "--eval_data")
         evaluation = check_labels(evaluation, labels, "--eval_data", cfg.drop_unlisted_labels)
     else:
-        order = list(range(len(train)))
-        random.Random(cfg.seed).shuffle(order)
-        held = max(1, int(round(len(order) * cfg.holdout_fraction)))
-        if held >= len(order):
-            raise UserError(f"--train_data={cfg.train_data}: too few examples ({len(order)}) to hold out "
-                            "an eval set; give --eval_data.")
-        evaluation = train.subset(sorted(order[:held]), f"{train.source} (held-out {cfg.holdout_fraction:.0%})")
-        train = train.subset(sorted(order[held:]), train.source)
-        logging.info("No --eval_data: held out %d of %d training examples (seed %d) for evaluation.",
-                     len(evaluation), len(order), cfg.seed)
+        train, evaluation = splits.hold_out(train, cfg.holdout_fraction, cfg.seed, cfg.train_data)
     test = None
     if cfg.test_data:
         test = check_labels(read_split(cfg.test_data, cfg, "--test_data"), labels,
