@@ -217,8 +217,10 @@ def _make_train_function(model, loss_fn, optimizer, strategy, cfg):
             loss = tf.nn.compute_average_loss(per_example)
             scaled = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, model.trainable_variables)
-        gradients = _clip_across_replicas(gradients, optimizer.scale_loss(1.0))
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        # Weights the loss does not reach (e.g. an unused pooler) get no update.
+        used = [(g, v) for g, v in zip(gradients, model.trainable_variables) if g is not None]
+        gradients = _clip_across_replicas([g for g, _ in used], optimizer.scale_loss(1.0))
+        optimizer.apply_gradients(zip(gradients, [v for _, v in used]))
         return loss
 
     replica_step = tf.function(step_fn, jit_compile=True) if cfg.jit_compile else step_fn

@@ -1,0 +1,45 @@
+"""The training step itself: weights outside the loss graph do not break it."""
+
+import types
+
+import numpy as np
+
+import tfimitate  # noqa: F401
+import keras
+import tensorflow as tf
+
+from tfimitate.training import loop, optim
+
+
+class PartlyUsedModel(keras.Model):
+    """A model with a layer its output never uses (like a tagger's pooler)."""
+
+    def __init__(self):
+        super().__init__()
+        self.used = keras.layers.Dense(2)
+        self.unused = keras.layers.Dense(3)
+
+    def build(self, shape):
+        self.used.build(shape)
+        self.unused.build(shape)
+
+    def call(self, x):
+        return self.used(x)
+
+
+def test_step_skips_weights_without_gradient():
+    model = PartlyUsedModel()
+    model.build((None, 4))
+    unused_before = model.unused.kernel.numpy().copy()
+    used_before = model.used.kernel.numpy().copy()
+    optimizer = optim.make_optimizer(1e-2, total_steps=10, warmup_ratio=0.0, weight_decay=0.0)
+    strategy = tf.distribute.get_strategy()
+    features = np.random.RandomState(0).rand(8, 4).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((features, np.arange(8) % 2)).batch(4).repeat()
+    loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    train_steps = loop._make_train_function(model, loss_fn, optimizer, strategy,
+                                            types.SimpleNamespace(jit_compile=False))
+    loss = float(train_steps(iter(dataset), tf.constant(2)))
+    assert np.isfinite(loss)
+    assert not np.allclose(model.used.kernel.numpy(), used_before)
+    np.testing.assert_array_equal(model.unused.kernel.numpy(), unused_before)
