@@ -31,7 +31,10 @@ LOSS_TOLERANCE = 1e-4
 
 
 def _run_until(command, condition, delay):
-    """Starts `command`; SIGKILLs it `delay` s after `condition()` holds. Returns stderr."""
+    """Starts `command`; SIGKILLs it `delay` s after `condition()` holds. Returns stderr.
+
+    A process that already finished by then counts as killed just after it finished.
+    """
     process = subprocess.Popen(command, env=processes.child_env(), stderr=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, text=True)
     deadline = time.time() + TIMEOUT
@@ -40,9 +43,9 @@ def _run_until(command, condition, delay):
         assert time.time() < deadline, "the kill condition never came"
         time.sleep(0.002)
     time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # a no-op if it already finished (a kill just too late)
     _, error = process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode in (-signal.SIGKILL, 0), error[-3000:]
     return error
 
 
@@ -87,7 +90,7 @@ def runs(tmp_path_factory):
 
     temporary = lambda: any(n.startswith(".tmp-") for n in os.listdir(cfg.export_dir)) \
         if os.path.isdir(cfg.export_dir) else False
-    resumed_log = _run_until(command, temporary, rng.uniform(0.0, 1.0))
+    resumed_log = _run_until(command, temporary, rng.uniform(0.0, 0.2))
     versions_after_kill = _versions_are_complete(cfg.export_dir)
 
     final = subprocess.run(command, env=processes.child_env(), capture_output=True, text=True,
