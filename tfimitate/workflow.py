@@ -82,6 +82,9 @@ def train(cfg):
                 result.step, "test_metrics", chief)
     if cfg.export_dir and chief:
         export_model(task, model, preprocessor, cfg, data.eval)
+    if chief:
+        print(f"Done at step {result.step}: checkpoints, TensorBoard logs and reports are in "
+              f"{cfg.model_dir} (eval/metrics.json).", flush=True)
     return metrics
 
 
