@@ -14,7 +14,7 @@ Example:
 import tensorflow as tf
 
 TOKENIZE_BATCH = 1024
-BUCKET_STEP = 16
+BUCKET_STEP = 8
 
 
 def tokenize(inputs, preprocessor, extra=None):
