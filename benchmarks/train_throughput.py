@@ -189,8 +189,8 @@ def write_report(results, steps):
     flops = train_flops_per_example(tokens)
     summary = {"steps": steps, "batch_size": BATCH, "max_length": MAX_LENGTH,
                "mean_train_tokens": tokens, "cpu_peak_flops": PEAK_FLOPS,
-               "machine": f"{os.cpu_count()} CPU cores, shared with other engineers' jobs "
-                          f"(load average {os.getloadavg()[0]:.1f} at the end)"}
+               "machine": f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at "
+                          "the end; the benchmark itself keeps about 2 busy)"}
     for name, result in results.items():
         summary[f"{name}_ex_per_s"] = result["ex_per_s"]
         summary[f"{name}_dev_accuracy"] = result["dev_accuracy"]
