@@ -1,7 +1,7 @@
-"""Hold out a seeded evaluation set when the user gives none.
+"""The eval and test splits of an experiment: given files, or a seeded hold-out.
 
 Example:
-    train, evaluation = hold_out(train, fraction=0.1, seed=42, flag_value="train.csv")
+    train, evaluation, test = eval_and_test(train, cfg, read_checked)
 """
 
 import random
@@ -24,3 +24,15 @@ def hold_out(split, fraction, seed, train_data):
     logging.info("No --eval_data: held out %d of %d training examples (seed %d) for evaluation.",
                  held, len(order), seed)
     return split.subset(sorted(order[held:]), split.source), evaluation
+
+
+def eval_and_test(train, cfg, read_checked):
+    """Returns (train, eval, test): eval from --eval_data or held out of `train`, test
+    from --test_data or None. `read_checked(path, flag)` reads one file and checks its
+    labels against the model's."""
+    if cfg.eval_data:
+        evaluation = read_checked(cfg.eval_data, "--eval_data")
+    else:
+        train, evaluation = hold_out(train, cfg.holdout_fraction, cfg.seed, cfg.train_data)
+    test = read_checked(cfg.test_data, "--test_data") if cfg.test_data else None
+    return train, evaluation, test

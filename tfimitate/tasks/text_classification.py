@@ -138,15 +138,8 @@ def load_data(cfg):
         raise UserError(
             f"--train_data={cfg.train_data}: only one label ({labels[0]}) in the data; a "
             "classifier needs at least two, check --label_column.")
-    if cfg.eval_data:
-        evaluation = read_split(cfg.eval_data, cfg, "--eval_data")
-        evaluation = check_labels(evaluation, labels, "--eval_data", cfg.drop_unlisted_labels)
-    else:
-        train, evaluation = splits.hold_out(train, cfg.holdout_fraction, cfg.seed, cfg.train_data)
-    test = None
-    if cfg.test_data:
-        test = check_labels(read_split(cfg.test_data, cfg, "--test_data"), labels,
-                             "--test_data", cfg.drop_unlisted_labels)
+    train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: check_labels(
+        read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
     return Data(train, evaluation, test, tuple(labels))
 
 
