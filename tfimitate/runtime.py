@@ -13,7 +13,6 @@ import tempfile
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from tfimitate.errors import UserError
 

@@ -4,11 +4,23 @@ Example:
     train, evaluation, test = eval_and_test(train, cfg, read_checked)
 """
 
+import dataclasses
 import random
+from typing import Any, Optional, Tuple
 
 from absl import logging
 
 from tfimitate.errors import UserError
+
+
+@dataclasses.dataclass
+class Data:
+    """A task's splits (its own Split type) and the model's label set."""
+
+    train: Any
+    eval: Any
+    test: Optional[Any]
+    labels: Tuple[str, ...]
 
 
 def hold_out(split, fraction, seed, train_data):

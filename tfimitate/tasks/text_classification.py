@@ -13,7 +13,7 @@ Example:
 
 import dataclasses
 import functools
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import keras
 import numpy as np
@@ -46,14 +46,6 @@ class Split:
         pick = lambda values: None if values is None else [values[i] for i in indices]
         return Split(source, pick(self.texts), pick(self.pairs), pick(self.labels),
                      pick(self.lines))
-
-
-@dataclasses.dataclass
-class Data:
-    train: Split
-    eval: Split
-    test: Optional[Split]
-    labels: Tuple[str, ...]
 
 
 def read_split(path, cfg, flag, with_labels=True):
@@ -140,7 +132,7 @@ def load_data(cfg):
             "classifier needs at least two, check --label_column.")
     train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: check_labels(
         read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
-    return Data(train, evaluation, test, tuple(labels))
+    return splits.Data(train, evaluation, test, tuple(labels))
 
 
 def make_preprocessor(cfg):

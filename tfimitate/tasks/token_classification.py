@@ -16,7 +16,7 @@ Example:
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import keras
 import numpy as np
@@ -52,14 +52,6 @@ class Split:
 
     def subset(self, indices, source):
         return Split(source, [self.sentences[i] for i in indices])
-
-
-@dataclasses.dataclass
-class Data:
-    train: Split
-    eval: Split
-    test: Optional[Split]
-    labels: Tuple[str, ...]
 
 
 class Preprocessor:
@@ -135,7 +127,7 @@ def load_data(cfg):
     cfg = cfg.replace(labels=tuple(labels))
     train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: check_labels(
         read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
-    return Data(train, evaluation, test, tuple(labels))
+    return splits.Data(train, evaluation, test, tuple(labels))
 
 
 def make_preprocessor(cfg):

@@ -19,7 +19,6 @@ import shutil
 from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
