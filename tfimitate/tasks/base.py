@@ -1,0 +1,178 @@
+"""The task protocol: what every task module provides, checked when it is registered.
+
+A task is one module under tfimitate/tasks/ holding that task's whole story (data,
+head, loss, metrics, serving signatures). The workflow (train, evaluate, predict,
+export) and the training loop only call the names of `Task`, so a new task is one
+module plus one line in the registry (`tasks/__init__.py`); the contract test
+(tests/test_contract.py) then runs it through train, evaluate, predict, export and resume.
+
+Example:
+    task = tasks.get_task("text_classification")
+    run = Run(cfg, model, task.make_preprocessor(cfg), strategy)
+    evaluation = task.evaluate(run, data.eval)
+    evaluation.score, evaluation.metrics["accuracy"]
+"""
+
+import dataclasses
+import math
+import types
+from typing import Any, Callable, Dict, List, Mapping, Protocol, Tuple, runtime_checkable
+
+from tfimitate.errors import UserError
+
+# Experiment fields every resumed run must keep; a task adds its own in RESUME_FIELDS.
+COMMON_RESUME_FIELDS = ("task", "backbone", "labels", "train_data", "eval_data",
+                        "holdout_fraction", "sequence_length", "batch_size", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A model being trained or restored, with what it takes to feed it.
+
+    Attributes:
+        cfg: the config.Experiment (its `labels` are the model's class names).
+        model: the Keras model (backbone + head), inputs -> float32 outputs.
+        preprocessor: the task's host-side preprocessing (`make_preprocessor`).
+        strategy: the tf.distribute strategy the model was built under.
+    """
+
+    cfg: Any
+    model: Any
+    preprocessor: Any
+    strategy: Any
+
+    @property
+    def labels(self):
+        return self.cfg.labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What an evaluation found.
+
+    Attributes:
+        score: one number, higher is better; drives early stopping and the best checkpoint.
+        metrics: JSON-ready dict, written to eval/<name>.json (numbers at its top level
+            also go to TensorBoard as eval/<key>).
+        report: the human-readable report printed after training and by `evaluate`.
+        figures: name -> function(path) that writes a PNG there, saved as
+            eval/<name>_<figure>.png.
+
+    Example:
+        Evaluation(score=0.91, metrics={"accuracy": 0.91}, report="accuracy 0.91")
+    """
+
+    score: float
+    metrics: Mapping[str, Any]
+    report: str
+    figures: Mapping[str, Callable[[str], None]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.score, (int, float)) or math.isnan(self.score):
+            raise ValueError(f"Evaluation.score must be a number, got {self.score!r}")
+
+    def scalars(self):
+        """The top-level numeric metrics, for logs and TensorBoard."""
+        return {k: float(v) for k, v in self.metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Every task module provides these names (`check_task` enforces it at registration).
+
+    Splits are the task's own types (anything with `len()`, `.source` and
+    `.subset(indices, source)`); `Data` is `tfimitate.data.splits.Data`.
+    """
+
+    NAME: str
+    # Experiment fields, besides COMMON_RESUME_FIELDS, that a resumed run must keep.
+    RESUME_FIELDS: Tuple[str, ...]
+
+    def validate(self, cfg) -> None:
+        """Raises UserError for flags this task cannot train with (before any work)."""
+
+    def load_data(self, cfg) -> Any:
+        """Reads and checks train/eval/test data; returns a splits.Data with the label set."""
+
+    def read_file(self, path, cfg, flag, with_labels=True) -> Any:
+        """One file as a Split: labelled (checked against cfg.labels) for evaluation,
+        or unlabelled inputs to predict (with_labels=False)."""
+
+    def make_preprocessor(self, cfg) -> Any:
+        """The host-side preprocessing (tokenizer, image converter ...)."""
+
+    def build_head(self, cfg, backbone, num_outputs) -> Any:
+        """The Keras model: `backbone` plus this task's head with float32 outputs."""
+
+    def example_loss(self, labels, outputs) -> Any:
+        """Per-example loss of a batch (float32 [batch])."""
+
+    def train_dataset(self, run: Run, split) -> Any:
+        """Endless tf.data of (inputs, labels) batches, in the same order on every run."""
+
+    def evaluate(self, run: Run, split) -> Evaluation:
+        """Scores the model on a labelled split."""
+
+    def predict(self, run: Run, split) -> List[Dict[str, Any]]:
+        """One JSON-ready record per input of an unlabelled split."""
+
+    def serving_module(self, run: Run, labels_file) -> Any:
+        """A tf.Module whose `signatures` dict maps signature names (with
+        'serving_default') to tf.functions with input signatures; TF Serving runs these."""
+
+    def serving_examples(self, split) -> Dict[str, list]:
+        """Up to 32 real examples of `split` as raw `serving_default` inputs
+        (input name -> list of str/bytes): parity checks and warmup requests."""
+
+    def parity(self, run: Run, examples) -> Dict[str, Tuple[dict, dict]]:
+        """signature name -> (input tensors, expected NumPy outputs of the in-memory
+        model) built from `serving_examples`; the reloaded SavedModel must reproduce them."""
+
+
+def check_task(module, name):
+    """Raises TypeError unless `module` provides the whole Task protocol under `name`.
+
+    Example:
+        check_task(importlib.import_module("tfimitate.tasks.text_classification"),
+                   "text_classification")
+    """
+    missing = [member for member in _members() if not hasattr(module, member)]
+    if missing:
+        raise TypeError(f"task module {module.__name__} lacks {', '.join(missing)} "
+                        "(see tfimitate/tasks/base.py Task)")
+    not_callable = [member for member in _members()
+                    if member not in ("NAME", "RESUME_FIELDS")
+                    and not callable(getattr(module, member))]
+    if not_callable:
+        raise TypeError(f"task module {module.__name__}: {', '.join(not_callable)} must be functions")
+    if module.NAME != name:
+        raise TypeError(f"task module {module.__name__} is registered as {name} but NAME is {module.NAME}")
+    if not isinstance(module.RESUME_FIELDS, tuple):
+        raise TypeError(f"task module {module.__name__}: RESUME_FIELDS must be a tuple of field names")
+    return module
+
+
+def _members():
+    return sorted(set(Task.__annotations__) | {
+        k for k, v in vars(Task).items() if isinstance(v, types.FunctionType) and not k.startswith("_")})
+
+
+def resume_fields(task):
+    """The experiment fields a resumed run of `task` must keep."""
+    return COMMON_RESUME_FIELDS + tuple(task.RESUME_FIELDS)
+
+
+def check_resume(task, previous, cfg):
+    """Refuses to continue a run whose experiment differs in a field that shapes the run."""
+    for field in resume_fields(task):
+        before, now = getattr(previous, field), getattr(cfg, field)
+        if before != now and not (field == "labels" and now is None):
+            raise UserError(
+                f"--model_dir={cfg.model_dir} holds a run with --{field}={_show(before)}, "
+                f"not {_show(now)}; resuming would mix two experiments: choose a new "
+                f"--model_dir, or re-run with --{field}={_show(before)} to resume.")
+
+
+def _show(value):
+    return ",".join(value) if isinstance(value, (list, tuple)) else value
