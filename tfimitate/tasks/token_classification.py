@@ -28,15 +28,13 @@ from tfimitate.data import conll, pipelines, readers, splits
 from tfimitate.data.word_pieces import BACKBONE_INPUTS, WordPieceWindows
 from tfimitate.errors import UserError
 from tfimitate.serving.entities import entity_spans
+from tfimitate.tasks import ner_words
 from tfimitate.training import inference
 
 NAME = "token_classification"
 PARITY_EXAMPLES = 32
 TOKENIZE_BATCH = 1024
 PREDICT_BATCH = 64
-# Words are split at whitespace and around every punctuation mark, as BERT's tokenizer does.
-WORD_DELIMITERS = r"\s+|\p{P}|[[:punct:]]"
-KEPT_DELIMITERS = r"\p{P}|[[:punct:]]"
 
 
 @dataclasses.dataclass
@@ -272,9 +270,7 @@ class Tagger:
 
     def tag_text(self, text):
         """Splits raw sentences (tf.string [B]) into words; entity offsets are bytes of `text`."""
-        import tensorflow_text as tf_text
-
-        words, starts, ends = tf_text.regex_split_with_offsets(text, WORD_DELIMITERS, KEPT_DELIMITERS)
+        words, starts, ends = ner_words.split_words(text)  # as NER corpora split words
         tags, scores = self._tag(words)
         spans = entity_spans(tags)
         start = tf.gather(starts.flat_values, spans.first)
