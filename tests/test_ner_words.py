@@ -60,7 +60,7 @@ CASES = [
      "\u6771 | \u4eac | \u306b | \u4f4f | \u3093\u3067\u3044\u307e\u3059 | \uc11c\uc6b8\uc5d0 | "
      "\uc0b0\ub2e4"),
     # whitespace of every kind; nothing at all
-    ("  a\t\tb \n c\u00a0d\u3000e  ", "a | b | c | d | e"),
+    ("  a\t\tb \n c\u00a0d\u3000e\x00f  ", "a | b | c | d | e | f"),
     ("   ", ""),
     ("", ""),
 ]

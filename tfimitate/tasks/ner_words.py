@@ -51,6 +51,7 @@ LOWERCASE_ABBREVIATIONS = "vs etc vol pp approx cf al".split()
 
 # Marking passes: (pattern, rewrite), applied in order; each keeps every byte offset.
 MARKS = (
+    (r"\x00", " "),  # regex_split reads a text only up to its first NUL byte: make NULs spaces
     (rf"(?i)(\pL)n({APOSTROPHE}t)\b", rf"\1{NOT_MARK}\2"),
     (rf"([\pL\pN])'({CLITICS}\b)", rf"\1{CLITIC_MARK}\2"),
     (rf"([\pL\pN])\x{{2019}}({CLITICS}\b)", rf"\1{CLITIC_MARK * 3}\2"),  # U+2019 is 3 bytes
