@@ -26,16 +26,13 @@ from tfimitate import backbones
 from tfimitate.data import conll, pipelines, readers, splits
 from tfimitate.data.word_pieces import BACKBONE_INPUTS, WordPieceWindows
 from tfimitate.errors import UserError
-from tfimitate.tasks import base, common
+from tfimitate.tasks import base, common, ner_words
 from tfimitate.tasks.entity_spans import entity_spans
 from tfimitate.training import inference
 
 NAME = "token_classification"
 RESUME_FIELDS = ("tagging_scheme",)
 PREDICT_BATCH = 64
-# Words are split at whitespace and around every punctuation mark, as BERT's tokenizer does.
-WORD_DELIMITERS = r"\s+|\p{P}|[[:punct:]]"
-KEPT_DELIMITERS = r"\p{P}|[[:punct:]]"
 
 
 @dataclasses.dataclass
@@ -244,14 +241,6 @@ def evaluate(run, split):
     return base.Evaluation(metrics["f1"], metrics, metrics.pop("report"))
 
 
-def split_text(text):
-    """The serving word splitter: raw sentences (tf.string [B]) -> ragged words and their
-    byte start and end offsets in `text`."""
-    import tensorflow_text as tf_text
-
-    return tf_text.regex_split_with_offsets(text, WORD_DELIMITERS, KEPT_DELIMITERS)
-
-
 class Tagger:
     """Words in, tags and entity spans out, in TF ops: the export graph and `predict`.
 
@@ -275,7 +264,7 @@ class Tagger:
 
     def tag_text(self, text):
         """Splits raw sentences (tf.string [B]) into words; entity offsets are bytes of `text`."""
-        words, starts, ends = split_text(text)
+        words, starts, ends = ner_words.split_words(text)  # as NER corpora split words
         tags, scores = self._tag(words)
         spans = entity_spans(tags)
         start = tf.gather(starts.flat_values, spans.first)
@@ -368,7 +357,7 @@ def parity(run, examples):
     """Both signatures' inputs and the in-memory model's outputs for them, run eagerly."""
     tagger = Tagger(run.model, run.preprocessor)
     text = tf.constant(examples["text"])
-    words = {"words": split_text(text)[0].to_tensor("")}
+    words = {"words": ner_words.split_words(text).words.to_tensor("")}
     numpy = lambda outputs: {k: v.numpy() for k, v in outputs.items()}
     return {"serving_default": ({"text": text}, numpy(tagger.tag_text(text))),
             "tag_words": (words, numpy(tagger.tag_words(words["words"])))}
