@@ -48,6 +48,12 @@ class Experiment:
     early_stopping_patience: int = 0
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
+    adversarial: str = "none"
+    adv_epsilon: float = 1.0
+    adv_alpha: float = 0.3
+    adv_steps: int = 3
+    augment: str = ""
+    augment_prob: float = 0.5
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"

@@ -54,9 +54,11 @@ def train(cfg):
     """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics."""
     from tfimitate import runtime
     from tfimitate.serving import export as export_lib
+    from tfimitate.training import techniques
 
     task = get_task(cfg.task)
     task.validate(cfg)
+    techniques.chosen(cfg)  # refuses bad technique flags before any work
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
         files.check_writable_dir(cfg.export_dir, "--export_dir")
@@ -85,7 +87,10 @@ def _train(task, cfg, data, strategy):
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
             loss_scale=cfg.precision == "mixed_float16")
-    run = base.Run(cfg, model, preprocessor, strategy)
+    run = base.Run(cfg, model, preprocessor, strategy, optimizer, tuple(chosen))
+    # Built before anything is written: a technique hook may refuse the flags.
+    train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
+    step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
@@ -97,8 +102,6 @@ def _train(task, cfg, data, strategy):
         logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
                      len(data.train), len(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
-        train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
-        step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
         result = loop.train_loop(model, optimizer, step_loss, train_ds,
                                  lambda: task.evaluate(run, data.eval), cfg, strategy,
                                  steps_per_epoch, total_steps)

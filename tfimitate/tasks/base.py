@@ -34,12 +34,18 @@ class Run:
         model: the Keras model (backbone + head), inputs -> float32 outputs.
         preprocessor: the task's host-side preprocessing (`make_preprocessor`).
         strategy: the tf.distribute strategy the model was built under.
+        optimizer: while training, the Keras optimizer (a technique's step may need its
+            loss scale or step count); None for a restored model.
+        techniques: while training, the chosen techniques (training/techniques.py); a
+            task's training pipeline applies their `text_transform`s (tasks/common.py).
     """
 
     cfg: Any
     model: Any
     preprocessor: Any
     strategy: Any
+    optimizer: Any = None
+    techniques: Tuple[Any, ...] = ()
 
     @property
     def labels(self):

@@ -158,13 +158,32 @@ def example_loss(labels, outputs):
     return keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=True)
 
 
-def _inputs(split):
-    texts = tf.constant(split.texts)
-    return texts if split.pairs is None else (texts, tf.constant(split.pairs))
+def _examples(split, extra):
+    """The split's raw examples: `text` (and `pair`) strings plus the `extra` per-example values."""
+    examples = {"text": tf.constant(split.texts)}
+    if split.pairs is not None:
+        examples["pair"] = tf.constant(split.pairs)
+    examples.update({key: tf.constant(values) for key, values in extra.items()})
+    return examples
+
+
+def _encoder(preprocessor):
+    """A batch of examples -> the preprocessor's features plus the other values."""
+    def encode(batch):
+        batch = dict(batch)
+        text = batch.pop("text")
+        # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
+        features = preprocessor(x=(text, batch.pop("pair")) if "pair" in batch else text)
+        features.update(batch)
+        return features
+
+    return encode
 
 
 def _features(split, preprocessor, extra):
-    return pipelines.tokenize(_inputs(split), preprocessor, extra)
+    """Tokenized, cached examples of `split` with the `extra` per-example values."""
+    return pipelines.encoded(tf.data.Dataset.from_tensor_slices(_examples(split, extra)),
+                             _encoder(preprocessor))
 
 
 def label_ids(split, labels):
@@ -173,9 +192,12 @@ def label_ids(split, labels):
 
 
 def train_dataset(run, split):
-    """Endless, reshuffled-per-pass batches of (features, label ids)."""
-    features = _features(split, run.preprocessor, {"labels": label_ids(split, run.labels)})
-    return common.training_batches(run, features, _pads(run.preprocessor))
+    """Endless, reshuffled-per-pass batches of (features, label ids); the run's text
+    transforms (augmentation) may change texts and pairs every pass."""
+    examples = _examples(split, {"labels": label_ids(split, run.labels)})
+    texts = ("text",) if split.pairs is None else ("text", "pair")
+    return common.training_batches(run, examples, _encoder(run.preprocessor),
+                                   _pads(run.preprocessor), texts)
 
 
 def _pads(preprocessor):

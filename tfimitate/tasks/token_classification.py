@@ -156,23 +156,30 @@ def example_loss(labels, outputs):
     return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
 
 
-def _windows(sentences, preprocessor, values):
-    """Cached tf.data of word-piece windows, one element each, trimmed to its length.
-
-    `values` maps a feature name to one int per word (flat, in order), put on
-    the word's first piece.
-    """
+def _examples(sentences, values):
+    """Raw examples: each sentence's `words` and, per name of `values` (one int per word,
+    flat, in order), its words' values, as ragged rows."""
     lengths = [len(s.words) for s in sentences]
-    words = tf.RaggedTensor.from_row_lengths(
-        tf.constant([w for s in sentences for w in s.words], tf.string), lengths)
-    ragged = {k: tf.RaggedTensor.from_row_lengths(tf.constant(v, tf.int64), lengths)
-              for k, v in values.items()}
+    rows = lambda flat, dtype: tf.RaggedTensor.from_row_lengths(tf.constant(flat, dtype), lengths)
+    examples = {"words": rows([w for s in sentences for w in s.words], tf.string)}
+    examples.update({name: rows(list(flat), tf.int64) for name, flat in values.items()})
+    return examples
 
-    def encode(index):
-        return preprocessor.windows(
-            tf.gather(words, index), {k: tf.gather(v, index).flat_values for k, v in ragged.items()})
 
-    return pipelines.encoded(tf.data.Dataset.range(len(sentences)), encode)
+def _encoder(preprocessor):
+    """A ragged batch of examples -> word-piece windows, each value on its word's first piece."""
+    def encode(batch):
+        batch = dict(batch)
+        words = batch.pop("words")
+        return preprocessor.windows(words, {name: v.flat_values for name, v in batch.items()})
+
+    return encode
+
+
+def _windows(sentences, preprocessor, values):
+    """Cached tf.data of word-piece windows, one element each, trimmed to its length."""
+    return pipelines.encoded(tf.data.Dataset.from_tensor_slices(_examples(sentences, values)),
+                             _encoder(preprocessor))
 
 
 def tag_ids(split, labels):
@@ -182,9 +189,12 @@ def tag_ids(split, labels):
 
 
 def train_dataset(run, split):
-    """Endless, reshuffled-per-pass batches of (features, per-piece labels)."""
-    features = _windows(split.sentences, run.preprocessor, {"labels": tag_ids(split, run.labels)})
-    return common.training_batches(run, features, _pads(run.preprocessor))
+    """Endless, reshuffled-per-pass batches of (features, per-piece labels); the run's text
+    transforms (augmentation) may change words every pass, never their number."""
+    examples = _examples(split.sentences, {"labels": tag_ids(split, run.labels)})
+    return common.training_batches(run, examples, _encoder(run.preprocessor),
+                                   _pads(run.preprocessor), texts=("words",),
+                                   keep_word_count=True)
 
 
 def _pads(preprocessor):
