@@ -266,7 +266,37 @@ def evaluate(run, split):
             "split into other words than the file's, e.g. %s", split.source, metrics["f1"],
             served["f1"], match.mismatched, match.sentences,
             "; ".join(f"{e['words']} -> {e['split']}" for e in match.examples[:3]))
-    return base.Evaluation(metrics["f1"], metrics, report)
+    return base.Evaluation(metrics["f1"], metrics, report,
+                           predictions=_records(split, predicted))
+
+
+def _records(split, predicted):
+    return [{"words": s.words, "tags": s.tags, "predicted": tags}
+            for s, tags in zip(split.sentences, predicted)]
+
+
+def evaluate_saved_model(saved_model, split, labels):
+    """Entity-level metrics of an exported tagger, from the tags its `tag_words` signature
+    gives the split's words (so perturbed words stay aligned with the gold tags)."""
+    del labels  # seqeval compares tag strings
+    tag = saved_model.signatures["tag_words"]
+    predicted = []
+    for start in range(0, len(split), PREDICT_BATCH):
+        batch = [s.words for s in split.sentences[start:start + PREDICT_BATCH]]
+        tags = tag(words=tf.ragged.constant(batch).to_tensor(""))["tags"].numpy()
+        predicted += [[t.decode() for t in row[:len(words)]] for words, row in zip(batch, tags)]
+    metrics = entity_metrics([s.tags for s in split.sentences], predicted)
+    report = metrics.pop("report")
+    return base.Evaluation(metrics["f1"], metrics, report, predictions=_records(split, predicted))
+
+
+def perturbed(split, change):
+    """A copy of `split` whose sentences' words are `change`d, never their number."""
+    words = change([s.words for s in split.sentences], True)
+    if any(len(new) != len(s.words) for new, s in zip(words, split.sentences)):
+        raise ValueError("a perturbation changed the number of words of a sentence")
+    return Split(f"{split.source} (perturbed)",
+                 [s._replace(words=list(new)) for s, new in zip(split.sentences, words)])
 
 
 def served_skew(run, split, predicted_tags):

@@ -58,7 +58,7 @@ def parse_rates(spec, flag, known, defaults=None):
                             "give a probability.")
         rates[name] = value
     if not rates:
-        raise UserError(f"{flag}={spec} names no operation; use {', '.join(known)}.")
+        raise UserError(f"{flag}={spec}: names no operation; use {', '.join(known)}.")
     return rates
 
 
