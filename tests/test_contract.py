@@ -13,6 +13,7 @@ import types
 import pytest
 
 import helpers
+import processes
 from tfimitate import tasks, workflow
 from tfimitate.errors import UserError
 from tfimitate.serving import warmup
@@ -100,6 +101,51 @@ def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trai
     signatures = {request.model_spec.signature_name
                   for request in warmup.read_warmup_requests(path)}
     assert signatures == set(loaded.signatures) and "serving_default" in signatures
+
+
+def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(trained):
+    import tensorflow as tf
+
+    cfg, _, _ = trained
+    task, run, _ = workflow.restore(cfg.model_dir)
+    split = task.read_file(cfg.eval_data, run.cfg, "--eval_data")
+    evaluation = task.evaluate(run, split)
+    assert len(evaluation.predictions) == len(split)
+    served = task.evaluate_saved_model(tf.saved_model.load(os.path.join(cfg.export_dir, "1")),
+                                       split, run.labels)
+    assert served.score == pytest.approx(evaluation.score)
+    assert served.predictions == evaluation.predictions
+
+
+def test_contract_robustness_report_of_the_checkpoint_and_of_the_export(trained):
+    cfg, _, _ = trained
+    reports = {}
+    for name, where in (("robustness", {}), ("saved_model_robustness",
+                                             {"saved_model": cfg.export_dir})):
+        workflow.evaluate(cfg.model_dir if not where else None, perturb="typos:0.5,case",
+                          perturb_seed=3, **where)
+        with open(os.path.join(cfg.model_dir, "eval", f"{name}.json")) as f:
+            reports[name] = json.load(f)
+    checkpoint, served = reports["robustness"], reports["saved_model_robustness"]
+    assert set(checkpoint["perturbations"]) == {"typos:0.5", "case:1"}
+    typos = checkpoint["perturbations"]["typos:0.5"]
+    assert 0 < typos["changed"] <= checkpoint["examples"]
+    assert typos["drop"] == pytest.approx(checkpoint["clean"]["score"] - typos["score"])
+    for flip in typos["flipped_examples"]:
+        assert flip["clean"]["predicted"] != flip["perturbed"]["predicted"]
+    for report in (checkpoint, served):  # the same perturbed texts, the same predictions
+        del report["model"]
+    assert served == checkpoint
+
+
+def test_contract_robust_techniques_train_the_task(trained, tmp_path):
+    """Augmentation (word pieces and characters) and FGM train every task a few steps."""
+    cfg, _, _ = trained
+    run = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=None, max_steps=2,
+                      augment="char_noise:0.3,mask:0.2", adversarial="fgm")
+    metrics = workflow.train(run)
+    assert metrics["step"] == 2
+    assert sorted(processes.loss_curve(run.model_dir, "adversarial_loss")) == [1, 2]
 
 
 def test_contract_resume_with_another_sequence_length_is_refused(trained):
