@@ -49,8 +49,8 @@ class Experiment:
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
     adversarial: str = "none"
-    adv_epsilon: float = 1.0
-    adv_alpha: float = 0.3
+    adv_epsilon: float = 0.1
+    adv_alpha: float = 0.03
     adv_steps: int = 3
     augment: str = ""
     augment_prob: float = 0.5

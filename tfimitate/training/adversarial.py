@@ -10,15 +10,16 @@ under mixed_float16 with the optimizer's loss scale applied to its gradient.
     fgm     (Miyato et al. 2017) r = eps * g / ||g||; loss = clean + adversarial
     pgd     (Madry et al. 2018) K ascent steps of size alpha from the clean input,
             each projected onto ||r|| <= eps; loss = clean + adversarial(r_K)
-    freelb  (Zhu et al. 2020) K ascent steps from a random start inside the ball;
-            loss = mean of the K perturbed losses (their gradients all count)
+    freelb  (Zhu et al. 2020) K ascent steps from a random start of norm alpha,
+            projected likewise; loss = mean of the K perturbed losses (their gradients
+            all count, as in FreeLB)
 
 g is the gradient of the loss with respect to the embeddings and ||.|| the L2 norm
 over one example's positions and features. The log shows `clean_loss` and
 `adversarial_loss` beside `loss`. Nothing changes in the model that is served.
 
 Example:
-    python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --adversarial=fgm --adv_epsilon=1.0
+    python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --adversarial=fgm --adv_epsilon=0.1
 """
 
 import contextlib
@@ -210,11 +211,11 @@ def from_config(cfg):
                         "(or none).")
     if not cfg.adv_epsilon > 0:
         raise UserError(f"--adv_epsilon={cfg.adv_epsilon} must be above 0: it is the largest "
-                        "L2 norm of an example's embedding perturbation (try 1.0).")
+                        "L2 norm of an example's embedding perturbation (try 0.1).")
     if cfg.adversarial != "fgm":
         if not cfg.adv_alpha > 0:
             raise UserError(f"--adv_alpha={cfg.adv_alpha} must be above 0: it is the size of "
-                            f"each {cfg.adversarial} ascent step (try 0.3).")
+                            f"each {cfg.adversarial} ascent step (try 0.03).")
         if cfg.adv_steps < 1:
             raise UserError(f"--adv_steps={cfg.adv_steps} must be at least 1 (try 3).")
     return Adversarial(cfg.adversarial, cfg.adv_epsilon, cfg.adv_alpha, cfg.adv_steps, cfg.seed)
