@@ -205,7 +205,7 @@ def test_cli_prints_one_error_line_for_a_bad_augmentation(tmp_path):
         [sys.executable, "-m", "tfimitate.train", f"--model_dir={tmp_path / 'run'}",
          f"--train_data={helpers.write_table(tmp_path, 't.csv', helpers.sentiment_rows(8))}",
          "--augment=swap:0.1,shuffle:0.2"], env=processes.child_env(), capture_output=True,
-        text=True, timeout=120)
+        text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --augment=swap:0.1,shuffle:0.2: 'shuffle' is unknown; use word_dropout, swap, "

@@ -91,7 +91,7 @@ def test_report_counts_changed_inputs_and_lists_the_flipped_examples():
 
 def _evaluate(*args):
     return subprocess.run([sys.executable, "-m", "tfimitate.evaluate", *args],
-                          env=processes.child_env(), capture_output=True, text=True, timeout=120)
+                          env=processes.child_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_cli_bad_perturbation_and_missing_saved_model_are_one_line(tmp_path):
