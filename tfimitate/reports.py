@@ -4,23 +4,23 @@ Example:
     write_metrics("runs/sst2/eval", "metrics", {"accuracy": 0.9, "step": 600})
 """
 
+import io
 import json
 import os
+
+from tfimitate.files import write_atomically
 
 
 def write_metrics(directory, name, metrics):
     """Writes `<directory>/<name>.json` atomically and returns its path."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{name}.json")
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(metrics, indent=2))
     return path
 
 
 def plot_confusion_matrix(matrix, labels, path, title):
-    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG."""
+    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,5 +40,7 @@ def plot_confusion_matrix(matrix, labels, path, title):
             axes.text(j, i, str(count), ha="center", va="center",
                       color="white" if count > peak / 2 else "black")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
+    write_atomically(path, png.getvalue())
