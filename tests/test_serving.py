@@ -208,7 +208,7 @@ def test_broken_version_is_reported_and_old_one_kept(tmp_path):
     base = tmp_path / "model"
     (base / "1").mkdir(parents=True)  # a numeric directory without a SavedModel
     (base / ".tmp-2-123").mkdir()
-    server = DevServer(MODEL, str(base), port=0).start()
+    server = DevServer(MODEL, str(base), port=0, max_num_load_retries=0).start()
     try:
         client = ServingClient(server.target, timeout=10)
         [status] = client.status(MODEL)
