@@ -97,6 +97,8 @@ CASES = [
          "d.jsonl:2: 'text' is a list, not a string or number"),
     Case("read_rows", ["{tmp}/d.jsonl", "text,label"], {"d.jsonl": '{"text": "a", "label": {"id": 1}}\n'},
          "d.jsonl:1: 'label' is an object, not a string or number"),
+    Case("read_rows", ["{tmp}/data", "text,label"], {"data/train.csv": "text,label\n"},
+         "--train_data={tmp}/data: {tmp}/data is a directory; give a file in it."),
     # --- splits, run state, backbone config (issue 9, items 6, 7 and 9)
     Case("hold_out", ["0"], {}, "--holdout_fraction=0 holds no evaluation data out of --train_data; "
                                 "give --eval_data=FILE"),

@@ -51,6 +51,8 @@ def resolve_path(spec, flag):
         path = os.path.join(root, inner)
     else:
         path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        raise UserError(f"{flag}={spec}: {path} is a directory; give a file in it.")
     if not os.path.isfile(path):
         raise UserError(f"{flag}={spec}: file {path} does not exist; check the path.")
     if not os.access(path, os.R_OK):
