@@ -44,6 +44,16 @@ def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
     return techniques.adapt_model(chosen_techniques, model, cfg)
 
 
+def _check_sequence_length(cfg):
+    """Refuses a --sequence_length beyond the backbone's position embeddings."""
+    from tfimitate import backbones
+
+    limit = backbones.max_sequence_length(cfg.backbone)
+    if limit and cfg.sequence_length > limit:
+        raise UserError(f"--sequence_length={cfg.sequence_length} is longer than --backbone="
+                        f"{cfg.backbone} allows ({limit}); give at most {limit}.")
+
+
 def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
     if os.path.isfile(os.path.join(cfg.model_dir, "experiment.json")):
@@ -57,6 +67,7 @@ def train(cfg):
 
     task = get_task(cfg.task)
     task.validate(cfg)
+    _check_sequence_length(cfg)
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
         files.check_writable_dir(cfg.export_dir, "--export_dir")
