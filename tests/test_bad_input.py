@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tfimitate import backbones
+from tfimitate import backbones, workflow
 from tfimitate.config import Experiment, validate_for_training
 from tfimitate.data import readers, splits
 from tfimitate.errors import UserError
@@ -36,7 +36,16 @@ class _Items(list):
         return _Items(self[i] for i in indices)
 
 
+def _train(*assignments):
+    """workflow.train on an Experiment of `field=value` strings (digits become ints)."""
+    values = dict(assignment.split("=", 1) for assignment in assignments)
+    values = {k: int(v) if v.isdigit() else v for k, v in values.items()}
+    return workflow.train(Experiment(**values))
+
+
 IN_PROCESS = {
+    "workflow.train": _train,
+    "workflow.predict": workflow.predict,
     "read_rows": lambda path, columns: readers.read_rows(path, columns.split(","), "--train_data"),
     "Experiment.load": Experiment.load,
     "validate_for_training": lambda field, value: validate_for_training(
@@ -111,6 +120,21 @@ CASES = [
          "run/experiment.json is damaged (not a JSON object); restore it from a backup."),
     Case("backbones.max_sequence_length", ["{tmp}/model"], {"model/config.json": '{"max_position'},
          "--backbone={tmp}/model: cannot read {tmp}/model/config.json"),
+    # --- output paths and data a run cannot use, before anything is written (items 3, 7, 8, 10)
+    Case("workflow.train", ["model_dir={tmp}/f", "train_data={tmp}/t.csv"], {"f": "x"},
+         "--model_dir={tmp}/f is a file, not a folder; choose another path."),
+    Case("workflow.train", ["model_dir={tmp}/run", "export_dir={tmp}/f/sub", "train_data={tmp}/t.csv"],
+         {"f": "x"}, "--export_dir={tmp}/f/sub: {tmp}/f is a file, not a folder"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "sequence_length=1000"],
+         {}, "--sequence_length=1000 is longer than --backbone=minilm_l6 allows (512)"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=token_classification", "train_data={tmp}/o.txt"],
+         {"o.txt": "john O\nsaid O\n\nparis O\n"}, "every tag is O, so there is no entity to learn"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/in.jsonl", "{tmp}/in.jsonl"], {"in.jsonl": '{"text": "a"}\n'},
+         "--output={tmp}/in.jsonl is the --input file; writing it would replace the input"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/f/out.jsonl"], {"in.txt": "a\n", "f": "x"},
+         "--output={tmp}/f/out.jsonl: {tmp}/f is a file, not a folder"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/out.txt"], {"in.txt": "a\n"},
+         "--output={tmp}/out.txt: give a file ending in .jsonl or .csv."),
     # --- client input (issue 9, item 10)
     Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": b"fine\nbad \xff\n"},
          "texts.txt:2: bytes are not valid UTF-8"),
