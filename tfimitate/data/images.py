@@ -7,7 +7,7 @@ Two layouts are read:
     relative to the listing's folder).
 Every image becomes RGB (grayscale, RGBA and palette images too), is cropped to the
 target aspect ratio (if the backbone's converter does so) and resized to the backbone's
-input size, then rounded to uint8: the same function runs in tf.data and inside the
+input size by keras.layers.Resizing, then rounded to whole 0..255 values: the same function runs in tf.data and inside the
 exported serving graph, so training and serving see the same pixels. Files that do not
 decode are found once, before training, and skipped (or refused with --strict_images).
 
@@ -177,28 +177,20 @@ def decode(contents):
 
 
 def resize(image, image_format):
-    """uint8/float [h, w, 3] -> float32 [height, width, 3] with uint8 values (0..255).
+    """uint8/float [h, w, 3] -> float32 [height, width, 3] with whole values in 0..255.
 
-    Crops the centre to the target aspect ratio first when the format says so (what
-    keras-hub's ImageConverter does), then resizes; core TF ops only.
+    keras.layers.Resizing as the backbone's converter sets it up (centre crop to the
+    target aspect ratio, then interpolation), rounded so that cached uint8 images and the
+    serving graph agree exactly.
     """
+    import keras
     import tensorflow as tf
 
-    target = (image_format.height, image_format.width)
-    if image_format.crop_to_aspect_ratio:
-        shape = tf.shape(image)
-        height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-        ratio = image_format.width / image_format.height
-        crop_height = tf.minimum(height, width / ratio)
-        crop_width = tf.minimum(width, height * ratio)
-        crop_height = tf.maximum(tf.cast(tf.round(crop_height), tf.int32), 1)
-        crop_width = tf.maximum(tf.cast(tf.round(crop_width), tf.int32), 1)
-        top = (shape[0] - crop_height) // 2
-        left = (shape[1] - crop_width) // 2
-        image = image[top:top + crop_height, left:left + crop_width]
-    image = tf.image.resize(tf.cast(image, tf.float32), target,
-                            method=image_format.interpolation, antialias=image_format.antialias)
-    return tf.round(tf.clip_by_value(image, 0.0, 255.0))
+    resizing = keras.layers.Resizing(
+        image_format.height, image_format.width, interpolation=image_format.interpolation,
+        crop_to_aspect_ratio=image_format.crop_to_aspect_ratio, antialias=image_format.antialias,
+        dtype="float32")
+    return tf.round(tf.clip_by_value(resizing(tf.cast(image, tf.float32)), 0.0, 255.0))
 
 
 def load_image(contents, image_format):
