@@ -9,6 +9,7 @@ Uses the official `tensorflow-serving-api` protos, so it talks to the
         "a gripping film" "two hours I will not get back"
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --metadata
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --status
+    python -m tfimitate.serving.client --model_name=fashion_mnist photo.jpg shoe.png
 
 Example (in Python):
     client = ServingClient("localhost:8500", timeout=5)
@@ -18,6 +19,7 @@ Example (in Python):
 
 import dataclasses
 import json
+import os
 import sys
 
 import grpc
@@ -32,6 +34,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tfimitate.errors import UserError, run_cli
 
 MAX_MESSAGE_BYTES = 64 << 20
+# Arguments with these suffixes are sent as `image_bytes` (image classifiers).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 ENTITY_FIELDS = {"entity_text": "text", "entity_type": "type",
                  "entity_start": "start", "entity_end": "end"}
 
@@ -165,6 +169,28 @@ def records(texts, outputs):
     return rows
 
 
+def image_inputs(arguments):
+    """{"image_bytes": [file contents]} when every argument is an image file, else None.
+
+    Example:
+        image_inputs(["cat.jpg", "dog.png"])  # {"image_bytes": [b"\\xff\\xd8...", b"\\x89PNG..."]}
+    """
+    is_image = [os.path.splitext(a)[1].lower() in IMAGE_SUFFIXES for a in arguments]
+    if not any(is_image):
+        return None
+    if not all(is_image):
+        raise UserError("some arguments are image files and some are not; classify images or "
+                        "texts in one call, not both.")
+    contents = []
+    for path in arguments:
+        try:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+        except OSError as error:
+            raise UserError(f"{path}: cannot read the image ({error.strerror}); check the path.") from None
+    return {"image_bytes": contents}
+
+
 def _define_flags():
     """The client's flags, defined only when it runs as a program (no clash with train's)."""
     return dict(
@@ -205,7 +231,7 @@ def main(argv, holders):
     if not texts:
         raise UserError("no TEXT given; pass the texts to classify as arguments "
                         "(or --metadata / --status).")
-    inputs = {"text": texts}
+    inputs = image_inputs(texts) or {"text": texts}
     if value["text_pair"]:
         if len(value["text_pair"]) != len(texts):
             raise UserError(f"--text_pair given {len(value['text_pair'])} times for {len(texts)} "
@@ -216,6 +242,8 @@ def main(argv, holders):
                                                 signature_name=value["signature_name"], **spec):
         count = len(next(iter(prediction.outputs.values())))
         for row in records(texts[start:start + count], prediction.outputs):
+            if "image_bytes" in inputs:
+                row = {"image": row.pop("text"), **row}
             print(json.dumps(row, ensure_ascii=False))
         start += count
     sys.stdout.flush()
