@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,9 +17,8 @@ import tensorflow as tf
 import helpers
 import processes
 from tfimitate import runtime, workflow
-from tfimitate.config import Experiment
 from tfimitate.errors import UserError
-from tfimitate.tasks import text_classification
+from tfimitate.tasks import base, text_classification
 
 TIMEOUT = 240
 # Mirrored splits each batch over replicas and sums gradients in another order:
@@ -42,11 +41,12 @@ import tfimitate
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfimitate import runtime
+from tfimitate import runtime, workflow
 from tfimitate.config import Experiment
-from tfimitate.tasks import text_classification as task
-from tfimitate.training import loop
+from tfimitate.tasks import base, get_task
+from tfimitate.training import loop, optim, techniques
 cfg = Experiment.load(sys.argv[1])
+task = get_task(cfg.task)
 data = task.load_data(cfg)
 preprocessor = task.make_preprocessor(cfg)
 for name in ("one_device", "mirrored"):
@@ -54,9 +54,13 @@ for name in ("one_device", "mirrored"):
     strategy = runtime.make_strategy(name)
     print("replicas", name, strategy.num_replicas_in_sync, file=sys.stderr)
     with strategy.scope():
-        model = task.build_model(cfg, 2)
-    train_ds = task.train_dataset(data.train, preprocessor, cfg, data.labels)
-    loop.train_loop(model, task.loss_fn, train_ds, None, cfg.replace(model_dir=f"{cfg.model_dir}-{name}"),
+        model = workflow.build_model(task, cfg, 2, [])
+        optimizer = optim.make_optimizer(cfg.learning_rate, cfg.max_steps, cfg.warmup_ratio,
+                                         cfg.weight_decay)
+    run = base.Run(cfg, model, preprocessor, strategy)
+    loop.train_loop(model, optimizer, techniques.supervised_loss(task),
+                    task.train_dataset(run, data.train), None,
+                    cfg.replace(model_dir=f"{cfg.model_dir}-{name}"),
                     strategy, steps_per_epoch=100, total_steps=cfg.max_steps)
 """
 
@@ -121,7 +125,8 @@ def test_mixed_bfloat16_trains_and_keeps_float32_outputs(data, float32_afterward
                              export_dir=str(directory / "bf16_export"))
     metrics = workflow.train(cfg)
     assert metrics["step"] == 4 and np.isfinite(metrics["accuracy"])
-    _, model, _ = workflow.restore(Experiment.load(cfg.model_dir))
+    _, run, _ = workflow.restore(cfg.model_dir)
+    model = run.model
     assert model.get_layer("logits").compute_dtype == "float32"
     assert {v.dtype for v in model.trainable_variables} == {"float32"}
     served = tf.saved_model.load(os.path.join(cfg.export_dir, "1"))
@@ -163,12 +168,14 @@ def test_unreachable_tpu_is_a_user_error():
         runtime.make_tpu_strategy("my-tpu", resolver_class=unreachable)
 
 
-def test_tpu_input_path_has_static_int32_batches_and_no_strings(data):
+def test_tpu_input_path_has_static_int32_batches_and_no_strings(data, monkeypatch):
+    monkeypatch.setattr(runtime, "needs_static_shapes", lambda strategy: True)
     directory, preset, train = data
     cfg = helpers.experiment(directory, backbone=preset, train_data=train, batch_size=8)
+    cfg = cfg.replace(labels=("0", "1"))
     split = text_classification.read_split(train, cfg, "--train_data")
-    preprocessor = text_classification.make_preprocessor(cfg)
-    ds = text_classification.train_dataset(split, preprocessor, cfg, ("0", "1"), static_length=True)
+    run = base.Run(cfg, None, text_classification.make_preprocessor(cfg), tf.distribute.get_strategy())
+    ds = text_classification.train_dataset(run, split)
     inputs, labels = ds.element_spec
     assert labels.shape == [8] and labels.dtype == tf.int32
     assert inputs["token_ids"].shape == [8, 32] and inputs["token_ids"].dtype == tf.int32

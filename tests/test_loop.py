@@ -36,8 +36,9 @@ def test_step_skips_weights_without_gradient():
     strategy = tf.distribute.get_strategy()
     features = np.random.RandomState(0).rand(8, 4).astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((features, np.arange(8) % 2)).batch(4).repeat()
-    loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    train_steps = loop._make_train_function(model, loss_fn, optimizer, strategy,
+    step_loss = lambda model, x, y: keras.losses.sparse_categorical_crossentropy(
+        y, model(x, training=True), from_logits=True)
+    train_steps = loop._make_train_function(model, step_loss, optimizer, strategy,
                                             types.SimpleNamespace(jit_compile=False))
     loss = float(train_steps(iter(dataset), tf.constant(2)))
     assert np.isfinite(loss)

@@ -28,9 +28,9 @@ def trained(tmp_path_factory):
     evaluated = []
     original = text_classification.evaluate
 
-    def counting_evaluate(model, split, *args):
+    def counting_evaluate(run, split):
         evaluated.append(os.path.basename(split.source))
-        return original(model, split, *args)
+        return original(run, split)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(text_classification, "evaluate", counting_evaluate)
@@ -99,6 +99,9 @@ def test_evaluate_predict_and_second_export(trained, tmp_path):
     assert open(tmp_path / "out.csv").readline().startswith("text,label,probability")
 
     assert workflow.export(cfg.model_dir, cfg.export_dir).endswith(os.sep + "2")
+    # The same checkpoint is not exported twice unless a version is asked for.
+    assert workflow.export(cfg.model_dir, cfg.export_dir).endswith(os.sep + "2")
+    assert sorted(os.listdir(cfg.export_dir)) == ["1", "2"]
     with pytest.raises(UserError, match="already exists"):
         workflow.export(cfg.model_dir, cfg.export_dir, version=2)
 
@@ -160,7 +163,7 @@ def test_model_dir_of_another_experiment_is_refused(trained):
 
 def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
     import tensorflow as tf
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks import base, text_classification
 
     path = helpers.write_lines(tmp_path, "pairs.jsonl", [
         json.dumps({"premise": f"the film {i}", "hypothesis": h, "label": l})
@@ -170,13 +173,13 @@ def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
                              export_dir=str(tmp_path / "export"))
     data = text_classification.load_data(cfg)
     assert data.labels == ("no", "yes") and data.train.pairs is not None
-    preprocessor = text_classification.make_preprocessor(cfg)
-    features, labels = next(iter(text_classification.train_dataset(
-        data.train, preprocessor, cfg, data.labels)))
+    cfg = cfg.replace(labels=data.labels)
+    model = workflow.build_model(text_classification, cfg, len(data.labels), [])
+    run = base.Run(cfg, model, text_classification.make_preprocessor(cfg), tf.distribute.get_strategy())
+    features, labels = next(iter(text_classification.train_dataset(run, data.train)))
     assert features["segment_ids"].numpy().max() == 1  # the pair is the second segment
-    model = text_classification.build_model(cfg, len(data.labels))
-    path = workflow.export_model(text_classification, model, preprocessor,
-                                 cfg.replace(labels=data.labels), data.eval)
+    path = workflow.export_model(text_classification, run,
+                                 text_classification.serving_examples(data.eval))
     serve = tf.saved_model.load(path).signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"text", "text_pair"}
     out = serve(text=tf.constant(["the film"]), text_pair=tf.constant(["good"]))

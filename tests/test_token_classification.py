@@ -96,14 +96,14 @@ def test_loss_ignores_masked_pieces():
     labels = tf.constant([[0, 2, 0, 1, 0]])
     logits = tf.random.stateless_normal([1, 5, 3], seed=[1, 2])
     noise = tf.constant([[[9.0] * 3, [0.0] * 3, [-7.0] * 3, [0.0] * 3, [5.0] * 3]]) * [[[1, -1, 2]]]
-    assert np.allclose(task.loss_fn(labels, logits), task.loss_fn(labels, logits + noise))
-    assert not np.allclose(task.loss_fn(labels, logits), task.loss_fn(labels + [[0, 1, 0, 0, 0]], logits))
+    assert np.allclose(task.example_loss(labels, logits), task.example_loss(labels, logits + noise))
+    assert not np.allclose(task.example_loss(labels, logits), task.example_loss(labels + [[0, 1, 0, 0, 0]], logits))
 
 
 def test_graph_entity_spans_match_seqeval():
     import tensorflow as tf
     from seqeval.metrics.sequence_labeling import get_entities
-    from tfimitate.serving.entities import entity_spans
+    from tfimitate.tasks.entity_spans import entity_spans
 
     rng = random.Random(3)
     tags = [[rng.choice(["O", "B-A", "I-A", "E-A", "S-A", "B-B", "I-B", "E-B"])
@@ -145,21 +145,16 @@ def test_training_logs_and_writes_entity_metrics(trained):
 
 
 def test_every_word_of_a_long_sentence_is_scored(trained):
-    import tensorflow as tf
     from tfimitate import workflow
     from tfimitate.tasks import token_classification as task
 
-    from tfimitate.config import Experiment
-
-    cfg = Experiment.load(trained[0].model_dir)
     evaluation = trained[1]
-    _, model, _ = workflow.restore(cfg)
-    preprocessor = task.make_preprocessor(cfg)
+    _, run, _ = workflow.restore(trained[0].model_dir)
     words, tags = evaluation[-1]
     split = task.Split("long", [task.conll.Sentence(words, tags, list(range(len(words))))])
-    probs = task.word_probabilities(model, split, preprocessor, cfg, tf.distribute.get_strategy())
+    probs = task.word_probabilities(run, split)
     assert probs.shape[0] == 1000 and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-4)
-    predicted = task._sentence_tags(probs, split, cfg.labels)[0]
+    predicted = task._sentence_tags(probs, split, run.labels)[0]
     assert np.mean([p == t for p, t in zip(predicted, tags)]) > 0.8
 
 
@@ -219,7 +214,7 @@ def test_tag_only_in_test_data_fails_before_writing(trained, tmp_path):
     cfg = trained[0]
     test = write_lines(tmp_path, "test.txt", ["paris B-LOC", "", "acme B-COMPANY"])
     bad = cfg.replace(model_dir=os.path.join(str(tmp_path), "run"), test_data=test, export_dir=None)
-    with pytest.raises(UserError, match=r"test\.txt:3: tag 'B-COMPANY' is not among the model's tags"):
+    with pytest.raises(UserError, match=r"test\.txt:3: tag 'B-COMPANY' is not one of the model's tags"):
         workflow.train(bad)
     assert not os.path.exists(bad.model_dir)
 

@@ -126,8 +126,6 @@ def validate_for_training(cfg):
         raise UserError("--train_data is required: give a .csv, .tsv or .jsonl file.")
     if cfg.labels is not None and len(set(cfg.labels)) != len(cfg.labels):
         raise UserError(f"--labels lists a label twice ({','.join(cfg.labels)}); list each once.")
-    if cfg.labels is not None and len(cfg.labels) < 2 and cfg.task == "text_classification":
-        raise UserError("--labels needs at least two labels for text_classification.")
     if cfg.drop_unlisted_labels and cfg.labels is None:
         raise UserError("--drop_unlisted_labels needs --labels: list the labels to keep.")
     if cfg.strategy == "tpu" and not cfg.tpu:

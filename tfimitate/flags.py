@@ -11,12 +11,14 @@ Example:
 
 from absl import flags
 
+from tfimitate.tasks import TASKS
+
 # --- Experiment -----------------------------------------------------------
 TASK = flags.DEFINE_enum(
-    "task", "text_classification",
-    ["text_classification", "token_classification"],
-    "What to train: text_classification (one label per text or text pair) or "
-    "token_classification (one tag per word, NER).")
+    "task", "text_classification", sorted(TASKS),
+    "What to train: text_classification (one label per text or text pair), "
+    "token_classification (one tag per word, NER), or another registered task "
+    "(tfimitate/tasks/__init__.py).")
 MODEL_DIR = flags.DEFINE_string(
     "model_dir", None,
     "Where checkpoints, logs, experiment.json, flags.cfg and eval/ are written. "

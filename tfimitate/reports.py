@@ -1,22 +1,8 @@
-"""Write evaluation results: metrics JSON and a confusion-matrix picture.
+"""Evaluation figures.
 
 Example:
-    write_metrics("runs/sst2/eval", "metrics", {"accuracy": 0.9, "step": 600})
+    plot_confusion_matrix([[5, 1], [2, 7]], ["neg", "pos"], "eval/cm.png", "dev.tsv, step 600")
 """
-
-import json
-import os
-
-
-def write_metrics(directory, name, metrics):
-    """Writes `<directory>/<name>.json` atomically and returns its path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{name}.json")
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(temporary, path)
-    return path
 
 
 def plot_confusion_matrix(matrix, labels, path, title):

@@ -31,21 +31,25 @@ class Sentence(NamedTuple):
     lines: List[int]  # 1-based line of each word in the file
 
 
-def read_sentences(spec, flag):
-    """Reads a CoNLL file (or .jsonl with `tokens`/`tags`) into checked Sentences."""
+def read_sentences(spec, flag, with_tags=True):
+    """Reads a CoNLL file (or .jsonl with `tokens`/`tags`) into checked Sentences.
+
+    With `with_tags=False` (words to tag) tags are optional: a one-column CoNLL
+    file or JSONL without `tags` is read, and any tags are ignored (all O).
+    """
     path = readers.resolve_path(spec, flag)
     text = readers.read_text(path, flag)
     if readers.base_suffix(path) in (".jsonl", ".json"):
-        sentences = _read_jsonl(text, path)
+        sentences = _read_jsonl(text, path, with_tags)
     else:
-        sentences = _read_conll(text, path)
+        sentences = _read_conll(text, path, with_tags)
     if not sentences:
         raise UserError(f"{flag}={spec}: the file holds no sentences; give word/tag lines "
                         "(CoNLL) or tokens/tags objects (JSONL).")
     return sentences
 
 
-def _read_conll(text, path):
+def _read_conll(text, path, with_tags=True):
     sentences, words, tags, lines = [], [], [], []
     columns, columns_line = None, 0
     for number, line in enumerate(text.split("\n"), start=1):
@@ -57,6 +61,8 @@ def _read_conll(text, path):
                 sentences.append(Sentence(words, tags, lines))
             words, tags, lines = [], [], []
             continue
+        if not with_tags:
+            fields = [fields[0], "O"]
         if len(fields) < 2:
             raise UserError(f"{path}:{number}: line has one column ('{line.strip()}'); CoNLL "
                             "needs the word first and its tag last.")
@@ -74,9 +80,11 @@ def _read_conll(text, path):
     return sentences
 
 
-def _read_jsonl(text, path):
+def _read_jsonl(text, path, with_tags=True):
     sentences = []
     for number, record in readers.json_records(text, path):
+        if not with_tags and isinstance(record.get("tokens"), list):
+            record = dict(record, tags=["O"] * len(record["tokens"]))
         if not isinstance(record.get("tokens"), list) or not isinstance(record.get("tags"), list):
             raise UserError(f"{path}:{number}: expected an object with `tokens` and `tags` "
                             "lists; fix the line.")

@@ -8,13 +8,45 @@ to one shape, which XLA and TPUs want.
 
 Example:
     features = tokenize(texts, preprocessor, extra={"labels": labels})
-    train = batches(features, batch_size=32, shuffle_seed=42, repeat=True)
+    train = batches(features, 32, 128, {"token_ids": pad_id}, shuffle_seed=42, repeat=True)
 """
 
 import tensorflow as tf
 
 TOKENIZE_BATCH = 1024
 BUCKET_STEP = 8
+# The feature whose length sets an example's length bucket (text tasks).
+LENGTH_KEY = "padding_mask"
+
+
+def encoded(dataset, encode, length_key=LENGTH_KEY):
+    """Runs `encode` over `dataset` in batches of TOKENIZE_BATCH, then caches one
+    element per example with every per-position feature trimmed to its length.
+
+    Args:
+        dataset: tf.data of per-example elements (anything `encode` takes, batched).
+        encode: batch -> dict of dense [batch, positions, ...] or [batch, ...] features;
+            those with the length feature's number of positions are trimmed.
+        length_key: a boolean/0-1 feature whose sum is the example's length, or
+            None to keep features as they are (fixed-size inputs such as images).
+
+    Example:
+        features = encoded(tf.data.Dataset.from_tensor_slices(texts),
+                           lambda batch: preprocessor(x=batch))
+    """
+    ds = (dataset.batch(TOKENIZE_BATCH)
+          .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+          .unbatch())
+    if length_key is not None:
+        positions = ds.element_spec[length_key].shape[0]
+
+        def trim(features):  # per-position features share the length feature's first dim
+            length = tf.reduce_sum(tf.cast(features[length_key], tf.int32))
+            return {k: v[:length] if v.shape.rank and v.shape[0] == positions else v
+                    for k, v in features.items()}
+
+        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.cache()
 
 
 def tokenize(inputs, preprocessor, extra=None):
@@ -26,7 +58,6 @@ def tokenize(inputs, preprocessor, extra=None):
     data = {"inputs": inputs}
     if extra:
         data.update(extra)
-    pad_id = preprocessor.tokenizer.pad_token_id
 
     def run_preprocessor(batch):
         # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
@@ -34,72 +65,65 @@ def tokenize(inputs, preprocessor, extra=None):
         features.update(batch)
         return features
 
-    def trim(features):
-        length = tf.reduce_sum(tf.cast(features["token_ids"] != pad_id, tf.int32))
-        return {k: v[:length] if k in ("token_ids", "segment_ids", "padding_mask") else v
-                for k, v in features.items()}
-
-    return (tf.data.Dataset.from_tensor_slices(data)
-            .batch(TOKENIZE_BATCH)
-            .map(run_preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch()
-            .map(trim, num_parallel_calls=tf.data.AUTOTUNE)
-            .cache())
+    return encoded(tf.data.Dataset.from_tensor_slices(data), run_preprocessor)
 
 
-def padding_values(element_spec, pad_id):
-    """Padding value per feature: the tokenizer's pad id for token ids, else zero/False."""
-    values = {}
-    for key, spec in element_spec.items():
-        if key == "token_ids":
-            values[key] = tf.constant(pad_id, spec.dtype)
-        elif spec.dtype == tf.bool:
-            values[key] = tf.constant(False)
-        else:
-            values[key] = tf.constant(0, spec.dtype)
-    return values
+def padding_values(element_spec, pad_values=None):
+    """Padding value per feature: `pad_values[key]` if given, else zero/False."""
+    pad_values = pad_values or {}
+    return {key: tf.constant(pad_values.get(key, False if spec.dtype == tf.bool else 0), spec.dtype)
+            for key, spec in element_spec.items()}
 
 
-def batches(features, batch_size, pad_id, sequence_length, shuffle_seed=None,
-            repeat=False, static_length=False, split_labels=("labels",)):
-    """Batches tokenized `features` into (inputs, labels) pairs, padded per bucket.
+def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle_seed=None,
+            repeat=False, static_length=False, split_labels=("labels",),
+            length_key=LENGTH_KEY):
+    """Batches per-example `features` into (inputs, labels) pairs.
+
+    With a `length_key`, examples are grouped into length buckets of BUCKET_STEP
+    positions and padded to the longest of their batch; every bucket is flushed at
+    the end of each pass, so every example is seen once per pass.
 
     Args:
-        features: output of `tokenize`.
+        features: dataset of per-example feature dicts (e.g. output of `tokenize`).
         batch_size: examples per batch.
-        pad_id: the tokenizer's padding id.
-        sequence_length: the longest possible example.
+        sequence_length: the longest possible example (positions).
+        pad_values: feature name -> padding value (e.g. {"token_ids": pad_id}); others pad with 0/False.
         shuffle_seed: if set, reshuffle each pass with this seed (deterministic).
         repeat: repeat forever (training).
         static_length: pad every batch to `sequence_length` and drop the last
             partial batch (XLA / TPU).
         split_labels: feature keys returned as the second element of each pair.
+        length_key: the feature whose length buckets the examples, or None for
+            fixed-size examples (plain batches).
     """
     ds = features
     if shuffle_seed is not None:
         ds = ds.shuffle(100_000, seed=shuffle_seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    pads = padding_values(ds.element_spec, pad_id)
-    if static_length:
-        shapes = {k: [sequence_length] if k in ("token_ids", "segment_ids", "padding_mask")
-                  or _is_sequence(spec) else spec.shape
+    pads = padding_values(ds.element_spec, pad_values)
+    if length_key is None:
+        ds = ds.repeat() if repeat else ds
+        ds = ds.batch(batch_size, drop_remainder=static_length)
+    elif static_length:
+        ds = ds.repeat() if repeat else ds
+        shapes = {k: [sequence_length] + spec.shape[1:] if _is_sequence(spec) else spec.shape
                   for k, spec in ds.element_spec.items()}
         ds = ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pads,
                              drop_remainder=True)
     else:
         boundaries = list(range(BUCKET_STEP + 1, sequence_length + 1, BUCKET_STEP))
         ds = ds.bucket_by_sequence_length(
-            lambda f: tf.shape(f["token_ids"])[0],
+            lambda f: tf.shape(f[length_key])[0],
             bucket_boundaries=boundaries,
             bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
             padding_values=pads)
+        ds = ds.repeat() if repeat else ds
     ds = ds.map(lambda f: _split(f, split_labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _is_sequence(spec):
-    return spec.shape.rank == 1 and spec.shape[0] is None
+    return spec.shape.rank >= 1 and spec.shape[0] is None
 
 
 def _split(features, label_keys):

@@ -7,10 +7,12 @@ requests, then rename it to `<export_dir>/<version>` in one step, so a server
 polling the folder never sees half a model.
 
 Example:
-    version_dir = export_saved_model(module, "saved_models/sst2",
-                                     parity_inputs=inputs, expected=keras_probs)
+    version_dir = export_saved_model(
+        module, "saved_models/sst2",
+        checks={"serving_default": ({"text": texts}, {"probabilities": keras_probs})})
 """
 
+import json
 import os
 import shutil
 
@@ -22,6 +24,8 @@ from tfimitate.errors import UserError
 from tfimitate.serving.op_audit import ExportError, audit_saved_model
 
 TEMPORARY_PREFIX = ".tmp-"
+# Which run and checkpoint step a version was exported from (TF Serving ignores assets.extra).
+SOURCE_FILE = os.path.join("assets.extra", "tfimitate_source.json")
 # Max abs difference of probabilities, by the compute dtype of the Keras dtype policy:
 # 16-bit models carry 3 (bfloat16) or 4 (float16) significant digits, and the export
 # pads batches to another length than the in-memory check does.
@@ -57,16 +61,34 @@ def next_version(export_dir, requested=None):
     return max(versions, default=0) + 1
 
 
-def export_saved_model(module, export_dir, parity_inputs, expected, version=None,
-                       write_extras=None):
-    """Saves `module.serve` as `serving_default` under `<export_dir>/<version>/`.
+def record_source(version_dir, source):
+    """Writes which run and step `version_dir` comes from (e.g. {"model_dir": ..., "step": 600})."""
+    path = os.path.join(version_dir, SOURCE_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(source, f)
+
+
+def version_exported_from(export_dir, source):
+    """The version directory under `export_dir` exported from `source`, or None."""
+    for version in sorted(existing_versions(export_dir), reverse=True):
+        path = os.path.join(export_dir, str(version), SOURCE_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                if json.load(f) == source:
+                    return os.path.join(export_dir, str(version))
+    return None
+
+
+def export_saved_model(module, export_dir, checks, version=None, write_extras=None):
+    """Saves `module.serving_signatures()` under `<export_dir>/<version>/`, checked.
 
     Args:
-        module: a tf.Module with a `serve` tf.function that has an input signature;
-            an optional `extra_signatures()` method returns more {name: tf.function}.
+        module: a tf.Module whose `serving_signatures()` returns {name: tf.function
+            with an input signature}, 'serving_default' among them.
         export_dir: the model's base path (what TF Serving's model_base_path names).
-        parity_inputs: dict of example input tensors for the signature.
-        expected: dict output name -> NumPy array the reloaded model must reproduce.
+        checks: signature name -> (input tensors, {output name: NumPy array}) that the
+            reloaded SavedModel must reproduce; every signature must have one.
         version: explicit version number, or None for the next one.
         write_extras: optional callable(temporary_dir) adding files (warmup requests).
 
@@ -79,13 +101,19 @@ def export_saved_model(module, export_dir, parity_inputs, expected, version=None
     temporary = os.path.join(export_dir, f"{TEMPORARY_PREFIX}{version}-{os.getpid()}")
     final = os.path.join(export_dir, str(version))
     try:
-        signatures = {"serving_default": module.serve.get_concrete_function()}
-        if hasattr(module, "extra_signatures"):
-            signatures.update({name: function.get_concrete_function()
-                               for name, function in module.extra_signatures().items()})
+        functions = module.serving_signatures()
+        if "serving_default" not in functions or set(functions) != set(checks):
+            raise ExportError(
+                f"the task's signatures ({', '.join(sorted(functions))}) and parity checks "
+                f"({', '.join(sorted(checks))}) must match and include serving_default; "
+                "this is a bug in the task, please report it.")
+        signatures = {name: function.get_concrete_function()
+                      for name, function in functions.items()}
         tf.saved_model.save(module, temporary, signatures=signatures)
         audit_saved_model(temporary)
-        check_parity(temporary, parity_inputs, expected)
+        reloaded = tf.saved_model.load(temporary)
+        for name, (inputs, expected) in checks.items():
+            check_parity(reloaded.signatures[name], inputs, expected, name)
         if write_extras is not None:
             write_extras(temporary)
         os.rename(temporary, final)
@@ -95,32 +123,41 @@ def export_saved_model(module, export_dir, parity_inputs, expected, version=None
     return final
 
 
-def check_parity(export_path, inputs, expected, tolerance=None):
-    """Reloads the SavedModel and compares `serving_default` with `expected` outputs."""
+def check_parity(signature, inputs, expected, name="serving_default", tolerance=None):
+    """Compares a reloaded signature's outputs on `inputs` with the `expected` outputs.
+
+    Floats must agree within `tolerance` (by the dtype policy) and be NaN or infinite
+    in neither; strings, ints and bools must be equal.
+    """
     if tolerance is None:
         import keras
 
         tolerance = PARITY_TOLERANCE[keras.mixed_precision.global_policy().compute_dtype]
-    reloaded = tf.saved_model.load(export_path)
-    outputs = reloaded.signatures["serving_default"](**inputs)
-    for name, want in expected.items():
-        got = outputs[name].numpy()
+    outputs = signature(**inputs)
+    for output, want in expected.items():
+        got = outputs[output].numpy()
+        what = f"the reloaded SavedModel's {name} '{output}'"
         if got.shape != want.shape:
             raise ExportError(
-                f"the reloaded SavedModel's '{name}' has shape {got.shape}, the Keras model's "
-                f"{want.shape}; the export graph is wrong, please report this.")
+                f"{what} has shape {got.shape}, the Keras model's {want.shape}; the export "
+                "graph is wrong, please report this.")
         if want.dtype.kind not in "fc":  # strings, ints, bools: exactly equal
             if not np.array_equal(got, want):
                 raise ExportError(
-                    f"the reloaded SavedModel's '{name}' differs from the Keras model's on real "
-                    "examples; the export is not trustworthy, please report this.")
+                    f"{what} differs from the Keras model's on real examples; the export is "
+                    "not trustworthy, please report this.")
             continue
+        if not (np.all(np.isfinite(got)) and np.all(np.isfinite(want))):
+            raise ExportError(
+                f"{what} holds NaN or infinite values on real examples; the model's weights or "
+                "inputs are broken, so nothing was exported.")
         diff = float(np.max(np.abs(got - want))) if want.size else 0.0
         if diff > tolerance:
             raise ExportError(
-                f"the reloaded SavedModel's '{name}' differs from the Keras model by {diff:.2e} "
-                f"(> {tolerance:g}) on real examples; the export is not trustworthy, please report this.")
-        logging.info("Parity check on %d examples: '%s' max abs diff %.2e.", len(want), name, diff)
+                f"{what} differs from the Keras model by {diff:.2e} (> {tolerance:g}) on real "
+                "examples; the export is not trustworthy, please report this.")
+        logging.info("Parity check on %d examples: %s '%s' max abs diff %.2e.",
+                     len(want), name, output, diff)
 
 
 def _remove_stale_temporaries(export_dir):

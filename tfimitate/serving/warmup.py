@@ -4,10 +4,10 @@ TF Serving reads `assets.extra/tf_serving_warmup_requests` (a TFRecord file of
 `PredictionLog` protos, at most 1,000) from each version directory and runs them
 once while loading, so the first real request does not pay for lazy
 initialisation. We build them from real evaluation examples, one request per
-common batch size, for `serving_default`.
+common batch size, for every signature.
 
 Example:
-    write_warmup_requests(version_dir, {"text": tf.constant(["a fine film", "dull"])})
+    write_warmup_requests(version_dir, {"serving_default": {"text": tf.constant(["a fine film", "dull"])}})
     requests = read_warmup_requests(version_dir)
 """
 
@@ -46,15 +46,17 @@ def warmup_requests(inputs, model_name="", signature_name="serving_default",
     return requests
 
 
-def write_warmup_requests(version_dir, inputs, model_name=""):
-    """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests`; returns its path."""
+def write_warmup_requests(version_dir, signature_inputs, model_name=""):
+    """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests` with requests for
+    every signature of `signature_inputs` (name -> input tensors); returns its path."""
     path = os.path.join(version_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
-        for request in warmup_requests(inputs, model_name):
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
+        for signature_name, inputs in signature_inputs.items():
+            for request in warmup_requests(inputs, model_name, signature_name):
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
     return path
 
 

@@ -1,8 +1,7 @@
-"""Tasks: each module holds one task's whole story (data, model, metrics, serving).
+"""Tasks: each module holds one task's whole story (data, head, loss, metrics, serving).
 
-Every task module provides the same functions: `load_data`, `build_model`,
-`make_preprocessor`, `train_dataset`, `evaluate`, `predict`, `serving_module`,
-`parity_inputs`, `keras_outputs`.
+Every task module satisfies the Task protocol of `tasks/base.py`; `get_task`
+checks it before the task is used. Adding a task is one module plus one line here.
 
 Example:
     task = get_task("text_classification")
@@ -19,7 +18,9 @@ TASKS = {
 
 
 def get_task(name):
-    """The task module registered under `name`."""
+    """The task module registered under `name`, checked against the Task protocol."""
     if name not in TASKS:
         raise UserError(f"--task={name} is unknown; choose one of {', '.join(sorted(TASKS))}.")
-    return importlib.import_module(TASKS[name])
+    from tfimitate.tasks import base
+
+    return base.check_task(importlib.import_module(TASKS[name]), name)

@@ -118,7 +118,7 @@ class Task(Protocol):
         """One JSON-ready record per input of an unlabelled split."""
 
     def serving_module(self, run: Run, labels_file) -> Any:
-        """A tf.Module whose `signatures` dict maps signature names (with
+        """A tf.Module whose `serving_signatures()` maps signature names (with
         'serving_default') to tf.functions with input signatures; TF Serving runs these."""
 
     def serving_examples(self, split) -> Dict[str, list]:

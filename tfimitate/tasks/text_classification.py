@@ -8,11 +8,12 @@ raw strings and returns `label`, `class_id` and `probabilities`.
 
 Example:
     data = load_data(cfg)
-    model = build_model(cfg, num_classes=len(data.labels))
+    evaluation = evaluate(Run(cfg, model, make_preprocessor(cfg), strategy), data.eval)
 """
 
 import dataclasses
 import functools
+import os
 from typing import List, Optional
 
 import keras
@@ -23,10 +24,11 @@ from absl import logging
 from tfimitate import backbones
 from tfimitate.data import pipelines, readers, splits
 from tfimitate.errors import UserError
+from tfimitate.tasks import base, common
 from tfimitate.training import inference
 
 NAME = "text_classification"
-PARITY_EXAMPLES = 32
+RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
 
 
 @dataclasses.dataclass(eq=False)
@@ -90,32 +92,29 @@ def _drop_duplicates(split):
     return split.subset(keep, split.source)
 
 
-def check_labels(split, labels, flag, drop_unlisted):
+def _check_labels(split, labels, flag, drop_unlisted):
     known = set(labels)
-    keep = [i for i, label in enumerate(split.labels) if label in known]
-    if len(keep) == len(split):
-        return split
-    if not drop_unlisted:
-        bad = next(i for i, label in enumerate(split.labels) if label not in known)
-        raise UserError(
-            f"{split.source}:{split.lines[bad]}: label '{split.labels[bad]}' is not one of the "
-            f"model's labels ({', '.join(labels)}); fix the row, add it to --labels, or pass "
-            "--drop_unlisted_labels.")
-    logging.warning("%s: dropped %d rows whose label is not in --labels.",
-                    split.source, len(split) - len(keep))
-    return split.subset(keep, split.source)
+    return common.keep_known_labels(
+        split, labels, flag, drop_unlisted,
+        lambda i: None if split.labels[i] in known else (split.lines[i], split.labels[i]))
 
 
-def read_inputs(path, cfg):
-    """Texts to predict: a .txt file (one per line) or a table read with --text_column."""
+def read_file(path, cfg, flag, with_labels=True):
+    """A labelled file checked against the model's labels, or texts to predict: a .txt
+    file (one per line) or a table read with --text_column."""
+    if with_labels:
+        return _check_labels(read_split(path, cfg, flag), cfg.labels, flag, cfg.drop_unlisted_labels)
     if readers.base_suffix(path) != ".txt":
-        return read_split(path, cfg, "--input", with_labels=False)
-    text = readers.read_text(readers.resolve_path(path, "--input"), "--input")
-    numbered = [(i, line) for i, line in enumerate(text.split("\n"), start=1) if line.strip()]
-    if not numbered:
-        raise UserError(f"--input={path}: the file holds no text; give one text per line.")
+        return read_split(path, cfg, flag, with_labels=False)
+    numbered = common.read_text_lines(path, flag, "text")
     return Split(path, [line for _, line in numbered], None, [""] * len(numbered),
                  [i for i, _ in numbered])
+
+
+def validate(cfg):
+    """Text classification needs at least two labels."""
+    if cfg.labels is not None and len(cfg.labels) < 2:
+        raise UserError("--labels needs at least two labels for text_classification.")
 
 
 def load_data(cfg):
@@ -125,12 +124,12 @@ def load_data(cfg):
     for label in labels:
         if not label or "\n" in label:
             raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
-    train = check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
+    train = _check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
     if len(labels) < 2:
         raise UserError(
             f"--train_data={cfg.train_data}: only one label ({labels[0]}) in the data; a "
             "classifier needs at least two, check --label_column.")
-    train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: check_labels(
+    train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: _check_labels(
         read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
     return splits.Data(train, evaluation, test, tuple(labels))
 
@@ -140,9 +139,8 @@ def make_preprocessor(cfg):
     return backbones.load_text_preprocessor(cfg.backbone, cfg.sequence_length)
 
 
-def build_model(cfg, num_classes, load_weights=True):
-    """Backbone + dropout + float32 logits. Call under `strategy.scope()`."""
-    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights)
+def build_head(cfg, backbone, num_outputs):
+    """Backbone + dropout + float32 logits on the pooled output (or the first token)."""
     inputs = backbone.input
     outputs = backbone(inputs)
     if isinstance(outputs, dict):
@@ -151,14 +149,13 @@ def build_model(cfg, num_classes, load_weights=True):
             pooled = outputs["sequence_output"][:, 0, :]
     else:
         pooled = outputs[:, 0, :]
-    pooled = keras.layers.Dropout(cfg.dropout, name="classifier_dropout")(pooled)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
+    logits = common.logits_head(pooled, cfg, num_outputs, "classifier")
     return keras.Model(inputs, logits, name="text_classifier")
 
 
-def loss_fn(labels, logits):
-    """Per-example cross-entropy."""
-    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+def example_loss(labels, outputs):
+    """Per-example cross-entropy of the logits."""
+    return keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=True)
 
 
 def _inputs(split):
@@ -175,69 +172,80 @@ def label_ids(split, labels):
     return np.array([index[label] for label in split.labels], np.int32)
 
 
-def train_dataset(split, preprocessor, cfg, labels, static_length=False):
+def train_dataset(run, split):
     """Endless, reshuffled-per-pass batches of (features, label ids)."""
-    features = _features(split, preprocessor, {"labels": label_ids(split, labels)})
-    return pipelines.batches(features, cfg.batch_size, preprocessor.tokenizer.pad_token_id,
-                             cfg.sequence_length, shuffle_seed=cfg.seed, repeat=True,
-                             static_length=static_length)
+    features = _features(split, run.preprocessor, {"labels": label_ids(split, run.labels)})
+    return common.training_batches(run, features, _pads(run.preprocessor))
+
+
+def _pads(preprocessor):
+    return {"token_ids": preprocessor.tokenizer.pad_token_id}
 
 
 @functools.lru_cache(maxsize=8)
 def _prediction_batches(split, preprocessor, batch_size, sequence_length):
     """Tokenized, cached batches of (features, example index), built once per split."""
     features = _features(split, preprocessor, {"index": np.arange(len(split), dtype=np.int64)})
-    return pipelines.batches(features, batch_size, preprocessor.tokenizer.pad_token_id,
-                             sequence_length, split_labels=("index",))
+    return pipelines.batches(features, batch_size, sequence_length, _pads(preprocessor),
+                             split_labels=("index",))
 
 
-def probabilities(model, split, preprocessor, cfg, strategy):
+def probabilities(run, split):
     """Class probabilities for every example of `split`, in file order."""
-    dataset = _prediction_batches(split, preprocessor, cfg.batch_size, cfg.sequence_length)
-    result = np.zeros([len(split), model.output.shape[-1]], np.float32)
-    for logits, index in inference.collect_outputs(model, dataset, strategy):
+    dataset = _prediction_batches(split, run.preprocessor, run.cfg.batch_size,
+                                  run.cfg.sequence_length)
+    result = np.zeros([len(split), run.model.output.shape[-1]], np.float32)
+    for logits, index in inference.collect_outputs(run.model, dataset, run.strategy):
         result[index] = tf.nn.softmax(logits).numpy()
     return result
 
 
-def metrics_from_probabilities(probs, split, labels):
-    """Accuracy, macro F1, per-class P/R/F1, confusion matrix and a printable report."""
+def classification_evaluation(true, predicted, labels, title):
+    """Accuracy (the score), macro F1, per-class P/R/F1 and the confusion matrix (+ figure)
+    of class ids `true` vs `predicted`.
+
+    Example:
+        classification_evaluation(np.array([0, 1]), np.array([0, 0]), ("neg", "pos"), "dev").score  # 0.5
+    """
     from sklearn import metrics as skm
 
-    true = label_ids(split, labels)
-    predicted = probs.argmax(axis=-1)
+    from tfimitate import reports
+
     ids = list(range(len(labels)))
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         true, predicted, labels=ids, zero_division=0)
-    return {
-        "accuracy": float(skm.accuracy_score(true, predicted)),
+    matrix = skm.confusion_matrix(true, predicted, labels=ids).tolist()
+    accuracy = float(skm.accuracy_score(true, predicted))
+    metrics = {
+        "accuracy": accuracy,
         "macro_f1": float(np.mean(f1)),
         "per_class": {
             label: {"precision": float(precision[i]), "recall": float(recall[i]),
                     "f1": float(f1[i]), "support": int(support[i])}
             for i, label in enumerate(labels)},
-        "confusion_matrix": skm.confusion_matrix(true, predicted, labels=ids).tolist(),
+        "confusion_matrix": matrix,
         "labels": list(labels),
-        "examples": len(split),
-        "report": skm.classification_report(
-            true, predicted, labels=ids, target_names=list(labels), digits=4, zero_division=0),
+        "examples": len(true),
     }
+    report = skm.classification_report(
+        true, predicted, labels=ids, target_names=list(labels), digits=4, zero_division=0)
+    figure = lambda path: reports.plot_confusion_matrix(matrix, labels, path, title)
+    return base.Evaluation(accuracy, metrics, report, {"confusion_matrix": figure})
 
 
-def evaluate(model, split, preprocessor, cfg, strategy, labels):
-    """Metrics of `model` on `split`; `score` (accuracy) drives early stopping."""
-    result = metrics_from_probabilities(
-        probabilities(model, split, preprocessor, cfg, strategy), split, labels)
-    result["score"] = result["accuracy"]
-    return result
+def evaluate(run, split):
+    """Metrics of the model on `split`; the score is the accuracy."""
+    predicted = probabilities(run, split).argmax(axis=-1)
+    return classification_evaluation(label_ids(split, run.labels), predicted, run.labels,
+                                     os.path.basename(split.source))
 
 
-def predict(model, split, preprocessor, cfg, strategy, labels):
+def predict(run, split):
     """One record per example: its label and the probability of each class."""
-    probs = probabilities(model, split, preprocessor, cfg, strategy)
+    labels = run.labels
     return [{"text": text, "label": labels[int(p.argmax())], "probability": float(p.max()),
              "probabilities": {label: float(v) for label, v in zip(labels, p)}}
-            for text, p in zip(split.texts, probs)]
+            for text, p in zip(split.texts, probabilities(run, split))]
 
 
 class TextClassifierServer(tf.Module):
@@ -259,11 +267,14 @@ class TextClassifierServer(tf.Module):
         spec = tf.TensorSpec([None], tf.string, name="text")
         if pair:
             pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
-            self.serve = tf.function(
-                lambda text, text_pair: self._classify((text, text_pair)),
-                input_signature=[spec, pair_spec])
+            self.serve = tf.function(lambda text, text_pair: self._classify((text, text_pair)),
+                                     input_signature=[spec, pair_spec])
         else:
             self.serve = tf.function(lambda text: self._classify(text), input_signature=[spec])
+
+    def serving_signatures(self):
+        """Signature name -> tf.function, as saved in the SavedModel."""
+        return {"serving_default": self.serve}
 
     def _classify(self, inputs):
         features = self.preprocessor(x=inputs)
@@ -279,23 +290,25 @@ class TextClassifierServer(tf.Module):
                 "probabilities": probs}
 
 
-def serving_module(model, preprocessor, labels_file, cfg):
-    """The tf.Module to save; its `serve` function becomes `serving_default`."""
-    return TextClassifierServer(model, preprocessor, labels_file, pair=bool(cfg.text_pair_column))
+def serving_module(run, labels_file):
+    """The tf.Module to save: `serving_default` classifies raw strings."""
+    return TextClassifierServer(run.model, run.preprocessor, labels_file,
+                                pair=bool(run.cfg.text_pair_column))
 
 
-def parity_inputs(split):
-    """Up to 32 real examples as the signature's keyword arguments."""
-    n = min(PARITY_EXAMPLES, len(split))
-    inputs = {"text": tf.constant(split.texts[:n])}
+def serving_examples(split):
+    """Up to 32 real examples as `serving_default` inputs (text, and text_pair for pairs)."""
+    n = min(common.SERVING_EXAMPLES, len(split))
+    examples = {"text": split.texts[:n]}
     if split.pairs is not None:
-        inputs["text_pair"] = tf.constant(split.pairs[:n])
-    return inputs
+        examples["text_pair"] = split.pairs[:n]
+    return examples
 
 
-def keras_outputs(model, preprocessor, inputs):
-    """The in-memory model's `probabilities` for `parity_inputs` (host preprocessing)."""
-    features = preprocessor(x=inputs["text"] if "text_pair" not in inputs
-                            else (inputs["text"], inputs["text_pair"]))
-    logits = tf.cast(model(features, training=False), tf.float32)
-    return {"probabilities": tf.nn.softmax(logits, axis=-1).numpy()}
+def parity(run, examples):
+    """`serving_default`'s inputs and the in-memory model's probabilities for them."""
+    inputs = {name: tf.constant(values) for name, values in examples.items()}
+    features = run.preprocessor(x=inputs["text"] if "text_pair" not in inputs
+                                else (inputs["text"], inputs["text_pair"]))
+    logits = tf.cast(run.model(features, training=False), tf.float32)
+    return {"serving_default": (inputs, {"probabilities": tf.nn.softmax(logits, axis=-1).numpy()})}

@@ -12,7 +12,7 @@ offsets; `tag_words` takes pre-split words.
 
 Example:
     data = load_data(cfg)
-    model = build_model(cfg, num_classes=len(data.labels))
+    evaluation = evaluate(Run(cfg, model, make_preprocessor(cfg), strategy), data.eval)
 """
 
 import dataclasses
@@ -21,22 +21,18 @@ from typing import List, Optional
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from tfimitate import backbones
 from tfimitate.data import conll, pipelines, readers, splits
 from tfimitate.data.word_pieces import BACKBONE_INPUTS, WordPieceWindows
 from tfimitate.errors import UserError
-from tfimitate.serving.entities import entity_spans
+from tfimitate.tasks import base, common, ner_words
+from tfimitate.tasks.entity_spans import entity_spans
 from tfimitate.training import inference
 
 NAME = "token_classification"
-PARITY_EXAMPLES = 32
-TOKENIZE_BATCH = 1024
+RESUME_FIELDS = ("tagging_scheme",)
 PREDICT_BATCH = 64
-# Words are split at whitespace and around every punctuation mark, as BERT's tokenizer does.
-WORD_DELIMITERS = r"\s+|\p{P}|[[:punct:]]"
-KEPT_DELIMITERS = r"\p{P}|[[:punct:]]"
 
 
 @dataclasses.dataclass
@@ -75,33 +71,34 @@ def read_split(path, cfg, flag):
     return Split(path, conll.repair(sentences, scheme(cfg, tags), path))
 
 
-def check_labels(split, labels, flag, drop_unlisted):
+def _check_labels(split, labels, flag, drop_unlisted):
     """Refuses (or with `drop_unlisted`, drops) sentences with a tag outside `labels`."""
     known = set(labels)
-    keep = [i for i, s in enumerate(split.sentences) if known.issuperset(s.tags)]
-    if len(keep) == len(split):
-        return split
-    if not drop_unlisted:
-        sentence = split.sentences[next(i for i in range(len(split)) if i not in set(keep))]
-        i = next(i for i, tag in enumerate(sentence.tags) if tag not in known)
-        raise UserError(
-            f"{split.source}:{sentence.lines[i]}: tag '{sentence.tags[i]}' is not among the "
-            f"model's tags ({', '.join(labels)}), which come from the training data and "
-            f"--labels; fix the tag in {flag}, or add its type to the training data.")
-    logging.warning("%s: dropped %d sentences with a tag that is not in --labels.",
-                    split.source, len(split) - len(keep))
-    return split.subset(keep, split.source)
+
+    def first_unknown(i):
+        sentence = split.sentences[i]
+        return next(((line, tag) for line, tag in zip(sentence.lines, sentence.tags)
+                     if tag not in known), None)
+
+    return common.keep_known_labels(split, labels, flag, drop_unlisted, first_unknown, "tag",
+                                    "add its type to the training data")
 
 
-def read_inputs(path, cfg):
-    """Sentences to tag: a .txt file (one raw sentence per line) or CoNLL/JSONL words."""
+def read_file(path, cfg, flag, with_labels=True):
+    """A labelled CoNLL/JSONL file checked against the model's tags, or sentences to tag:
+    a .txt file (one raw sentence per line) or CoNLL/JSONL words."""
+    if with_labels:
+        return _check_labels(read_split(path, cfg, flag), cfg.labels, flag, cfg.drop_unlisted_labels)
     if readers.base_suffix(path) != ".txt":
-        return read_split(path, cfg, "--input")
-    text = readers.read_text(readers.resolve_path(path, "--input"), "--input")
-    texts = [line for line in text.split("\n") if line.strip()]
-    if not texts:
-        raise UserError(f"--input={path}: the file holds no text; give one sentence per line.")
-    return Split(path, [], texts)
+        return Split(path, conll.read_sentences(path, flag, with_tags=False))
+    return Split(path, [], [line for _, line in common.read_text_lines(path, flag, "sentence")])
+
+
+def validate(cfg):
+    """--labels, if given, must be tags: O or B-/I-/E-/S-TYPE."""
+    for label in cfg.labels or ():
+        if not conll.TAG_PATTERN.match(label):
+            raise UserError(f"--labels: '{label}' is not O or B-/I-/E-/S-TYPE; fix the list.")
 
 
 def tag_set(split, tagging_scheme):
@@ -120,12 +117,13 @@ def load_data(cfg):
     """Reads and checks train/eval/test data; holds out eval data if none is given."""
     train = read_split(cfg.train_data, cfg, "--train_data")
     labels = cfg.labels or tag_set(train, scheme(cfg, [t for s in train.sentences for t in s.tags]))
-    for label in labels:
-        if not conll.TAG_PATTERN.match(label):
-            raise UserError(f"--labels: '{label}' is not O or B-/I-/E-/S-TYPE; fix the list.")
-    train = check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
+    train = _check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
+    if not any(tag != "O" for s in train.sentences for tag in s.tags):
+        raise UserError(
+            f"--train_data={cfg.train_data}: every tag is O, so there is no entity to learn; "
+            "check the tag column (the last one) and the file.")
     cfg = cfg.replace(labels=tuple(labels))
-    train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: check_labels(
+    train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: _check_labels(
         read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
     return splits.Data(train, evaluation, test, tuple(labels))
 
@@ -135,25 +133,23 @@ def make_preprocessor(cfg):
     return Preprocessor(cfg)
 
 
-def build_model(cfg, num_classes, load_weights=True):
-    """Backbone + dropout + float32 logits per word piece. Call under `strategy.scope()`."""
-    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights)
+def build_head(cfg, backbone, num_outputs):
+    """Backbone + dropout + float32 logits per word piece."""
     for layer in backbone.layers:
         if layer.name == "pooled_dense":  # a tagger never uses the pooled output: no gradient
             layer.trainable = False
     inputs = backbone.input
     outputs = backbone(inputs)
     sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
-    sequence = keras.layers.Dropout(cfg.dropout, name="tagger_dropout")(sequence)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(sequence)
+    logits = common.logits_head(sequence, cfg, num_outputs, "tagger")
     return keras.Model(inputs, logits, name="token_classifier")
 
 
-def loss_fn(labels, logits):
+def example_loss(labels, outputs):
     """Per-example mean cross-entropy over first pieces; labels are tag id + 1, 0 = ignored."""
     mask = tf.cast(labels > 0, tf.float32)
     losses = keras.losses.sparse_categorical_crossentropy(
-        tf.maximum(labels - 1, 0), logits, from_logits=True)
+        tf.maximum(labels - 1, 0), outputs, from_logits=True)
     return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
 
 
@@ -173,13 +169,7 @@ def _windows(sentences, preprocessor, values):
         return preprocessor.windows(
             tf.gather(words, index), {k: tf.gather(v, index).flat_values for k, v in ragged.items()})
 
-    def trim(features):
-        length = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32))
-        return {k: v[:length] for k, v in features.items()}
-
-    return (tf.data.Dataset.range(len(sentences)).batch(TOKENIZE_BATCH)
-            .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch().map(trim, num_parallel_calls=tf.data.AUTOTUNE).cache())
+    return pipelines.encoded(tf.data.Dataset.range(len(sentences)), encode)
 
 
 def tag_ids(split, labels):
@@ -188,22 +178,24 @@ def tag_ids(split, labels):
     return [index[tag] for s in split.sentences for tag in s.tags]
 
 
-def train_dataset(split, preprocessor, cfg, labels, static_length=False):
+def train_dataset(run, split):
     """Endless, reshuffled-per-pass batches of (features, per-piece labels)."""
-    features = _windows(split.sentences, preprocessor, {"labels": tag_ids(split, labels)})
-    return pipelines.batches(features, cfg.batch_size, preprocessor.tokenizer.pad_token_id,
-                             cfg.sequence_length, shuffle_seed=cfg.seed, repeat=True,
-                             static_length=static_length)
+    features = _windows(split.sentences, run.preprocessor, {"labels": tag_ids(split, run.labels)})
+    return common.training_batches(run, features, _pads(run.preprocessor))
 
 
-def word_probabilities(model, split, preprocessor, cfg, strategy):
+def _pads(preprocessor):
+    return {"token_ids": preprocessor.tokenizer.pad_token_id}
+
+
+def word_probabilities(run, split):
     """Tag probabilities of every word of `split` (flat, file order), via its first piece."""
     total = sum(len(s.words) for s in split.sentences)
-    features = _windows(split.sentences, preprocessor, {"word_ids": range(1, total + 1)})
-    dataset = pipelines.batches(features, cfg.batch_size, preprocessor.tokenizer.pad_token_id,
-                                cfg.sequence_length, split_labels=("word_ids",))
-    result = np.zeros([total, model.output.shape[-1]], np.float32)
-    for logits, word_ids in inference.collect_outputs(model, dataset, strategy):
+    features = _windows(split.sentences, run.preprocessor, {"word_ids": range(1, total + 1)})
+    dataset = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length,
+                                _pads(run.preprocessor), split_labels=("word_ids",))
+    result = np.zeros([total, run.model.output.shape[-1]], np.float32)
+    for logits, word_ids in inference.collect_outputs(run.model, dataset, run.strategy):
         first = word_ids > 0
         result[word_ids[first] - 1] = tf.nn.softmax(logits[first]).numpy()
     return result
@@ -241,12 +233,12 @@ def entity_metrics(true, predicted):
     }
 
 
-def evaluate(model, split, preprocessor, cfg, strategy, labels):
-    """Entity-level metrics of `model` on `split`; `score` (micro F1) drives early stopping."""
-    probs = word_probabilities(model, split, preprocessor, cfg, strategy)
-    result = entity_metrics([s.tags for s in split.sentences], _sentence_tags(probs, split, labels))
-    result["score"] = result["f1"]
-    return result
+def evaluate(run, split):
+    """Entity-level metrics of the model on `split`; the score is the micro F1."""
+    probs = word_probabilities(run, split)
+    metrics = entity_metrics([s.tags for s in split.sentences],
+                             _sentence_tags(probs, split, run.labels))
+    return base.Evaluation(metrics["f1"], metrics, metrics.pop("report"))
 
 
 class Tagger:
@@ -272,9 +264,7 @@ class Tagger:
 
     def tag_text(self, text):
         """Splits raw sentences (tf.string [B]) into words; entity offsets are bytes of `text`."""
-        import tensorflow_text as tf_text
-
-        words, starts, ends = tf_text.regex_split_with_offsets(text, WORD_DELIMITERS, KEPT_DELIMITERS)
+        words, starts, ends = ner_words.split_words(text)  # as NER corpora split words
         tags, scores = self._tag(words)
         spans = entity_spans(tags)
         start = tf.gather(starts.flat_values, spans.first)
@@ -305,19 +295,18 @@ def _outputs(words, tags, scores, spans, entity_text, start, end):
     }
 
 
-def predict(model, split, preprocessor, cfg, strategy, labels):
+def predict(run, split):
     """One record per sentence: words, tags, per-word scores and entities."""
-    del cfg, strategy, labels  # the Tagger holds what it needs and runs on the default device
-    tagger = Tagger(model, preprocessor)
+    tagger = Tagger(run.model, run.preprocessor)  # runs on the default device
     if split.texts is not None:
-        run, inputs, key = tf.function(tagger.tag_text), split.texts, "text"
+        tag, inputs, key = tf.function(tagger.tag_text), split.texts, "text"
     else:
-        run, inputs, key = tf.function(tagger.tag_words), [s.words for s in split.sentences], "words"
+        tag, inputs, key = tf.function(tagger.tag_words), [s.words for s in split.sentences], "words"
     records = []
     for start in range(0, len(inputs), PREDICT_BATCH):
         batch = inputs[start:start + PREDICT_BATCH]
         tensor = tf.constant(batch) if key == "text" else tf.ragged.constant(batch).to_tensor("")
-        outputs = {k: v.numpy() for k, v in run(tensor).items()}
+        outputs = {k: v.numpy() for k, v in tag(tensor).items()}
         for i, item in enumerate(batch):
             records.append(_record(key, item, outputs, i))
     return records
@@ -349,24 +338,26 @@ class TokenTaggerServer(tf.Module):
         self.tag_words = tf.function(tagger.tag_words, input_signature=[
             tf.TensorSpec([None, None], tf.string, name="words")])
 
-    def extra_signatures(self):
-        """Signatures saved besides `serving_default`."""
-        return {"tag_words": self.tag_words}
+    def serving_signatures(self):
+        """Signature name -> tf.function, as saved in the SavedModel."""
+        return {"serving_default": self.serve, "tag_words": self.tag_words}
 
 
-def serving_module(model, preprocessor, labels_file, cfg):
-    """The tf.Module to save; `serve` becomes `serving_default`, plus `tag_words`."""
-    del cfg
-    return TokenTaggerServer(model, preprocessor, labels_file)
+def serving_module(run, labels_file):
+    """The tf.Module to save: `serving_default` tags raw sentences, `tag_words` split words."""
+    return TokenTaggerServer(run.model, run.preprocessor, labels_file)
 
 
-def parity_inputs(split):
-    """Up to 32 real sentences (words joined by spaces) as the signature's `text`."""
-    sentences = split.sentences[:PARITY_EXAMPLES]
-    return {"text": tf.constant([" ".join(s.words) for s in sentences])}
+def serving_examples(split):
+    """Up to 32 real sentences (words joined by spaces) as `serving_default`'s `text`."""
+    return {"text": [" ".join(s.words) for s in split.sentences[:common.SERVING_EXAMPLES]]}
 
 
-def keras_outputs(model, preprocessor, inputs):
-    """The in-memory model's outputs for `parity_inputs`, run eagerly."""
-    outputs = Tagger(model, preprocessor).tag_text(inputs["text"])
-    return {k: v.numpy() for k, v in outputs.items()}
+def parity(run, examples):
+    """Both signatures' inputs and the in-memory model's outputs for them, run eagerly."""
+    tagger = Tagger(run.model, run.preprocessor)
+    text = tf.constant(examples["text"])
+    words = {"words": ner_words.split_words(text).words.to_tensor("")}
+    numpy = lambda outputs: {k: v.numpy() for k, v in outputs.items()}
+    return {"serving_default": ({"text": text}, numpy(tagger.tag_text(text))),
+            "tag_words": (words, numpy(tagger.tag_words(words["words"])))}

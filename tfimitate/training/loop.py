@@ -7,8 +7,11 @@ MultiWorkerMirroredStrategy (keras #20585); this loop does not. It keeps what
 `fit` gives: a Progbar, TensorBoard scalars, periodic evaluation, early stopping
 and checkpoints every --checkpoint_steps that a re-run resumes from.
 
+The step differentiates `step_loss(model, inputs, labels)` (per-example losses),
+which the task provides and techniques may wrap; the loop knows no task or technique.
+
 Example:
-    result = train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
+    result = train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                         steps_per_epoch=200, total_steps=600)
 """
 
@@ -24,6 +27,7 @@ from absl import logging
 
 from tfimitate import runtime
 from tfimitate.errors import UserError
+from tfimitate.tasks.base import Evaluation
 from tfimitate.training import optim
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -34,14 +38,29 @@ class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; nothing is exported."""
 
 
+class TrainingInterrupted(UserError):
+    """Ctrl-C during training; the last checkpoint is intact and a re-run resumes."""
+
+
 @dataclasses.dataclass
 class LoopResult:
     step: int
-    best_metrics: dict
+    best: Optional[Evaluation]
     stopped_early: bool
     resumed_from: int
-    # The eval metrics of the weights the loop ends with, or None if not evaluated.
-    final_metrics: Optional[dict] = None
+    # The evaluation of the weights the loop ends with, or None if not evaluated.
+    final_evaluation: Optional[Evaluation] = None
+
+
+def check_finite_weights(model, what):
+    """Raises NonFiniteLossError naming `what` if any weight of `model` is NaN or infinite."""
+    bad = [v.path for v in model.weights
+           if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+        raise NonFiniteLossError(
+            f"{what} holds non-finite weights ({bad[0]}{' and more' if len(bad) > 1 else ''}); "
+            "it cannot be evaluated or exported: train again into a new --model_dir with a "
+            "lower --learning_rate.")
 
 
 def make_checkpoint(model, optimizer):
@@ -54,29 +73,52 @@ def make_checkpoint(model, optimizer):
     return tf.train.Checkpoint(model=model, optimizer=optimizer, dropout_seeds=seeds)
 
 
+def restore_newest(checkpoint, directory):
+    """Restores the newest complete, readable checkpoint in `directory` into `checkpoint`.
+
+    A checkpoint whose files are damaged (e.g. truncated by a full disk) is skipped with
+    a warning, falling back to the previous one. Returns the restored path, or None.
+    """
+    state = tf.train.get_checkpoint_state(directory)
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    for newer, path in zip([None] + paths[::-1], paths[::-1]):
+        if not os.path.isabs(path):
+            path = os.path.join(directory, path)
+        try:
+            status = checkpoint.restore(path)
+        except (tf.errors.OpError, ValueError) as error:
+            logging.warning("Checkpoint %s cannot be read (%s); falling back to the previous one.",
+                            path, str(error).strip().splitlines()[0][:200])
+            continue
+        if newer is not None:
+            logging.warning("Skipped damaged newer checkpoints; restored %s.", path)
+        return path, status
+    return None, None
+
+
 def restore_latest(model, model_dir, optimizer=None):
     """Restores the newest complete checkpoint under `model_dir`; returns its step or None."""
     for subdir in (BEST_SUBDIR, CHECKPOINT_SUBDIR):
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
+        checkpoint = tf.train.Checkpoint(model=model) if optimizer is None \
+            else make_checkpoint(model, optimizer)
+        path, status = restore_newest(checkpoint, os.path.join(model_dir, subdir))
         if path:
-            checkpoint = tf.train.Checkpoint(model=model) if optimizer is None \
-                else make_checkpoint(model, optimizer)
-            checkpoint.restore(path).expect_partial()
+            status.expect_partial()
             return int(path.rsplit("-", 1)[1])
     return None
 
 
-def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
+def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                steps_per_epoch, total_steps):
     """Trains `model` (built under `strategy.scope()`) for `total_steps` optimizer steps.
 
     Args:
-        model: a Keras model mapping input dicts to float32 logits.
-        loss_fn: (labels, logits) -> per-example loss.
+        model: a Keras model.
+        optimizer: its Keras optimizer (built under the same scope).
+        step_loss: (model, inputs, labels) -> per-example float32 loss of a replica's batch.
         train_ds: an endless tf.data.Dataset of (inputs, labels) batches, global
             batch size, in the same order on every run (it is skipped ahead on resume).
-        evaluate_fn: model -> dict of metrics with a `score` entry (higher is better),
-            or None to skip evaluation.
+        evaluate_fn: () -> Evaluation of the current weights, or None to skip evaluation.
         cfg: the Experiment.
         strategy: the tf.distribute strategy the model was built under.
         steps_per_epoch: optimizer steps counted as one epoch.
@@ -84,19 +126,22 @@ def train_loop(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
     """
     out_dir = runtime.write_dir(cfg.model_dir, strategy)
     try:
-        return _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy,
+        return _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                       steps_per_epoch, total_steps, out_dir)
+    except KeyboardInterrupt:
+        saved = tf.train.latest_checkpoint(os.path.join(out_dir, CHECKPOINT_SUBDIR))
+        raise TrainingInterrupted(
+            f"interrupted at step {int(optimizer.iterations.numpy())}; re-run the same command "
+            "to resume from the last checkpoint "
+            f"({'step ' + saved.rsplit('-', 1)[1] if saved else 'none yet: from the start'}).") from None
     finally:
         if out_dir != cfg.model_dir:
             shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch,
+def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch,
            total_steps, out_dir):
     with strategy.scope():
-        optimizer = optim.make_optimizer(
-            cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16")
         optimizer.build(model.trainable_variables)
     checkpoint = make_checkpoint(model, optimizer)
     manager = tf.train.CheckpointManager(
@@ -106,25 +151,25 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
 
     # Every worker restores the chief's newest complete checkpoint (the `checkpoint`
     # state file only names a checkpoint once all its files are written).
-    latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, CHECKPOINT_SUBDIR))
+    latest, status = restore_newest(checkpoint, os.path.join(cfg.model_dir, CHECKPOINT_SUBDIR))
     resumed_from = 0
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        status.assert_existing_objects_matched()
         resumed_from = int(optimizer.iterations.numpy())
         logging.info("Resumed from checkpoint %s at step %d of %d.",
                      latest, resumed_from, total_steps)
     step = resumed_from
     if step >= total_steps:
         logging.info("Training already reached step %d; nothing to do.", step)
-        return LoopResult(step, {}, False, resumed_from)
+        return LoopResult(step, None, False, resumed_from)
 
     dist_ds = strategy.experimental_distribute_dataset(train_ds.skip(step))
     iterator = iter(dist_ds)
-    train_steps = _make_train_function(model, loss_fn, optimizer, strategy, cfg)
+    train_steps = _make_train_function(model, step_loss, optimizer, strategy, cfg)
 
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
     eval_every = cfg.eval_steps or steps_per_epoch
-    best_score, best_metrics, evals_without_gain = -math.inf, {}, 0
+    best, evals_without_gain = None, 0
     last_eval = (None, None)
     stopped_early = False
     progbar = None
@@ -142,7 +187,7 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss} at step {step}, so training stopped and "
-                "nothing was exported (checkpoints are only written at finite losses): lower "
+                "nothing was exported (checkpoints only hold finite weights): lower "
                 "--learning_rate and train into a new --model_dir, or check the data.")
         learning_rate = float(optimizer.learning_rate)
         progbar.update(step - (step - 1) // steps_per_epoch * steps_per_epoch,
@@ -152,18 +197,23 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
             tf.summary.scalar("learning_rate", learning_rate)
         if step % steps_per_epoch == 0:
             progbar = None
-        if step % cfg.checkpoint_steps == 0 or step == total_steps:
+        save = step % cfg.checkpoint_steps == 0 or step == total_steps
+        evaluate = evaluate_fn is not None and (step % eval_every == 0 or step == total_steps)
+        if save or evaluate:
+            # A finite loss is computed before its step's update, which may still overflow.
+            check_finite_weights(model, f"the model after step {step}")
+        if save:
             manager.save(checkpoint_number=step)
-        if evaluate_fn is not None and (step % eval_every == 0 or step == total_steps):
-            metrics = evaluate_fn(model)
-            last_eval = (step, metrics)
-            logging.info("Step %d eval: %s", step, _format(metrics))
+        if evaluate:
+            evaluation = evaluate_fn()
+            last_eval = (step, evaluation)
+            scalars = evaluation.scalars()
+            logging.info("Step %d eval: %s", step, _format(scalars))
             with writer.as_default(step=step):
-                for name, value in metrics.items():
-                    if isinstance(value, (int, float)):
-                        tf.summary.scalar(f"eval/{name}", value)
-            if metrics["score"] > best_score:
-                best_score, best_metrics, evals_without_gain = metrics["score"], metrics, 0
+                for name, value in scalars.items():
+                    tf.summary.scalar(f"eval/{name}", value)
+            if best is None or evaluation.score > best.score:
+                best, evals_without_gain = evaluation, 0
                 if cfg.early_stopping_patience:
                     best_manager.save(checkpoint_number=step)
             else:
@@ -175,21 +225,21 @@ def _train(model, loss_fn, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch
                 stopped_early = True
                 break
     writer.flush()
-    final_metrics = last_eval[1] if last_eval[0] == step else None
+    final_evaluation = last_eval[1] if last_eval[0] == step else None
     if cfg.early_stopping_patience and best_manager.latest_checkpoint:
         checkpoint.restore(best_manager.latest_checkpoint)
         logging.info("Restored the best weights (%s).", best_manager.latest_checkpoint)
-        final_metrics = best_metrics or None
-    return LoopResult(int(optimizer.iterations.numpy()), best_metrics, stopped_early,
-                      resumed_from, final_metrics)
+        final_evaluation = best
+    return LoopResult(int(optimizer.iterations.numpy()), best, stopped_early,
+                      resumed_from, final_evaluation)
 
 
 def _next_multiple(step, every):
     return (step // every + 1) * every
 
 
-def _format(metrics):
-    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+def _format(scalars):
+    return ", ".join(f"{k}={v:.4f}" for k, v in scalars.items())
 
 
 def _clip_across_replicas(gradients, loss_scale):
@@ -208,12 +258,10 @@ def _clip_across_replicas(gradients, loss_scale):
     return [g / context.num_replicas_in_sync for g in clipped]
 
 
-def _make_train_function(model, loss_fn, optimizer, strategy, cfg):
+def _make_train_function(model, step_loss, optimizer, strategy, cfg):
     def step_fn(inputs, labels):
         with tf.GradientTape() as tape:
-            logits = model(inputs, training=True)
-            per_example = loss_fn(labels, tf.cast(logits, tf.float32))
-            loss = tf.nn.compute_average_loss(per_example)
+            loss = tf.nn.compute_average_loss(step_loss(model, inputs, labels))
             scaled = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, model.trainable_variables)
         # Weights the loss does not reach (e.g. an unused pooler) get no update.

@@ -1,0 +1,172 @@
+"""The task contract, run over every registered task on a tiny backbone: train a few
+steps, evaluate, predict, export with reload parity, refuse a mismatched resume and a
+bad flag. A new task gets these tests by being registered and adding its sample data
+to TASK_DATA; the technique hooks are checked once, with a probe technique.
+"""
+
+import json
+import os
+import random
+import sys
+import types
+
+import pytest
+
+import helpers
+from tfimitate import tasks, workflow
+from tfimitate.errors import UserError
+from tfimitate.serving import warmup
+
+
+def text_classification_data(directory):
+    """Flags and a predict input for a small sentiment task."""
+    return dict(
+        train_data=helpers.write_table(directory, "train.csv", helpers.sentiment_rows(48)),
+        eval_data=helpers.write_table(directory, "eval.csv", helpers.sentiment_rows(16, seed=1)),
+        test_data=helpers.write_table(directory, "test.csv", helpers.sentiment_rows(8, seed=2)),
+    ), helpers.write_lines(directory, "input.txt", ["a good film", "an awful plot"])
+
+
+def token_classification_data(directory):
+    """Flags and a predict input for a small NER task (CoNLL files)."""
+    rng = random.Random(0)
+
+    def sentences(n):
+        rows = []
+        for _ in range(n):
+            name, place = rng.choice(["john", "smith"]), rng.choice(["paris", "london"])
+            rows += [f"{name} B-PER", "said O", "in O", f"{place} B-LOC", ". O", ""]
+        return rows
+
+    return dict(
+        train_data=helpers.write_lines(directory, "train.txt", sentences(40)),
+        eval_data=helpers.write_lines(directory, "dev.txt", sentences(8)),
+        test_data=helpers.write_lines(directory, "test.txt", sentences(4)),
+    ), helpers.write_lines(directory, "input.txt", ["john said hello in paris .", "the eu"])
+
+
+TASK_DATA = {
+    "text_classification": text_classification_data,
+    "token_classification": token_classification_data,
+}
+
+
+def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():
+    assert set(TASK_DATA) == set(tasks.TASKS), "add sample data for the new task to TASK_DATA"
+    for name in tasks.TASKS:
+        assert tasks.get_task(name).NAME == name
+
+
+@pytest.fixture(scope="module", params=sorted(TASK_DATA))
+def trained(request, tmp_path_factory):
+    directory = tmp_path_factory.mktemp(request.param)
+    flags, predict_input = TASK_DATA[request.param](directory)
+    cfg = helpers.experiment(directory, task=request.param,
+                             backbone=helpers.tiny_bert_preset(directory),
+                             export_dir=str(directory / "export"), max_steps=4,
+                             checkpoint_steps=2, **flags)
+    metrics = workflow.train(cfg)
+    return cfg, metrics, predict_input
+
+
+def test_contract_train_writes_metrics_and_the_export(trained):
+    cfg, metrics, _ = trained
+    written = json.load(open(os.path.join(cfg.model_dir, "eval", "metrics.json")))
+    assert written == metrics and written["step"] == 4
+    assert os.path.isfile(os.path.join(cfg.model_dir, "eval", "test_metrics.json"))
+    assert os.listdir(cfg.export_dir) == ["1"]
+
+
+def test_contract_evaluate_reproduces_the_training_report(trained):
+    cfg, metrics, _ = trained
+    again = workflow.evaluate(cfg.model_dir)
+    assert again == metrics
+
+
+def test_contract_predict_gives_one_record_per_input(trained, tmp_path):
+    cfg, _, predict_input = trained
+    records = workflow.predict(cfg.model_dir, predict_input, str(tmp_path / "out.jsonl"))
+    assert len(records) == 2
+    lines = open(tmp_path / "out.jsonl").read().splitlines()
+    assert [json.loads(line) for line in lines] == records
+
+
+def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trained, tmp_path):
+    import tensorflow as tf
+
+    cfg, _, _ = trained
+    path = workflow.export(cfg.model_dir, str(tmp_path / "export"))  # no training data read
+    loaded = tf.saved_model.load(path)
+    signatures = {request.model_spec.signature_name
+                  for request in warmup.read_warmup_requests(path)}
+    assert signatures == set(loaded.signatures) and "serving_default" in signatures
+
+
+def test_contract_resume_with_another_sequence_length_is_refused(trained):
+    cfg, _, _ = trained
+    with pytest.raises(UserError, match="holds a run with --sequence_length=32, not 16"):
+        workflow.train(cfg.replace(sequence_length=16))
+
+
+def test_contract_bad_data_flag_is_one_sentence_and_writes_nothing(trained, tmp_path):
+    cfg, _, _ = trained
+    bad = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"),
+                      train_data=str(tmp_path / "absent.txt"))
+    with pytest.raises(UserError, match="--train_data=.*absent.txt: file .* does not exist"):
+        workflow.train(bad)
+    assert not os.listdir(tmp_path)
+
+
+def test_contract_a_module_missing_part_of_the_protocol_is_refused_at_registration(monkeypatch):
+    from tfimitate.tasks import text_classification
+
+    partial = types.ModuleType("partial_task")
+    for name in ("NAME", "RESUME_FIELDS", "validate", "load_data"):
+        setattr(partial, name, getattr(text_classification, name))
+    monkeypatch.setitem(sys.modules, "partial_task", partial)
+    monkeypatch.setitem(tasks.TASKS, "text_classification", "partial_task")
+    with pytest.raises(TypeError, match="lacks .*evaluate"):
+        tasks.get_task("text_classification")
+
+
+def test_contract_technique_hooks_are_called_and_compose(tmp_path, monkeypatch):
+    """A probe technique sees the model, the training batches and the step loss; scaling
+    the loss by zero leaves the head's weights as initialised."""
+    import numpy as np
+
+    from tfimitate import runtime
+    from tfimitate.training import techniques
+
+    calls = []
+
+    class Probe(techniques.Technique):
+        name = "probe"
+
+        def adapt_model(self, model, cfg):
+            calls.append("model")
+            return model
+
+        def adapt_dataset(self, dataset, cfg):
+            calls.append("dataset")
+            return dataset
+
+        def wrap_loss(self, step_loss, run):
+            calls.append("loss")
+            return lambda model, inputs, labels: 0.0 * step_loss(model, inputs, labels)
+
+    probe = types.ModuleType("probe_technique")
+    probe.from_config = lambda cfg: Probe() if cfg.weight_decay == 0.0 else None
+    monkeypatch.setitem(sys.modules, "probe_technique", probe)
+    monkeypatch.setitem(techniques.TECHNIQUES, "probe", "probe_technique")
+
+    flags, _ = text_classification_data(tmp_path)
+    cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_bert_preset(tmp_path), max_steps=2,
+                             weight_decay=0.0, **flags)
+    workflow.train(cfg)
+    assert calls == ["model", "dataset", "loss"]
+    _, run, _ = workflow.restore(cfg.model_dir)  # restore builds the model through the hook too
+    assert calls[-1] == "model"
+    runtime.set_seeds(cfg.seed)  # as train did before building the model
+    initial = workflow.build_model(tasks.get_task(cfg.task), cfg, 2, [])
+    np.testing.assert_array_equal(run.model.get_layer("logits").kernel.numpy(),
+                                  initial.get_layer("logits").kernel.numpy())

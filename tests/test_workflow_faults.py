@@ -1,0 +1,140 @@
+"""Faults around a run: copies and moves, non-finite weights, damaged checkpoints,
+concurrent trainers, outputs that would overwrite inputs, interrupted training."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import helpers
+from tfimitate import files, workflow
+from tfimitate.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("faults")
+    cfg = helpers.experiment(
+        directory, backbone=helpers.tiny_bert_preset(directory), max_steps=4, checkpoint_steps=2,
+        train_data=helpers.write_table(directory, "train.csv", helpers.sentiment_rows(40)),
+        eval_data=helpers.write_table(directory, "eval.csv", helpers.sentiment_rows(12, seed=1)))
+    workflow.train(cfg)
+    return cfg
+
+
+def _metrics(model_dir):
+    with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+        return json.load(f)
+
+
+def test_a_copy_of_a_run_is_evaluated_itself_and_a_moved_run_still_works(run, tmp_path):
+    copy = str(tmp_path / "copy")
+    shutil.copytree(run.model_dir, copy)
+    workflow.train(run.replace(max_steps=6))  # the original trains on
+    assert workflow.evaluate(copy)["step"] == 4
+    assert _metrics(copy)["step"] == 4 and _metrics(run.model_dir)["step"] == 6
+    moved = str(tmp_path / "elsewhere" / "moved")
+    shutil.move(copy, moved)
+    assert workflow.evaluate(moved)["step"] == 4
+
+
+def _add_checkpoint(model_dir, step, corrupt):
+    """Saves the run's weights as checkpoint `step`, changed by `corrupt(model)`."""
+    import tensorflow as tf
+
+    from tfimitate.training import loop
+
+    _, restored, _ = workflow.restore(model_dir)
+    corrupt(restored.model)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=restored.model),
+                                         os.path.join(model_dir, loop.CHECKPOINT_SUBDIR), 5)
+    manager.save(checkpoint_number=step)
+
+
+def test_non_finite_weights_are_refused_by_evaluate_and_export(run, tmp_path):
+    model_dir = str(tmp_path / "nan")
+    shutil.copytree(run.model_dir, model_dir)
+    kernel = lambda model: model.get_layer("logits").kernel
+    _add_checkpoint(model_dir, 50, lambda model: kernel(model).assign(
+        np.full(kernel(model).shape, np.nan, np.float32)))
+    for action in (lambda: workflow.evaluate(model_dir),
+                   lambda: workflow.export(model_dir, str(tmp_path / "export"))):
+        with pytest.raises(UserError, match="checkpoint of step 50 holds non-finite weights"):
+            action()
+    assert not os.path.exists(tmp_path / "export") or not os.listdir(tmp_path / "export")
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(run, tmp_path, caplog):
+    model_dir = str(tmp_path / "damaged")
+    shutil.copytree(run.model_dir, model_dir)
+    _add_checkpoint(model_dir, 60, lambda model: None)
+    data = os.path.join(model_dir, "checkpoints", "ckpt-60.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(16)
+    with caplog.at_level("WARNING", logger="absl"):
+        metrics = workflow.evaluate(model_dir)
+    assert metrics["step"] < 60
+    assert any("ckpt-60 cannot be read" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_trainer_on_the_same_model_dir_is_refused(run):
+    with files.RunLock(run.model_dir):
+        with pytest.raises(UserError, match="is in use by a training that is still running"):
+            workflow.train(run.replace(max_steps=8))
+    assert _metrics(run.model_dir)["step"] < 8
+
+
+def test_predict_refuses_to_overwrite_its_input(run, tmp_path):
+    path = helpers.write_table(tmp_path, "in.csv", [("good fun", "1")])
+    before = open(path).read()
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "good fun"}\n')
+    with pytest.raises(UserError, match="is the --input file"):
+        workflow.predict(run.model_dir, str(jsonl), str(jsonl))
+    assert jsonl.read_text() == '{"text": "good fun"}\n' and open(path).read() == before
+
+
+@pytest.mark.parametrize("field", ["model_dir", "export_dir"])
+def test_an_output_folder_that_is_a_file_fails_before_training(run, tmp_path, field):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    cfg = run.replace(model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"))
+    cfg = cfg.replace(**{field: str(blocker / "sub")})
+    with pytest.raises(UserError, match=f"--{field}=.*is a file, not a folder"):
+        workflow.train(cfg)
+    assert sorted(os.listdir(tmp_path)) == ["blocker"]
+
+
+def test_ctrl_c_during_training_says_how_to_resume(run, tmp_path, monkeypatch):
+    from tfimitate.tasks import text_classification
+
+    def interrupt(run, split):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(text_classification, "evaluate", interrupt)
+    cfg = run.replace(model_dir=str(tmp_path / "run"), eval_steps=2)
+    with pytest.raises(UserError, match=r"interrupted at step 2; re-run the same command to "
+                                        r"resume from the last checkpoint \(step 2\)"):
+        workflow.train(cfg)
+
+
+def test_every_training_example_is_seen_once_per_pass():
+    """Length buckets are flushed at the end of each pass, so a rare long example is not
+    left waiting in a half-full bucket while frequent short ones come round again."""
+    import tensorflow as tf
+
+    from tfimitate.data import pipelines
+
+    lengths = [3] * 45 + [30] * 3  # mostly short, a few long
+    features = tf.data.Dataset.from_tensor_slices({
+        "padding_mask": tf.ragged.constant([[True] * n for n in lengths]).to_tensor(False),
+        "labels": tf.range(len(lengths))})
+    features = pipelines.encoded(features, lambda batch: batch)
+    seen = []
+    for _, labels in pipelines.batches(features, 8, 32, shuffle_seed=1, repeat=True):
+        seen += labels.numpy().tolist()
+        if len(seen) >= len(lengths):
+            break
+    assert sorted(seen) == list(range(len(lengths)))
