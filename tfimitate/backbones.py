@@ -124,19 +124,50 @@ def load_keras_file_backbone(spec, layer=None):
         raise UserError(f"--backbone={spec}: the model takes {len(model.inputs)} inputs; an "
                         "image backbone takes one image tensor.")
     if not layer:
-        return keras.Model(model.inputs, _output_in(model, default_cut_layer(model)),
+        return keras.Model(model.inputs[0], _output_in(model, default_cut_layer(model)),
                            name=f"{model.name}_features")
     names = [candidate.name for candidate in model.layers]
     if layer in names:
-        return keras.Model(model.inputs, _output_in(model, model.get_layer(layer)),
+        return keras.Model(model.inputs[0], _output_in(model, model.get_layer(layer)),
                            name=f"{model.name}_to_{layer}")
     for base in _input_bases(model):
         if layer in [candidate.name for candidate in base.layers]:
-            return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{base.name}_to_{layer}")
+            return keras.Model(base.inputs[0], base.get_layer(layer).output, name=f"{base.name}_to_{layer}")
     inner = "; ".join(f"inside {base.name}: {_names([c.name for c in base.layers])}"
                       for base in _input_bases(model))
     raise UserError(f"--backbone_layer={layer}: {spec} has no such layer; its layers are "
                     f"{_names(names)}{f' ({inner})' if inner else ''}.")
+
+
+def with_input_size(model, height, width):
+    """`model` (e.g. a cut Keras model file) rebuilt to take height x width images, with
+    the same weights; convolutional models take any size, others raise UserError."""
+    import keras
+
+    if tuple(model.input.shape[1:3]) in ((height, width), (None, None)):
+        return model
+
+    def loosen(config):
+        if isinstance(config, dict):
+            if config.get("class_name") == "InputLayer":
+                shape = config["config"]["batch_shape"]
+                config["config"]["batch_shape"] = [shape[0], None, None] + list(shape[3:])
+            for value in config.values():
+                loosen(value)
+        elif isinstance(config, list):
+            for value in config:
+                loosen(value)
+        return config
+
+    try:
+        rebuilt = model.__class__.from_config(loosen(model.get_config()))
+        rebuilt.set_weights(model.get_weights())
+        return rebuilt
+    except (ValueError, TypeError) as error:
+        raise UserError(
+            f"--image_size={height}: the backbone takes {model.input.shape[1]}x"
+            f"{model.input.shape[2]} images and cannot be rebuilt for another size "
+            f"({str(error).splitlines()[0][:120]}); drop --image_size.") from None
 
 
 def default_cut_layer(model):

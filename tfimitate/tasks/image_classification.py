@@ -154,6 +154,8 @@ def build_head(cfg, backbone, num_outputs):
     import keras
 
     fmt = make_preprocessor(cfg)
+    if isinstance(backbone, keras.Model) and not isinstance(backbone.input, (list, dict)):
+        backbone = backbones.with_input_size(backbone, fmt.height, fmt.width)
     inputs = keras.Input((fmt.height, fmt.width, 3), name="images")
     pixels = keras.layers.Rescaling(list(fmt.scale), list(fmt.offset), name="rescaling")(inputs)
     features = backbone(pixels)

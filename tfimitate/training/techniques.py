@@ -76,7 +76,10 @@ class Technique:
 
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
-TECHNIQUES = {}
+TECHNIQUES = {
+    "transfer": "tfimitate.training.transfer",
+    "image_augment": "tfimitate.data.image_augment",
+}
 
 
 def chosen(cfg):
