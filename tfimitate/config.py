@@ -56,7 +56,6 @@ class Experiment:
     freeze_backbone_steps: int = 0
     fine_tune_layers: int = 0
     fine_tune_learning_rate: float = 0.0
-    cache_frozen_features: bool = False
     image_augment: Optional[Tuple[str, ...]] = None
     strategy: str = "auto"
     tpu: Optional[str] = None

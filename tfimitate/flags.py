@@ -146,11 +146,6 @@ FINE_TUNE_LEARNING_RATE = flags.DEFINE_float(
     "fine_tune_learning_rate", 0.0,
     "Transfer recipe, phase 2: peak learning rate after the frozen phase (0: --learning_rate "
     "/ 10).", lower_bound=0.0)
-CACHE_FROZEN_FEATURES = flags.DEFINE_bool(
-    "cache_frozen_features", False,
-    "Transfer recipe, phase 1: compute the frozen backbone's features of the training "
-    "images once and train the head on them (seconds instead of a backbone pass per step; "
-    "no augmentation in that phase).")
 IMAGE_AUGMENT = flags.DEFINE_list(
     "image_augment", None,
     "image_classification: training-only, seeded augmentation with Keras preprocessing "

@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 from tfimitate import backbones
-from tfimitate.data import images, splits
+from tfimitate.data import image_augment, images, splits
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common
 
@@ -54,6 +54,7 @@ def validate(cfg):
     if cfg.image_size and cfg.image_size < 8:
         raise UserError(f"--image_size={cfg.image_size} is too small; give at least 8 pixels "
                         "(or 0 for the backbone's own size).")
+    image_augment.parse(cfg.image_augment)
     if cfg.backbone_layer and not backbones.is_keras_file(cfg.backbone):
         raise UserError(f"--backbone_layer={cfg.backbone_layer} cuts a Keras model file, but "
                         f"--backbone={cfg.backbone} is not a .keras/.h5 file; drop --backbone_layer.")
