@@ -117,3 +117,26 @@ def test_served_f1_equals_in_framework_f1_when_every_word_survives_splitting(tmp
     assert np.isclose(served["f1"], expected["f1"]), (served, expected)
     assert np.isclose(served["precision"], expected["precision"])
     assert np.isclose(served["recall"], expected["recall"])
+
+
+def test_evaluation_reports_the_served_skew_as_the_full_raw_text_path_measures_it(tmp_path):
+    """evaluate() serves only re-split sentences through tag_text; its served F1 must equal
+    scoring every sentence through tag_text."""
+    from tfimitate import workflow
+    from tfimitate.tasks import base
+    from tfimitate.tasks import token_classification as task
+
+    rows = ["john/B-PER smith,jr/I-PER said/O in/O paris/B-LOC",   # "smith,jr" is re-split
+            "the/O eu/B-ORG met/O in/O london/B-LOC ./O",
+            "john/B-PER said/O it,ok/O in/O new/B-LOC york/I-LOC"]  # "it,ok" is re-split
+    sentences = [sentence(row) for row in rows] * 3
+    labels = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
+    cfg = experiment(tmp_path, task="token_classification", backbone=tiny_bert_preset(tmp_path),
+                     labels=labels, sequence_length=32)
+    keras.utils.set_random_seed(2)
+    model = workflow.build_model(task, cfg, len(labels), [])
+    run = base.Run(cfg, model, task.make_preprocessor(cfg), tf.distribute.get_strategy())
+    metrics = task.evaluate(run, task.Split("sample", sentences)).metrics
+    served = ner_skew.served_f1(task.Tagger(model, run.preprocessor).tag_text, sentences)
+    assert metrics["served_word_match"] == pytest.approx(1 / 3)
+    assert metrics["served_f1"] == pytest.approx(served["f1"])

@@ -187,7 +187,7 @@ def test_new_version_is_picked_up_without_failed_requests(trained, server, clien
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        workflow.export(trained.model_dir, trained.export_dir)  # writes .tmp-2-*, then 2/
+        workflow.export(trained.model_dir, trained.export_dir, version=2)  # .tmp-2-*, then 2/
         deadline = time.monotonic() + 60
         while versions[-1:] != [2] and not failures and time.monotonic() < deadline:
             stop.wait(0.05)

@@ -52,6 +52,7 @@ class WordMatch(NamedTuple):
     cut: Counter             # file words the splitter did not return whole
     merged: Counter          # split words that join several file words (or part of them)
     examples: List[dict]     # the first mismatched sentences: text, file words, split words
+    mismatched_indices: List[int]  # positions in `sentences` of those split differently
 
 
 def word_match(sentences, split=ner_words.split_words, examples=5):
@@ -64,17 +65,18 @@ def word_match(sentences, split=ner_words.split_words, examples=5):
         word_match([Sentence(["U.S.", "troops"], ["B-LOC", "O"], [1, 2])]).share  # 1.0
     """
     texts = [sentence_text(s.words) for s in sentences]
-    cut, merged, shown, mismatched = collections.Counter(), collections.Counter(), [], 0
+    cut, merged, shown, indices = collections.Counter(), collections.Counter(), [], []
     for begin in range(0, len(texts), 1024):
         batch = texts[begin:begin + 1024]
         words, starts, ends = split(tf.constant([text for text, _, _ in batch]))
-        for (text, gold_starts, gold_ends), split_words, split_starts, split_ends in zip(
-                batch, words.to_list(), starts.to_list(), ends.to_list()):
+        for index, (text, gold_starts, gold_ends), split_words, split_starts, split_ends in zip(
+                range(begin, begin + len(batch)), batch, words.to_list(), starts.to_list(),
+                ends.to_list()):
             gold = set(zip(gold_starts, gold_ends))
             found = set(zip(split_starts, split_ends))
             if gold == found:
                 continue
-            mismatched += 1
+            indices.append(index)
             raw = text.encode("utf-8")
             cut.update(raw[a:b].decode("utf-8", "replace") for a, b in gold - found)
             merged.update(raw[a:b].decode("utf-8", "replace") for a, b in found - gold)
@@ -82,8 +84,8 @@ def word_match(sentences, split=ner_words.split_words, examples=5):
                 shown.append({"text": text, "words": text.split(" "),
                               "split": [w.decode("utf-8", "replace") for w in split_words]})
     total = len(texts)
-    return WordMatch((total - mismatched) / total if total else 1.0, total, mismatched,
-                     cut, merged, shown)
+    return WordMatch((total - len(indices)) / total if total else 1.0, total, len(indices),
+                     cut, merged, shown, indices)
 
 
 def gold_spans(sentence):
