@@ -218,3 +218,18 @@ def load_image_converter(spec):
             f"--backbone={spec}: keras-hub found no image converter for it ({reason[:200]}); "
             "give an image preset (local folder, preset name or hub handle) or a Keras "
             "model file (.keras/.h5).") from None
+
+
+def load_tokenizer(spec):
+    """The keras-hub tokenizer that belongs to `spec`."""
+    import keras_hub
+
+    return _from_preset(keras_hub.models.Tokenizer, spec)
+
+
+def load_text_preprocessor(spec, sequence_length):
+    """keras-hub's TextClassifierPreprocessor for `spec` (tokenize, pack, pad)."""
+    import keras_hub
+
+    return _from_preset(
+        keras_hub.models.TextClassifierPreprocessor, spec, sequence_length=sequence_length)
