@@ -134,7 +134,7 @@ def test_a_keras_model_file_is_rebuilt_for_another_image_size(tmp_path):
     assert transfer.backbone_of(run.model).name.endswith("out_relu")
 
 
-def test_export_decodes_real_image_bytes_in_the_graph_with_parity(tmp_path):
+def test_export_decodes_real_image_bytes_in_the_graph_with_parity(tmp_path, capsys):
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import op_audit
 
@@ -154,3 +154,29 @@ def test_export_decodes_real_image_bytes_in_the_graph_with_parity(tmp_path):
     assert out["probabilities"].shape == (3, 3)
     assert [label.decode() for label in out["label"].numpy()] == [
         data.labels[i] for i in out["class_id"].numpy()]
+    served_through_the_client(tmp_path, data, out, capsys)
+
+
+def served_through_the_client(tmp_path, data, expected, capsys):
+    """The dev server serves the export; the client sends image files as `image_bytes`."""
+    import json
+    import types
+
+    from tfimitate.serving import client as client_lib
+    from tfimitate.serving.devserver import DevServer
+
+    server = DevServer("images", str(tmp_path / "export"), port=0, poll_seconds=0.2).start()
+    try:
+        values = dict(target=server.target, model_name="images", version=None,
+                      version_label=None, signature_name="serving_default", text_pair=None,
+                      batch_size=2, timeout=30.0, metadata=False, status=False, input=None)
+        files = data.train.paths[:3]
+        capsys.readouterr()
+        client_lib.main(["client", *files],
+                        {k: types.SimpleNamespace(value=v) for k, v in values.items()})
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [row["image"] for row in rows] == files
+        np.testing.assert_allclose([row["probabilities"] for row in rows],
+                                   expected["probabilities"].numpy(), atol=1e-5)
+    finally:
+        server.stop()
