@@ -150,3 +150,12 @@ def test_augmentation_flags_are_checked():
                            (["flip:0.5"], "takes no strength")):
         with pytest.raises(UserError, match=message):
             image_augment.parse(items)
+
+
+def test_sixteen_bit_png_becomes_eight_bit_rgb():
+    import tensorflow as tf
+
+    deep = (np.arange(20 * 20).reshape(20, 20, 1) * 150).astype(np.uint16)
+    image = images.decode(tf.io.encode_png(tf.constant(deep))).numpy()
+    assert image.dtype == np.uint8 and image.shape == (20, 20, 3)
+    assert np.array_equal(image[..., 2], (deep[..., 0] >> 8).astype(np.uint8))
