@@ -180,3 +180,17 @@ def served_through_the_client(tmp_path, data, expected, capsys):
                                    expected["probabilities"].numpy(), atol=1e-5)
     finally:
         server.stop()
+
+
+def test_a_vision_transformer_feeds_its_class_token_to_the_head(tmp_path):
+    import keras_hub
+
+    path = str(tmp_path / "tiny_vit")
+    keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=1,
+                                 num_heads=2, hidden_dim=8, mlp_dim=16).save_to_preset(path)
+    keras_hub.layers.ViTImageConverter(image_size=(16, 16), scale=1 / 255).save_to_preset(path)
+    cfg = image_experiment(tmp_path, backbone=path)
+    run = make_run(cfg, ["a", "b"])
+    assert task.make_preprocessor(cfg).height == 16
+    logits = run.model(tf.random.uniform((3, 16, 16, 3), 0, 255))
+    assert logits.shape == (3, 2) and logits.dtype == tf.float32
