@@ -225,7 +225,7 @@ def probabilities(run, split):
 
 def evaluate(run, split):
     """Accuracy (the score), macro F1, per-class scores, confusion matrix, top-5 accuracy
-    (more than 5 classes) and a PNG grid of misclassified images."""
+    (more than 5 classes) and a PNG grid of the most confidently misclassified images."""
     from sklearn import metrics as skm
 
     from tfimitate.tasks.text_classification import classification_evaluation
@@ -239,7 +239,8 @@ def evaluate(run, split):
         metrics["top5_accuracy"] = float(skm.top_k_accuracy_score(
             true, probs, k=TOP_K, labels=list(range(len(run.labels)))))
         report += f"\ntop-{TOP_K} accuracy: {metrics['top5_accuracy']:.4f}\n"
-    wrong = np.flatnonzero(true != predicted)[:MISCLASSIFIED_SHOWN]
+    wrong = np.flatnonzero(true != predicted)
+    wrong = wrong[np.argsort(-probs[wrong].max(axis=-1), kind="stable")][:MISCLASSIFIED_SHOWN]
     figures = dict(evaluation.figures)
     if len(wrong):
         figures["misclassified"] = functools.partial(
@@ -265,7 +266,7 @@ def plot_misclassified(paths, true, predicted, confidence, path):
     for axis, file, want, got, p in zip(axes.flat, paths, true, predicted, confidence):
         axis.imshow(images.decode(tf.io.read_file(file)).numpy())
         axis.set_title(f"true: {want}\npredicted: {got} ({p:.0%})", fontsize=8)
-    figure.suptitle("Misclassified evaluation images")
+    figure.suptitle("Most confidently misclassified images")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -332,9 +333,12 @@ def decode_batch(image_bytes, image_format):
 
 
 def serving_examples(split):
-    """Up to 32 real image files of `split` as raw bytes (at most 4 MB of them)."""
+    """Up to 32 real image files spread over `split` (folders are sorted by label) as raw
+    bytes, at most 4 MB of them."""
+    picked = np.unique(np.linspace(0, len(split) - 1, min(common.SERVING_EXAMPLES, len(split)))
+                       .round().astype(int))
     examples, total = [], 0
-    for file in split.paths[:common.SERVING_EXAMPLES]:
+    for file in [split.paths[i] for i in picked]:
         with open(file, "rb") as f:
             contents = f.read()
         if examples and total + len(contents) > SERVING_EXAMPLE_BYTES:
