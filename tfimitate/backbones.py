@@ -250,9 +250,9 @@ def load_image_converter(spec):
     except Exception as error:  # keras-hub raises many types for unreachable/odd presets
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"--backbone={spec}: keras-hub found no image converter for it ({reason[:200]}); "
-            "give an image preset (local folder, preset name or hub handle) or a Keras "
-            "model file (.keras/.h5).") from None
+            f"--backbone={spec}: keras-hub could not load an image converter for it "
+            f"({reason[:200]}); give an image preset (a local folder, or a preset name or hub "
+            "handle with a model hub) or a Keras model file (.keras/.h5).") from None
 
 
 def load_tokenizer(spec):
