@@ -45,9 +45,24 @@ def token_classification_data(directory):
     ), helpers.write_lines(directory, "input.txt", ["john said hello in paris .", "the eu"])
 
 
+def image_classification_data(directory):
+    """Flags (a tiny image backbone too) and a predict input for a small image task."""
+    import image_helpers
+
+    counts = {"dark": 8, "light": 8}
+    image_helpers.write_image_folder(directory / "input", {"any": 2})
+    return dict(
+        backbone=image_helpers.tiny_image_preset(directory),
+        train_data=image_helpers.write_image_folder(directory / "train", counts),
+        eval_data=image_helpers.write_image_folder(directory / "eval", {"dark": 3, "light": 3}),
+        test_data=image_helpers.write_image_folder(directory / "test", {"dark": 2, "light": 2}),
+    ), str(directory / "input")
+
+
 TASK_DATA = {
     "text_classification": text_classification_data,
     "token_classification": token_classification_data,
+    "image_classification": image_classification_data,
 }
 
 
@@ -61,8 +76,8 @@ def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():
 def trained(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     flags, predict_input = TASK_DATA[request.param](directory)
+    flags.setdefault("backbone", helpers.tiny_bert_preset(directory))
     cfg = helpers.experiment(directory, task=request.param,
-                             backbone=helpers.tiny_bert_preset(directory),
                              export_dir=str(directory / "export"), max_steps=4,
                              checkpoint_steps=2, **flags)
     metrics = workflow.train(cfg)

@@ -36,9 +36,14 @@ class Experiment:
     drop_unlisted_labels: bool = False
     tagging_scheme: str = "auto"
     holdout_fraction: float = 0.1
+    image_column: str = "path"
+    strict_images: bool = False
     backbone: str = "minilm_l6"
     sequence_length: int = 128
     dropout: float = 0.1
+    backbone_layer: Optional[str] = None
+    image_size: int = 0
+    image_normalization: str = "auto"
     batch_size: int = 32
     epochs: int = 3
     max_steps: int = 0
@@ -50,6 +55,10 @@ class Experiment:
     early_stopping_patience: int = 0
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
+    freeze_backbone_steps: int = 0
+    fine_tune_layers: int = 0
+    fine_tune_learning_rate: float = 0.0
+    image_augment: Optional[Tuple[str, ...]] = None
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -91,8 +100,9 @@ class Experiment:
             if not isinstance(values, dict):
                 raise ValueError("not a JSON object")
             values = {k: v for k, v in values.items() if k in known}
-            if values.get("labels") is not None:
-                values["labels"] = tuple(values["labels"])
+            for name in ("labels", "image_augment"):
+                if values.get(name) is not None:
+                    values[name] = tuple(values[name])
             cfg = cls(**values)
         except (ValueError, TypeError) as error:  # JSONDecodeError and UnicodeDecodeError too
             flagfile = os.path.join(model_dir, FLAGFILE)

@@ -39,7 +39,8 @@ def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
     from tfimitate import backbones
     from tfimitate.training import techniques
 
-    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights)
+    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights,
+                                       layer=cfg.backbone_layer)
     model = task.build_head(cfg, backbone, num_outputs)
     return techniques.adapt_model(chosen_techniques, model, cfg)
 
@@ -91,11 +92,12 @@ def _train(task, cfg, data, strategy):
     chosen = techniques.chosen(cfg)
     steps_per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    phases = techniques.phases(chosen, cfg, total_steps)
     with strategy.scope():
         model = build_model(task, cfg, len(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16")
+            loss_scale=cfg.precision == "mixed_float16", phases=phases)
     run = base.Run(cfg, model, preprocessor, strategy)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
@@ -112,7 +114,7 @@ def _train(task, cfg, data, strategy):
         step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
         result = loop.train_loop(model, optimizer, step_loss, train_ds,
                                  lambda: task.evaluate(run, data.eval), cfg, strategy,
-                                 steps_per_epoch, total_steps)
+                                 steps_per_epoch, total_steps, phases)
         evaluation = result.final_evaluation or task.evaluate(run, data.eval)
         metrics = _report(evaluation, data.eval, cfg, result.step, "metrics", chief)
         if data.test is not None:

@@ -11,6 +11,7 @@ token classifiers; the same rules for any other signature.
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --input=reviews.txt
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --metadata
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --status
+    python -m tfimitate.serving.client --model_name=fashion_mnist photo.jpg shoe.png
 
 Example (in Python):
     client = ServingClient("localhost:8500", timeout=5)
@@ -21,6 +22,7 @@ Example (in Python):
 import collections
 import dataclasses
 import json
+import os
 import sys
 
 import grpc
@@ -36,6 +38,8 @@ from tfimitate.data import readers
 from tfimitate.errors import UserError, run_cli
 
 MAX_MESSAGE_BYTES = 64 << 20
+# Arguments with these suffixes are sent as `image_bytes` (image classifiers).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
 class ServingError(UserError):
@@ -251,6 +255,28 @@ def read_texts(spec):
     return texts
 
 
+def image_inputs(arguments):
+    """{"image_bytes": [file contents]} when every argument is an image file, else None.
+
+    Example:
+        image_inputs(["cat.jpg", "dog.png"])  # {"image_bytes": [b"\\xff\\xd8...", b"\\x89PNG..."]}
+    """
+    is_image = [os.path.splitext(a)[1].lower() in IMAGE_SUFFIXES for a in arguments]
+    if not any(is_image):
+        return None
+    if not all(is_image):
+        raise UserError("some arguments are image files and some are not; classify images or "
+                        "texts in one call, not both.")
+    contents = []
+    for path in arguments:
+        try:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+        except OSError as error:
+            raise UserError(f"{path}: cannot read the image ({error.strerror}); check the path.") from None
+    return {"image_bytes": contents}
+
+
 def _define_flags():
     """The client's flags, defined only when it runs as a program (no clash with train's)."""
     return dict(
@@ -298,7 +324,7 @@ def main(argv, holders):
     if not texts:
         raise UserError("no TEXT given; pass the texts to classify as arguments, or "
                         "--input=FILE (or - for stdin), or --metadata / --status.")
-    inputs = {"text": texts}
+    inputs = image_inputs(texts) or {"text": texts}
     if value["text_pair"]:
         if len(value["text_pair"]) != len(texts):
             raise UserError(f"--text_pair given {len(value['text_pair'])} times for {len(texts)} "
@@ -310,6 +336,8 @@ def main(argv, holders):
                                                 signature_name=value["signature_name"], **spec):
         count = len(next(iter(prediction.outputs.values())))
         for row in records(texts[start:start + count], prediction.outputs, item_outputs):
+            if "image_bytes" in inputs:
+                row = {"image": row.pop("text"), **row}
             print(json.dumps(row, ensure_ascii=False))
         start += count
     sys.stdout.flush()

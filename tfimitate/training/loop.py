@@ -112,7 +112,7 @@ def restore_latest(model, model_dir, optimizer=None):
 
 
 def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
-               steps_per_epoch, total_steps):
+               steps_per_epoch, total_steps, phases=()):
     """Trains `model` (built under `strategy.scope()`) for `total_steps` optimizer steps.
 
     Args:
@@ -126,11 +126,16 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
         strategy: the tf.distribute strategy the model was built under.
         steps_per_epoch: optimizer steps counted as one epoch.
         total_steps: optimizer steps to train for.
+        phases: techniques.Phase list (e.g. a frozen backbone, then fine-tuning): each
+            phase's `prepare(model)` runs when it begins (or when a resumed run restarts in
+            it) and the step is traced again for its trainable weights. The optimizer must
+            be built over every weight any phase trains (the loop builds it before the
+            first phase's `prepare`).
     """
     out_dir = runtime.write_dir(cfg.model_dir, strategy)
     try:
         return _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
-                      steps_per_epoch, total_steps, out_dir)
+                      steps_per_epoch, total_steps, out_dir, phases)
     except KeyboardInterrupt:
         saved = tf.train.latest_checkpoint(os.path.join(out_dir, CHECKPOINT_SUBDIR))
         raise TrainingInterrupted(
@@ -143,7 +148,7 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
 
 
 def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch,
-           total_steps, out_dir):
+           total_steps, out_dir, phases):
     with strategy.scope():
         optimizer.build(model.trainable_variables)
     checkpoint = make_checkpoint(model, optimizer)
@@ -168,7 +173,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
 
     dist_ds = strategy.experimental_distribute_dataset(train_ds.skip(step))
     iterator = iter(dist_ds)
-    train_steps = _make_train_function(model, step_loss, optimizer, strategy, cfg)
+    starts = [phase.start for phase in phases]
+    train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
 
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
     eval_every = cfg.eval_steps or steps_per_epoch
@@ -183,7 +189,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             progbar = keras.utils.Progbar(min(steps_per_epoch, total_steps - epoch * steps_per_epoch))
             progbar.update(step - epoch * steps_per_epoch)
         to_boundary = min(_next_multiple(step, eval_every), _next_multiple(step, cfg.checkpoint_steps),
-                          _next_multiple(step, steps_per_epoch), total_steps) - step
+                          _next_multiple(step, steps_per_epoch), total_steps,
+                          *[start for start in starts if start > step]) - step
         n = min(cfg.steps_per_execution, to_boundary)
         loss = float(train_steps(iterator, tf.constant(n)))
         step += n
@@ -207,6 +214,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             check_finite_weights(model, f"the model after step {step}")
         if save:
             manager.save(checkpoint_number=step)
+        if step in starts and step < total_steps:
+            train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
         if evaluate:
             evaluation = evaluate_fn()
             last_eval = (step, evaluation)
@@ -235,6 +244,19 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         final_evaluation = best
     return LoopResult(int(optimizer.iterations.numpy()), best, stopped_early,
                       resumed_from, final_evaluation)
+
+
+def _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg):
+    """Prepares the model for the phase holding `step`; returns its (new) train function."""
+    current = [i for i, phase in enumerate(phases) if phase.start <= step]
+    if current:
+        phases[current[-1]].prepare(model)
+        if len(phases) > 1:
+            trainable = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+            logging.info("Phase %d of %d from step %d: %d of %d weights train, peak learning "
+                         "rate %g.", current[-1] + 1, len(phases), phases[current[-1]].start,
+                         trainable, model.count_params(), phases[current[-1]].learning_rate)
+    return _make_train_function(model, step_loss, optimizer, strategy, cfg)
 
 
 def _next_multiple(step, every):

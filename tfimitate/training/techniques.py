@@ -1,13 +1,16 @@
 """Technique hooks: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
-L2-SP ...) is a `Technique` with up to three hooks, each a no-op by default:
+L2-SP ...) is a `Technique` with up to four hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
     wrap_loss(step_loss, run) -> step_loss    the per-example loss the loop differentiates,
                                               step_loss(model, inputs, labels) -> float32 [batch]
+    phases(cfg, total_steps) -> [Phase]       when which weights train at which peak
+                                              learning rate (a frozen phase, then fine-tuning);
+                                              None: all trainable weights, --learning_rate
 
 Techniques are chosen by flags: each module named in `TECHNIQUES` has a
 `from_config(cfg)` returning its Technique, or None when its flags leave it off;
@@ -24,7 +27,26 @@ Example (tfimitate/training/double.py, registered as TECHNIQUES["double"]):
         return Double() if cfg.double_loss else None
 """
 
+import dataclasses
 import importlib
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """Training steps from `start` (to the next phase's start) with their own trainable
+    weights and learning rate.
+
+    Attributes:
+        start: the phase's first step (the first phase starts at 0).
+        learning_rate: the phase's peak learning rate (its own warmup, then linear decay).
+        prepare: model -> None; sets which layers are trainable in this phase (called when
+            the phase begins, and when a resumed run restarts inside it).
+    """
+
+    start: int
+    learning_rate: float
+    prepare: Callable[[Any], None]
 
 
 class Technique:
@@ -47,9 +69,17 @@ class Technique:
         del run
         return step_loss
 
+    def phases(self, cfg, total_steps):
+        """Returns a list of Phase (starts increasing from 0), or None for one plain phase."""
+        del cfg, total_steps
+        return None
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
-TECHNIQUES = {}
+TECHNIQUES = {
+    "transfer": "tfimitate.training.transfer",
+    "image_augment": "tfimitate.data.image_augment",
+}
 
 
 def chosen(cfg):
@@ -74,6 +104,18 @@ def wrap_loss(techniques, step_loss, run):
     for technique in techniques:
         step_loss = technique.wrap_loss(step_loss, run)
     return step_loss
+
+
+def phases(techniques, cfg, total_steps):
+    """The training phases: those of the one technique that sets them, else a single
+    phase at --learning_rate that trains every trainable weight."""
+    found = [(t.name, p) for t in techniques for p in [t.phases(cfg, total_steps)] if p]
+    if len(found) > 1:
+        from tfimitate.errors import UserError
+
+        raise UserError(f"{found[0][0]} and {found[1][0]} both schedule which weights train; "
+                        "use one of them.")
+    return found[0][1] if found else [Phase(0, cfg.learning_rate, lambda model: None)]
 
 
 def supervised_loss(task):
