@@ -76,6 +76,8 @@ def max_sequence_length(spec):
     Example:
         max_sequence_length("minilm_l6")  # 512
     """
+    if is_keras_file(spec):  # an image model file: no token positions
+        return None
     path = resolve_backbone(spec)
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
