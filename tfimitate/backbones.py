@@ -71,11 +71,13 @@ def max_sequence_length(spec):
     """The longest input (in tokens) the backbone's position embeddings allow, read from its
     config.json (keras-hub preset: `config.max_sequence_length`; Hugging Face:
     `max_position_embeddings` or `n_positions`) without importing TensorFlow. None for a
-    hub handle (not downloaded yet) or a config that does not say.
+    hub handle (not downloaded yet), a Keras model file or a config that does not say.
 
     Example:
         max_sequence_length("minilm_l6")  # 512
     """
+    if is_keras_file(spec):
+        return None
     path = resolve_backbone(spec)
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
