@@ -179,8 +179,6 @@ def load_keras_file_backbone(spec, layer=None):
 def with_input_size(model, height, width):
     """`model` (e.g. a cut Keras model file) rebuilt to take height x width images, with
     the same weights; convolutional models take any size, others raise UserError."""
-    import keras
-
     if tuple(model.input.shape[1:3]) in ((height, width), (None, None)):
         return model
 
