@@ -71,12 +71,12 @@ def max_sequence_length(spec):
     """The longest input (in tokens) the backbone's position embeddings allow, read from its
     config.json (keras-hub preset: `config.max_sequence_length`; Hugging Face:
     `max_position_embeddings` or `n_positions`) without importing TensorFlow. None for a
-    hub handle (not downloaded yet) or a config that does not say.
+    hub handle (not downloaded yet), a Keras model file or a config that does not say.
 
     Example:
         max_sequence_length("minilm_l6")  # 512
     """
-    if is_keras_file(spec):  # an image model file: no token positions
+    if is_keras_file(spec):
         return None
     path = resolve_backbone(spec)
     config_file = os.path.join(path, "config.json")
@@ -179,8 +179,6 @@ def load_keras_file_backbone(spec, layer=None):
 def with_input_size(model, height, width):
     """`model` (e.g. a cut Keras model file) rebuilt to take height x width images, with
     the same weights; convolutional models take any size, others raise UserError."""
-    import keras
-
     if tuple(model.input.shape[1:3]) in ((height, width), (None, None)):
         return model
 

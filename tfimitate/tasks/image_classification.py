@@ -21,7 +21,6 @@ import functools
 import os
 
 import numpy as np
-from absl import logging
 
 from tfimitate import backbones
 from tfimitate.data import image_augment, images, splits
