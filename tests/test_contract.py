@@ -15,6 +15,7 @@ import pytest
 import helpers
 import processes
 from tfimitate import tasks, workflow
+from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import warmup
 
@@ -46,9 +47,24 @@ def token_classification_data(directory):
     ), helpers.write_lines(directory, "input.txt", ["john said hello in paris .", "the eu"])
 
 
+def image_classification_data(directory):
+    """Flags (a tiny image backbone too) and a predict input for a small image task."""
+    import image_helpers
+
+    counts = {"dark": 8, "light": 8}
+    image_helpers.write_image_folder(directory / "input", {"any": 2})
+    return dict(
+        backbone=image_helpers.tiny_image_preset(directory),
+        train_data=image_helpers.write_image_folder(directory / "train", counts),
+        eval_data=image_helpers.write_image_folder(directory / "eval", {"dark": 3, "light": 3}),
+        test_data=image_helpers.write_image_folder(directory / "test", {"dark": 2, "light": 2}),
+    ), str(directory / "input")
+
+
 TASK_DATA = {
     "text_classification": text_classification_data,
     "token_classification": token_classification_data,
+    "image_classification": image_classification_data,
 }
 
 
@@ -62,8 +78,8 @@ def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():
 def trained(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     flags, predict_input = TASK_DATA[request.param](directory)
+    flags.setdefault("backbone", helpers.tiny_bert_preset(directory))
     cfg = helpers.experiment(directory, task=request.param,
-                             backbone=helpers.tiny_bert_preset(directory),
                              export_dir=str(directory / "export"), max_steps=4,
                              checkpoint_steps=2, **flags)
     metrics = workflow.train(cfg)
@@ -118,7 +134,18 @@ def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(traine
 
 
 def test_contract_robustness_report_of_the_checkpoint_and_of_the_export(trained):
+    """A task perturbs the words of its texts, or (reading no text) refuses in one sentence."""
     cfg, _, _ = trained
+    task = tasks.get_task(cfg.task)
+    split = task.read_file(cfg.eval_data, Experiment.load(cfg.model_dir), "--eval_data")
+    try:
+        task.perturbed(split, lambda word_lists, keep_word_count: word_lists)
+    except UserError:
+        before = sorted(os.listdir(os.path.join(cfg.model_dir, "eval")))
+        with pytest.raises(UserError, match=f"--perturb .*--task={cfg.task}"):
+            workflow.evaluate(cfg.model_dir, perturb="typos:0.5")
+        assert sorted(os.listdir(os.path.join(cfg.model_dir, "eval"))) == before
+        return
     reports = {}
     for name, where in (("robustness", {}), ("saved_model_robustness",
                                              {"saved_model": cfg.export_dir})):
@@ -138,14 +165,22 @@ def test_contract_robustness_report_of_the_checkpoint_and_of_the_export(trained)
     assert served == checkpoint
 
 
-def test_contract_robust_techniques_train_the_task(trained, tmp_path):
-    """Augmentation (word pieces and characters) and FGM train every task a few steps."""
+def test_contract_robust_techniques_train_a_text_task_or_are_refused(trained, tmp_path):
+    """Text augmentation (characters, word pieces) and FGM train a task that reads word
+    pieces a few steps; a task that does not refuses each in one sentence, writing nothing."""
     cfg, _, _ = trained
-    run = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=None, max_steps=2,
-                      augment="char_noise:0.3,mask:0.2", adversarial="fgm")
-    metrics = workflow.train(run)
-    assert metrics["step"] == 2
-    assert sorted(processes.loss_curve(run.model_dir, "adversarial_loss")) == [1, 2]
+    run = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=None, max_steps=2)
+    if hasattr(tasks.get_task(cfg.task).make_preprocessor(cfg), "tokenizer"):
+        metrics = workflow.train(run.replace(augment="char_noise:0.3,mask:0.2", adversarial="fgm"))
+        assert metrics["step"] == 2
+        assert sorted(processes.loss_curve(run.model_dir, "adversarial_loss")) == [1, 2]
+        return
+    for changes, message in ((dict(augment="char_noise:0.3"), "change texts, which --task"),
+                             (dict(augment="mask:0.3"), "replace word pieces, which --task"),
+                             (dict(adversarial="fgm"), "perturbs token embeddings, but")):
+        with pytest.raises(UserError, match=message):
+            workflow.train(run.replace(**changes))
+        assert not os.path.exists(run.model_dir)
 
 
 def test_contract_resume_with_another_sequence_length_is_refused(trained):

@@ -65,6 +65,14 @@ HOLDOUT_FRACTION = flags.DEFINE_float(
     "holdout_fraction", 0.1,
     "Fraction of the training data held out for evaluation when --eval_data "
     "is not given.", lower_bound=0.0, upper_bound=0.5)
+IMAGE_COLUMN = flags.DEFINE_string(
+    "image_column", "path",
+    "image_classification listings (.csv/.tsv/.jsonl): column holding the image path, "
+    "relative to the listing's folder (a name or a 0-based index).")
+STRICT_IMAGES = flags.DEFINE_bool(
+    "strict_images", False,
+    "image_classification: stop with an error on files that are not decodable images "
+    "instead of skipping them (they are counted and named in the log either way).")
 
 # --- Model ----------------------------------------------------------------
 BACKBONE = flags.DEFINE_string(
@@ -79,6 +87,19 @@ SEQUENCE_LENGTH = flags.DEFINE_integer(
 DROPOUT = flags.DEFINE_float(
     "dropout", 0.1, "Dropout before the classification head.",
     lower_bound=0.0, upper_bound=0.9)
+BACKBONE_LAYER = flags.DEFINE_string(
+    "backbone_layer", None,
+    "With a Keras model file as --backbone (.keras/.h5): the layer whose output feeds the "
+    "new head (default: the last feature/pooling layer before the model's classifier).")
+IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", 0,
+    "image_classification: side of the square images the model sees (0: the backbone's "
+    "own input size). Smaller is much faster on CPU.", lower_bound=0)
+IMAGE_NORMALIZATION = flags.DEFINE_enum(
+    "image_normalization", "auto", ["auto", "raw", "unit", "symmetric", "imagenet"],
+    "image_classification: how 0..255 pixels are scaled for the backbone. auto: the keras-hub "
+    "preset's image converter (a Keras model file must contain a Rescaling layer); raw: "
+    "0..255; unit: 0..1; symmetric: -1..1; imagenet: ImageNet mean/std.")
 
 # --- Training -------------------------------------------------------------
 BATCH_SIZE = flags.DEFINE_integer(
@@ -112,6 +133,24 @@ CHECKPOINT_STEPS = flags.DEFINE_integer(
     "Write a checkpoint every this many steps (and always at the end).", lower_bound=1)
 KEEP_CHECKPOINTS = flags.DEFINE_integer(
     "keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
+FREEZE_BACKBONE_STEPS = flags.DEFINE_integer(
+    "freeze_backbone_steps", 0,
+    "Transfer recipe, phase 1: train only the head for this many steps, the backbone frozen "
+    "(its BatchNorm layers in inference mode) at --learning_rate; then phase 2 fine-tunes "
+    "at --fine_tune_learning_rate. 0: no frozen phase.", lower_bound=0)
+FINE_TUNE_LAYERS = flags.DEFINE_integer(
+    "fine_tune_layers", 0,
+    "Transfer recipe, phase 2: unfreeze only the top N backbone layers that have weights "
+    "(0: all of them).", lower_bound=0)
+FINE_TUNE_LEARNING_RATE = flags.DEFINE_float(
+    "fine_tune_learning_rate", 0.0,
+    "Transfer recipe, phase 2: peak learning rate after the frozen phase (0: --learning_rate "
+    "/ 10).", lower_bound=0.0)
+IMAGE_AUGMENT = flags.DEFINE_list(
+    "image_augment", None,
+    "image_classification: training-only, seeded augmentation with Keras preprocessing "
+    "layers, as name[:strength] items: flip, rotation:0.1, zoom:0.1, translation:0.1, "
+    "crop:0.1, contrast:0.2, brightness:0.2, mixup:0.2, cutmix:1.0.")
 
 # --- Technique: robust fine-tuning (adversarial training, augmentation, robustness report) ---
 ADVERSARIAL = flags.DEFINE_string(

@@ -39,9 +39,20 @@ def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
     from tfimitate import backbones
     from tfimitate.training import techniques
 
-    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights)
+    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights,
+                                       layer=cfg.backbone_layer)
     model = task.build_head(cfg, backbone, num_outputs)
     return techniques.adapt_model(chosen_techniques, model, cfg)
+
+
+def _check_sequence_length(cfg):
+    """Refuses a --sequence_length beyond the backbone's position embeddings."""
+    from tfimitate import backbones
+
+    limit = backbones.max_sequence_length(cfg.backbone)
+    if limit and cfg.sequence_length > limit:
+        raise UserError(f"--sequence_length={cfg.sequence_length} is longer than --backbone="
+                        f"{cfg.backbone} allows ({limit}); give at most {limit}.")
 
 
 def _check_model_dir(task, cfg):
@@ -59,6 +70,7 @@ def train(cfg):
     task = get_task(cfg.task)
     task.validate(cfg)
     techniques.chosen(cfg)  # refuses bad technique flags before any work
+    _check_sequence_length(cfg)
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
         files.check_writable_dir(cfg.export_dir, "--export_dir")
@@ -82,11 +94,12 @@ def _train(task, cfg, data, strategy):
     chosen = techniques.chosen(cfg)
     steps_per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    phases = techniques.phases(chosen, cfg, total_steps)
     with strategy.scope():
         model = build_model(task, cfg, len(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16")
+            loss_scale=cfg.precision == "mixed_float16", phases=phases)
     run = base.Run(cfg, model, preprocessor, strategy, optimizer, tuple(chosen))
     # Built before anything is written: a technique hook may refuse the flags.
     train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
@@ -104,7 +117,7 @@ def _train(task, cfg, data, strategy):
                      cfg.batch_size)
         result = loop.train_loop(model, optimizer, step_loss, train_ds,
                                  lambda: task.evaluate(run, data.eval), cfg, strategy,
-                                 steps_per_epoch, total_steps)
+                                 steps_per_epoch, total_steps, phases)
         evaluation = result.final_evaluation or task.evaluate(run, data.eval)
         metrics = _report(evaluation, data.eval, cfg, result.step, "metrics", chief)
         if data.test is not None:
@@ -238,15 +251,20 @@ def _export_step(saved_model):
     return _export_record(saved_model).get("step")
 
 
-def predict(model_dir, input_path, output_path):
-    """Writes one prediction per input row to `output_path` (.jsonl or .csv)."""
+def predict(model_dir, input_path, output_path, columns=None):
+    """Writes one prediction per input row to `output_path` (.jsonl or .csv).
+
+    `columns` (e.g. {"text_column": "review"}) names the input file's columns when they
+    differ from the training data's.
+    """
     if not output_path or os.path.splitext(output_path)[1] not in (".jsonl", ".csv"):
         raise UserError(f"--output={output_path}: give a file ending in .jsonl or .csv.")
-    if input_path and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+    if os.path.exists(input_path) and os.path.exists(output_path) and \
+            os.path.samefile(input_path, output_path):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
-    cfg = Experiment.load(model_dir)
+    cfg = Experiment.load(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)
     task, run, _ = restore(model_dir)

@@ -14,6 +14,7 @@ from tfimitate.errors import UserError
 TASKS = {
     "text_classification": "tfimitate.tasks.text_classification",
     "token_classification": "tfimitate.tasks.token_classification",
+    "image_classification": "tfimitate.tasks.image_classification",
 }
 
 

@@ -69,12 +69,14 @@ class Augment(Technique):
 
     def __init__(self, rates, probability, seed):
         self.rates, self.probability, self.seed = rates, probability, seed
+        self.texts_transformed = False  # set when a task's pipeline asks for the transform
 
     def text_transform(self, cfg, keep_word_count):
         import tensorflow as tf
 
         from tfimitate.data import noise
 
+        self.texts_transformed = True
         moving = [name for name in MOVES_WORDS if name in self.rates]
         if keep_word_count and moving:
             raise UserError(
@@ -107,6 +109,10 @@ class Augment(Technique):
         from tfimitate import backbones
         from tfimitate.data import noise
 
+        words = [name for name in WORD_OPERATIONS if name in self.rates]
+        if words and not self.texts_transformed:  # the task's pipeline reads no text
+            raise UserError(f"--augment={cfg.augment}: {' and '.join(words)} change texts, "
+                            f"which --task={cfg.task} does not read; drop them.")
         chosen = [name for name in PIECE_OPERATIONS if name in self.rates]
         if not chosen:
             return dataset

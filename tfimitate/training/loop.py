@@ -88,13 +88,16 @@ def restore_newest(checkpoint, directory):
             path = os.path.join(directory, path)
         try:
             status = checkpoint.restore(path)
-        except (tf.errors.OpError, ValueError) as error:
+        except Exception as error:  # a torn file fails in many ways (OpError, IndexError ...)
             logging.warning("Checkpoint %s cannot be read (%s); falling back to the previous one.",
                             path, str(error).strip().splitlines()[0][:200])
             continue
         if newer is not None:
             logging.warning("Skipped damaged newer checkpoints; restored %s.", path)
         return path, status
+    if paths:
+        raise UserError(f"{directory}: none of its checkpoints can be read (see the warnings "
+                        "above); train into a new --model_dir.")
     return None, None
 
 
@@ -111,7 +114,7 @@ def restore_latest(model, model_dir, optimizer=None):
 
 
 def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
-               steps_per_epoch, total_steps):
+               steps_per_epoch, total_steps, phases=()):
     """Trains `model` (built under `strategy.scope()`) for `total_steps` optimizer steps.
 
     Args:
@@ -125,11 +128,16 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
         strategy: the tf.distribute strategy the model was built under.
         steps_per_epoch: optimizer steps counted as one epoch.
         total_steps: optimizer steps to train for.
+        phases: techniques.Phase list (e.g. a frozen backbone, then fine-tuning): each
+            phase's `prepare(model)` runs when it begins (or when a resumed run restarts in
+            it) and the step is traced again for its trainable weights. The optimizer must
+            be built over every weight any phase trains (the loop builds it before the
+            first phase's `prepare`).
     """
     out_dir = runtime.write_dir(cfg.model_dir, strategy)
     try:
         return _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
-                      steps_per_epoch, total_steps, out_dir)
+                      steps_per_epoch, total_steps, out_dir, phases)
     except KeyboardInterrupt:
         saved = tf.train.latest_checkpoint(os.path.join(out_dir, CHECKPOINT_SUBDIR))
         raise TrainingInterrupted(
@@ -142,7 +150,7 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
 
 
 def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch,
-           total_steps, out_dir):
+           total_steps, out_dir, phases):
     with strategy.scope():
         optimizer.build(model.trainable_variables)
     checkpoint = make_checkpoint(model, optimizer)
@@ -167,7 +175,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
 
     dist_ds = strategy.experimental_distribute_dataset(train_ds.skip(step))
     iterator = iter(dist_ds)
-    train_steps = _make_train_function(model, step_loss, optimizer, strategy, cfg)
+    starts = [phase.start for phase in phases]
+    train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
 
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
     eval_every = cfg.eval_steps or steps_per_epoch
@@ -182,7 +191,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             progbar = keras.utils.Progbar(min(steps_per_epoch, total_steps - epoch * steps_per_epoch))
             progbar.update(step - epoch * steps_per_epoch)
         to_boundary = min(_next_multiple(step, eval_every), _next_multiple(step, cfg.checkpoint_steps),
-                          _next_multiple(step, steps_per_epoch), total_steps) - step
+                          _next_multiple(step, steps_per_epoch), total_steps,
+                          *[start for start in starts if start > step]) - step
         n = min(cfg.steps_per_execution, to_boundary)
         logs = {name: float(value) for name, value in train_steps(iterator, tf.constant(n)).items()}
         loss = logs["loss"]
@@ -207,6 +217,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             check_finite_weights(model, f"the model after step {step}")
         if save:
             manager.save(checkpoint_number=step)
+        if step in starts and step < total_steps:
+            train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
         if evaluate:
             evaluation = evaluate_fn()
             last_eval = (step, evaluation)
@@ -235,6 +247,19 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         final_evaluation = best
     return LoopResult(int(optimizer.iterations.numpy()), best, stopped_early,
                       resumed_from, final_evaluation)
+
+
+def _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg):
+    """Prepares the model for the phase holding `step`; returns its (new) train function."""
+    current = [i for i, phase in enumerate(phases) if phase.start <= step]
+    if current:
+        phases[current[-1]].prepare(model)
+        if len(phases) > 1:
+            trainable = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+            logging.info("Phase %d of %d from step %d: %d of %d weights train, peak learning "
+                         "rate %g.", current[-1] + 1, len(phases), phases[current[-1]].start,
+                         trainable, model.count_params(), phases[current[-1]].learning_rate)
+    return _make_train_function(model, step_loss, optimizer, strategy, cfg)
 
 
 def _next_multiple(step, every):
@@ -278,8 +303,12 @@ def loss_terms(result):
 def _make_train_function(model, step_loss, optimizer, strategy, cfg):
     def step_fn(inputs, labels):
         with tf.GradientTape() as tape:
-            terms = {name: tf.nn.compute_average_loss(values)
-                     for name, values in loss_terms(step_loss(model, inputs, labels)).items()}
+            terms = loss_terms(step_loss(model, inputs, labels))
+            # The global batch: a pass's last batches may be short and split unevenly.
+            global_batch = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.shape(terms["loss"])[0])
+            terms = {name: tf.nn.compute_average_loss(values, global_batch_size=global_batch)
+                     for name, values in terms.items()}
             scaled = optimizer.scale_loss(terms["loss"])
         gradients = tape.gradient(scaled, model.trainable_variables)
         # Weights the loss does not reach (e.g. an unused pooler) get no update.

@@ -38,15 +38,54 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps}
 
 
+@keras.saving.register_keras_serializable(package="tfimitate")
+class PhasedWarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """A WarmupLinearDecay per training phase, each over its own steps.
+
+    Example:
+        schedule = PhasedWarmupLinearDecay(starts=[0, 500], peaks=[1e-3, 1e-4],
+                                           total_steps=2000, warmup_ratio=0.1)
+        schedule(575)  # 5e-5: halfway through phase 2's 150-step warmup to 1e-4
+    """
+
+    def __init__(self, starts, peaks, total_steps, warmup_ratio):
+        self.starts = list(starts)
+        self.peaks = list(peaks)
+        self.total_steps = total_steps
+        self.warmup_ratio = warmup_ratio
+        ends = self.starts[1:] + [total_steps]
+        self.phases = [WarmupLinearDecay(peak, int(round((end - start) * warmup_ratio)), end - start)
+                       for start, end, peak in zip(self.starts, ends, self.peaks)]
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        rate = self.phases[0](step)
+        for start, phase in zip(self.starts[1:], self.phases[1:]):
+            rate = keras.ops.where(step >= start, phase(step - start), rate)
+        return rate
+
+    def get_config(self):
+        return {"starts": self.starts, "peaks": self.peaks, "total_steps": self.total_steps,
+                "warmup_ratio": self.warmup_ratio}
+
+
 def make_optimizer(learning_rate, total_steps, warmup_ratio, weight_decay,
-                   loss_scale=False):
+                   loss_scale=False, phases=None):
     """AdamW on the warmup/decay schedule; no decay on biases and LayerNorm.
+
+    With `phases` (techniques.Phase list), each phase warms up and decays to its own
+    peak learning rate over its own steps (`learning_rate` is then unused).
 
     It does not clip: Keras clips each replica's share of the gradient before
     summing them, so the training loop clips the summed gradient to GLOBAL_CLIPNORM.
     """
-    schedule = WarmupLinearDecay(
-        learning_rate, int(round(total_steps * warmup_ratio)), total_steps)
+    if phases and len(phases) > 1:
+        schedule = PhasedWarmupLinearDecay([p.start for p in phases],
+                                           [p.learning_rate for p in phases],
+                                           total_steps, warmup_ratio)
+    else:
+        peak = phases[0].learning_rate if phases else learning_rate
+        schedule = WarmupLinearDecay(peak, int(round(total_steps * warmup_ratio)), total_steps)
     optimizer = keras.optimizers.AdamW(
         learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])

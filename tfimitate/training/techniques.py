@@ -1,7 +1,7 @@
 """Technique hooks: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
-L2-SP ...) is a `Technique` with up to four hooks, each a no-op by default:
+L2-SP ...) is a `Technique` with up to five hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
@@ -12,6 +12,9 @@ L2-SP ...) is a `Technique` with up to four hooks, each a no-op by default:
                                               step_loss(model, inputs, labels) -> float32 [batch]
                                               or a dict of such terms with the loss under
                                               "loss" (the others are only logged)
+    phases(cfg, total_steps) -> [Phase]       when which weights train at which peak
+                                              learning rate (a frozen phase, then fine-tuning);
+                                              None: all trainable weights, --learning_rate
 
 Hooks may raise UserError for flags they cannot serve: the workflow calls them all
 before anything is written.
@@ -31,7 +34,26 @@ Example (tfimitate/training/double.py, registered as TECHNIQUES["double"]):
         return Double() if cfg.double_loss else None
 """
 
+import dataclasses
 import importlib
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """Training steps from `start` (to the next phase's start) with their own trainable
+    weights and learning rate.
+
+    Attributes:
+        start: the phase's first step (the first phase starts at 0).
+        learning_rate: the phase's peak learning rate (its own warmup, then linear decay).
+        prepare: model -> None; sets which layers are trainable in this phase (called when
+            the phase begins, and when a resumed run restarts inside it).
+    """
+
+    start: int
+    learning_rate: float
+    prepare: Callable[[Any], None]
 
 
 class Technique:
@@ -66,9 +88,16 @@ class Technique:
         del run
         return step_loss
 
+    def phases(self, cfg, total_steps):
+        """Returns a list of Phase (starts increasing from 0), or None for one plain phase."""
+        del cfg, total_steps
+        return None
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
 TECHNIQUES = {
+    "transfer": "tfimitate.training.transfer",
+    "image_augment": "tfimitate.data.image_augment",
     "augment": "tfimitate.training.augment",
     "adversarial": "tfimitate.training.adversarial",
 }
@@ -113,6 +142,18 @@ def wrap_loss(techniques, step_loss, run):
     for technique in techniques:
         step_loss = technique.wrap_loss(step_loss, run)
     return step_loss
+
+
+def phases(techniques, cfg, total_steps):
+    """The training phases: those of the one technique that sets them, else a single
+    phase at --learning_rate that trains every trainable weight."""
+    found = [(t.name, p) for t in techniques for p in [t.phases(cfg, total_steps)] if p]
+    if len(found) > 1:
+        from tfimitate.errors import UserError
+
+        raise UserError(f"{found[0][0]} and {found[1][0]} both schedule which weights train; "
+                        "use one of them.")
+    return found[0][1] if found else [Phase(0, cfg.learning_rate, lambda model: None)]
 
 
 def supervised_loss(task):

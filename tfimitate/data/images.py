@@ -1,0 +1,282 @@
+"""Image files for classification: a class-per-folder tree or a path,label listing, decoded
+and resized in tf.data.
+
+Two layouts are read:
+  * a folder `root/<label>/*.{jpg,jpeg,png,gif,bmp}` (labels are the sub-folder names);
+  * a .csv/.tsv/.jsonl listing with an image path column and a label column (paths are
+    relative to the listing's folder).
+Every image becomes RGB (grayscale, RGBA and palette images too), is cropped to the
+target aspect ratio (if the backbone's converter does so) and resized to the backbone's
+input size by keras.layers.Resizing, then rounded to whole 0..255 values: the same function runs in tf.data and inside the
+exported serving graph, so training and serving see the same pixels. Files that do not
+decode are found once, before training, and skipped (or refused with --strict_images).
+
+Example:
+    split = read_split("data/fashion_mnist/train", cfg, "--train_data")
+    split = check_images(split, image_format, strict=False)
+    dataset = image_dataset(split, image_format, {"labels": label_ids})
+"""
+
+import dataclasses
+import os
+from typing import List, Tuple
+
+import numpy as np
+from absl import logging
+
+from tfimitate.data import readers
+from tfimitate.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Decoded images are cached at training resolution when they take at most this much memory.
+CACHE_BYTES = 3 << 30
+# How many names of undecodable files the log (or the error) shows.
+SHOWN_BAD_FILES = 5
+DECODE_BATCH = 256
+SHUFFLE_BUFFER = 10_000
+
+
+@dataclasses.dataclass(eq=False)
+class Split:
+    """Image files of one data source, in a fixed order (compared and hashed by identity).
+
+    `lines` are the listing's line numbers (0 for files found in a folder).
+    """
+
+    source: str
+    paths: List[str]
+    labels: List[str]
+    lines: List[int]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def subset(self, indices, source):
+        pick = lambda values: [values[i] for i in indices]
+        return Split(source, pick(self.paths), pick(self.labels), pick(self.lines))
+
+    def where(self, i):
+        """The file (and listing line) of example `i`, for messages."""
+        return f"{self.source}:{self.lines[i]} ({self.paths[i]})" if self.lines[i] else self.paths[i]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFormat:
+    """How images become model inputs: the backbone's input size and resizing rule.
+
+    `scale` and `offset` (per channel) map 0..255 pixels to what the backbone was
+    trained on: `pixels * scale + offset`.
+    """
+
+    height: int
+    width: int
+    scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    offset: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    interpolation: str = "bilinear"
+    crop_to_aspect_ratio: bool = True
+    antialias: bool = False
+
+    @property
+    def cache_bytes_per_image(self):
+        return self.height * self.width * 3
+
+
+def is_image_file(name):
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def read_split(spec, flag, image_column="path", label_column="label", with_labels=True):
+    """Reads a folder or a listing into a Split (labels are "" when `with_labels` is False).
+
+    Unlabelled inputs (predict) may also be one image file or a folder of images in any
+    layout.
+    """
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        return read_folder(path, flag, with_labels)
+    if not with_labels and os.path.isfile(path) and is_image_file(path):
+        return Split(spec, [path], [""], [0])
+    if is_image_file(path) and os.path.isfile(path):
+        raise UserError(f"{flag}={spec} is one image; give a folder with one sub-folder per "
+                        "label, or a .csv/.tsv/.jsonl listing of path,label.")
+    return read_listing(spec, flag, image_column, label_column, with_labels)
+
+
+def read_folder(root, flag, with_labels=True):
+    """`root/<label>/<image>` (labelled), or every image under `root` (unlabelled)."""
+    paths, labels, other = [], [], 0
+    if with_labels:
+        for label in sorted(os.listdir(root)):
+            folder = os.path.join(root, label)
+            if not os.path.isdir(folder) or label.startswith("."):
+                continue
+            for directory, subdirs, names in os.walk(folder):
+                subdirs.sort()
+                for name in sorted(names):
+                    if is_image_file(name):
+                        paths.append(os.path.join(directory, name))
+                        labels.append(label)
+                    else:
+                        other += 1
+        loose = sum(1 for name in os.listdir(root) if is_image_file(name))
+        if loose:
+            logging.warning("%s: ignored %d images directly in the folder; labelled images go "
+                            "in one sub-folder per label.", root, loose)
+    else:
+        for directory, subdirs, names in os.walk(root):
+            subdirs.sort()
+            for name in sorted(names):
+                if is_image_file(name):
+                    paths.append(os.path.join(directory, name))
+                else:
+                    other += 1
+        labels = [""] * len(paths)
+    if other:
+        logging.info("%s: ignored %d files that are not %s.", root, other, "/".join(IMAGE_SUFFIXES))
+    if not paths:
+        layout = "one sub-folder per label holding" if with_labels else "any"
+        raise UserError(f"{flag}={root}: no images found; the folder needs {layout} "
+                        f"{', '.join(IMAGE_SUFFIXES)} files.")
+    return Split(root, paths, labels, [0] * len(paths))
+
+
+def read_listing(spec, flag, image_column="path", label_column="label", with_labels=True):
+    """A .csv/.tsv/.jsonl of image paths (relative to the listing) and labels."""
+    columns = [image_column] + ([label_column] if with_labels else [])
+    rows = readers.read_rows(spec, columns, flag)
+    base = os.path.dirname(readers.resolve_path(spec, flag))
+    paths, labels, lines, missing = [], [], [], []
+    for row in rows:
+        name = str(row.values[0] if row.values[0] is not None else "").strip()
+        if not name:
+            raise UserError(f"{spec}:{row.line}: empty image path; fix the row.")
+        path = os.path.join(base, os.path.expanduser(name))
+        if not os.path.isfile(path):
+            missing.append((row.line, name))
+            continue
+        paths.append(path)
+        labels.append(str(row.values[1]).strip() if with_labels else "")
+        lines.append(row.line)
+    if missing:
+        line, name = missing[0]
+        raise UserError(
+            f"{spec}:{line}: image file {name} does not exist ({len(missing)} listed files are "
+            f"missing); image paths are relative to the listing's folder {base or '.'}.")
+    if not paths:
+        raise UserError(f"{flag}={spec}: the listing names no images; check the file.")
+    return Split(spec, paths, labels, lines)
+
+
+def decode(contents):
+    """Image bytes (JPEG, PNG, GIF: first frame, BMP) -> uint8 [height, width, 3]."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize(image, image_format):
+    """uint8/float [h, w, 3] -> float32 [height, width, 3] with whole values in 0..255.
+
+    keras.layers.Resizing as the backbone's converter sets it up (centre crop to the
+    target aspect ratio, then interpolation), rounded so that cached uint8 images and the
+    serving graph agree exactly.
+    """
+    import keras
+    import tensorflow as tf
+
+    resizing = keras.layers.Resizing(
+        image_format.height, image_format.width, interpolation=image_format.interpolation,
+        crop_to_aspect_ratio=image_format.crop_to_aspect_ratio, antialias=image_format.antialias,
+        dtype="float32")
+    return tf.round(tf.clip_by_value(resizing(tf.cast(image, tf.float32)), 0.0, 255.0))
+
+
+def load_image(contents, image_format):
+    """Image bytes -> float32 [height, width, 3] model input (0..255 values)."""
+    return resize(decode(contents), image_format)
+
+
+def check_images(split, strict, flag):
+    """Decodes every file once; returns `split` without the files that do not decode.
+
+    Undecodable files are counted and the first few named in the log, or, with
+    `strict`, refused in one error.
+    """
+    import tensorflow as tf
+
+    def probe(index, path):
+        image = decode(tf.io.read_file(path))
+        return index, tf.shape(image)[0] * tf.shape(image)[1] > 0
+
+    dataset = (tf.data.Dataset.from_tensor_slices((np.arange(len(split)), split.paths))
+               .map(probe, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .ignore_errors()
+               .batch(DECODE_BATCH))
+    good = np.zeros(len(split), bool)
+    for indices, non_empty in dataset.as_numpy_iterator():
+        good[indices[non_empty]] = True
+    bad = np.flatnonzero(~good)
+    if not len(bad):
+        return split
+    names = ", ".join(split.where(i) for i in bad[:SHOWN_BAD_FILES])
+    if strict or len(bad) == len(split):
+        raise UserError(
+            f"{flag}={split.source}: {len(bad)} of {len(split)} files are not decodable "
+            f"JPEG/PNG/GIF/BMP images ({names}{', ...' if len(bad) > SHOWN_BAD_FILES else ''}); "
+            "remove or replace them" + (", or drop --strict_images to skip them." if strict else "."))
+    logging.warning("%s: skipped %d of %d files that are not decodable images: %s%s",
+                    split.source, len(bad), len(split), names,
+                    ", ..." if len(bad) > SHOWN_BAD_FILES else "")
+    return split.subset(np.flatnonzero(good).tolist(), split.source)
+
+
+def image_dataset(split, image_format, extra=None, cache=None):
+    """Per-example dicts {"images": uint8 [height, width, 3], **extra}, in split order.
+
+    Files are read, decoded and resized in parallel; the result is cached in memory when
+    it fits in CACHE_BYTES (or as `cache` says), so later passes skip decoding.
+    """
+    import tensorflow as tf
+
+    data = {"path": list(split.paths)}
+    data.update(extra or {})
+
+    def load(element):
+        element = dict(element)
+        image = load_image(tf.io.read_file(element.pop("path")), image_format)
+        element["images"] = tf.cast(image, tf.uint8)
+        return element
+
+    dataset = (tf.data.Dataset.from_tensor_slices(data)
+               .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+               .ignore_errors())  # a file changed since check_images: skip, never crash mid-epoch
+    if cache is None:
+        cache = len(split) * image_format.cache_bytes_per_image <= CACHE_BYTES
+    return dataset.cache() if cache else dataset
+
+
+def batches(examples, batch_size, label_key="labels", shuffle_seed=None, repeat=False,
+            drop_remainder=False):
+    """(float32 images, examples[label_key]) batches of `image_dataset` examples.
+
+    Shuffling draws from a buffer of at most SHUFFLE_BUFFER images (memory): order the
+    split randomly first (`permuted`) so that the buffer mixes every class.
+    """
+    import tensorflow as tf
+
+    if shuffle_seed is not None:
+        examples = examples.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        examples = examples.repeat()
+    return (examples.batch(batch_size, drop_remainder=drop_remainder)
+            .map(lambda batch: (tf.cast(batch["images"], tf.float32), batch[label_key]),
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def permuted(split, seed):
+    """`split` in a seeded random order (the same for every run with this seed)."""
+    order = np.random.default_rng(seed).permutation(len(split)).tolist()
+    return split.subset(order, split.source)
