@@ -38,8 +38,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def loss_curve(model_dir):
-    """{step: training loss} read from the TensorBoard events; later files win on repeats."""
+def loss_curve(model_dir, tag="loss"):
+    """{step: logged training `tag`} read from the TensorBoard events; later files win on repeats."""
     import tensorflow as tf
 
     curve = {}
@@ -47,6 +47,6 @@ def loss_curve(model_dir):
     for path in sorted(files, key=os.path.getmtime):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.tag == "loss":
+                if value.tag == tag:
                     curve[event.step] = float(tf.make_ndarray(value.tensor))
     return curve

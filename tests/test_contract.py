@@ -13,7 +13,9 @@ import types
 import pytest
 
 import helpers
+import processes
 from tfimitate import tasks, workflow
+from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import warmup
 
@@ -115,6 +117,70 @@ def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trai
     signatures = {request.model_spec.signature_name
                   for request in warmup.read_warmup_requests(path)}
     assert signatures == set(loaded.signatures) and "serving_default" in signatures
+
+
+def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(trained):
+    import tensorflow as tf
+
+    cfg, _, _ = trained
+    task, run, _ = workflow.restore(cfg.model_dir)
+    split = task.read_file(cfg.eval_data, run.cfg, "--eval_data")
+    evaluation = task.evaluate(run, split)
+    assert len(evaluation.predictions) == len(split)
+    served = task.evaluate_saved_model(tf.saved_model.load(os.path.join(cfg.export_dir, "1")),
+                                       split, run.labels)
+    assert served.score == pytest.approx(evaluation.score)
+    assert served.predictions == evaluation.predictions
+
+
+def test_contract_robustness_report_of_the_checkpoint_and_of_the_export(trained):
+    """A task perturbs the words of its texts, or (reading no text) refuses in one sentence."""
+    cfg, _, _ = trained
+    task = tasks.get_task(cfg.task)
+    split = task.read_file(cfg.eval_data, Experiment.load(cfg.model_dir), "--eval_data")
+    try:
+        task.perturbed(split, lambda word_lists, keep_word_count: word_lists)
+    except UserError:
+        before = sorted(os.listdir(os.path.join(cfg.model_dir, "eval")))
+        with pytest.raises(UserError, match=f"--perturb .*--task={cfg.task}"):
+            workflow.evaluate(cfg.model_dir, perturb="typos:0.5")
+        assert sorted(os.listdir(os.path.join(cfg.model_dir, "eval"))) == before
+        return
+    reports = {}
+    for name, where in (("robustness", {}), ("saved_model_robustness",
+                                             {"saved_model": cfg.export_dir})):
+        workflow.evaluate(cfg.model_dir if not where else None, perturb="typos:0.5,case",
+                          perturb_seed=3, **where)
+        with open(os.path.join(cfg.model_dir, "eval", f"{name}.json")) as f:
+            reports[name] = json.load(f)
+    checkpoint, served = reports["robustness"], reports["saved_model_robustness"]
+    assert set(checkpoint["perturbations"]) == {"typos:0.5", "case:1"}
+    typos = checkpoint["perturbations"]["typos:0.5"]
+    assert 0 < typos["changed"] <= checkpoint["examples"]
+    assert typos["drop"] == pytest.approx(checkpoint["clean"]["score"] - typos["score"])
+    for flip in typos["flipped_examples"]:
+        assert flip["clean"]["predicted"] != flip["perturbed"]["predicted"]
+    for report in (checkpoint, served):  # the same perturbed texts, the same predictions
+        del report["model"]
+    assert served == checkpoint
+
+
+def test_contract_robust_techniques_train_a_text_task_or_are_refused(trained, tmp_path):
+    """Text augmentation (characters, word pieces) and FGM train a task that reads word
+    pieces a few steps; a task that does not refuses each in one sentence, writing nothing."""
+    cfg, _, _ = trained
+    run = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=None, max_steps=2)
+    if hasattr(tasks.get_task(cfg.task).make_preprocessor(cfg), "tokenizer"):
+        metrics = workflow.train(run.replace(augment="char_noise:0.3,mask:0.2", adversarial="fgm"))
+        assert metrics["step"] == 2
+        assert sorted(processes.loss_curve(run.model_dir, "adversarial_loss")) == [1, 2]
+        return
+    for changes, message in ((dict(augment="char_noise:0.3"), "change texts, which --task"),
+                             (dict(augment="mask:0.3"), "replace word pieces, which --task"),
+                             (dict(adversarial="fgm"), "perturbs token embeddings, but")):
+        with pytest.raises(UserError, match=message):
+            workflow.train(run.replace(**changes))
+        assert not os.path.exists(run.model_dir)
 
 
 def test_contract_resume_with_another_sequence_length_is_refused(trained):

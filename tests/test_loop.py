@@ -40,7 +40,7 @@ def test_step_skips_weights_without_gradient():
         y, model(x, training=True), from_logits=True)
     train_steps = loop._make_train_function(model, step_loss, optimizer, strategy,
                                             types.SimpleNamespace(jit_compile=False))
-    loss = float(train_steps(iter(dataset), tf.constant(2)))
+    loss = float(train_steps(iter(dataset), tf.constant(2))["loss"])
     assert np.isfinite(loss)
     assert not np.allclose(model.used.kernel.numpy(), used_before)
     np.testing.assert_array_equal(model.unused.kernel.numpy(), unused_before)

@@ -59,6 +59,12 @@ class Experiment:
     fine_tune_layers: int = 0
     fine_tune_learning_rate: float = 0.0
     image_augment: Optional[Tuple[str, ...]] = None
+    adversarial: str = "none"
+    adv_epsilon: float = 0.1
+    adv_alpha: float = 0.03
+    adv_steps: int = 3
+    augment: str = ""
+    augment_prob: float = 0.5
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"

@@ -1,9 +1,9 @@
 """Evaluate a trained model: `python -m tfimitate.evaluate --model_dir=runs/x [--eval_data=FILE]`.
 
 Prints a report and writes <model_dir>/eval/metrics.json (and a confusion-matrix PNG).
+`--perturb=typos:0.1,case,drop_words:0.1` adds the robustness report
+eval/robustness.json; `--saved_model=DIR` scores an exported model instead.
 """
-
-from absl import flags
 
 from tfimitate import flags as tf_flags
 from tfimitate import workflow
@@ -12,9 +12,9 @@ from tfimitate.errors import run_cli
 
 def main(argv):
     del argv
-    workflow.evaluate(tf_flags.MODEL_DIR.value, tf_flags.EVAL_DATA.value)
+    workflow.evaluate(tf_flags.MODEL_DIR.value, tf_flags.EVAL_DATA.value, tf_flags.PERTURB.value,
+                      tf_flags.PERTURB_SEED.value, tf_flags.SAVED_MODEL.value)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["model_dir"])
     run_cli(main)

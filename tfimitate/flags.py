@@ -152,6 +152,44 @@ IMAGE_AUGMENT = flags.DEFINE_list(
     "layers, as name[:strength] items: flip, rotation:0.1, zoom:0.1, translation:0.1, "
     "crop:0.1, contrast:0.2, brightness:0.2, mixup:0.2, cutmix:1.0.")
 
+# --- Technique: robust fine-tuning (adversarial training, augmentation, robustness report) ---
+ADVERSARIAL = flags.DEFINE_string(
+    "adversarial", "none",
+    "Adversarial training on the token embeddings: fgm (one step of size --adv_epsilon), "
+    "pgd (--adv_steps steps of --adv_alpha, projected onto --adv_epsilon), freelb "
+    "(--adv_steps steps, their losses averaged), or none. Roughly 2x (fgm) to "
+    "(steps+1)x the time per step.")
+ADV_EPSILON = flags.DEFINE_float(
+    "adv_epsilon", 0.1,
+    "Largest L2 norm of one example's embedding perturbation (all its positions); "
+    "MiniLM-L6's token embeddings have norms near 1, and 0.3 already slowed SST-2 training.")
+ADV_ALPHA = flags.DEFINE_float(
+    "adv_alpha", 0.03, "Size of each pgd/freelb ascent step (and freelb's random start).")
+ADV_STEPS = flags.DEFINE_integer("adv_steps", 3, "Ascent steps of pgd and freelb.")
+AUGMENT = flags.DEFINE_string(
+    "augment", "",
+    "Text augmentation of the training data, NAME:RATE,...: word_dropout (delete words), "
+    "swap (swap neighbouring words), char_noise (a typo in a word), mask / unk (replace "
+    "word pieces with [MASK] / [UNK]); RATE is per word or piece. token_classification "
+    "takes only char_noise, mask and unk (they keep words and tags aligned). Seeded, "
+    "new every pass, training only.")
+AUGMENT_PROB = flags.DEFINE_float(
+    "augment_prob", 0.5, "Probability that a training example is augmented on a pass.")
+PERTURB = flags.DEFINE_string(
+    "perturb", "",
+    "evaluate: robustness report, NAME[:RATE],...: typos (one character swapped, "
+    "deleted, inserted or replaced by a keyboard neighbour in RATE of the words, default "
+    "0.1), case (RATE of the words upper-cased, default 1), drop_words (default 0.1; not "
+    "for token_classification). Writes eval/robustness.json: clean vs perturbed score "
+    "and the examples whose prediction flipped.")
+PERTURB_SEED = flags.DEFINE_integer(
+    "perturb_seed", 0, "evaluate: seed of --perturb (keep it to compare models on the same texts).")
+SAVED_MODEL = flags.DEFINE_string(
+    "saved_model", None,
+    "evaluate: score this exported SavedModel version directory through its serving "
+    "signatures instead of the checkpoint (task, labels and data from --model_dir, or "
+    "from the run it was exported from).")
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

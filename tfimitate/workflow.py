@@ -65,9 +65,11 @@ def train(cfg):
     """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics."""
     from tfimitate import runtime
     from tfimitate.serving import export as export_lib
+    from tfimitate.training import techniques
 
     task = get_task(cfg.task)
     task.validate(cfg)
+    techniques.chosen(cfg)  # refuses bad technique flags before any work
     _check_sequence_length(cfg)
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
@@ -98,7 +100,10 @@ def _train(task, cfg, data, strategy):
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
             loss_scale=cfg.precision == "mixed_float16", phases=phases)
-    run = base.Run(cfg, model, preprocessor, strategy)
+    run = base.Run(cfg, model, preprocessor, strategy, optimizer, tuple(chosen))
+    # Built before anything is written: a technique hook may refuse the flags.
+    train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
+    step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
@@ -110,8 +115,6 @@ def _train(task, cfg, data, strategy):
         logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
                      len(data.train), len(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
-        train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
-        step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
         result = loop.train_loop(model, optimizer, step_loss, train_ds,
                                  lambda: task.evaluate(run, data.eval), cfg, strategy,
                                  steps_per_epoch, total_steps, phases)
@@ -165,16 +168,87 @@ def restore(model_dir):
     return task, run, step
 
 
-def evaluate(model_dir, eval_data=None):
-    """Evaluates the newest checkpoint of `model_dir` on `eval_data` (default: the run's eval set)."""
+def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_model=None):
+    """Evaluates the newest checkpoint of `model_dir`, or the exported `saved_model` (through
+    its serving signatures), on `eval_data` (default: the run's eval set).
+
+    Writes eval/metrics.json (eval/saved_model_metrics.json); with `perturb`, also the
+    robustness report eval/robustness.json (eval/saved_model_robustness.json). The run
+    (--model_dir, or the one the SavedModel was exported from) gives task, labels and data.
+    """
+    from tfimitate import robustness
+
+    if saved_model:
+        saved_model = _saved_model_version(saved_model)
+        model_dir = model_dir or _exported_from(saved_model)
+    if not model_dir:
+        raise UserError("--model_dir is required: give the folder of a tfimitate.train run "
+                        "(or --saved_model=DIR of an exported model).")
     cfg = Experiment.load(model_dir).replace(model_dir=model_dir)
     task = get_task(cfg.task)
+    perturbations = robustness.parse(perturb) if perturb else []
     if eval_data:
         split = task.read_file(eval_data, cfg, "--eval_data")
     else:
         split = task.load_data(cfg).eval
-    task, run, step = restore(model_dir)
-    return _report(task.evaluate(run, split), split, cfg, step, "metrics", True)
+    perturbed = robustness.perturb(task, split, perturbations, perturb_seed)
+    if saved_model:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(saved_model)
+        score = lambda s: task.evaluate_saved_model(loaded, s, cfg.labels)
+        step, prefix, model = _export_step(saved_model), "saved_model_", os.path.abspath(saved_model)
+    else:
+        task, run, step = restore(model_dir)
+        score = lambda s: task.evaluate(run, s)
+        prefix, model = "", "checkpoint"
+    clean, result = robustness.report(split, perturbed, score, perturb_seed)
+    metrics = _report(clean, split, cfg, step, f"{prefix}metrics", True)
+    if perturbations:
+        print("\n" + robustness.summary(result), flush=True)
+        path = files.write_atomically(
+            os.path.join(model_dir, EVAL_SUBDIR, f"{prefix}robustness.json"),
+            json.dumps(dict(result, model=model, step=step), indent=2, ensure_ascii=False))
+        print(f"Wrote {path}", flush=True)
+    return metrics
+
+
+def _saved_model_version(path):
+    """`path` if it is a SavedModel, else the newest version directory under it."""
+    import tensorflow as tf
+
+    from tfimitate.serving import export as export_lib
+
+    if tf.saved_model.contains_saved_model(path):
+        return path
+    versions = export_lib.existing_versions(path) if os.path.isdir(path) else []
+    if not versions:
+        raise UserError(f"--saved_model={path} holds no SavedModel; give an export version "
+                        "directory (e.g. saved_models/sst2/1) or its --export_dir.")
+    return os.path.join(path, str(max(versions)))
+
+
+def _export_record(saved_model):
+    from tfimitate.serving import export as export_lib
+
+    path = os.path.join(saved_model, export_lib.SOURCE_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _exported_from(saved_model):
+    """The run folder `saved_model` was exported from, if it still exists."""
+    model_dir = _export_record(saved_model).get("model_dir")
+    if not model_dir or not os.path.isfile(os.path.join(model_dir, "experiment.json")):
+        raise UserError(f"--saved_model={saved_model} does not name a run that still exists; "
+                        "give --model_dir=RUN of a run with its task, labels and eval data.")
+    return model_dir
+
+
+def _export_step(saved_model):
+    return _export_record(saved_model).get("step")
 
 
 def predict(model_dir, input_path, output_path, columns=None):

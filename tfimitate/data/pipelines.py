@@ -4,10 +4,12 @@ Tokenization runs in tf.data (keras-hub preprocessors are tf.data-friendly), so
 no Python generator sits in the hot path. Batches are padded to their longest
 example, not to --sequence_length: examples are grouped into length buckets, so
 short texts train several times faster. `static_length` instead pads every batch
-to one shape, which XLA and TPUs want.
+to one shape, which XLA and TPUs want. When raw examples change every pass
+(augmentation), `transformed_batches` re-encodes them each pass instead of caching.
 
 Example:
-    features = tokenize(texts, preprocessor, extra={"labels": labels})
+    examples = {"text": tf.constant(texts), "labels": tf.constant(labels)}
+    features = encoded(tf.data.Dataset.from_tensor_slices(examples), encode)
     train = batches(features, 32, 128, {"token_ids": pad_id}, shuffle_seed=42, repeat=True)
 """
 
@@ -15,26 +17,29 @@ import tensorflow as tf
 
 TOKENIZE_BATCH = 1024
 BUCKET_STEP = 8
+SHUFFLE_BUFFER = 100_000
 # The feature whose length sets an example's length bucket (text tasks).
 LENGTH_KEY = "padding_mask"
 
 
-def encoded(dataset, encode, length_key=LENGTH_KEY):
-    """Runs `encode` over `dataset` in batches of TOKENIZE_BATCH, then caches one
-    element per example with every per-position feature trimmed to its length.
+def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True):
+    """Runs `encode` over `dataset` in (ragged) batches of TOKENIZE_BATCH, then gives one
+    element per example with every per-position feature trimmed to its length, cached.
 
     Args:
-        dataset: tf.data of per-example elements (anything `encode` takes, batched).
+        dataset: tf.data of per-example elements (anything `encode` takes, batched;
+            variable-length elements such as word lists arrive as tf.RaggedTensor).
         encode: batch -> dict of dense [batch, positions, ...] or [batch, ...] features;
             those with the length feature's number of positions are trimmed.
         length_key: a boolean/0-1 feature whose sum is the example's length, or
             None to keep features as they are (fixed-size inputs such as images).
+        cache: keep the encoded examples in memory (False for endless streams).
 
     Example:
         features = encoded(tf.data.Dataset.from_tensor_slices(texts),
                            lambda batch: preprocessor(x=batch))
     """
-    ds = (dataset.batch(TOKENIZE_BATCH)
+    ds = (dataset.ragged_batch(TOKENIZE_BATCH)
           .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
           .unbatch())
     if length_key is not None:
@@ -46,26 +51,45 @@ def encoded(dataset, encode, length_key=LENGTH_KEY):
                     for k, v in features.items()}
 
         ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.cache()
+    return ds.cache() if cache else ds
 
 
-def tokenize(inputs, preprocessor, extra=None):
-    """Tokenizes `inputs` (texts, or a tuple (texts, pairs)) into a cached tf.data.Dataset.
+def transformed_batches(examples, transform, encode, batch_size, sequence_length, pad_values,
+                        seed, static_length=False, split_labels=("labels",),
+                        length_key=LENGTH_KEY):
+    """Endless training batches of raw `examples` that `transform` changes on every pass.
 
-    Each element is a dict with the preprocessor's features trimmed to the
-    example's own length, plus the `extra` per-example tensors (e.g. labels).
+    Each pass visits every example once in a new order, passes it through
+    `transform(example, seed)` with a stateless seed unique to the example and the
+    pass, encodes it (not cached) and groups the pass like `batches` does. Nothing
+    depends on timing, so every run sees the same stream, and a resumed run that
+    skips its first batches sees what an uninterrupted run would.
+
+    Args:
+        examples: dict of tensors (tf.RaggedTensor allowed), one row per example.
+        transform: (example dict, int64 [2] seed) -> example dict.
+        encode, length_key: as for `encoded`.
+        seed: the run's seed (an int).
+        Others: as for `batches`.
     """
-    data = {"inputs": inputs}
-    if extra:
-        data.update(extra)
+    first = next(iter(examples.values()))
+    count = int(first.nrows() if isinstance(first, tf.RaggedTensor) else first.shape[0])
 
-    def run_preprocessor(batch):
-        # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
-        features = preprocessor(x=batch.pop("inputs"))
-        features.update(batch)
-        return features
+    def one_pass(epoch):
+        pass_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), pass_seed)
 
-    return encoded(tf.data.Dataset.from_tensor_slices(data), run_preprocessor)
+        def example(index):
+            element = {key: tf.gather(values, index) for key, values in examples.items()}
+            return transform(element, tf.random.experimental.stateless_fold_in(pass_seed, index))
+
+        raw = tf.data.Dataset.from_tensor_slices(order).map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        features = encoded(raw, encode, length_key, cache=False)
+        return _group(features, batch_size, sequence_length, pad_values, static_length, length_key)
+
+    ds = tf.data.Dataset.counter().flat_map(one_pass)
+    ds = ds.map(lambda f: _split(f, split_labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def padding_values(element_spec, pad_values=None):
@@ -85,7 +109,7 @@ def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle
     the end of each pass, so every example is seen once per pass.
 
     Args:
-        features: dataset of per-example feature dicts (e.g. output of `tokenize`).
+        features: dataset of per-example feature dicts (e.g. output of `encoded`).
         batch_size: examples per batch.
         sequence_length: the longest possible example (positions).
         pad_values: feature name -> padding value (e.g. {"token_ids": pad_id}); others pad with 0/False.
@@ -99,27 +123,32 @@ def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle
     """
     ds = features
     if shuffle_seed is not None:
-        ds = ds.shuffle(100_000, seed=shuffle_seed, reshuffle_each_iteration=True)
-    pads = padding_values(ds.element_spec, pad_values)
-    if length_key is None:
-        ds = ds.repeat() if repeat else ds
-        ds = ds.batch(batch_size, drop_remainder=static_length)
-    elif static_length:
-        ds = ds.repeat() if repeat else ds
-        shapes = {k: [sequence_length] + spec.shape[1:] if _is_sequence(spec) else spec.shape
-                  for k, spec in ds.element_spec.items()}
-        ds = ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pads,
-                             drop_remainder=True)
-    else:
-        boundaries = list(range(BUCKET_STEP + 1, sequence_length + 1, BUCKET_STEP))
-        ds = ds.bucket_by_sequence_length(
-            lambda f: tf.shape(f[length_key])[0],
-            bucket_boundaries=boundaries,
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-            padding_values=pads)
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat and (length_key is None or static_length):
+        ds = _group(ds.repeat(), batch_size, sequence_length, pad_values, static_length, length_key)
+    else:  # length buckets are flushed at the end of each pass, then repeated
+        ds = _group(ds, batch_size, sequence_length, pad_values, static_length, length_key)
         ds = ds.repeat() if repeat else ds
     ds = ds.map(lambda f: _split(f, split_labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _group(ds, batch_size, sequence_length, pad_values, static_length, length_key):
+    """Batches per-example features: plain, padded to `sequence_length`, or by length bucket."""
+    pads = padding_values(ds.element_spec, pad_values)
+    if length_key is None:
+        return ds.batch(batch_size, drop_remainder=static_length)
+    if static_length:
+        shapes = {k: [sequence_length] + spec.shape[1:] if _is_sequence(spec) else spec.shape
+                  for k, spec in ds.element_spec.items()}
+        return ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pads,
+                               drop_remainder=True)
+    boundaries = list(range(BUCKET_STEP + 1, sequence_length + 1, BUCKET_STEP))
+    return ds.bucket_by_sequence_length(
+        lambda f: tf.shape(f[length_key])[0],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padding_values=pads)
 
 
 def _is_sequence(spec):

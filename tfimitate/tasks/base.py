@@ -16,7 +16,8 @@ Example:
 import dataclasses
 import math
 import types
-from typing import Any, Callable, Dict, List, Mapping, Protocol, Tuple, runtime_checkable
+from typing import (Any, Callable, Dict, List, Mapping, Protocol, Sequence, Tuple,
+                    runtime_checkable)
 
 from tfimitate.errors import UserError
 
@@ -34,12 +35,18 @@ class Run:
         model: the Keras model (backbone + head), inputs -> float32 outputs.
         preprocessor: the task's host-side preprocessing (`make_preprocessor`).
         strategy: the tf.distribute strategy the model was built under.
+        optimizer: while training, the Keras optimizer (a technique's step may need its
+            loss scale or step count); None for a restored model.
+        techniques: while training, the chosen techniques (training/techniques.py); a
+            task's training pipeline applies their `text_transform`s (tasks/common.py).
     """
 
     cfg: Any
     model: Any
     preprocessor: Any
     strategy: Any
+    optimizer: Any = None
+    techniques: Tuple[Any, ...] = ()
 
     @property
     def labels(self):
@@ -57,15 +64,20 @@ class Evaluation:
         report: the human-readable report printed after training and by `evaluate`.
         figures: name -> function(path) that writes a PNG there, saved as
             eval/<name>_<figure>.png.
+        predictions: one JSON-ready record per example, in split order: its input, its
+            gold label(s) and what the model `predicted` (the robustness report compares
+            `predicted` on clean and perturbed inputs to find the examples that flipped).
 
     Example:
-        Evaluation(score=0.91, metrics={"accuracy": 0.91}, report="accuracy 0.91")
+        Evaluation(score=0.91, metrics={"accuracy": 0.91}, report="accuracy 0.91",
+                   predictions=[{"text": "a good film", "label": "pos", "predicted": "pos"}])
     """
 
     score: float
     metrics: Mapping[str, Any]
     report: str
     figures: Mapping[str, Callable[[str], None]] = dataclasses.field(default_factory=dict)
+    predictions: Sequence[Mapping[str, Any]] = ()
 
     def __post_init__(self):
         if not isinstance(self.score, (int, float)) or math.isnan(self.score):
@@ -112,7 +124,17 @@ class Task(Protocol):
         """Endless tf.data of (inputs, labels) batches, in the same order on every run."""
 
     def evaluate(self, run: Run, split) -> Evaluation:
-        """Scores the model on a labelled split."""
+        """Scores the model on a labelled split (with one `predictions` record per example)."""
+
+    def evaluate_saved_model(self, saved_model, split, labels) -> Evaluation:
+        """Scores an exported SavedModel of this task (`tf.saved_model.load`ed) on a
+        labelled split through its serving signatures, like `evaluate`; `labels` are the
+        run's label set."""
+
+    def perturbed(self, split, change) -> Any:
+        """A copy of the labelled `split` whose texts are replaced by
+        `change(word_lists, keep_word_count)` (lists of words in, lists out; with
+        `keep_word_count` the task's labels follow the words, which must keep their number)."""
 
     def predict(self, run: Run, split) -> List[Dict[str, Any]]:
         """One JSON-ready record per input of an unlabelled split."""

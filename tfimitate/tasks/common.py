@@ -63,12 +63,50 @@ def logits_head(features, cfg, num_outputs, name):
     return keras.layers.Dense(num_outputs, dtype="float32", name="logits")(features)
 
 
-def training_batches(run, features, pad_values, length_key=pipelines.LENGTH_KEY):
-    """Endless, reshuffled-per-pass training batches of per-example `features`
-    (static shapes when the strategy needs them, e.g. TPU)."""
-    from tfimitate import runtime
+def training_batches(run, examples, encode, pad_values, texts, keep_word_count=False,
+                     length_key=pipelines.LENGTH_KEY):
+    """Endless, reshuffled-per-pass training batches of raw `examples` (static shapes when
+    the strategy needs them, e.g. TPU).
 
-    return pipelines.batches(
-        features, run.cfg.batch_size, run.cfg.sequence_length, pad_values,
-        shuffle_seed=run.cfg.seed, repeat=True, length_key=length_key,
-        static_length=runtime.needs_static_shapes(run.strategy))
+    Examples are encoded once and cached, unless the run's techniques change texts
+    (`Technique.text_transform`, e.g. augmentation): then the `texts` of each example
+    are changed before encoding, anew on every pass, with seeds that replay on resume.
+
+    Args:
+        run: the tasks.base.Run being trained.
+        examples: dict of tensors, one row per example (word lists as tf.RaggedTensor).
+        encode: a ragged batch of examples -> dict of features (`pipelines.encoded`).
+        pad_values: feature name -> padding value.
+        texts: keys of `examples` holding text: strings (split at spaces into words
+            and joined again) or word lists (tf.string [W]).
+        keep_word_count: the labels follow the words, so transforms must keep them.
+    """
+    import tensorflow as tf
+
+    from tfimitate import runtime
+    from tfimitate.training import techniques
+
+    cfg = run.cfg
+    static = runtime.needs_static_shapes(run.strategy)
+    transform = techniques.text_transform(run.techniques, cfg, keep_word_count)
+    if transform is None:
+        features = pipelines.encoded(tf.data.Dataset.from_tensor_slices(examples), encode,
+                                     length_key)
+        return pipelines.batches(features, cfg.batch_size, cfg.sequence_length, pad_values,
+                                 shuffle_seed=cfg.seed, repeat=True, length_key=length_key,
+                                 static_length=static)
+
+    def change_texts(example, seed):
+        example = dict(example)
+        for index, key in enumerate(texts):
+            text_seed = tf.random.experimental.stateless_fold_in(seed, index)
+            if example[key].shape.rank == 0:
+                words = transform(tf.strings.split(example[key]), text_seed)
+                example[key] = tf.strings.reduce_join(words, separator=" ")
+            else:
+                example[key] = transform(example[key], text_seed)
+        return example
+
+    return pipelines.transformed_batches(examples, change_texts, encode, cfg.batch_size,
+                                         cfg.sequence_length, pad_values, cfg.seed,
+                                         static_length=static, length_key=length_key)

@@ -42,6 +42,7 @@ NORMALIZATIONS = {
 RESCALING_LAYERS = ("Rescaling", "Normalization")
 TOP_K = 5
 MISCLASSIFIED_SHOWN = 25
+PREDICT_BATCH = 64
 # Serving examples are real files: at most this many bytes of them (large photos).
 SERVING_EXAMPLE_BYTES = 4 << 20
 
@@ -246,7 +247,43 @@ def evaluate(run, split):
             plot_misclassified, [split.paths[i] for i in wrong],
             [run.labels[true[i]] for i in wrong], [run.labels[predicted[i]] for i in wrong],
             [float(probs[i].max()) for i in wrong])
-    return base.Evaluation(evaluation.score, metrics, report, figures)
+    return base.Evaluation(evaluation.score, metrics, report, figures,
+                           _records(split, predicted, run.labels))
+
+
+def _records(split, predicted, labels):
+    return [{"image": path, "label": label, "predicted": labels[int(p)]}
+            for path, label, p in zip(split.paths, split.labels, predicted)]
+
+
+def evaluate_saved_model(saved_model, split, labels):
+    """Accuracy and the rest of the classification metrics of an exported image classifier,
+    from the labels its `serving_default` signature gives the split's image files."""
+    import tensorflow as tf
+
+    from tfimitate.tasks.text_classification import classification_evaluation
+
+    serve = saved_model.signatures["serving_default"]
+    index = {label: i for i, label in enumerate(labels)}
+    predicted = []
+    for start in range(0, len(split), PREDICT_BATCH):
+        contents = [tf.io.read_file(path) for path in split.paths[start:start + PREDICT_BATCH]]
+        for label in serve(image_bytes=tf.stack(contents))["label"].numpy():
+            if label.decode() not in index:
+                raise UserError(f"--saved_model predicts the label '{label.decode()}', which is "
+                                f"not one of the run's labels ({', '.join(labels)}); give the "
+                                "--model_dir of a run with the same labels.")
+            predicted.append(index[label.decode()])
+    evaluation = classification_evaluation(label_ids(split, labels), np.array(predicted), labels,
+                                           os.path.basename(os.path.normpath(split.source)))
+    return dataclasses.replace(evaluation, predictions=_records(split, predicted, labels))
+
+
+def perturbed(split, change):
+    """Images have no words to perturb."""
+    del split, change
+    raise UserError(f"--perturb changes the words of texts; --task={NAME} reads images, so "
+                    "evaluate it without --perturb.")
 
 
 def plot_misclassified(paths, true, predicted, confidence, path):

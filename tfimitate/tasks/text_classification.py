@@ -29,6 +29,7 @@ from tfimitate.training import inference
 
 NAME = "text_classification"
 RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
+PREDICT_BATCH = 64
 
 
 @dataclasses.dataclass(eq=False)
@@ -162,13 +163,32 @@ def example_loss(labels, outputs):
     return keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=True)
 
 
-def _inputs(split):
-    texts = tf.constant(split.texts)
-    return texts if split.pairs is None else (texts, tf.constant(split.pairs))
+def _examples(split, extra):
+    """The split's raw examples: `text` (and `pair`) strings plus the `extra` per-example values."""
+    examples = {"text": tf.constant(split.texts)}
+    if split.pairs is not None:
+        examples["pair"] = tf.constant(split.pairs)
+    examples.update({key: tf.constant(values) for key, values in extra.items()})
+    return examples
+
+
+def _encoder(preprocessor):
+    """A batch of examples -> the preprocessor's features plus the other values."""
+    def encode(batch):
+        batch = dict(batch)
+        text = batch.pop("text")
+        # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
+        features = preprocessor(x=(text, batch.pop("pair")) if "pair" in batch else text)
+        features.update(batch)
+        return features
+
+    return encode
 
 
 def _features(split, preprocessor, extra):
-    return pipelines.tokenize(_inputs(split), preprocessor, extra)
+    """Tokenized, cached examples of `split` with the `extra` per-example values."""
+    return pipelines.encoded(tf.data.Dataset.from_tensor_slices(_examples(split, extra)),
+                             _encoder(preprocessor))
 
 
 def label_ids(split, labels):
@@ -177,9 +197,12 @@ def label_ids(split, labels):
 
 
 def train_dataset(run, split):
-    """Endless, reshuffled-per-pass batches of (features, label ids)."""
-    features = _features(split, run.preprocessor, {"labels": label_ids(split, run.labels)})
-    return common.training_batches(run, features, _pads(run.preprocessor))
+    """Endless, reshuffled-per-pass batches of (features, label ids); the run's text
+    transforms (augmentation) may change texts and pairs every pass."""
+    examples = _examples(split, {"labels": label_ids(split, run.labels)})
+    texts = ("text",) if split.pairs is None else ("text", "pair")
+    return common.training_batches(run, examples, _encoder(run.preprocessor),
+                                   _pads(run.preprocessor), texts)
 
 
 def _pads(preprocessor):
@@ -240,8 +263,46 @@ def classification_evaluation(true, predicted, labels, title):
 def evaluate(run, split):
     """Metrics of the model on `split`; the score is the accuracy."""
     predicted = probabilities(run, split).argmax(axis=-1)
-    return classification_evaluation(label_ids(split, run.labels), predicted, run.labels,
-                                     os.path.basename(split.source))
+    return _evaluation(split, predicted, run.labels)
+
+
+def _evaluation(split, predicted, labels):
+    evaluation = classification_evaluation(label_ids(split, labels), predicted, labels,
+                                           os.path.basename(split.source))
+    records = [dict({"text": split.texts[i]}, **({"pair": split.pairs[i]} if split.pairs else {}),
+                    label=split.labels[i], predicted=labels[int(p)])
+               for i, p in enumerate(predicted)]
+    return dataclasses.replace(evaluation, predictions=records)
+
+
+def evaluate_saved_model(saved_model, split, labels):
+    """Accuracy and the rest of `evaluate`'s metrics of an exported classifier, from the
+    labels its `serving_default` signature gives the split's raw texts."""
+    serve = saved_model.signatures["serving_default"]
+    index = {label: i for i, label in enumerate(labels)}
+    predicted = []
+    for start in range(0, len(split), PREDICT_BATCH):
+        inputs = {"text": tf.constant(split.texts[start:start + PREDICT_BATCH])}
+        if split.pairs is not None:
+            inputs["text_pair"] = tf.constant(split.pairs[start:start + PREDICT_BATCH])
+        for label in serve(**inputs)["label"].numpy():
+            label = label.decode()
+            if label not in index:
+                raise UserError(f"--saved_model predicts the label '{label}', which is not one "
+                                f"of the run's labels ({', '.join(labels)}); give the --model_dir "
+                                "of a run with the same labels.")
+            predicted.append(index[label])
+    return _evaluation(split, np.array(predicted, np.int64), labels)
+
+
+def perturbed(split, change):
+    """A copy of `split` whose texts and pairs are split at spaces into words, changed
+    together by `change` and joined again with spaces."""
+    texts = split.texts + (split.pairs or [])
+    changed = [" ".join(words) for words in change([text.split() for text in texts], False)]
+    pairs = None if split.pairs is None else changed[len(split):]
+    return Split(f"{split.source} (perturbed)", changed[:len(split)], pairs, split.labels,
+                 split.lines)
 
 
 def predict(run, split):

@@ -156,23 +156,30 @@ def example_loss(labels, outputs):
     return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
 
 
-def _windows(sentences, preprocessor, values):
-    """Cached tf.data of word-piece windows, one element each, trimmed to its length.
-
-    `values` maps a feature name to one int per word (flat, in order), put on
-    the word's first piece.
-    """
+def _examples(sentences, values):
+    """Raw examples: each sentence's `words` and, per name of `values` (one int per word,
+    flat, in order), its words' values, as ragged rows."""
     lengths = [len(s.words) for s in sentences]
-    words = tf.RaggedTensor.from_row_lengths(
-        tf.constant([w for s in sentences for w in s.words], tf.string), lengths)
-    ragged = {k: tf.RaggedTensor.from_row_lengths(tf.constant(v, tf.int64), lengths)
-              for k, v in values.items()}
+    rows = lambda flat, dtype: tf.RaggedTensor.from_row_lengths(tf.constant(flat, dtype), lengths)
+    examples = {"words": rows([w for s in sentences for w in s.words], tf.string)}
+    examples.update({name: rows(list(flat), tf.int64) for name, flat in values.items()})
+    return examples
 
-    def encode(index):
-        return preprocessor.windows(
-            tf.gather(words, index), {k: tf.gather(v, index).flat_values for k, v in ragged.items()})
 
-    return pipelines.encoded(tf.data.Dataset.range(len(sentences)), encode)
+def _encoder(preprocessor):
+    """A ragged batch of examples -> word-piece windows, each value on its word's first piece."""
+    def encode(batch):
+        batch = dict(batch)
+        words = batch.pop("words")
+        return preprocessor.windows(words, {name: v.flat_values for name, v in batch.items()})
+
+    return encode
+
+
+def _windows(sentences, preprocessor, values):
+    """Cached tf.data of word-piece windows, one element each, trimmed to its length."""
+    return pipelines.encoded(tf.data.Dataset.from_tensor_slices(_examples(sentences, values)),
+                             _encoder(preprocessor))
 
 
 def tag_ids(split, labels):
@@ -182,9 +189,12 @@ def tag_ids(split, labels):
 
 
 def train_dataset(run, split):
-    """Endless, reshuffled-per-pass batches of (features, per-piece labels)."""
-    features = _windows(split.sentences, run.preprocessor, {"labels": tag_ids(split, run.labels)})
-    return common.training_batches(run, features, _pads(run.preprocessor))
+    """Endless, reshuffled-per-pass batches of (features, per-piece labels); the run's text
+    transforms (augmentation) may change words every pass, never their number."""
+    examples = _examples(split.sentences, {"labels": tag_ids(split, run.labels)})
+    return common.training_batches(run, examples, _encoder(run.preprocessor),
+                                   _pads(run.preprocessor), texts=("words",),
+                                   keep_word_count=True)
 
 
 def _pads(preprocessor):
@@ -256,7 +266,37 @@ def evaluate(run, split):
             "split into other words than the file's, e.g. %s", split.source, metrics["f1"],
             served["f1"], match.mismatched, match.sentences,
             "; ".join(f"{e['words']} -> {e['split']}" for e in match.examples[:3]))
-    return base.Evaluation(metrics["f1"], metrics, report)
+    return base.Evaluation(metrics["f1"], metrics, report,
+                           predictions=_records(split, predicted))
+
+
+def _records(split, predicted):
+    return [{"words": s.words, "tags": s.tags, "predicted": tags}
+            for s, tags in zip(split.sentences, predicted)]
+
+
+def evaluate_saved_model(saved_model, split, labels):
+    """Entity-level metrics of an exported tagger, from the tags its `tag_words` signature
+    gives the split's words (so perturbed words stay aligned with the gold tags)."""
+    del labels  # seqeval compares tag strings
+    tag = saved_model.signatures["tag_words"]
+    predicted = []
+    for start in range(0, len(split), PREDICT_BATCH):
+        batch = [s.words for s in split.sentences[start:start + PREDICT_BATCH]]
+        tags = tag(words=tf.ragged.constant(batch).to_tensor(""))["tags"].numpy()
+        predicted += [[t.decode() for t in row[:len(words)]] for words, row in zip(batch, tags)]
+    metrics = entity_metrics([s.tags for s in split.sentences], predicted)
+    report = metrics.pop("report")
+    return base.Evaluation(metrics["f1"], metrics, report, predictions=_records(split, predicted))
+
+
+def perturbed(split, change):
+    """A copy of `split` whose sentences' words are `change`d, never their number."""
+    words = change([s.words for s in split.sentences], True)
+    if any(len(new) != len(s.words) for new, s in zip(words, split.sentences)):
+        raise ValueError("a perturbation changed the number of words of a sentence")
+    return Split(f"{split.source} (perturbed)",
+                 [s._replace(words=list(new)) for s, new in zip(split.sentences, words)])
 
 
 def served_skew(run, split, predicted_tags):

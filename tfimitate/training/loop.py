@@ -9,6 +9,8 @@ and checkpoints every --checkpoint_steps that a re-run resumes from.
 
 The step differentiates `step_loss(model, inputs, labels)` (per-example losses),
 which the task provides and techniques may wrap; the loop knows no task or technique.
+A step_loss may also return a dict: per-example `loss` (differentiated) and other
+per-example terms (e.g. `clean_loss`), which are only averaged and logged like the loss.
 
 Example:
     result = train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
@@ -192,7 +194,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
                           _next_multiple(step, steps_per_epoch), total_steps,
                           *[start for start in starts if start > step]) - step
         n = min(cfg.steps_per_execution, to_boundary)
-        loss = float(train_steps(iterator, tf.constant(n)))
+        logs = {name: float(value) for name, value in train_steps(iterator, tf.constant(n)).items()}
+        loss = logs["loss"]
         step += n
         if not math.isfinite(loss):
             raise NonFiniteLossError(
@@ -200,10 +203,10 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
                 "nothing was exported (checkpoints only hold finite weights): lower "
                 "--learning_rate and train into a new --model_dir, or check the data.")
         learning_rate = float(optimizer.learning_rate)
-        progbar.update(step - (step - 1) // steps_per_epoch * steps_per_epoch,
-                       [("loss", loss)])
+        progbar.update(step - (step - 1) // steps_per_epoch * steps_per_epoch, list(logs.items()))
         with writer.as_default(step=step):
-            tf.summary.scalar("loss", loss)
+            for name, value in logs.items():
+                tf.summary.scalar(name, value)
             tf.summary.scalar("learning_rate", learning_rate)
         if step % steps_per_epoch == 0:
             progbar = None
@@ -283,31 +286,53 @@ def _clip_across_replicas(gradients, loss_scale):
     return [g / context.num_replicas_in_sync for g in clipped]
 
 
+def loss_terms(result):
+    """A step_loss result as a dict of per-example float32 terms with the loss under "loss".
+
+    Example:
+        loss_terms(per_example)                           # {"loss": per_example}
+        loss_terms({"loss": total, "clean_loss": clean})  # unchanged
+    """
+    if isinstance(result, dict):
+        if "loss" not in result:
+            raise ValueError(f"a step_loss dict needs a 'loss' term, got {sorted(result)}")
+        return result
+    return {"loss": result}
+
+
 def _make_train_function(model, step_loss, optimizer, strategy, cfg):
     def step_fn(inputs, labels):
         with tf.GradientTape() as tape:
-            per_example = step_loss(model, inputs, labels)
+            terms = loss_terms(step_loss(model, inputs, labels))
             # The global batch: a pass's last batches may be short and split unevenly.
             global_batch = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, tf.shape(per_example)[0])
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            scaled = optimizer.scale_loss(loss)
+                tf.distribute.ReduceOp.SUM, tf.shape(terms["loss"])[0])
+            terms = {name: tf.nn.compute_average_loss(values, global_batch_size=global_batch)
+                     for name, values in terms.items()}
+            scaled = optimizer.scale_loss(terms["loss"])
         gradients = tape.gradient(scaled, model.trainable_variables)
         # Weights the loss does not reach (e.g. an unused pooler) get no update.
         used = [(g, v) for g, v in zip(gradients, model.trainable_variables) if g is not None]
         gradients = _clip_across_replicas([g for g, _ in used], optimizer.scale_loss(1.0))
         optimizer.apply_gradients(zip(gradients, [v for _, v in used]))
-        return loss
+        return terms
 
-    replica_step = tf.function(step_fn, jit_compile=True) if cfg.jit_compile else step_fn
+    # A function of its own (traced once, though called twice below); XLA if asked for.
+    replica_step = tf.function(step_fn, jit_compile=True if cfg.jit_compile else None)
+
+    def one_step(iterator):
+        inputs, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(inputs, labels))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for name, value in per_replica.items()}
 
     @tf.function
     def train_steps(iterator, n):
-        total = tf.constant(0.0)
-        for _ in tf.range(n):
-            inputs, labels = next(iterator)
-            per_replica = strategy.run(replica_step, args=(inputs, labels))
-            total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        return total / tf.cast(n, tf.float32)
+        """Mean of each logged term over `n` steps. The first step runs before the loop,
+        which needs the terms' names (known once step_loss is traced) for its variables."""
+        totals = one_step(iterator)
+        for _ in tf.range(n - 1):
+            totals = {name: totals[name] + value for name, value in one_step(iterator).items()}
+        return {name: total / tf.cast(n, tf.float32) for name, total in totals.items()}
 
     return train_steps

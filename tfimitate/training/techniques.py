@@ -1,16 +1,23 @@
 """Technique hooks: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
-L2-SP ...) is a `Technique` with up to four hooks, each a no-op by default:
+L2-SP ...) is a `Technique` with up to five hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
+    text_transform(cfg, keep_word_count)      a change to each raw training text before
+        -> fn(words, seed) -> words or None   tokenization, every pass (text tasks apply it)
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
     wrap_loss(step_loss, run) -> step_loss    the per-example loss the loop differentiates,
                                               step_loss(model, inputs, labels) -> float32 [batch]
+                                              or a dict of such terms with the loss under
+                                              "loss" (the others are only logged)
     phases(cfg, total_steps) -> [Phase]       when which weights train at which peak
                                               learning rate (a frozen phase, then fine-tuning);
                                               None: all trainable weights, --learning_rate
+
+Hooks may raise UserError for flags they cannot serve: the workflow calls them all
+before anything is written.
 
 Techniques are chosen by flags: each module named in `TECHNIQUES` has a
 `from_config(cfg)` returning its Technique, or None when its flags leave it off;
@@ -59,6 +66,18 @@ class Technique:
         del cfg
         return model
 
+    def text_transform(self, cfg, keep_word_count):
+        """Returns fn(words, seed) -> words, applied to every raw training text before
+        tokenization on every pass, or None to leave texts as they are.
+
+        `words` are one text's words (tf.string [W]); `seed` (int64 [2]) is a stateless
+        seed unique to the text and the pass, so the stream is the same on every run.
+        With `keep_word_count` the task's labels follow the words (NER): fn must keep
+        their number and order (raise UserError here if the flags ask otherwise).
+        """
+        del cfg, keep_word_count
+        return None
+
     def adapt_dataset(self, dataset, cfg):
         """Returns the training dataset of (inputs, labels) batches."""
         del cfg
@@ -79,6 +98,8 @@ class Technique:
 TECHNIQUES = {
     "transfer": "tfimitate.training.transfer",
     "image_augment": "tfimitate.data.image_augment",
+    "augment": "tfimitate.training.augment",
+    "adversarial": "tfimitate.training.adversarial",
 }
 
 
@@ -92,6 +113,23 @@ def adapt_model(techniques, model, cfg):
     for technique in techniques:
         model = technique.adapt_model(model, cfg)
     return model
+
+
+def text_transform(techniques, cfg, keep_word_count):
+    """The techniques' text transforms composed in order (each with its own seed), or None."""
+    import tensorflow as tf
+
+    transforms = [technique.text_transform(cfg, keep_word_count) for technique in techniques]
+    transforms = [transform for transform in transforms if transform is not None]
+    if not transforms:
+        return None
+
+    def transform(words, seed):
+        for index, one in enumerate(transforms):
+            words = one(words, tf.random.experimental.stateless_fold_in(seed, index))
+        return words
+
+    return transform
 
 
 def adapt_dataset(techniques, dataset, cfg):

@@ -1,0 +1,95 @@
+"""Time per training step of adversarial training on SST-2: none vs FGM vs PGD vs FreeLB.
+
+Each method fine-tunes the packaged MiniLM-L6 with configs/sst2_minilm.cfg for --steps
+optimizer steps in its own `python -m tfimitate.train` child, one after the other. The
+time per step comes from the TensorBoard wall times of the training loss, leaving out
+the first WARMUP_STEPS (tracing); evaluation runs on 64 dev sentences only. The CPU
+model and the load average before and after each child go with the figures, since the
+machine may be shared.
+
+Run (about 25 minutes on 2 idle CPU cores):
+    python benchmarks/adversarial_step_time.py --steps=30
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import app, flags
+
+import machine
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SST2 = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
+RESULTS = os.path.join(HERE, "results")
+METHODS = {"none": [], "fgm": ["--adversarial=fgm"], "pgd": ["--adversarial=pgd", "--adv_steps=3"],
+           "freelb": ["--adversarial=freelb", "--adv_steps=3"]}
+WARMUP_STEPS = 3
+
+_STEPS = flags.DEFINE_integer("steps", 30, "Optimizer steps per method.")
+_METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to time.")
+
+
+def step_times(model_dir):
+    """{step: wall time} of the logged training loss."""
+    import tensorflow as tf
+
+    times = {}
+    for path in glob.glob(os.path.join(model_dir, "logs", "train", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if any(value.tag == "loss" for value in event.summary.value):
+                times[event.step] = event.wall_time
+    return times
+
+
+def time_method(name, steps, scratch, eval_file):
+    model_dir = os.path.join(scratch, name)
+    command = [sys.executable, "-m", "tfimitate.train", "--flagfile=configs/sst2_minilm.cfg",
+               f"--train_data={SST2}/train.tsv", f"--eval_data={eval_file}", "--test_data=",
+               "--export_dir=", f"--model_dir={model_dir}", f"--max_steps={steps}",
+               *METHODS[name]]
+    before = machine.describe()
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    times = step_times(model_dir)
+    per_step = (times[steps] - times[WARMUP_STEPS]) / (steps - WARMUP_STEPS)
+    return {"method": name, "steps": steps, "seconds_per_step": round(per_step, 3),
+            "load_before": before["load_average_1min"],
+            "load_after": machine.describe()["load_average_1min"]}
+
+
+def main(argv):
+    del argv
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        eval_file = os.path.join(scratch, "dev64.tsv")
+        with open(os.path.join(SST2, "dev.tsv"), encoding="utf-8") as f, open(eval_file, "w") as out:
+            out.writelines(f.readlines()[:64])
+        for name in _METHODS.value:
+            results.append(time_method(name, _STEPS.value, scratch, eval_file))
+            print(results[-1], flush=True)
+    base = next((r["seconds_per_step"] for r in results if r["method"] == "none"), None)
+    fgm = next((r["seconds_per_step"] for r in results if r["method"] == "fgm"), None)
+    for result in results:
+        result["vs_none"] = round(result["seconds_per_step"] / base, 2) if base else None
+        result["vs_fgm"] = round(result["seconds_per_step"] / fgm, 2) if fgm else None
+    report = {"machine": machine.describe(), "batch_size": 32, "results": results}
+    with open(os.path.join(RESULTS, "adversarial_step_time.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    lines = ["| method | s/step | vs none | vs FGM | load before / after |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['seconds_per_step']:.2f} | {r['vs_none']}x | {r['vs_fgm']}x | "
+              f"{r['load_before']} / {r['load_after']} |" for r in results]
+    text = (f"# Adversarial training: time per step (SST-2, MiniLM-L6, batch 32)\n\n"
+            f"{report['machine']['cpu_model']}, {report['machine']['cores']} cores. Command: "
+            f"`python benchmarks/adversarial_step_time.py --steps={_STEPS.value}`\n\n"
+            + "\n".join(lines) + "\n")
+    with open(os.path.join(RESULTS, "adversarial_step_time.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
