@@ -183,7 +183,8 @@ def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
     assert out["probabilities"].shape == [1, 2]
 
 
-def test_byte_pair_roberta_backbone_trains_on_and_exports_raw_strings(tmp_path):
+@pytest.mark.slow  # about a minute: tracing keras-hub's BPE graph costs seconds each time
+def test_byte_pair_roberta_backbone_batches_and_exports_raw_strings(tmp_path):
     """A RoBERTa backbone: BPE tokenizer, <s>/</s> packing and no segment_ids input."""
     import tensorflow as tf
     from tfimitate.tasks import text_classification
