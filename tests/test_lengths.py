@@ -1,14 +1,13 @@
-"""Served batch lengths round up to a few bucket sizes (fewer shapes for oneDNN to build)."""
+"""The served batch length: the longest example, optionally rounded up, never past the limit."""
 
 
-def test_lengths_round_up_to_a_bucket_and_never_past_the_sequence_length():
+def test_served_length_is_the_longest_example_rounded_up_to_the_multiple(monkeypatch):
     import tensorflow as tf
-    from tfimitate.serving.lengths import bucket_length
+    from tfimitate.serving import lengths
 
-    bucket = tf.function(lambda n: bucket_length(n, 128),
-                         input_signature=[tf.TensorSpec([], tf.int32)])
-    got = [int(bucket(tf.constant(n)))
-           for n in (0, 1, 16, 17, 32, 33, 64, 65, 128)]
-    assert got == [16, 16, 16, 32, 32, 64, 64, 128, 128]
-    assert [int(bucket_length(n, 24)) for n in (5, 17, 24)] == [16, 24, 24]
-    assert [int(bucket_length(n, 10)) for n in (3, 10)] == [10, 10]
+    served = lambda n, limit=128: int(tf.function(lambda x: lengths.served_length(x, limit))(
+        tf.constant(n)))
+    assert [served(n) for n in (0, 1, 19, 128)] == [1, 1, 19, 128]
+    monkeypatch.setattr(lengths, "MULTIPLE", 8)
+    assert [lengths.served_length(n, 128).numpy() for n in (0, 8, 9, 125)] == [8, 8, 16, 128]
+    assert lengths.served_length(21, 22).numpy() == 22

@@ -271,7 +271,7 @@ class TextClassifierServer(tf.Module):
         pad_id = self.preprocessor.tokenizer.pad_token_id
         longest = tf.reduce_max(tf.reduce_sum(
             tf.cast(features["token_ids"] != pad_id, tf.int32), axis=1))
-        longest = lengths.bucket_length(longest, self.preprocessor.sequence_length)
+        longest = lengths.served_length(longest, self.preprocessor.sequence_length)
         features = {k: v[:, :longest] for k, v in features.items()}
         logits = tf.cast(self.model(features, training=False), tf.float32)
         probs = tf.nn.softmax(logits, axis=-1)
