@@ -57,8 +57,8 @@ def time_method(name, steps, scratch, eval_file):
     times = step_times(model_dir)
     per_step = (times[steps] - times[WARMUP_STEPS]) / (steps - WARMUP_STEPS)
     return {"method": name, "steps": steps, "seconds_per_step": round(per_step, 3),
-            "load_before": before["load_average_1min"],
-            "load_after": machine.describe()["load_average_1min"]}
+            "load_before": before["load_average"][0],
+            "load_after": machine.describe()["load_average"][0]}
 
 
 def main(argv):

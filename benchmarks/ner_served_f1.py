@@ -68,7 +68,7 @@ def markdown(result):
              f"({result['word_match']:.2%} re-split word for word by this checkout's "
              f"`ner_words`); {result['serve_seconds']} s "
              f"through `serving_default` on {info['cpu_model']}, {info['cores']} cores, 1-minute "
-             f"load average {info['load_average_1min']} at the end.", "",
+             f"load average {info['load_average'][0]} at the end.", "",
              "| | precision | recall | F1 |", "|---|---|---|---|",
              f"| served spans (type, byte start, byte end) | {served['precision']:.4f} | "
              f"{served['recall']:.4f} | {served['f1']:.4f} |"]

@@ -57,7 +57,7 @@ def measure(path, top):
 def markdown(results, info):
     lines = ["# Serving word splitter vs CoNLL words (sentences joined by single spaces)", "",
              f"Machine: {info['cpu_model']}, {info['cores']} cores, 1-minute load average "
-             f"{info['load_average_1min']} at the end. Command: `python -m benchmarks.ner_word_match`",
+             f"{info['load_average'][0]} at the end. Command: `python -m benchmarks.ner_word_match`",
              "", "| file | sentences | identical (ner_words) | identical (old splitter) | split s |",
              "|---|---|---|---|---|"]
     for r in results:

@@ -2,17 +2,21 @@
 
 Starts the dev server (tfimitate.serving.devserver) in its own process on a free
 127.0.0.1 port, then runs `--clients` concurrent clients for `--seconds` twice:
-one text per request, then `--batch_size` texts per request. Writes
-benchmarks/results/serving_load.{json,md}; exits non-zero if any request failed.
-The dev server has no server-side batching, so this measures the model and the
-protocol, not TF Serving's scheduler.
+one text per request, then `--batch_size` texts per request. The texts are a few
+built-in reviews, or `--texts_file` (one per line, or the first column of a .tsv).
+Writes benchmarks/results/serving_load.{json,md} with the CPU model, its vector
+extensions, a float32 matmul peak measured here and the load average before and after
+(benchmarks/machine.py); exits non-zero if any request failed. The dev server has no
+server-side batching, so this measures the model and the protocol, not TF Serving's
+scheduler.
 
     python benchmarks/serving_load.py --model_base_path=saved_models/quickstart
+    python benchmarks/serving_load.py --model_base_path=saved_models/sst2 --clients=1 \
+        --batch_size=32 --texts_file=../shared/data/sst2/dev.tsv
 """
 
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -22,6 +26,7 @@ import time
 import numpy as np
 from absl import flags
 
+import machine
 from tfimitate.errors import UserError, run_cli
 from tfimitate.serving.client import ServingClient, ServingError
 from tfimitate.serving.servables import numeric_versions
@@ -34,6 +39,8 @@ _SECONDS = flags.DEFINE_float("seconds", 20.0, "Duration of each phase.", lower_
                               upper_bound=300)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Texts per request in the batched phase.",
                                    lower_bound=2)
+_TEXTS_FILE = flags.DEFINE_string("texts_file", None,
+                                  "Texts to send: one per line, or a .tsv's first column.")
 _RESULTS = flags.DEFINE_string("results_dir", os.path.join("benchmarks", "results"),
                                "Where serving_load.json and serving_load.md go.")
 
@@ -78,7 +85,19 @@ def _start_server(base_path, name):
     raise UserError(f"--model_base_path={base_path}: the dev server did not load it in 300 s.")
 
 
-def _phase(target, name, clients, seconds, batch_size):
+def _read_texts(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError as error:
+        raise UserError(f"--texts_file={path}: cannot read it ({error.strerror}).") from None
+    texts = [line.split("\t")[0] for line in lines] if path.endswith(".tsv") else lines
+    if not texts:
+        raise UserError(f"--texts_file={path}: the file holds no text; give one per line.")
+    return texts
+
+
+def _phase(target, name, clients, seconds, batch_size, texts):
     """Runs `clients` threads for `seconds`; returns throughput, latency percentiles and errors."""
     latencies, errors, lock = [], [], threading.Lock()
     start_at = time.monotonic() + 0.5
@@ -90,11 +109,11 @@ def _phase(target, name, clients, seconds, batch_size):
         while time.monotonic() < start_at:
             time.sleep(0.01)
         while time.monotonic() < stop_at:
-            texts = [TEXTS[(offset + i) % len(TEXTS)] for i in range(batch_size)]
+            batch = [texts[(offset + i) % len(texts)] for i in range(batch_size)]
             offset += batch_size
             began = time.perf_counter()
             try:
-                client.predict(name, {"text": texts})
+                client.predict(name, {"text": batch})
                 with lock:
                     latencies.append(time.perf_counter() - began)
             except ServingError as error:
@@ -121,10 +140,11 @@ def _markdown(result):
     lines = [
         "# Serving load test (dev server, gRPC on loopback)", "",
         f"Model `{result['model_base_path']}` version {result['version']}; "
-        f"{result['clients']} concurrent clients, {result['seconds']:g} s per phase; "
-        f"{result['cpus']} CPU cores ({result['machine']}); TF_ENABLE_ONEDNN_OPTS="
-        f"{result['onednn']}; 1-minute load average before the run "
-        f"{result['load_average_before']} (other work on the machine slows it down). "
+        f"{result['clients']} concurrent clients, {result['seconds']:g} s per phase, "
+        f"{result['texts']}; TF_ENABLE_ONEDNN_OPTS={result['onednn']}.", "",
+        machine.markdown(result["machine"], result["load_average_before"],
+                         result["load_average_after"]) + " Float32 matmul peak measured here: "
+        f"{result['matmul_peak_flops'] / 1e9:.0f} GFLOP/s.", "",
         f"Command: `{result['command']}`", "",
         "| phase | texts/request | requests | requests/s | texts/s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|"]
@@ -143,21 +163,26 @@ def main(argv):
     if not versions:
         raise UserError(f"--model_base_path={base_path} holds no integer version directory; "
                         "export a model first (see the docstring).")
+    texts = _read_texts(_TEXTS_FILE.value) if _TEXTS_FILE.value else TEXTS
+    result = {"model_base_path": base_path, "version": versions[-1],
+              "clients": _CLIENTS.value, "seconds": _SECONDS.value,
+              "texts": (f"{len(texts)} texts from {_TEXTS_FILE.value}" if _TEXTS_FILE.value
+                        else f"{len(texts)} built-in texts"),
+              "machine": machine.describe(), "matmul_peak_flops": machine.tf_matmul_peak(),
+              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+              "load_average_before": machine.load_average(),
+              "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
     process, client = _start_server(base_path, _MODEL_NAME.value)
     try:
         target = client.target
-        result = {"model_base_path": base_path, "version": versions[-1],
-                  "clients": _CLIENTS.value, "seconds": _SECONDS.value,
-                  "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-                  "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
-                  "load_average_before": round(os.getloadavg()[0], 2),
-                  "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
-        result["single"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, 1)
+        result["single"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, 1,
+                                  texts)
         result["batched"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value,
-                                   _BATCH_SIZE.value)
+                                   _BATCH_SIZE.value, texts)
     finally:
         process.terminate()
         process.wait(30)
+    result["load_average_after"] = machine.load_average()
     os.makedirs(_RESULTS.value, exist_ok=True)
     with open(os.path.join(_RESULTS.value, "serving_load.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -2,6 +2,7 @@
 
 Example:
     preset = tiny_bert_preset(tmp_path)       # 2 layers, width 32, random weights
+    preset = tiny_preset(tmp_path, "bpe")     # the same with a RoBERTa byte-level BPE tokenizer
     cfg = experiment(tmp_path, backbone=preset, train_data=write_tsv(tmp_path, rows))
 """
 
@@ -39,6 +40,73 @@ def tiny_bert_preset(directory, sequence_length=128, dropout=0.1):
         vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2,
         hidden_dim=32, intermediate_dim=64, max_sequence_length=sequence_length,
         dropout=dropout)
+    backbone.save_to_preset(path)
+    tokenizer.save_to_preset(path)
+    return path
+
+
+def tokenizer_corpus():
+    """Sentences to train tiny tokenizers on: WORDS, capitalised, with punctuation and digits."""
+    words = list(WORDS) + [w.capitalize() for w in WORDS]
+    return [" ".join(words[i:i + 9]) + " , 1996-08-22 ." for i in range(0, len(words), 3)]
+
+
+def tiny_sentencepiece_proto(**ids):
+    """A tiny SentencePiece BPE model (bytes); XLM-R's special ids unless `ids` override them.
+
+    Example:
+        keras_hub.models.XLMRobertaTokenizer(proto=tiny_sentencepiece_proto())
+    """
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    options = dict(unk_id=0, bos_id=1, eos_id=2)
+    options.update(ids)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(tokenizer_corpus()), model_writer=model, vocab_size=150,
+        model_type="bpe", hard_vocab_limit=False, minloglevel=2, **options)
+    return model.getvalue()
+
+
+def tiny_byte_pair_vocabulary():
+    """(vocabulary, merges) of a tiny byte-level BPE with RoBERTa's special tokens."""
+    import json
+
+    import tokenizers
+
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(tokenizer_corpus(), vocab_size=400, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    model = json.loads(bpe._tokenizer.to_str())["model"]
+    return model["vocab"], [" ".join(merge) for merge in model["merges"]]
+
+
+def tiny_preset(directory, family):
+    """A random 2-layer, 32-wide preset whose tokenizer is of `family`; returns its path.
+
+    `wordpiece`: BERT (tiny_bert_preset); `sentencepiece`: a BERT encoder with an XLM-R
+    SentencePiece tokenizer (like multilingual-e5); `bpe`: RoBERTa with byte-level BPE.
+    """
+    import keras_hub
+
+    if family == "wordpiece":
+        return tiny_bert_preset(directory)
+    path = os.path.join(str(directory), f"tiny_{family}")
+    if os.path.isdir(path):
+        return path
+    if family == "sentencepiece":
+        tokenizer = keras_hub.models.XLMRobertaTokenizer(proto=tiny_sentencepiece_proto())
+        backbone_cls = keras_hub.models.BertBackbone
+    else:
+        vocabulary, merges = tiny_byte_pair_vocabulary()
+        tokenizer = keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
+        backbone_cls = keras_hub.models.RobertaBackbone
+    backbone = backbone_cls(vocabulary_size=tokenizer.vocabulary_size(), num_layers=2,
+                            num_heads=2, hidden_dim=32, intermediate_dim=64,
+                            max_sequence_length=128)
     backbone.save_to_preset(path)
     tokenizer.save_to_preset(path)
     return path

@@ -184,3 +184,27 @@ def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
     assert set(serve.structured_input_signature[1]) == {"text", "text_pair"}
     out = serve(text=tf.constant(["the film"]), text_pair=tf.constant(["good"]))
     assert out["probabilities"].shape == [1, 2]
+
+
+@pytest.mark.slow  # about a minute: tracing keras-hub's BPE graph costs seconds each time
+def test_byte_pair_roberta_backbone_batches_and_exports_raw_strings(tmp_path):
+    """A RoBERTa backbone: BPE tokenizer, <s>/</s> packing and no segment_ids input."""
+    import tensorflow as tf
+    from tfimitate.tasks import text_classification
+
+    cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_preset(tmp_path, "bpe"),
+                             train_data=helpers.write_table(tmp_path, "train.csv",
+                                                            helpers.sentiment_rows(16)),
+                             export_dir=str(tmp_path / "export"))
+    data = text_classification.load_data(cfg)
+    preprocessor = text_classification.make_preprocessor(cfg)
+    features, _ = next(iter(text_classification.train_dataset(
+        data.train, preprocessor, cfg, data.labels)))
+    assert set(features) == {"token_ids", "padding_mask"}
+    assert (features["token_ids"].numpy()[:, 0] == preprocessor.tokenizer.start_token_id).all()
+    model = text_classification.build_model(cfg, len(data.labels))
+    path = workflow.export_model(text_classification, model, preprocessor,
+                                 cfg.replace(labels=data.labels), data.eval)  # parity-checked
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    out = serve(text=tf.constant(["the film was good", "Zürich !"]))
+    assert out["probabilities"].shape == [2, 2]

@@ -1,13 +1,22 @@
 """Word-level inputs to word-piece windows: the label alignment of token classification.
 
-Each word is split into word pieces by the backbone's keras-hub tokenizer (a
-word that yields none becomes [UNK], so every word keeps a first piece). A
-per-word value (a tag id, a word number) is put on the word's first piece and
-0 on every other piece and on [CLS]/[SEP], so 0 means "ignore". Sentences with
-more than `sequence_length - 2` pieces are cut into consecutive windows of
-pieces, each packed as [CLS] pieces [SEP]; windows do not overlap, so every
-word's first piece lands in exactly one window and no word is lost. All TF ops:
-it runs in tf.data on the host and in the export graph.
+Each word is tokenized on its own, the way the backbone's keras-hub tokenizer
+splits the sentence the words make when joined by spaces:
+  * WordPiece (BERT, DistilBERT, ELECTRA): the word as it is (the tokenizer splits
+    at whitespace anyway);
+  * SentencePiece (XLM-R, ALBERT, DeBERTa-v3, F-Net): the word as it is; the
+    tokenizer puts its word-start marker ▁ in front of it;
+  * byte-level BPE (RoBERTa, BART, GPT-2): a space before every word but the
+    sentence's first, which becomes the word-start marker Ġ (unless the tokenizer
+    adds a prefix space to every input itself).
+A word that yields no piece becomes the unknown token, so every word keeps a first
+piece. A per-word value (a tag id, a word number) is put on the word's first piece
+and 0 on every other piece and on the start/end tokens, so 0 means "ignore".
+Sentences with more than `sequence_length - 2` pieces are cut into consecutive
+windows, each packed as start pieces end with the tokenizer's own special tokens
+([CLS]/[SEP]/[PAD] for BERT, <s>/</s>/<pad> for XLM-R and RoBERTa); windows do not
+overlap, so every word's first piece lands in exactly one window. All TF ops: it
+runs in tf.data on the host and in the export graph.
 
 Example:
     windows = WordPieceWindows(backbones.load_tokenizer("minilm_l6"), sequence_length=128)
@@ -18,21 +27,96 @@ Example:
 
 import tensorflow as tf
 
+from tfimitate.errors import UserError
+
 BACKBONE_INPUTS = ("token_ids", "segment_ids", "padding_mask")
+UNKNOWN_TOKENS = ("<unk>", "[UNK]")
+
+
+def tokenizer_family(tokenizer):
+    """'wordpiece', 'sentencepiece' or 'bpe': how `tokenizer` marks the start of a word."""
+    from keras_hub import tokenizers
+
+    families = {"wordpiece": tokenizers.WordPieceTokenizer,
+                "sentencepiece": tokenizers.SentencePieceTokenizer,
+                "bpe": tokenizers.BytePairTokenizer}
+    for family, base in families.items():
+        if isinstance(tokenizer, base):
+            return family
+    raise UserError(
+        f"--backbone: its tokenizer ({type(tokenizer).__name__}) is not WordPiece, "
+        "SentencePiece or byte-level BPE, so words cannot be aligned to its pieces; choose "
+        "an encoder backbone such as BERT, XLM-R or RoBERTa.")
+
+
+def special_ids(tokenizer):
+    """(start, end, pad, unknown) token ids of a keras-hub tokenizer.
+
+    Example:
+        special_ids(keras_hub.models.BertTokenizer.from_preset("bert_tiny_en_uncased"))
+        # (101, 102, 0, 100)
+    """
+    ids = [getattr(tokenizer, f"{name}_token_id", None) for name in ("start", "end", "pad")]
+    vocabulary = set(tokenizer.get_vocabulary())
+    names = [getattr(tokenizer, "unk_token", None), getattr(tokenizer, "oov_token", None)]
+    unknown = next((n for n in names + list(UNKNOWN_TOKENS) if n in vocabulary), None)
+    ids.append(None if unknown is None else tokenizer.token_to_id(unknown))
+    if None in ids:
+        missing = [n for n, i in zip(("start", "end", "pad", "unknown"), ids) if i is None]
+        raise UserError(
+            f"--backbone: its tokenizer ({type(tokenizer).__name__}) has no "
+            f"{'/'.join(missing)} token, which aligning words to its pieces needs; choose an "
+            "encoder backbone such as BERT, XLM-R or RoBERTa.")
+    return tuple(int(i) for i in ids)
+
+
+def backbone_windows(spec, sequence_length):
+    """WordPieceWindows for --backbone `spec`, returning just the inputs its backbone takes.
+
+    keras-hub's text preprocessor of the backbone tells which inputs those are.
+    """
+    from tfimitate import backbones
+
+    preprocessor = backbones.load_text_preprocessor(spec, sequence_length)
+    names = preprocessor(x=["a"]).keys()  # eagerly: tracing keras-hub's BPE takes seconds
+    return WordPieceWindows(preprocessor.tokenizer, sequence_length, tuple(sorted(names)))
 
 
 class WordPieceWindows:
-    """Tokenizes ragged words and packs their pieces into windows with first-piece values."""
+    """Tokenizes ragged words and packs their pieces into windows with first-piece values.
 
-    def __init__(self, tokenizer, sequence_length):
+    `input_names` are the backbone inputs to return (RoBERTa takes no `segment_ids`).
+    """
+
+    def __init__(self, tokenizer, sequence_length, input_names=BACKBONE_INPUTS):
         self.tokenizer = tokenizer
         self.window = sequence_length - 2
-        self.pad_id = tokenizer.pad_token_id
-        self.cls_id = tokenizer.cls_token_id
-        self.sep_id = tokenizer.sep_token_id
-        self.unk_id = tokenizer.token_to_id(tokenizer.oov_token)
-        # In a graph keras-hub returns the ragged tensor itself (eagerly: Python lists).
-        self._tokenize = tf.function(lambda flat_words: tokenizer(flat_words))
+        self.input_names = tuple(input_names)
+        family = tokenizer_family(tokenizer)
+        self.start_id, self.end_id, self.pad_id, self.unk_id = special_ids(tokenizer)
+        # Byte-level BPE marks a word start by the space in front of it.
+        self.space_before_words = family == "bpe" and not tokenizer.add_prefix_space
+        # In a graph keras-hub returns the ragged tensor itself (eagerly: Python lists); one
+        # signature, so it is traced once (tracing keras-hub's BPE takes seconds).
+        self._tokenize = tf.function(lambda flat_words: tokenizer(flat_words),
+                                     input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def word_pieces(self, words):
+        """Piece ids of every word (tf.RaggedTensor [total words, (pieces)], int32).
+
+        Args:
+            words: tf.RaggedTensor [B, (W)] of tf.string, one row per sentence.
+        """
+        words = words.with_row_splits_dtype(tf.int64)
+        flat = words.flat_values
+        if self.space_before_words:
+            initial = tf.ragged.range(words.row_lengths()).flat_values == 0
+            flat = tf.strings.join([tf.where(initial, "", " "), flat])
+        pieces = tf.cast(self._tokenize(flat), tf.int32).with_row_splits_dtype(tf.int64)
+        empty = tf.expand_dims(pieces.row_lengths() == 0, 1)
+        unknown = tf.ragged.boolean_mask(tf.fill([pieces.nrows(), 1], self.unk_id), empty)
+        return tf.concat([pieces, tf.cast(unknown, tf.int32).with_row_splits_dtype(tf.int64)],
+                         axis=1)
 
     def __call__(self, words, values):
         """Returns dense [windows, longest] features for `words` (tf.RaggedTensor [B, (W)]).
@@ -43,16 +127,11 @@ class WordPieceWindows:
                 each put on its word's first piece.
 
         Returns:
-            dict with int32 `token_ids` and `segment_ids`, bool `padding_mask` and
-            int64 `<name>` for each of `values`, windows in sentence order.
+            dict with int32 `token_ids` (and `segment_ids` if in `input_names`), bool
+            `padding_mask` and int64 `<name>` for each of `values`, windows in sentence order.
         """
         words = words.with_row_splits_dtype(tf.int64)
-        pieces = tf.cast(self._tokenize(words.flat_values), tf.int32).with_row_splits_dtype(tf.int64)
-        empty = tf.expand_dims(pieces.row_lengths() == 0, 1)
-        unknown = tf.ragged.boolean_mask(tf.fill([pieces.nrows(), 1], self.unk_id), empty)
-        pieces = tf.concat([pieces, tf.cast(unknown, tf.int32).with_row_splits_dtype(tf.int64)],
-                           axis=1)
-
+        pieces = self.word_pieces(words)
         counts = pieces.row_lengths()
         first = tf.ragged.range(counts).flat_values == 0
         word_of_piece = tf.repeat(tf.range(pieces.nrows()), counts)
@@ -72,12 +151,13 @@ class WordPieceWindows:
             column = lambda value: tf.fill([total, 1], tf.cast(value, flat.dtype))
             return tf.concat([column(start), rows, column(end)], axis=1).to_tensor(pad)
 
-        token_ids = pack(pieces.flat_values, self.cls_id, self.sep_id, self.pad_id)
+        token_ids = pack(pieces.flat_values, self.start_id, self.end_id, self.pad_id)
         features = {
             "token_ids": token_ids,
             "segment_ids": tf.zeros_like(token_ids),
             "padding_mask": pack(tf.ones_like(first), True, True, False),
         }
+        features = {k: v for k, v in features.items() if k in self.input_names}
         for name, value in values.items():
             on_first = tf.where(first, tf.gather(tf.cast(value, tf.int64), word_of_piece), 0)
             features[name] = pack(on_first, 0, 0, 0)

@@ -24,6 +24,7 @@ from absl import logging
 from tfimitate import backbones
 from tfimitate.data import pipelines, readers, splits
 from tfimitate.errors import UserError
+from tfimitate.serving import lengths
 from tfimitate.tasks import base, common
 from tfimitate.training import inference
 
@@ -346,7 +347,7 @@ class TextClassifierServer(tf.Module):
         pad_id = self.preprocessor.tokenizer.pad_token_id
         longest = tf.reduce_max(tf.reduce_sum(
             tf.cast(features["token_ids"] != pad_id, tf.int32), axis=1))
-        longest = tf.maximum(longest, 1)
+        longest = lengths.served_length(longest, self.preprocessor.sequence_length)
         features = {k: v[:, :longest] for k, v in features.items()}
         logits = tf.cast(self.model(features, training=False), tf.float32)
         probs = tf.nn.softmax(logits, axis=-1)

@@ -25,7 +25,7 @@ from absl import logging
 
 from tfimitate import backbones
 from tfimitate.data import conll, pipelines, readers, splits
-from tfimitate.data.word_pieces import BACKBONE_INPUTS, WordPieceWindows
+from tfimitate.data.word_pieces import backbone_windows
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common, ner_skew, ner_words
 from tfimitate.tasks.entity_spans import entity_spans
@@ -57,8 +57,8 @@ class Preprocessor:
     """The word-piece windows of the backbone's tokenizer, plus the tag set."""
 
     def __init__(self, cfg):
-        self.tokenizer = backbones.load_tokenizer(cfg.backbone)
-        self.windows = WordPieceWindows(self.tokenizer, cfg.sequence_length)
+        self.windows = backbone_windows(cfg.backbone, cfg.sequence_length)
+        self.tokenizer = self.windows.tokenizer
         self.labels = tuple(cfg.labels or ())
 
 
@@ -336,7 +336,7 @@ class Tagger:
     def _tag(self, words):
         flat_ids = tf.range(1, tf.size(words.flat_values, out_type=tf.int64) + 1)
         features = self.windows(words, {"word_ids": flat_ids})
-        logits = self.model({k: features[k] for k in BACKBONE_INPUTS}, training=False)
+        logits = self.model({k: features[k] for k in self.windows.input_names}, training=False)
         probs = tf.nn.softmax(tf.boolean_mask(tf.cast(logits, tf.float32), features["word_ids"] > 0))
         tags = words.with_flat_values(tf.gather(self.labels, tf.argmax(probs, axis=-1)))
         return tags, words.with_flat_values(tf.reduce_max(probs, axis=-1))
