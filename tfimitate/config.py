@@ -48,6 +48,14 @@ class Experiment:
     early_stopping_patience: int = 0
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
+    lora_rank: int = 0
+    lora_alpha: Optional[float] = None
+    lora_targets: Tuple[str, ...] = ("query", "value")
+    save_adapters_only: bool = False
+    freeze: Optional[Tuple[str, ...]] = None
+    unfreeze_every_steps: int = 0
+    layer_lr_decay: float = 1.0
+    l2sp: float = 0.0
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -87,8 +95,7 @@ class Experiment:
             values = json.load(f)
         known = {field.name for field in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
-        if values.get("labels") is not None:
-            values["labels"] = tuple(values["labels"])
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**values)
 
 

@@ -14,6 +14,7 @@ Example:
 import base64
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -46,8 +47,10 @@ def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
 
 def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
+    from tfimitate.training import techniques
+
     if os.path.isfile(os.path.join(cfg.model_dir, "experiment.json")):
-        base.check_resume(task, Experiment.load(cfg.model_dir), cfg)
+        base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
 
 
 def train(cfg):
@@ -55,8 +58,11 @@ def train(cfg):
     from tfimitate import runtime
     from tfimitate.serving import export as export_lib
 
+    from tfimitate.training import techniques
+
     task = get_task(cfg.task)
     task.validate(cfg)
+    techniques.chosen(cfg)  # the techniques' flag checks, before any work
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
         files.check_writable_dir(cfg.export_dir, "--export_dir")
@@ -84,7 +90,12 @@ def _train(task, cfg, data, strategy):
         model = build_model(task, cfg, len(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16")
+            loss_scale=cfg.precision == "mixed_float16",
+            factors=techniques.learning_rate_factors(chosen, model, cfg))
+    trainable = sum(int(v.shape.num_elements()) for v in model.trainable_weights)
+    total = sum(int(v.shape.num_elements()) for v in model.weights)
+    logging.info("Trainable parameters: %s of %s (%.2f%%).", f"{trainable:,}", f"{total:,}",
+                 100.0 * trainable / total)
     run = base.Run(cfg, model, preprocessor, strategy)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
@@ -101,7 +112,8 @@ def _train(task, cfg, data, strategy):
         step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
         result = loop.train_loop(model, optimizer, step_loss, train_ds,
                                  lambda: task.evaluate(run, data.eval), cfg, strategy,
-                                 steps_per_epoch, total_steps)
+                                 steps_per_epoch, total_steps,
+                                 keep=techniques.checkpoint_filter(chosen))
         evaluation = result.final_evaluation or task.evaluate(run, data.eval)
         metrics = _report(evaluation, data.eval, cfg, result.step, "metrics", chief)
         if data.test is not None:
@@ -143,8 +155,10 @@ def restore(model_dir):
     cfg = Experiment.load(model_dir).replace(model_dir=model_dir)
     task = get_task(cfg.task)
     runtime.set_precision(cfg.precision)
-    model = build_model(task, cfg, len(cfg.labels), techniques.chosen(cfg), load_weights=False)
-    step = loop.restore_latest(model, model_dir)
+    chosen = techniques.chosen(cfg)
+    keep = techniques.checkpoint_filter(chosen)  # None: checkpoints hold every weight
+    model = build_model(task, cfg, len(cfg.labels), chosen, load_weights=keep is not None)
+    step = loop.restore_latest(model, model_dir, keep=keep)
     if step is None:
         raise UserError(f"--model_dir={model_dir} has no checkpoint yet; train first.")
     loop.check_finite_weights(model, f"--model_dir={model_dir}: the checkpoint of step {step}")
@@ -231,6 +245,7 @@ def export_model(task, run, examples, step, version=None):
     """
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import warmup
+    from tfimitate.training import techniques
 
     source = {"model_dir": os.path.abspath(run.cfg.model_dir), "step": int(step)}
     existing = export_lib.version_exported_from(run.cfg.export_dir, source)
@@ -248,8 +263,11 @@ def export_model(task, run, examples, step, version=None):
         labels_file = os.path.join(scratch, LABELS_FILE)
         with open(labels_file, "w") as f:
             f.write("\n".join(run.labels) + "\n")
-        module = task.serving_module(run, labels_file)
+        # The served model may differ from the trained one (LoRA merges its adapters):
+        # the parity check holds the reloaded export to the trained model's outputs.
         checks = task.parity(run, examples)
+        served = techniques.prepare_export(techniques.chosen(run.cfg), run.model, run.cfg)
+        module = task.serving_module(dataclasses.replace(run, model=served), labels_file)
         model_name = os.path.basename(os.path.normpath(run.cfg.export_dir))
         path = export_lib.export_saved_model(module, run.cfg.export_dir, checks, version,
                                              write_extras=write_extras)

@@ -1,13 +1,24 @@
 """Technique hooks: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
-L2-SP ...) is a `Technique` with up to three hooks, each a no-op by default:
+L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
     wrap_loss(step_loss, run) -> step_loss    the per-example loss the loop differentiates,
                                               step_loss(model, inputs, labels) -> float32 [batch]
+    learning_rate_factors(model, cfg) -> {variable.path: factor}
+                                              per-weight learning-rate factors (a number, or a
+                                              function of the optimizer step); 0 holds a weight
+                                              still (layer-wise decay, gradual unfreezing)
+    checkpoint_filter() -> None | predicate   which weights checkpoints hold (None: all); the
+                                              rest come from the pretrained backbone (adapters)
+    prepare_export(model, cfg) -> model       the model to serve, from the trained one (LoRA
+                                              merges its adapters); the export's parity check
+                                              compares the served model with the trained one
+
+A technique module may also list `RESUME_FIELDS`: experiment fields a resumed run must keep.
 
 Techniques are chosen by flags: each module named in `TECHNIQUES` has a
 `from_config(cfg)` returning its Technique, or None when its flags leave it off;
@@ -47,9 +58,31 @@ class Technique:
         del run
         return step_loss
 
+    def learning_rate_factors(self, model, cfg):
+        """{variable.path: factor} scaling those weights' updates (Adam step and weight
+        decay) like a per-weight learning rate; a factor is a number or a function of the
+        optimizer step (int64 tensor) returning a float32 scalar. Called once per training."""
+        del model, cfg
+        return {}
+
+    def checkpoint_filter(self):
+        """None, or a predicate(variable) -> bool choosing the weights checkpoints hold; the
+        others are restored from the pretrained backbone (so `restore` loads it first)."""
+        return None
+
+    def prepare_export(self, model, cfg):
+        """Returns the model the export serves (it may be a new model; `model` is unchanged)."""
+        del cfg
+        return model
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
-TECHNIQUES = {}
+TECHNIQUES = {
+    "lora": "tfimitate.training.lora",
+    "freezing": "tfimitate.training.freezing",
+    "layer_decay": "tfimitate.training.layer_decay",
+    "l2sp": "tfimitate.training.l2sp",
+}
 
 
 def chosen(cfg):
@@ -74,6 +107,40 @@ def wrap_loss(techniques, step_loss, run):
     for technique in techniques:
         step_loss = technique.wrap_loss(step_loss, run)
     return step_loss
+
+
+def learning_rate_factors(techniques, model, cfg):
+    """The techniques' factors per variable path, multiplied, each a function of the step."""
+    combined = {}
+    for technique in techniques:
+        for path, factor in technique.learning_rate_factors(model, cfg).items():
+            factor = factor if callable(factor) else (lambda step, value=float(factor): value)
+            before = combined.get(path)
+            combined[path] = factor if before is None else (
+                lambda step, a=before, b=factor: a(step) * b(step))
+    return combined
+
+
+def checkpoint_filter(techniques):
+    """None (checkpoints hold every weight) or a predicate: a weight is saved if any
+    technique's filter keeps it."""
+    filters = [technique.checkpoint_filter() for technique in techniques]
+    filters = [f for f in filters if f is not None]
+    if not filters:
+        return None
+    return lambda variable: any(f(variable) for f in filters)
+
+
+def prepare_export(techniques, model, cfg):
+    for technique in techniques:
+        model = technique.prepare_export(model, cfg)
+    return model
+
+
+def resume_fields():
+    """Experiment fields of every registered technique that a resumed run must keep."""
+    return tuple(field for module in TECHNIQUES.values()
+                 for field in getattr(importlib.import_module(module), "RESUME_FIELDS", ()))
 
 
 def supervised_loss(task):
