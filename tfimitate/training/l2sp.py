@@ -34,6 +34,7 @@ class L2SP(Technique):
         with run.strategy.scope():
             anchors = [tf.Variable(tf.identity(v), trainable=False, name="l2sp_anchor")
                        for v in weights]
+        self.anchors = dict(zip([v.path for v in weights], anchors))
         strength = self.strength
 
         def penalised(model, inputs, labels):
