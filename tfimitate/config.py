@@ -56,6 +56,11 @@ class Experiment:
     unfreeze_every_steps: int = 0
     layer_lr_decay: float = 1.0
     l2sp: float = 0.0
+    init_from: Optional[str] = None
+    label_map: Optional[Tuple[str, ...]] = None
+    replay_data: Optional[str] = None
+    replay_fraction: float = 0.2
+    retain_eval_data: Optional[str] = None
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"

@@ -113,7 +113,7 @@ CHECKPOINT_STEPS = flags.DEFINE_integer(
 KEEP_CHECKPOINTS = flags.DEFINE_integer(
     "keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
 
-# --- Technique: careful fine-tuning (LoRA, freezing, layer rates, L2-SP) ----
+# --- Technique: careful fine-tuning (LoRA, freezing, layer rates, L2-SP, continual) ---
 LORA_RANK = flags.DEFINE_integer(
     "lora_rank", 0,
     "If > 0, train low-rank adapters (LoRA) of this rank on the --lora_targets layers of "
@@ -149,6 +149,27 @@ L2SP = flags.DEFINE_float(
     "l2sp", 0.0,
     "L2-SP: adds l2sp/2 * squared distance of the backbone's weights to their starting "
     "(pretrained) values to the loss, alongside --weight_decay. 0: off.", lower_bound=0.0)
+INIT_FROM = flags.DEFINE_string(
+    "init_from", None,
+    "Start from the newest checkpoint of another run (its model_dir) of the same task and "
+    "backbone instead of the pretrained backbone; the head is kept when the labels match "
+    "(or are mapped with --label_map). With --l2sp the anchor is that run's weights.")
+LABEL_MAP = flags.DEFINE_list(
+    "label_map", None,
+    "With --init_from: NEW=OLD pairs naming, for labels of this run, the label of the "
+    "--init_from run whose head row they continue (e.g. fresh=1,rotten=0).")
+REPLAY_DATA = flags.DEFINE_string(
+    "replay_data", None,
+    "Old training data (same format, columns and labels as --train_data) mixed into every "
+    "batch, against forgetting it.")
+REPLAY_FRACTION = flags.DEFINE_float(
+    "replay_fraction", 0.2,
+    "With --replay_data: share of every batch that is old data (added to --batch_size new "
+    "examples).", lower_bound=0.0, upper_bound=0.9)
+RETAIN_EVAL_DATA = flags.DEFINE_string(
+    "retain_eval_data", None,
+    "Old evaluation data (same format as --eval_data), scored before training and at every "
+    "evaluation; metrics.json and TensorBoard get retain_score and forgetting (before - now).")
 
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(

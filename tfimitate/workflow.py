@@ -97,6 +97,7 @@ def _train(task, cfg, data, strategy):
     logging.info("Trainable parameters: %s of %s (%.2f%%).", f"{trainable:,}", f"{total:,}",
                  100.0 * trainable / total)
     run = base.Run(cfg, model, preprocessor, strategy)
+    techniques.initialize(chosen, run)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
@@ -110,11 +111,12 @@ def _train(task, cfg, data, strategy):
                      cfg.batch_size)
         train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
         step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
-        result = loop.train_loop(model, optimizer, step_loss, train_ds,
-                                 lambda: task.evaluate(run, data.eval), cfg, strategy,
+        evaluate_fn = lambda: techniques.extend_evaluation(
+            chosen, task.evaluate(run, data.eval), run)
+        result = loop.train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                                  steps_per_epoch, total_steps,
                                  keep=techniques.checkpoint_filter(chosen))
-        evaluation = result.final_evaluation or task.evaluate(run, data.eval)
+        evaluation = result.final_evaluation or evaluate_fn()
         metrics = _report(evaluation, data.eval, cfg, result.step, "metrics", chief)
         if data.test is not None:
             _report(task.evaluate(run, data.test), data.test, cfg, result.step, "test_metrics",

@@ -5,6 +5,10 @@ L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
+    initialize(run)                           once before training (not when restoring for
+                                              evaluate/export), after the model is built and
+                                              before a resumed run restores its checkpoint:
+                                              starting weights, extra data to read and check
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
     wrap_loss(step_loss, run) -> step_loss    the per-example loss the loop differentiates,
                                               step_loss(model, inputs, labels) -> float32 [batch]
@@ -17,6 +21,12 @@ L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
     prepare_export(model, cfg) -> model       the model to serve, from the trained one (LoRA
                                               merges its adapters); the export's parity check
                                               compares the served model with the trained one
+    extend_evaluation(evaluation, run) -> evaluation
+                                              every evaluation during training (more metrics,
+                                              e.g. the score on old data)
+
+During training the hooks run in this order: adapt_model, learning_rate_factors,
+initialize, adapt_dataset, wrap_loss, then extend_evaluation at every evaluation.
 
 A technique module may also list `RESUME_FIELDS`: experiment fields a resumed run must keep.
 
@@ -48,6 +58,10 @@ class Technique:
         del cfg
         return model
 
+    def initialize(self, run):
+        """Runs once before training with the tasks/base.py Run (may set weights)."""
+        del run
+
     def adapt_dataset(self, dataset, cfg):
         """Returns the training dataset of (inputs, labels) batches."""
         del cfg
@@ -75,13 +89,21 @@ class Technique:
         del cfg
         return model
 
+    def extend_evaluation(self, evaluation, run):
+        """Returns the tasks/base.py Evaluation, maybe with more metrics and report lines."""
+        del run
+        return evaluation
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
 TECHNIQUES = {
+    "init_from": "tfimitate.training.init_from",
     "lora": "tfimitate.training.lora",
     "freezing": "tfimitate.training.freezing",
     "layer_decay": "tfimitate.training.layer_decay",
     "l2sp": "tfimitate.training.l2sp",
+    "replay": "tfimitate.training.replay",
+    "retention": "tfimitate.training.retention",
 }
 
 
@@ -95,6 +117,11 @@ def adapt_model(techniques, model, cfg):
     for technique in techniques:
         model = technique.adapt_model(model, cfg)
     return model
+
+
+def initialize(techniques, run):
+    for technique in techniques:
+        technique.initialize(run)
 
 
 def adapt_dataset(techniques, dataset, cfg):
@@ -135,6 +162,12 @@ def prepare_export(techniques, model, cfg):
     for technique in techniques:
         model = technique.prepare_export(model, cfg)
     return model
+
+
+def extend_evaluation(techniques, evaluation, run):
+    for technique in techniques:
+        evaluation = technique.extend_evaluation(evaluation, run)
+    return evaluation
 
 
 def resume_fields():
