@@ -26,7 +26,7 @@ def test_quickstart_config_trains_evaluates_and_exports(tmp_path):
                    "--sequence_length=64", "--holdout_fraction=0.02",
                    f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/export")
     assert "held out 255 of 12752 training examples" in result.stderr
-    assert "dropped 1083 rows whose label is not in --labels" in result.stderr
+    assert "dropped 1083 examples whose label is not in --labels" in result.stderr
     assert "Parity check on 32 examples" in result.stderr
     assert f"Exported the model to {tmp_path}/export/1" in result.stdout
     metrics = json.load(open(tmp_path / "run" / "eval" / "metrics.json"))

@@ -81,3 +81,26 @@ def test_unsupported_format_is_refused(tmp_path):
     path = write_bytes(tmp_path, "d.parquet", b"x")
     with pytest.raises(UserError, match="is not .csv, .tsv or .jsonl"):
         readers.read_rows(path, ["text"], "--train_data")
+
+
+def test_long_field_and_quoted_line_breaks_are_data(tmp_path):
+    long_text = "word " * 40000  # 200 KB, above csv's default field limit of 128 KiB
+    data = f'text,label\n{long_text},1\n"two\nlines, one text",0\n"say ""hi""",1\n'
+    rows = readers.read_rows(write_bytes(tmp_path, "d.csv", data.encode()), ["text", "label"],
+                             "--train_data")
+    assert [r.values for r in rows] == [(long_text, "1"), ("two\nlines, one text", "0"),
+                                        ('say "hi"', "1")]
+    assert [r.line for r in rows] == [2, 3, 5]
+
+
+def test_short_words_in_the_first_row_are_not_taken_for_a_header(tmp_path):
+    data = "good\tpos\nawful\tneg\nfine\tpos\nbad\tneg\n"
+    rows = readers.read_rows(write_bytes(tmp_path, "d.tsv", data.encode()), ["0", "1"],
+                             "--train_data")
+    assert rows[0].values == ("good", "pos") and len(rows) == 4
+
+
+def test_jsonl_null_and_numbers_are_values(tmp_path):
+    data = b'{"text": "a", "label": 1}\n{"text": null, "label": 2.5}\n'
+    rows = readers.read_rows(write_bytes(tmp_path, "d.jsonl", data), ["text", "label"], "--x")
+    assert [r.values for r in rows] == [("a", 1), (None, 2.5)]

@@ -20,6 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import helpers
 from tfimitate import workflow
+from tfimitate.errors import UserError
 from tfimitate.serving import client as client_lib
 from tfimitate.serving import config as config_lib
 from tfimitate.serving import warmup
@@ -208,7 +209,7 @@ def test_broken_version_is_reported_and_old_one_kept(tmp_path):
     base = tmp_path / "model"
     (base / "1").mkdir(parents=True)  # a numeric directory without a SavedModel
     (base / ".tmp-2-123").mkdir()
-    server = DevServer(MODEL, str(base), port=0).start()
+    server = DevServer(MODEL, str(base), port=0, max_num_load_retries=0).start()
     try:
         client = ServingClient(server.target, timeout=10)
         [status] = client.status(MODEL)
@@ -257,10 +258,41 @@ def test_records_trim_ner_padding_into_words_tags_and_entities():
     assert second == {"text": "Hi", "words": ["Hi"], "tags": ["O"], "entities": []}
 
 
+def test_records_lay_out_any_signature_by_its_item_outputs():
+    outputs = {  # a multi-task signature: 2 classes and, by chance, 2 padded words
+        "label": np.array([b"pos", b"neg"]), "probabilities": np.array([[0.25, 0.75], [1.0, 0.0]]),
+        "words": np.array([[b"fun", b""], [b"so", b"dull"]]),
+        "box_label": np.array([[b"cat"], [b""]]), "box_score": np.array([[0.5], [0.0]])}
+    first, second = records(["fun", "so dull"], outputs, item_outputs={"words", "box_label",
+                                                                        "box_score"})
+    assert first == {"text": "fun", "label": "pos", "probabilities": [0.25, 0.75], "words": ["fun"],
+                     "boxes": [{"label": "cat", "score": 0.5}]}
+    assert second == {"text": "so dull", "label": "neg", "probabilities": [1.0, 0.0],
+                      "words": ["so", "dull"], "boxes": []}
+
+
+def test_client_reads_item_outputs_from_the_signature(client):
+    assert client.item_outputs(MODEL) == set()  # label, class_id, probabilities: per example
+    with pytest.raises(ServingError, match="--signature_name=nope: the model has no such"):
+        client.item_outputs(MODEL, "nope")
+
+
+def test_client_main_reads_texts_from_a_file_or_stdin(server, capsys, monkeypatch, tmp_path):
+    path = helpers.write_lines(tmp_path, "texts.txt", [TEXTS[0], "", TEXTS[1]])
+    client_lib.main(["client"], _client_flags(server.target, input=path))
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == TEXTS[:2]
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(
+        buffer=types.SimpleNamespace(read=lambda: f"{TEXTS[2]}\r\n".encode())))
+    client_lib.main(["client"], _client_flags(server.target, input="-"))
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == TEXTS[2:3]
+    with pytest.raises(UserError, match="--input given as well as TEXT arguments"):
+        client_lib.main(["client", "x"], _client_flags(server.target, input=path))
+
+
 def _client_flags(target, **values):
     values = dict(dict(target=target, model_name=MODEL, version=None, version_label=None,
                        signature_name="serving_default", text_pair=None, batch_size=2,
-                       timeout=30.0, metadata=False, status=False), **values)
+                       timeout=30.0, metadata=False, status=False, input=None), **values)
     return {name: types.SimpleNamespace(value=value) for name, value in values.items()}
 
 

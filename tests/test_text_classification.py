@@ -179,7 +179,7 @@ def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
     features, labels = next(iter(text_classification.train_dataset(run, data.train)))
     assert features["segment_ids"].numpy().max() == 1  # the pair is the second segment
     path = workflow.export_model(text_classification, run,
-                                 text_classification.serving_examples(data.eval))
+                                 text_classification.serving_examples(data.eval), step=0)
     serve = tf.saved_model.load(path).signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"text", "text_pair"}
     out = serve(text=tf.constant(["the film"]), text_pair=tf.constant(["good"]))

@@ -207,6 +207,33 @@ def test_predict_writes_words_tags_and_entities(trained, tmp_path):
                             for r in records for e in r["entities"])
 
 
+def test_client_lays_out_served_ner_outputs_like_predict(trained, tmp_path):
+    import numpy as np
+
+    from tfimitate import workflow
+    from tfimitate.serving.client import ServingClient, records
+    from tfimitate.serving.devserver import DevServer
+
+    cfg = trained[0]
+    texts = ["john smith said hello to london .", "the eu and google"]
+    expected = workflow.predict(cfg.model_dir, write_lines(tmp_path, "in.txt", texts),
+                                os.path.join(str(tmp_path), "out.jsonl"))
+    server = DevServer("ner", cfg.export_dir, port=0).start()
+    try:
+        client = ServingClient(server.target, timeout=60)
+        item_outputs = client.item_outputs("ner")
+        rows = records(texts, client.predict("ner", {"text": texts}).outputs, item_outputs)
+    finally:
+        server.stop()
+    assert item_outputs == {"words", "tags", "scores", "entity_text", "entity_type",
+                            "entity_start", "entity_end"}
+    assert any(row["entities"] for row in rows)
+    for row, want in zip(rows, expected):
+        assert (row["text"], row["words"], row["tags"], row["entities"]) == (
+            want["text"], want["words"], want["tags"], want["entities"])
+        np.testing.assert_allclose(row["scores"], want["scores"], atol=1e-4)
+
+
 def test_tag_only_in_test_data_fails_before_writing(trained, tmp_path):
     from tfimitate import workflow
     from tfimitate.errors import UserError

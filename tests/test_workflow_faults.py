@@ -138,3 +138,26 @@ def test_every_training_example_is_seen_once_per_pass():
         if len(seen) >= len(lengths):
             break
     assert sorted(seen) == list(range(len(lengths)))
+
+
+def test_predict_reads_the_input_columns_it_is_given(run, tmp_path):
+    path = helpers.write_lines(tmp_path, "reviews.csv", ["id,review", "1,good fun", "2,awful"])
+    with pytest.raises(UserError, match="column 'text'"):
+        workflow.predict(run.model_dir, path, str(tmp_path / "out.jsonl"))
+    records = workflow.predict(run.model_dir, path, str(tmp_path / "out.jsonl"),
+                               {"text_column": "review"})
+    assert [r["text"] for r in records] == ["good fun", "awful"]
+
+
+def test_predict_on_words_without_tags_and_an_all_o_training_set(tmp_path):
+    """NER: a one-column CoNLL input needs no tags; training data without entities is refused."""
+    words = helpers.write_lines(tmp_path, "words.txt", ["john", "said", "", "paris"])
+    from tfimitate.data import conll
+
+    assert [s.words for s in conll.read_sentences(words, "--input", with_tags=False)] == [
+        ["john", "said"], ["paris"]]
+    only_o = helpers.write_lines(tmp_path, "o.txt", ["john O", "said O", "", "paris O"])
+    cfg = helpers.experiment(tmp_path, task="token_classification", train_data=only_o)
+    with pytest.raises(UserError, match="every tag is O"):
+        workflow.train(cfg)
+    assert not os.path.exists(cfg.model_dir)

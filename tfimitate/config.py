@@ -8,10 +8,12 @@ Example:
 
 import dataclasses
 import json
+import math
 import os
 from typing import Optional, Tuple
 
 from tfimitate.errors import UserError
+from tfimitate.files import write_atomically
 
 EXPERIMENT_FILE = "experiment.json"
 FLAGFILE = "flags.cfg"
@@ -72,21 +74,20 @@ class Experiment:
         return dataclasses.replace(self, **changes)
 
     def save(self, model_dir):
-        """Writes experiment.json and a flags.cfg that re-runs this experiment."""
+        """Writes experiment.json and a flags.cfg that re-runs this experiment, each atomically."""
         values = dataclasses.asdict(self)
-        with open(os.path.join(model_dir, EXPERIMENT_FILE), "w") as f:
-            json.dump(values, f, indent=2)
-        with open(os.path.join(model_dir, FLAGFILE), "w") as f:
-            f.write("# Re-run with: python -m tfimitate.train --flagfile=<this file>\n")
-            for name, value in values.items():
-                if value is None:
-                    continue
-                if isinstance(value, bool):
-                    f.write(f"--{name}\n" if value else f"--no{name}\n")
-                elif isinstance(value, (list, tuple)):
-                    f.write(f"--{name}={','.join(value)}\n")
-                else:
-                    f.write(f"--{name}={value}\n")
+        write_atomically(os.path.join(model_dir, EXPERIMENT_FILE), json.dumps(values, indent=2))
+        lines = ["# Re-run with: python -m tfimitate.train --flagfile=<this file>"]
+        for name, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                lines.append(f"--{name}" if value else f"--no{name}")
+            elif isinstance(value, (list, tuple)):
+                lines.append(f"--{name}={','.join(value)}")
+            else:
+                lines.append(f"--{name}={value}")
+        write_atomically(os.path.join(model_dir, FLAGFILE), "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, model_dir):
@@ -96,12 +97,24 @@ class Experiment:
             raise UserError(
                 f"--model_dir={model_dir} holds no {EXPERIMENT_FILE}; point it at "
                 "the directory of a tfimitate.train run.")
-        with open(path) as f:
-            values = json.load(f)
         known = {field.name for field in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**values)
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+            if not isinstance(values, dict):
+                raise ValueError("not a JSON object")
+            values = {k: tuple(v) if isinstance(v, list) else v
+                      for k, v in values.items() if k in known}
+            cfg = cls(**values)
+        except (ValueError, TypeError) as error:  # JSONDecodeError and UnicodeDecodeError too
+            flagfile = os.path.join(model_dir, FLAGFILE)
+            rewrite = (f"delete it and re-run training with --flagfile={flagfile} "
+                       f"--model_dir={model_dir} to rewrite it (training resumes from the last "
+                       "checkpoint)"
+                       if os.path.isfile(flagfile) else "restore it from a backup")
+            reason = " ".join(str(error).split())[:120]
+            raise UserError(f"{path} is damaged ({reason}); {rewrite}.") from None
+        return cfg
 
 
 def experiment_from_flags():
@@ -121,6 +134,10 @@ def experiment_from_flags():
 
 def validate_for_training(cfg):
     """Raises UserError for flag combinations that cannot train."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{field.name}={value}: give a finite number.")
     if not cfg.model_dir:
         raise UserError("--model_dir is required: say where checkpoints and logs go.")
     if not cfg.train_data:

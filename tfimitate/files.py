@@ -1,25 +1,28 @@
 """File writes that never leave half a file behind, and early checks of output paths.
 
 Example:
-    write_atomically("runs/sst2/eval/metrics.json", json.dumps(metrics))
+    write_atomically("runs/sst2/experiment.json", json.dumps(values))
 """
 
 import os
-import tempfile
+import uuid
 
 from tfimitate.errors import UserError
 
 
-def write_atomically(path, content):
-    """Writes `content` (str or bytes) to `path` via a temporary file and a rename,
-    so readers see the old file or the new one, never a torn one; returns `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
+def write_atomically(path, data):
+    """Writes `data` (str as UTF-8, or bytes) to a hidden temporary file beside `path`,
+    flushes it to disk and renames it over `path` (os.replace is atomic on POSIX); a
+    failure or kill leaves `path` as it was. The file gets the usual umask permissions.
+    Creates the folder if needed; returns `path`."""
+    directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    binary = isinstance(content, bytes)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-            f.write(content)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)

@@ -11,9 +11,15 @@ from tfimitate import workflow
 from tfimitate.errors import run_cli
 
 
+# Flags that describe the input file; given on the command line they override the run's own.
+INPUT_FLAGS = ("text_column", "text_pair_column")
+
+
 def main(argv):
     del argv
-    workflow.predict(tf_flags.MODEL_DIR.value, tf_flags.INPUT.value, tf_flags.OUTPUT.value)
+    columns = {name: flags.FLAGS[name].value for name in INPUT_FLAGS if flags.FLAGS[name].present}
+    workflow.predict(tf_flags.MODEL_DIR.value, tf_flags.INPUT.value, tf_flags.OUTPUT.value,
+                     columns)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,13 @@ Example:
     plot_confusion_matrix([[5, 1], [2, 7]], ["neg", "pos"], "eval/cm.png", "dev.tsv, step 600")
 """
 
+import io
+
+from tfimitate.files import write_atomically
+
 
 def plot_confusion_matrix(matrix, labels, path, title):
-    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG."""
+    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,5 +30,7 @@ def plot_confusion_matrix(matrix, labels, path, title):
             axes.text(j, i, str(count), ha="center", va="center",
                       color="white" if count > peak / 2 else "black")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
+    write_atomically(path, png.getvalue())

@@ -45,6 +45,16 @@ def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
     return techniques.adapt_model(chosen_techniques, model, cfg)
 
 
+def _check_sequence_length(cfg):
+    """Refuses a --sequence_length beyond the backbone's position embeddings."""
+    from tfimitate import backbones
+
+    limit = backbones.max_sequence_length(cfg.backbone)
+    if limit and cfg.sequence_length > limit:
+        raise UserError(f"--sequence_length={cfg.sequence_length} is longer than --backbone="
+                        f"{cfg.backbone} allows ({limit}); give at most {limit}.")
+
+
 def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
     from tfimitate.training import techniques
@@ -57,11 +67,11 @@ def train(cfg):
     """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics."""
     from tfimitate import runtime
     from tfimitate.serving import export as export_lib
-
     from tfimitate.training import techniques
 
     task = get_task(cfg.task)
     task.validate(cfg)
+    _check_sequence_length(cfg)
     techniques.chosen(cfg)  # the techniques' flag checks, before any work
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
@@ -180,15 +190,20 @@ def evaluate(model_dir, eval_data=None):
     return _report(task.evaluate(run, split), split, cfg, step, "metrics", True)
 
 
-def predict(model_dir, input_path, output_path):
-    """Writes one prediction per input row to `output_path` (.jsonl or .csv)."""
+def predict(model_dir, input_path, output_path, columns=None):
+    """Writes one prediction per input row to `output_path` (.jsonl or .csv).
+
+    `columns` (e.g. {"text_column": "review"}) names the input file's columns when they
+    differ from the training data's.
+    """
     if not output_path or os.path.splitext(output_path)[1] not in (".jsonl", ".csv"):
         raise UserError(f"--output={output_path}: give a file ending in .jsonl or .csv.")
-    if input_path and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+    if os.path.exists(input_path) and os.path.exists(output_path) and \
+            os.path.samefile(input_path, output_path):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
-    cfg = Experiment.load(model_dir)
+    cfg = Experiment.load(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)
     task, run, _ = restore(model_dir)

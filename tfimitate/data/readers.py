@@ -1,7 +1,11 @@
 """Read CSV, TSV and JSONL files (optionally .gz/.bz2) into rows, with file:line errors.
 
-Nothing here imports TensorFlow, so a bad file is reported in a second, before
-any model is loaded or any directory written.
+Reading is strict, so that no row is misread silently: every CSV/TSV row has the
+header's (or first row's) number of columns, a quote must close properly and may
+not swallow whole rows, a header name used as a column must be unique, a
+header-looking first row is refused when the columns are given as indices, and a
+JSONL value must be a string or number. Nothing here imports TensorFlow, so a
+bad file is reported in a second, before any model is loaded or any directory written.
 
 Example:
     rows = read_rows("train.tsv", ["0", "1"], flag="--train_data")
@@ -15,12 +19,15 @@ import importlib.util
 import io
 import json
 import os
+import re
 from typing import NamedTuple, Sequence, Tuple
 
 from tfimitate.errors import UserError
 
 PACKAGE_PREFIX = "package:"
 TABLE_FORMATS = (".csv", ".tsv", ".jsonl", ".json")
+NAME = re.compile(r"^[A-Za-z_][\w .-]{0,39}$")  # a header name
+NUMBER = re.compile(r"^-?\d+(\.\d*)?$")
 
 
 class Row(NamedTuple):
@@ -44,6 +51,8 @@ def resolve_path(spec, flag):
         path = os.path.join(root, inner)
     else:
         path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        raise UserError(f"{flag}={spec}: {path} is a directory; give a file in it.")
     if not os.path.isfile(path):
         raise UserError(f"{flag}={spec}: file {path} does not exist; check the path.")
     if not os.access(path, os.R_OK):
@@ -101,6 +110,10 @@ def _column_index(spec, header, path, flag):
         raise UserError(
             f"{flag}: {path} has no column '{spec}' (columns: {have}); "
             "give a header name or a 0-based index.")
+    if header.count(spec) > 1:
+        raise UserError(
+            f"{path}:1: the header names column '{spec}' {header.count(spec)} times; rename "
+            "the copies so that each name is unique.")
     return header.index(spec)
 
 
@@ -108,7 +121,8 @@ def read_rows(path, columns: Sequence[str], flag):
     """Reads the given columns (names or 0-based indices) of every data row of `path`.
 
     Files whose columns are all given as indices are read without a header row.
-    Blank lines are skipped.
+    Blank lines are skipped. CSV is read strictly: every row has the header's (or
+    the first row's) number of columns, and a quote must close properly.
     """
     path = resolve_path(path, flag)
     suffix = base_suffix(path)
@@ -122,33 +136,100 @@ def read_rows(path, columns: Sequence[str], flag):
     return _read_delimited(text, columns, path, flag, "\t" if suffix == ".tsv" else ",")
 
 
-def _read_delimited(text, columns, path, flag, delimiter):
+def _records(text, path, delimiter):
+    """Yields (first line, last line, fields) of every non-blank record, strictly parsed."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
-    has_header = not all(c.isdigit() for c in columns)
-    header = None
-    rows = []
+    # No field can be longer than the file: a long text is not a quoting error.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting, strict=True)
+    start = 1
     try:
-        start = 1
         for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                start = reader.line_num + 1
-                continue
-            if header is None and has_header:
-                header = [f.strip() for f in fields]
-                indices = [_column_index(c, header, path, flag) for c in columns]
-            else:
-                if header is None:
-                    header = []
-                    indices = [int(c) for c in columns]
-                if max(indices) >= len(fields):
-                    raise UserError(
-                        f"{path}:{start}: row has {len(fields)} columns but column "
-                        f"{max(indices)} is needed; fix the row or the column flags.")
-                rows.append(Row(start, tuple(fields[i] for i in indices)))
+            if fields and not (len(fields) == 1 and not fields[0].strip()):
+                yield start, reader.line_num, fields
             start = reader.line_num + 1
     except csv.Error as error:
-        raise UserError(f"{path}:{reader.line_num}: malformed row ({error}); fix the quoting.") from None
+        if "unexpected end of data" in str(error):
+            problem = "a quote opened on this line is never closed"
+        elif "expected after" in str(error):
+            problem = f"a quoted field that starts here is closed badly on line {reader.line_num}"
+        else:
+            raise UserError(f"{path}:{reader.line_num}: malformed row ({error}); fix the line.") from None
+        raise UserError(f'{path}:{start}: {problem} ({error}); remove the stray quote, or quote '
+                        'the whole field and double the quotes inside it ("").') from None
+
+
+def _stray_quote(records, path):
+    """Refuses a quoted field that swallowed whole rows, as when a stray quote opens a
+    field and a quote some rows later closes it: two or more of its lines split into
+    complete rows whose values in the file's label-like columns (few distinct values)
+    are values those columns hold."""
+    width = len(records[0][2])
+    columns = [set(fields[j] for _, _, fields in records) for j in range(width)]
+    labels = {j: values for j, values in enumerate(columns)
+              if len(values) <= max(2, len(records) // 5) and len(values) < len(records)}
+    if not labels:
+        return
+    for first, last, fields in records:
+        if last - first < 2:
+            continue
+        for field in fields:
+            rows = [next(csv.reader([line])) for line in field.split("\n")[:-1] if line.strip()]
+            if sum(len(row) == width and all(row[j] in labels[j] for j in labels)
+                   for row in rows) >= 2:
+                raise UserError(
+                    f"{path}:{first}: a quote opened on this line closes only on line {last}, "
+                    f"so {last - first + 1} rows were read as one field; remove the stray "
+                    'quote or double it ("").')
+
+
+def _looks_like_header(first, rest):
+    """True when the first row is names (short words) and, in some column, its value
+    never recurs in a column of few distinct values or of numbers only (a label column)."""
+    if not rest or not all(NAME.match(value.strip()) for value in first):
+        return False
+    for i, value in enumerate(first):
+        column = [row[i] for row in rest]
+        if value in column:
+            continue
+        if all(NUMBER.match(v.strip()) for v in column):
+            return True
+        if len(column) >= 8 and len(set(column)) <= len(column) // 4:
+            return True
+    return False
+
+
+def _read_delimited(text, columns, path, flag, delimiter):
+    has_header = not all(c.isdigit() for c in columns)
+    records = list(_records(text, path, delimiter))
+    if not records:
+        return []
+    if has_header:
+        header = [f.strip() for f in records.pop(0)[2]]
+        indices = [_column_index(c, header, path, flag) for c in columns]
+        width, what = len(header), "the header"
+    else:
+        indices = [int(c) for c in columns]
+        width, what = len(records[0][2]), f"line {records[0][0]}"
+    rows = []
+    for start, _, fields in records:
+        if max(indices) >= len(fields):
+            raise UserError(
+                f"{path}:{start}: row has {len(fields)} columns but column "
+                f"{max(indices)} is needed; fix the row or the column flags.")
+        if len(fields) != width:
+            raise UserError(
+                f"{path}:{start}: row has {len(fields)} columns but {what} has {width}; "
+                + ("quote fields that contain ','" if delimiter == "," else "remove stray tabs")
+                + " or fix the row.")
+        rows.append(Row(start, tuple(fields[i] for i in indices)))
+    if delimiter == "," and rows:
+        _stray_quote(records, path)
+    if not has_header and _looks_like_header(rows[0].values, [r.values for r in rows[1:]]):
+        raise UserError(
+            f"{path}:{rows[0].line}: this looks like a header row "
+            f"({', '.join(rows[0].values)}) but the column flags are 0-based indices, which "
+            "mean the file has none; give the columns by header name, or delete the row.")
     return rows
 
 
@@ -178,5 +259,11 @@ def _read_jsonl(text, columns, path, flag):
             raise UserError(
                 f"{path}:{number}: no key '{missing[0]}' (keys: {', '.join(record)}); "
                 f"fix the line or {flag}'s column flags.")
+        for column in columns:
+            if isinstance(record[column], (list, dict)):
+                kind = "a list" if isinstance(record[column], list) else "an object"
+                raise UserError(
+                    f"{path}:{number}: '{column}' is {kind}, not a string or number; give "
+                    "one value per key (or fix the column flags).")
         rows.append(Row(number, tuple(record[c] for c in columns)))
     return rows

@@ -4,6 +4,7 @@ Example:
     train, evaluation, test = eval_and_test(train, cfg, read_checked)
 """
 
+import collections
 import dataclasses
 import random
 from typing import Any, Optional, Tuple
@@ -25,17 +26,39 @@ class Data:
 
 def hold_out(split, fraction, seed, train_data):
     """Splits `split` (anything with len() and subset(indices, source)) into
-    (train, held-out eval), both in file order; the same seed gives the same split."""
+    (train, held-out eval), both in file order; the same seed gives the same split.
+    At least one example is held out; a fraction of 0 holds out nothing, so it is refused."""
+    if not fraction > 0:
+        raise UserError(f"--holdout_fraction={fraction:g} holds no evaluation data out of "
+                        "--train_data; give --eval_data=FILE, or a fraction above 0.")
     order = list(range(len(split)))
     random.Random(seed).shuffle(order)
     held = max(1, int(round(len(order) * fraction)))
     if held >= len(order):
         raise UserError(f"--train_data={train_data}: too few examples ({len(order)}) to hold out "
                         "an eval set; give --eval_data.")
-    evaluation = split.subset(sorted(order[:held]), f"{split.source} (held-out {fraction:.0%})")
+    evaluation = split.subset(sorted(order[:held]),
+                              f"{split.source} (held out: {held} of {len(order)})")
     logging.info("No --eval_data: held out %d of %d training examples (seed %d) for evaluation.",
                  held, len(order), seed)
     return split.subset(sorted(order[held:]), split.source), evaluation
+
+
+def warn_rare_labels(labels, source):
+    """Warns, naming them, about classes with a single training example (nothing to learn
+    from, nothing to hold out); returns those labels.
+
+    Example:
+        warn_rare_labels(["pos", "neg", "pos", "odd"], "train.csv")  # logs a warning, ['odd']
+    """
+    counts = collections.Counter(labels)
+    rare = sorted(label for label, count in counts.items() if count == 1)
+    if rare:
+        shown = ", ".join(rare[:10]) + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")
+        logging.warning("%s: %d classes have a single example (%s); the model can hardly learn "
+                        "them and a hold-out may leave them out of training. Add examples or "
+                        "check --label_column.", source, len(rare), shown)
+    return rare
 
 
 def eval_and_test(train, cfg, read_checked):

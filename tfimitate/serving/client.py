@@ -1,12 +1,14 @@
 """gRPC client for TensorFlow Serving (and the dev server): Predict, GetModelMetadata, GetModelStatus.
 
 Uses the official `tensorflow-serving-api` protos, so it talks to the
-`tensorflow/serving` image as it is. Prints one JSON object per input text:
-`label`, `class_id` and `probabilities` for classifiers; `words`, `tags` and
-`entities` for token classifiers; any other model's outputs as they are.
+`tensorflow/serving` image as it is. Prints one JSON object per input text, laid
+out from the signature's output shapes (see `records`): `label`, `class_id` and
+`probabilities` for classifiers; `words`, `tags`, `scores` and `entities` for
+token classifiers; the same rules for any other signature.
 
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 \\
         "a gripping film" "two hours I will not get back"
+    python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --input=reviews.txt
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --metadata
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --status
 
@@ -16,6 +18,7 @@ Example (in Python):
     print(prediction.version, records(["a gripping film"], prediction.outputs))
 """
 
+import collections
 import dataclasses
 import json
 import sys
@@ -29,11 +32,10 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from tfimitate.data import readers
 from tfimitate.errors import UserError, run_cli
 
 MAX_MESSAGE_BYTES = 64 << 20
-ENTITY_FIELDS = {"entity_text": "text", "entity_type": "type",
-                 "entity_start": "start", "entity_end": "end"}
 
 
 class ServingError(UserError):
@@ -88,13 +90,30 @@ class ServingClient:
 
     def metadata(self, model_name, version=None, version_label=None):
         """The model's version and SignatureDefs, as a JSON-ready dict."""
+        version, signatures = self._signature_defs(model_name, version, version_label)
+        return {"model": model_name, "version": version,
+                "signature_def": json_format.MessageToDict(signatures)["signatureDef"]}
+
+    def item_outputs(self, model_name, signature_name="serving_default", version=None,
+                     version_label=None):
+        """Names of the signature's outputs that list items per example (shape [-1, -1, ...]),
+        the `item_outputs` of `records`."""
+        _, signatures = self._signature_defs(model_name, version, version_label)
+        if signature_name not in signatures.signature_def:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"--signature_name={signature_name}: the model has no such "
+                               f"signature (it has {', '.join(sorted(signatures.signature_def))}).")
+        outputs = signatures.signature_def[signature_name].outputs
+        return {name for name, info in outputs.items()
+                if len(info.tensor_shape.dim) >= 2 and info.tensor_shape.dim[1].size == -1}
+
+    def _signature_defs(self, model_name, version, version_label):
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         _fill_spec(request.model_spec, model_name, version, version_label)
         response = self._call(self.predictions.GetModelMetadata, request)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
-        return {"model": model_name, "version": response.model_spec.version.value,
-                "signature_def": json_format.MessageToDict(signatures)["signatureDef"]}
+        return response.model_spec.version.value, signatures
 
     def status(self, model_name, version=None, version_label=None):
         """One dict per known version: its state and, after a failure, the error."""
@@ -146,23 +165,90 @@ def _python(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def records(texts, outputs):
-    """One JSON-ready dict per text; padded NER outputs become `words`, `tags` and `entities`."""
+def records(texts, outputs, item_outputs=None):
+    """One JSON-ready dict per text, laid out from the outputs' shapes, for any signature.
+
+    An output with one value (or a fixed-size vector) per example is a field as it is
+    (`label`, `class_id`, `probabilities`). An output that lists items per example,
+    padded to the longest (`words`, `tags`, `scores`: one entry per word), is cut to
+    the example's items: as many as its string outputs of that length have before
+    their "" padding. Item outputs that share a name prefix (`entity_text`,
+    `entity_type`, `entity_start`, `entity_end`) become one list of objects named by
+    the plural of the prefix (`entities`: [{"text", "type", "start", "end"}]).
+
+    `item_outputs` names the item outputs; the client reads them from the signature
+    (a second dimension of -1). Without it they are guessed: the 2-D outputs whose
+    length a 2-D string output shares.
+
+    Example:
+        records(["fun"], {"label": np.array([b"pos"]), "probabilities": np.array([[.1, .9]])})
+        # [{"text": "fun", "label": "pos", "probabilities": [0.1, 0.9]}]
+    """
+    if item_outputs is None:
+        string_lengths = {v.shape[1] for v in outputs.values() if v.ndim == 2 and v.dtype.kind in "OSU"}
+        item_outputs = [n for n, v in outputs.items() if v.ndim >= 2 and v.shape[1] in string_lengths]
+    item_outputs = [n for n in outputs if n in set(item_outputs)]
+    by_prefix = collections.defaultdict(list)
+    for name in item_outputs:
+        by_prefix[name.split("_", 1)[0] if "_" in name else (name,)].append(name)
+    groups = collections.defaultdict(list)  # plural of a prefix, or an item length -> names
+    for prefix, names in by_prefix.items():
+        if isinstance(prefix, str) and len(names) > 1 and len({outputs[n].shape[1] for n in names}) == 1:
+            groups[_plural(prefix)] = names
+        else:
+            for name in names:
+                groups[outputs[name].shape[1]].append(name)
     rows = []
     for i, text in enumerate(texts):
         row = {"text": text}
-        row.update({name: _python(value[i]) for name, value in outputs.items()})
-        if "entity_type" in row:
-            columns = [row.pop(name) for name in ENTITY_FIELDS]
-            row["entities"] = [dict(zip(ENTITY_FIELDS.values(), entity))
-                               for entity in zip(*columns) if entity[1]]
-        if "words" in row:  # per-word outputs are padded to the longest sentence
-            padded, count = len(row["words"]), sum(1 for word in row["words"] if word)
-            for name, value in row.items():
-                if name != "entities" and isinstance(value, list) and len(value) == padded:
-                    row[name] = value[:count]
+        row.update({n: _python(v[i]) for n, v in outputs.items() if n not in item_outputs})
+        for key, names in groups.items():
+            count = _item_count([outputs[n][i] for n in names])
+            if isinstance(key, str):
+                fields = [n.split("_", 1)[1] for n in names]
+                row[key] = [dict(zip(fields, item)) for item in
+                            zip(*(_python(outputs[n][i][:count]) for n in names))]
+            else:
+                row.update({n: _python(outputs[n][i][:count]) for n in names})
         rows.append(row)
     return rows
+
+
+def _item_count(values):
+    """How many leading items are real: up to the last non-empty entry of the string values
+    (all of them when there are none)."""
+    strings = [v for v in values if v.ndim == 1 and v.dtype.kind in "OSU"]
+    if not strings:
+        return len(values[0])
+    filled = [j for j in range(len(strings[0])) if any(len(v[j]) for v in strings)]
+    return filled[-1] + 1 if filled else 0
+
+
+def _plural(word):
+    """'entity' -> 'entities', 'box' -> 'boxes', 'span' -> 'spans'."""
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def read_texts(spec):
+    """The texts of `--input`: a UTF-8 file (optionally .gz/.bz2) or `-` for stdin, one text
+    per line, blank lines skipped."""
+    if spec == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise UserError(f"--input=- (stdin):{line}: bytes are not valid UTF-8 "
+                            f"({error.reason}); send UTF-8 text.") from None
+        text = text.replace("\r\n", "\n")
+    else:
+        text = readers.read_text(readers.resolve_path(spec, "--input"), "--input")
+    texts = [line for line in text.split("\n") if line.strip()]
+    if not texts:
+        raise UserError(f"--input={spec}: no text in it; give one text per line.")
+    return texts
 
 
 def _define_flags():
@@ -188,6 +274,9 @@ def _define_flags():
                                    "Print the model's signatures (GetModelMetadata) instead."),
         status=flags.DEFINE_bool("status", False,
                                  "Print the state of each version (GetModelStatus) instead."),
+        input=flags.DEFINE_string(
+            "input", None, "Read the texts from this UTF-8 file (or `-`: stdin), one per "
+            "line, instead of the arguments."),
     )
 
 
@@ -202,20 +291,25 @@ def main(argv, holders):
         result = (client.metadata if value["metadata"] else client.status)(value["model_name"], **spec)
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
+    if value["input"]:
+        if texts:
+            raise UserError("--input given as well as TEXT arguments; use one of them.")
+        texts = read_texts(value["input"])
     if not texts:
-        raise UserError("no TEXT given; pass the texts to classify as arguments "
-                        "(or --metadata / --status).")
+        raise UserError("no TEXT given; pass the texts to classify as arguments, or "
+                        "--input=FILE (or - for stdin), or --metadata / --status.")
     inputs = {"text": texts}
     if value["text_pair"]:
         if len(value["text_pair"]) != len(texts):
             raise UserError(f"--text_pair given {len(value['text_pair'])} times for {len(texts)} "
                             "texts; give one --text_pair per TEXT.")
         inputs["text_pair"] = value["text_pair"]
+    item_outputs = client.item_outputs(value["model_name"], value["signature_name"], **spec)
     start = 0
     for prediction in client.predict_in_batches(value["model_name"], inputs, value["batch_size"],
                                                 signature_name=value["signature_name"], **spec):
         count = len(next(iter(prediction.outputs.values())))
-        for row in records(texts[start:start + count], prediction.outputs):
+        for row in records(texts[start:start + count], prediction.outputs, item_outputs):
             print(json.dumps(row, ensure_ascii=False))
         start += count
     sys.stdout.flush()

@@ -15,6 +15,7 @@ Example (in Python):
     server.start(); print(server.port); server.stop()
 """
 
+import time
 from concurrent import futures
 
 import grpc
@@ -121,16 +122,22 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Handler):
 
 
 class DevServer:
-    """One model's versions behind a gRPC server on `host:port` (loopback by default)."""
+    """One model's versions behind a gRPC server on `host:port` (loopback by default).
+
+    The port is this server's alone: gRPC's default SO_REUSEPORT would let a second server
+    bind the same port and take half of the traffic, so it is turned off.
+    """
 
     def __init__(self, model_name, model_base_path, port=8500, host="127.0.0.1",
-                 poll_seconds=1.0, threads=8):
-        self.versions = ModelVersions(model_name, model_base_path)
+                 poll_seconds=1.0, threads=8, max_num_load_retries=5, load_retry_interval=60.0):
+        self.versions = ModelVersions(model_name, model_base_path, max_num_load_retries,
+                                      load_retry_interval)
         self.poll_seconds = poll_seconds
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.so_reuseport", 0)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.versions), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
@@ -140,8 +147,9 @@ class DevServer:
         except RuntimeError:
             self.port = 0
         if not self.port:
-            raise UserError(f"--host={host} --port={port}: cannot listen there (port in use or "
-                            "address not local); choose another --port or --host.")
+            raise UserError(f"--host={host} --port={port}: cannot listen there (another server "
+                            "uses the port, or the address is not local); stop it or choose "
+                            "another --port or --host.")
         self.target = f"{host}:{self.port}"
 
     def start(self):
@@ -173,6 +181,12 @@ def _define_flags():
         poll_seconds=flags.DEFINE_float(
             "poll_seconds", 1.0, "How often to look for new versions (TF Serving's "
             "--file_system_poll_wait_seconds).", lower_bound=0.05),
+        max_num_load_retries=flags.DEFINE_integer(
+            "max_num_load_retries", 5, "How many times a version that failed to load is "
+            "tried again (as TF Serving's flag of that name).", lower_bound=0),
+        load_retry_interval_micros=flags.DEFINE_integer(
+            "load_retry_interval_micros", 60_000_000, "Microseconds between those tries (as "
+            "TF Serving's flag of that name).", lower_bound=0),
     )
 
 
@@ -183,14 +197,20 @@ def main(argv, holders):
     if not numeric_versions(base_path):
         raise UserError(f"--model_base_path={base_path} holds no integer version directory; "
                         "export a model there first (python -m tfimitate.export).")
-    server = DevServer(holders["model_name"].value, base_path, holders["port"].value,
-                       holders["host"].value, holders["poll_seconds"].value).start()
-    if server.versions.poll() is None:
-        raise UserError(f"--model_base_path={base_path}: the newest version failed to load "
-                        "(see the log above); fix or remove it.")
-    print(f"Serving {server.versions.name} on {server.target} (development server; "
-          "production uses TensorFlow Serving). Ctrl-C stops.", flush=True)
+    value = {name: holder.value for name, holder in holders.items()}
+    server = DevServer(value["model_name"], base_path, value["port"], value["host"],
+                       value["poll_seconds"], max_num_load_retries=value["max_num_load_retries"],
+                       load_retry_interval=value["load_retry_interval_micros"] / 1e6).start()
     try:
+        while server.versions.retrying():  # like TF Serving, wait for the first load's retries
+            time.sleep(value["poll_seconds"])
+        if server.versions.poll() is None:
+            server.stop()
+            raise UserError(f"--model_base_path={base_path}: the newest version failed to load "
+                            f"after {value['max_num_load_retries']} retries (see the log above); "
+                            "fix or remove it.")
+        print(f"Serving {server.versions.name} on {server.target} (development server; "
+              "production uses TensorFlow Serving). Ctrl-C stops.", flush=True)
         server.server.wait_for_termination()
     except KeyboardInterrupt:
         server.stop(grace=1)

@@ -13,6 +13,7 @@ Example:
 
 import os
 import threading
+import time
 
 import grpc
 import tensorflow as tf
@@ -128,13 +129,21 @@ def _dtype_name(enum_value):
 
 
 class ModelVersions:
-    """Serves the newest version of one model, swapping to newer ones without dropping requests."""
+    """Serves the newest version of one model, swapping to newer ones without dropping requests.
 
-    def __init__(self, name, base_path):
+    A version that fails to load is retried `max_num_load_retries` times, `load_retry_interval`
+    seconds apart (TF Serving's --max_num_load_retries / --load_retry_interval_micros): a
+    version copied in non-atomically may be complete on the next try. Meanwhile its state is
+    LOADING (with the last error); after the last try it is END with the error.
+    """
+
+    def __init__(self, name, base_path, max_num_load_retries=5, load_retry_interval=60.0):
         self.name = name
         self.base_path = base_path
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval = load_retry_interval
         self.states = {}  # version -> (State, error message or "")
-        self._failed = set()  # versions that did not load; not retried, as in TF Serving
+        self._failures = {}  # version -> (failed loads, time.monotonic() of the next try)
         self._current = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -147,8 +156,14 @@ class ModelVersions:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {spec}")
         return current
 
+    def retrying(self):
+        """True while the newest version failed to load and has retries left."""
+        versions = numeric_versions(self.base_path)
+        failures = self._failures.get(versions[-1], (0, 0.0))[0] if versions else 0
+        return 0 < failures <= self.max_num_load_retries
+
     def poll(self):
-        """Serves the newest version directory (loading it unless it failed before).
+        """Serves the newest version directory: loads it, or retries it when its time comes.
 
         A deleted newest version rolls back to the one before it, as in TF Serving.
         Returns the served version (None while there is none).
@@ -157,23 +172,37 @@ class ModelVersions:
             versions = numeric_versions(self.base_path)
             newest = versions[-1] if versions else None
             current = self._current.version if self._current else None
-            if newest is None or newest == current or newest in self._failed:
+            if newest is None or newest == current:
                 return current
-            self.states[newest] = (State.LOADING, "")
+            failures, next_try = self._failures.get(newest, (0, 0.0))
+            if failures > self.max_num_load_retries or time.monotonic() < next_try:
+                return current
+            self.states[newest] = (State.LOADING, self.states.get(newest, (None, ""))[1])
             try:
                 servable = Servable(newest, os.path.join(self.base_path, str(newest)))
                 self._warm_up(servable)
             except Exception as error:  # a broken version must not stop the server
-                logging.error("Could not load %s version %d: %s", self.name, newest, error)
-                self.states[newest] = (State.END, f"{type(error).__name__}: {error}")
-                self._failed.add(newest)
+                self._failed(newest, failures + 1, f"{type(error).__name__}: {error}")
                 return current
+            self._failures.pop(newest, None)
             self._current = servable
             self.states[newest] = (State.AVAILABLE, "")
             if current is not None:
                 self.states[current] = (State.END, "")
             logging.info("Serving %s version %d from %s", self.name, newest, servable.path)
             return newest
+
+    def _failed(self, version, failures, message):
+        self._failures[version] = (failures, time.monotonic() + self.load_retry_interval)
+        if failures > self.max_num_load_retries:
+            logging.error("Could not load %s version %d (%d attempts), giving up: %s",
+                          self.name, version, failures, message)
+            self.states[version] = (State.END, message)
+        else:
+            logging.warning("Could not load %s version %d (attempt %d of %d); retrying in %g s: %s",
+                            self.name, version, failures, self.max_num_load_retries + 1,
+                            self.load_retry_interval, message)
+            self.states[version] = (State.LOADING, message)
 
     @staticmethod
     def _warm_up(servable):

@@ -37,7 +37,7 @@ def keep_known_labels(split, labels, flag, drop_unlisted, first_unknown, what="l
         raise UserError(
             f"{split.source}:{line}: {what} '{label}' is not one of the model's {what}s "
             f"({', '.join(labels)}); fix the row in {flag}, {advice}, or pass --drop_unlisted_labels.")
-    logging.warning("%s: dropped %d examples with a %s that is not in --labels.",
+    logging.warning("%s: dropped %d examples whose %s is not in --labels.",
                     split.source, len(split) - len(keep), what)
     return split.subset(keep, split.source)
 

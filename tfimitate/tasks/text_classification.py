@@ -65,6 +65,9 @@ def read_split(path, cfg, flag, with_labels=True):
         if not values[0].strip():
             empty += 1
             continue
+        if with_labels and not values[-1].strip():
+            raise UserError(f"{path}:{row.line}: the label (--label_column={cfg.label_column}) "
+                            "is empty; fill it in or remove the row.")
         texts.append(values[0])
         if cfg.text_pair_column:
             pairs.append(values[1])
@@ -125,6 +128,7 @@ def load_data(cfg):
         if not label or "\n" in label:
             raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
     train = _check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
+    splits.warn_rare_labels(train.labels, train.source)
     if len(labels) < 2:
         raise UserError(
             f"--train_data={cfg.train_data}: only one label ({labels[0]}) in the data; a "

@@ -99,13 +99,16 @@ def restore_newest(checkpoint, directory):
             path = os.path.join(directory, path)
         try:
             status = checkpoint.restore(path)
-        except (tf.errors.OpError, ValueError) as error:
+        except Exception as error:  # a torn file fails in many ways (OpError, IndexError ...)
             logging.warning("Checkpoint %s cannot be read (%s); falling back to the previous one.",
                             path, str(error).strip().splitlines()[0][:200])
             continue
         if newer is not None:
             logging.warning("Skipped damaged newer checkpoints; restored %s.", path)
         return path, status
+    if paths:
+        raise UserError(f"{directory}: none of its checkpoints can be read (see the warnings "
+                        "above); train into a new --model_dir.")
     return None, None
 
 
@@ -277,7 +280,11 @@ def _clip_across_replicas(gradients, loss_scale):
 def _make_train_function(model, step_loss, optimizer, strategy, cfg):
     def step_fn(inputs, labels):
         with tf.GradientTape() as tape:
-            loss = tf.nn.compute_average_loss(step_loss(model, inputs, labels))
+            per_example = step_loss(model, inputs, labels)
+            # The global batch: a pass's last batches may be short and split unevenly.
+            global_batch = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.shape(per_example)[0])
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, model.trainable_variables)
         # Weights the loss does not reach (e.g. an unused pooler) get no update.

@@ -1,0 +1,185 @@
+"""The bad-input matrix: mistakes a careless or unlucky user makes, one line per case.
+
+A case is (entry, arguments, files to create, text the `error:` line must contain).
+`entry` is either a `python -m` module, run as a child process that must exit 2 with
+exactly one `error:` line and no traceback, or a name in IN_PROCESS, a library call
+that must raise one UserError line (data formats are checked in-process: a child that
+imports TensorFlow costs 5-10 s). Either way nothing may appear in the case's folder
+besides the files it created. `{tmp}` in arguments and file contents is that folder.
+Add a case by adding a line to CASES.
+"""
+
+import collections
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfimitate import backbones, workflow
+from tfimitate.config import Experiment, validate_for_training
+from tfimitate.data import readers, splits
+from tfimitate.errors import UserError
+from tfimitate.serving import client
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = "".join(f"row {i},{i % 2}\n" for i in range(20))  # a clean CSV body
+TRUNCATED_EXPERIMENT = '{\n  "task": "text_classification",\n  "model_dir": "ru'
+
+
+class _Items(list):
+    """The least a hold-out needs of a task's split: len() and subset()."""
+
+    source = "t.csv"
+
+    def subset(self, indices, source):
+        return _Items(self[i] for i in indices)
+
+
+def _train(*assignments):
+    """workflow.train on an Experiment of `field=value` strings (digits become ints)."""
+    values = dict(assignment.split("=", 1) for assignment in assignments)
+    values = {k: int(v) if v.isdigit() else v for k, v in values.items()}
+    return workflow.train(Experiment(**values))
+
+
+IN_PROCESS = {
+    "workflow.train": _train,
+    "workflow.predict": workflow.predict,
+    "read_rows": lambda path, columns: readers.read_rows(path, columns.split(","), "--train_data"),
+    "Experiment.load": Experiment.load,
+    "validate_for_training": lambda field, value: validate_for_training(
+        Experiment(model_dir="run", train_data="t.csv", **{field: float(value)})),
+    "hold_out": lambda fraction: splits.hold_out(_Items(range(10)), float(fraction), 0, "t.csv"),
+    "client.read_texts": client.read_texts,
+    "backbones.max_sequence_length": backbones.max_sequence_length,
+}
+
+Case = collections.namedtuple("Case", "entry args files expected")
+CASES = [
+    # --- flags: absl parse errors, nan/inf, flagfiles, argv bytes (child processes, < 1 s each)
+    Case("tfimitate.train", ["--batch_size=0"], {}, "--batch_size=0: 0 is not a positive integer"),
+    Case("tfimitate.train", ["--batch_size=abc"], {}, "--batch_size=abc: invalid literal"),
+    Case("tfimitate.train", ["--holdout_fraction=0.9"], {}, "--holdout_fraction=0.9: 0.9 is not"),
+    Case("tfimitate.train", ["--task=nope"], {}, "--task=nope: value should be one of"),
+    Case("tfimitate.train", ["--no_such_flag=1"], {}, "Unknown command line flag 'no_such_flag'"),
+    Case("tfimitate.train", ["--batch_size"], {}, "Missing value for flag --batch_size"),
+    Case("tfimitate.train", ["--learning_rate=nan"], {}, "--learning_rate=nan: give a finite number"),
+    Case("tfimitate.train", ["--weight_decay=inf"], {}, "--weight_decay=inf: give a finite number"),
+    Case("tfimitate.train", ["--dropout=-inf"], {}, "--dropout=-inf: -inf is not a number in the range"),
+    Case("tfimitate.train", ["--flagfile={tmp}/missing.cfg"], {},
+         "--flagfile={tmp}/missing.cfg: No such file or directory"),
+    Case("tfimitate.train", ["--flagfile={tmp}/outer.cfg"], {"outer.cfg": "--flagfile={tmp}/in.cfg\n"},
+         "--flagfile={tmp}/in.cfg: No such file or directory"),
+    Case("tfimitate.train", ["--flagfile={tmp}/q.cfg"], {"q.cfg": '--model_dir="{tmp}/run"\n'},
+         'a --flagfile takes values literally, so the quotes would become part of the value; '
+         "write --model_dir={tmp}/run."),
+    Case("tfimitate.train", ["--flagfile={tmp}/q.cfg"], {"q.cfg": "--labels='a,b'\n"},
+         "write --labels=a,b."),
+    Case("tfimitate.train", ["--flagfile={tmp}/b.cfg"], {"b.cfg": b"--model_dir=caf\xe9\n"},
+         "a --flagfile holds bytes that are not valid UTF-8"),
+    Case("tfimitate.train", [b"--model_dir={tmp}/caf\xe9"], {}, "argument 1 (b'--model_dir="),
+    Case("tfimitate.evaluate", [], {}, "--model_dir is required"),
+    Case("tfimitate.serving.client", ["--model_name=m", b"caf\xe9"], {},
+         "command-line argument 2 (b'caf\\xe9') is not valid UTF-8"),
+    Case("validate_for_training", ["learning_rate", "nan"], {}, "--learning_rate=nan: give a finite"),
+    # --- CSV/TSV read strictly (issue 9, items 4 and 6)
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": 'text,label\n"stray,1\n' + ROWS + '"a, b",0\n'},
+         "d.csv:2: a quoted field that starts here is closed badly on line 23"),
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": 'text,label\n"stray,1\n' + ROWS + 'the 5",0\n' + ROWS},
+         "d.csv:2: a quote opened on this line closes only on line 23, so 22 rows were read as one field"),
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": 'text,label\n' + ROWS + '"stray,1\n' + ROWS},
+         "d.csv:22: a quote opened on this line is never closed"),
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": 'text,label\n"a"b,1\n'},
+         "d.csv:2: a quoted field that starts here is closed badly on line 2"),
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": "text,label\nhello, world,1\n"},
+         "d.csv:2: row has 3 columns but the header has 2; quote fields that contain ','"),
+    Case("read_rows", ["{tmp}/d.tsv", "0,1"], {"d.tsv": "a\t1\nb\t0\tx\n"},
+         "d.tsv:2: row has 3 columns but line 1 has 2; remove stray tabs"),
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": "text,label,text\na,1,b\n"},
+         "d.csv:1: the header names column 'text' 2 times"),
+    Case("read_rows", ["{tmp}/d.tsv", "0,1"], {"d.tsv": "sentence\tlabel\ngood\t1\nbad\t0\n"},
+         "d.tsv:1: this looks like a header row (sentence, label) but the column flags are 0-based"),
+    Case("read_rows", ["{tmp}/d.csv", "0,1"], {"d.csv": "text,category\n" + "".join(
+        f"t {i},{('pos', 'neg')[i % 2]}\n" for i in range(12))}, "d.csv:1: this looks like a header row"),
+    Case("read_rows", ["{tmp}/d.jsonl", "text,label"], {"d.jsonl": '{"text": "a", "label": 1}\n{"text": ["b"], "label": 0}\n'},
+         "d.jsonl:2: 'text' is a list, not a string or number"),
+    Case("read_rows", ["{tmp}/d.jsonl", "text,label"], {"d.jsonl": '{"text": "a", "label": {"id": 1}}\n'},
+         "d.jsonl:1: 'label' is an object, not a string or number"),
+    Case("read_rows", ["{tmp}/data", "text,label"], {"data/train.csv": "text,label\n"},
+         "--train_data={tmp}/data: {tmp}/data is a directory; give a file in it."),
+    # --- splits, run state, backbone config (issue 9, items 6, 7 and 9)
+    Case("hold_out", ["0"], {}, "--holdout_fraction=0 holds no evaluation data out of --train_data; "
+                                "give --eval_data=FILE"),
+    Case("Experiment.load", ["{tmp}/run"], {"run/experiment.json": TRUNCATED_EXPERIMENT,
+                                             "run/flags.cfg": "--model_dir=run\n"},
+         "run/experiment.json is damaged (Unterminated string starting at: line 3 column 16 (char "
+         "50)); delete it and re-run training with --flagfile={tmp}/run/flags.cfg "
+         "--model_dir={tmp}/run"),
+    Case("Experiment.load", ["{tmp}/run"], {"run/experiment.json": "[1, 2]"},
+         "run/experiment.json is damaged (not a JSON object); restore it from a backup."),
+    Case("backbones.max_sequence_length", ["{tmp}/model"], {"model/config.json": '{"max_position'},
+         "--backbone={tmp}/model: cannot read {tmp}/model/config.json"),
+    # --- output paths and data a run cannot use, before anything is written (items 3, 7, 8, 10)
+    Case("workflow.train", ["model_dir={tmp}/f", "train_data={tmp}/t.csv"], {"f": "x"},
+         "--model_dir={tmp}/f is a file, not a folder; choose another path."),
+    Case("workflow.train", ["model_dir={tmp}/run", "export_dir={tmp}/f/sub", "train_data={tmp}/t.csv"],
+         {"f": "x"}, "--export_dir={tmp}/f/sub: {tmp}/f is a file, not a folder"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "sequence_length=1000"],
+         {}, "--sequence_length=1000 is longer than --backbone=minilm_l6 allows (512)"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=token_classification", "train_data={tmp}/o.txt"],
+         {"o.txt": "john O\nsaid O\n\nparis O\n"}, "every tag is O, so there is no entity to learn"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/in.jsonl", "{tmp}/in.jsonl"], {"in.jsonl": '{"text": "a"}\n'},
+         "--output={tmp}/in.jsonl is the --input file; writing it would replace the input"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/f/out.jsonl"], {"in.txt": "a\n", "f": "x"},
+         "--output={tmp}/f/out.jsonl: {tmp}/f is a file, not a folder"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/out.txt"], {"in.txt": "a\n"},
+         "--output={tmp}/out.txt: give a file ending in .jsonl or .csv."),
+    # --- client input (issue 9, item 10)
+    Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": b"fine\nbad \xff\n"},
+         "texts.txt:2: bytes are not valid UTF-8"),
+    Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": "\n  \n"}, "--input={tmp}/texts.txt: no text in it"),
+    Case("client.read_texts", ["{tmp}/none.txt"], {}, "--input={tmp}/none.txt: file {tmp}/none.txt does not exist"),
+]
+
+
+def _fill(value, tmp):
+    if isinstance(value, bytes):
+        return value.replace(b"{tmp}", os.fsencode(tmp))
+    return value.replace("{tmp}", tmp)
+
+
+def _listing(directory):
+    return sorted(os.path.relpath(os.path.join(root, name), directory)
+                  for root, dirs, files in os.walk(directory) for name in dirs + files)
+
+
+def _error_lines(case, tmp):
+    """The `error:` lines the case produced (after checking exit code and traceback)."""
+    args = [_fill(arg, tmp) for arg in case.args]
+    if case.entry in IN_PROCESS:
+        with pytest.raises(UserError) as raised:
+            IN_PROCESS[case.entry](*args)
+        return [f"error: {raised.value}"] + str(raised.value).splitlines()[1:]
+    result = subprocess.run([sys.executable, "-m", case.entry, *args], cwd=REPO,
+                            capture_output=True, timeout=120)
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.entry}:{case.expected[:40]}")
+def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path):
+    tmp = str(tmp_path)
+    for name, content in case.files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = _fill(content, tmp)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = _listing(tmp)
+    lines = _error_lines(case, tmp)
+    assert len(lines) == 1, lines
+    assert _fill(case.expected, tmp) in lines[0]
+    assert _listing(tmp) == before
+

@@ -1,0 +1,90 @@
+"""Dev server robustness without training: one server per port, and load retries like
+TF Serving's --max_num_load_retries, on a tiny hand-made SavedModel."""
+
+import socket
+import time
+
+import pytest
+import tensorflow as tf
+
+from tfimitate.errors import UserError
+from tfimitate.serving.client import ServingClient
+from tfimitate.serving.devserver import DevServer
+from tfimitate.serving.servables import ModelVersions, State
+
+
+class _Lengths(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text):
+        return {"length": tf.strings.length(text)}
+
+
+def _save_model(directory):
+    module = _Lengths()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+
+
+def test_a_second_server_on_the_same_port_is_refused(tmp_path):
+    first = DevServer("m", str(tmp_path), port=0)
+    try:
+        with pytest.raises(UserError, match=rf"--port={first.port}: cannot listen there"):
+            DevServer("m", str(tmp_path), port=first.port)
+    finally:
+        first.stop()
+
+
+def test_a_port_held_by_another_program_is_refused(tmp_path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(UserError, match="cannot listen there"):
+            DevServer("m", str(tmp_path), port=other.getsockname()[1])
+
+
+def test_a_version_that_failed_to_load_is_retried_until_it_loads(tmp_path):
+    (tmp_path / "1").mkdir()  # seen before its SavedModel is copied in
+    versions = ModelVersions("m", str(tmp_path), max_num_load_retries=3, load_retry_interval=3.0)
+    assert versions.poll() is None and versions.retrying()
+    failed_at = time.monotonic()
+    state, message = versions.states[1]
+    assert state == State.LOADING and "saved_model.pb" in message
+    _save_model(tmp_path / "1")
+    assert time.monotonic() - failed_at < 3.0 and versions.poll() is None  # waits its interval
+    time.sleep(max(0.0, failed_at + 3.05 - time.monotonic()))
+    assert versions.poll() == 1 and not versions.retrying()
+    assert versions.states[1] == (State.AVAILABLE, "")
+    outputs = versions.get().run("serving_default", {"text": tf.make_tensor_proto(["abc"])})
+    assert outputs["length"].tolist() == [3]
+
+
+def test_a_version_that_keeps_failing_ends_after_the_retries(tmp_path):
+    (tmp_path / "1").mkdir()
+    versions = ModelVersions("m", str(tmp_path), max_num_load_retries=2, load_retry_interval=0.0)
+    attempts = 0
+    while versions.retrying() or attempts == 0:
+        versions.poll()
+        attempts += 1
+        assert attempts <= 3
+    assert attempts == 3 and versions.states[1][0] == State.END  # the first load, 2 retries
+    _save_model(tmp_path / "1")
+    assert versions.poll() is None  # given up, as TF Serving does, until a new version
+    _save_model(tmp_path / "2")
+    assert versions.poll() == 2
+
+
+def test_status_shows_loading_with_the_error_while_retrying(tmp_path):
+    (tmp_path / "1").mkdir()
+    server = DevServer("m", str(tmp_path), port=0, poll_seconds=0.1, max_num_load_retries=50,
+                       load_retry_interval=0.2).start()
+    try:
+        client = ServingClient(server.target, timeout=10)
+        [status] = client.status("m")
+        assert status["state"] == "LOADING" and "saved_model.pb" in status["error"]
+        _save_model(tmp_path / "1")
+        deadline = time.monotonic() + 30
+        while client.status("m")[0]["state"] != "AVAILABLE" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.status("m") == [{"model": "m", "version": 1, "state": "AVAILABLE"}]
+        assert client.predict("m", {"text": ["hello"]}).outputs["length"].tolist() == [5]
+    finally:
+        server.stop()
