@@ -74,7 +74,8 @@ def run_config(name, files, runs_dir, max_steps, base):
         raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
     with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
         metrics = json.load(f)
-    return {"config": CONFIGS[name][0], "command": " ".join(command[3:]),
+    shown = " ".join(["python"] + command[4:]).replace(ROOT + os.sep, "")
+    return {"config": CONFIGS[name][0], "command": shown,
             "sst2_test_before": metrics["retain_score_before"],
             "sst2_test_after": metrics["retain_score"], "forgetting": metrics["forgetting"],
             "rotten_tomatoes_holdout": metrics["accuracy"], "steps": metrics["step"],
