@@ -15,7 +15,6 @@ import helpers
 import processes
 from test_contract import TASK_DATA
 from tfimitate import runtime, workflow
-from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
 from tfimitate.training import backbone_parts, l2sp, layer_decay, optim
@@ -37,8 +36,7 @@ def _model(cfg, techniques=()):
 
 
 def _variable(path, value):
-    variable = keras.Variable(np.array(value, "float32"), name=path)
-    return variable
+    return keras.Variable(np.array(value, "float32"), name=path)
 
 
 def test_factored_adamw_scales_each_weights_whole_update():
@@ -186,7 +184,6 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import tfimitate
 from tfimitate import workflow
-from tfimitate.config import Experiment
 cfg = Experiment.load(sys.argv[1])
 changes = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[2]).items()}
 for strategy in ("one_device", "mirrored"):

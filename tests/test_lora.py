@@ -139,7 +139,10 @@ def test_export_merges_adapters_into_the_kernels(lora_run, tmp_path):
     for name, (inputs, want) in unmerged.items():
         export_lib.check_parity(reloaded.signatures[name], inputs, want, name, tolerance=1e-4)
 
-    # Same ops as the export of a model that never had LoRA.
+    # Same ops as the export of a model that never had LoRA (the ops come from the model,
+    # so one task shows it).
+    if cfg.task != "text_classification":
+        return
     plain_run = base.Run(cfg.replace(export_dir=str(tmp_path / "plain"), lora_rank=0,
                                      save_adapters_only=False),
                          without, run.preprocessor, run.strategy)
