@@ -65,6 +65,19 @@ class Experiment:
     adv_steps: int = 3
     augment: str = ""
     augment_prob: float = 0.5
+    lora_rank: int = 0
+    lora_alpha: Optional[float] = None
+    lora_targets: Tuple[str, ...] = ("query", "value")
+    save_adapters_only: bool = False
+    freeze: Optional[Tuple[str, ...]] = None
+    unfreeze_every_steps: int = 0
+    layer_lr_decay: float = 1.0
+    l2sp: float = 0.0
+    init_from: Optional[str] = None
+    label_map: Optional[Tuple[str, ...]] = None
+    replay_data: Optional[str] = None
+    replay_fraction: float = 0.2
+    retain_eval_data: Optional[str] = None
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -105,10 +118,8 @@ class Experiment:
                 values = json.load(f)
             if not isinstance(values, dict):
                 raise ValueError("not a JSON object")
-            values = {k: v for k, v in values.items() if k in known}
-            for name in ("labels", "image_augment"):
-                if values.get(name) is not None:
-                    values[name] = tuple(values[name])
+            values = {k: tuple(v) if isinstance(v, list) else v
+                      for k, v in values.items() if k in known}
             cfg = cls(**values)
         except (ValueError, TypeError) as error:  # JSONDecodeError and UnicodeDecodeError too
             flagfile = os.path.join(model_dir, FLAGFILE)

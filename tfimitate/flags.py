@@ -190,6 +190,64 @@ SAVED_MODEL = flags.DEFINE_string(
     "signatures instead of the checkpoint (task, labels and data from --model_dir, or "
     "from the run it was exported from).")
 
+# --- Technique: careful fine-tuning (LoRA, freezing, layer rates, L2-SP, continual) ---
+LORA_RANK = flags.DEFINE_integer(
+    "lora_rank", 0,
+    "If > 0, train low-rank adapters (LoRA) of this rank on the --lora_targets layers of "
+    "the backbone, which is otherwise frozen; only the adapters and the head train. The "
+    "export merges the adapters into the dense kernels.", lower_bound=0)
+LORA_ALPHA = flags.DEFINE_float(
+    "lora_alpha", None,
+    "LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B "
+    "(default: lora_rank, a scale of 1).", lower_bound=0.0)
+LORA_TARGETS = flags.DEFINE_list(
+    "lora_targets", ["query", "value"],
+    "Names of the backbone's dense layers that get adapters (e.g. query,key,value,"
+    "attention_output,feedforward_intermediate_dense).")
+SAVE_ADAPTERS_ONLY = flags.DEFINE_bool(
+    "save_adapters_only", False,
+    "With --lora_rank: checkpoints hold only the weights that train (adapters and head); "
+    "the frozen backbone is reloaded from --backbone when resuming or exporting.")
+FREEZE = flags.DEFINE_list(
+    "freeze", None,
+    "Backbone parts that never train: `embeddings`, `layers:I-J` (0-based, inclusive) or "
+    "`layers:I`, `backbone`, or a backbone layer's name (e.g. pooled_dense).")
+UNFREEZE_EVERY_STEPS = flags.DEFINE_integer(
+    "unfreeze_every_steps", 0,
+    "If > 0, gradual unfreezing: training starts with the backbone frozen and every this "
+    "many steps the next layer from the top starts to train (embeddings last).",
+    lower_bound=0)
+LAYER_LR_DECAY = flags.DEFINE_float(
+    "layer_lr_decay", 1.0,
+    "Layer-wise learning-rate decay: layer i of L trains at rate * decay^(L - i), the "
+    "embeddings at decay^(L + 1), the head at the full rate. 1.0: off.",
+    lower_bound=0.0, upper_bound=1.0)
+L2SP = flags.DEFINE_float(
+    "l2sp", 0.0,
+    "L2-SP: adds l2sp/2 * squared distance of the backbone's weights to their starting "
+    "(pretrained) values to the loss, alongside --weight_decay. 0: off.", lower_bound=0.0)
+INIT_FROM = flags.DEFINE_string(
+    "init_from", None,
+    "Start from the newest checkpoint of another run (its model_dir) of the same task and "
+    "backbone instead of the pretrained backbone; the head is kept when the labels match "
+    "(or are mapped with --label_map). With --l2sp the anchor is that run's weights.")
+LABEL_MAP = flags.DEFINE_list(
+    "label_map", None,
+    "With --init_from: NEW=OLD pairs naming, for labels of this run, the label of the "
+    "--init_from run whose head row they continue (e.g. fresh=1,rotten=0).")
+REPLAY_DATA = flags.DEFINE_string(
+    "replay_data", None,
+    "Old training data (same format, columns and labels as --train_data) mixed into every "
+    "batch, against forgetting it.")
+REPLAY_FRACTION = flags.DEFINE_float(
+    "replay_fraction", 0.2,
+    "With --replay_data: share of every batch that is old data (added to --batch_size new "
+    "examples).", lower_bound=0.0, upper_bound=0.9)
+RETAIN_EVAL_DATA = flags.DEFINE_string(
+    "retain_eval_data", None,
+    "Old evaluation data (same format as --eval_data), scored before training and at every "
+    "evaluation; metrics.json and TensorBoard get retain_score and forgetting (before - now).")
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

@@ -14,6 +14,7 @@ Example:
 import base64
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -57,8 +58,10 @@ def _check_sequence_length(cfg):
 
 def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
+    from tfimitate.training import techniques
+
     if os.path.isfile(os.path.join(cfg.model_dir, "experiment.json")):
-        base.check_resume(task, Experiment.load(cfg.model_dir), cfg)
+        base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
 
 
 def train(cfg):
@@ -99,11 +102,18 @@ def _train(task, cfg, data, strategy):
         model = build_model(task, cfg, len(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16", phases=phases)
+            loss_scale=cfg.precision == "mixed_float16", phases=phases,
+            factors=techniques.learning_rate_factors(chosen, model, cfg))
+    trainable = sum(int(v.shape.num_elements()) for v in model.trainable_weights)
+    total = sum(int(v.shape.num_elements()) for v in model.weights)
+    logging.info("Trainable parameters: %s of %s (%.2f%%).", f"{trainable:,}", f"{total:,}",
+                 100.0 * trainable / total)
     run = base.Run(cfg, model, preprocessor, strategy, optimizer, tuple(chosen))
+    techniques.initialize(chosen, run)
     # Built before anything is written: a technique hook may refuse the flags.
     train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
     step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
+    evaluate_fn = lambda: techniques.extend_evaluation(chosen, task.evaluate(run, data.eval), run)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
@@ -115,10 +125,10 @@ def _train(task, cfg, data, strategy):
         logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
                      len(data.train), len(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
-        result = loop.train_loop(model, optimizer, step_loss, train_ds,
-                                 lambda: task.evaluate(run, data.eval), cfg, strategy,
-                                 steps_per_epoch, total_steps, phases)
-        evaluation = result.final_evaluation or task.evaluate(run, data.eval)
+        result = loop.train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
+                                 steps_per_epoch, total_steps, phases,
+                                 keep=techniques.checkpoint_filter(chosen))
+        evaluation = result.final_evaluation or evaluate_fn()
         metrics = _report(evaluation, data.eval, cfg, result.step, "metrics", chief)
         if data.test is not None:
             _report(task.evaluate(run, data.test), data.test, cfg, result.step, "test_metrics",
@@ -159,8 +169,10 @@ def restore(model_dir):
     cfg = Experiment.load(model_dir).replace(model_dir=model_dir)
     task = get_task(cfg.task)
     runtime.set_precision(cfg.precision)
-    model = build_model(task, cfg, len(cfg.labels), techniques.chosen(cfg), load_weights=False)
-    step = loop.restore_latest(model, model_dir)
+    chosen = techniques.chosen(cfg)
+    keep = techniques.checkpoint_filter(chosen)  # None: checkpoints hold every weight
+    model = build_model(task, cfg, len(cfg.labels), chosen, load_weights=keep is not None)
+    step = loop.restore_latest(model, model_dir, keep=keep)
     if step is None:
         raise UserError(f"--model_dir={model_dir} has no checkpoint yet; train first.")
     loop.check_finite_weights(model, f"--model_dir={model_dir}: the checkpoint of step {step}")
@@ -323,6 +335,7 @@ def export_model(task, run, examples, step, version=None):
     """
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import warmup
+    from tfimitate.training import techniques
 
     source = {"model_dir": os.path.abspath(run.cfg.model_dir), "step": int(step)}
     existing = export_lib.version_exported_from(run.cfg.export_dir, source)
@@ -340,8 +353,11 @@ def export_model(task, run, examples, step, version=None):
         labels_file = os.path.join(scratch, LABELS_FILE)
         with open(labels_file, "w") as f:
             f.write("\n".join(run.labels) + "\n")
-        module = task.serving_module(run, labels_file)
+        # The served model may differ from the trained one (LoRA merges its adapters):
+        # the parity check holds the reloaded export to the trained model's outputs.
         checks = task.parity(run, examples)
+        served = techniques.prepare_export(techniques.chosen(run.cfg), run.model, run.cfg)
+        module = task.serving_module(dataclasses.replace(run, model=served), labels_file)
         model_name = os.path.basename(os.path.normpath(run.cfg.export_dir))
         path = export_lib.export_saved_model(module, run.cfg.export_dir, checks, version,
                                              write_extras=write_extras)

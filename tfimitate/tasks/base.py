@@ -185,9 +185,10 @@ def resume_fields(task):
     return COMMON_RESUME_FIELDS + tuple(task.RESUME_FIELDS)
 
 
-def check_resume(task, previous, cfg):
-    """Refuses to continue a run whose experiment differs in a field that shapes the run."""
-    for field in resume_fields(task):
+def check_resume(task, previous, cfg, technique_fields=()):
+    """Refuses to continue a run whose experiment differs in a field that shapes the run
+    (the common ones, the task's, and `technique_fields` of the techniques)."""
+    for field in resume_fields(task) + tuple(technique_fields):
         before, now = getattr(previous, field), getattr(cfg, field)
         if before != now and not (field == "labels" and now is None):
             raise UserError(

@@ -65,14 +65,27 @@ def check_finite_weights(model, what):
             "lower --learning_rate.")
 
 
-def make_checkpoint(model, optimizer):
+def model_state(model, keep=None):
+    """What a checkpoint holds of `model`: all of it, or (with a `keep(variable)`
+    predicate, e.g. LoRA adapters only) those weights by path."""
+    if keep is None:
+        return {"model": model}
+    weights = {v.path: v for v in model.weights if keep(v)}
+    if len(weights) != len([v for v in model.weights if keep(v)]):
+        raise RuntimeError("two weights of the model share a path; please report this.")
+    return {"weights": weights}
+
+
+def make_checkpoint(model, optimizer, keep=None):
     """The tf.train.Checkpoint holding what a resume needs.
 
-    Besides weights and optimizer slots it holds the dropout seed states (Keras
-    does not track them), so a resumed run draws the masks an uninterrupted one would.
+    Besides weights (all, or those `keep` picks: see model_state) and optimizer slots it
+    holds the dropout seed states (Keras does not track them), so a resumed run draws
+    the masks an uninterrupted one would.
     """
     seeds = [v for v in model.variables if "seed_generator_state" in v.path]
-    return tf.train.Checkpoint(model=model, optimizer=optimizer, dropout_seeds=seeds)
+    return tf.train.Checkpoint(optimizer=optimizer, dropout_seeds=seeds,
+                               **model_state(model, keep))
 
 
 def restore_newest(checkpoint, directory):
@@ -101,11 +114,12 @@ def restore_newest(checkpoint, directory):
     return None, None
 
 
-def restore_latest(model, model_dir, optimizer=None):
-    """Restores the newest complete checkpoint under `model_dir`; returns its step or None."""
+def restore_latest(model, model_dir, optimizer=None, keep=None):
+    """Restores the newest complete checkpoint under `model_dir` (of the weights `keep`
+    picks, see model_state); returns its step or None."""
     for subdir in (BEST_SUBDIR, CHECKPOINT_SUBDIR):
-        checkpoint = tf.train.Checkpoint(model=model) if optimizer is None \
-            else make_checkpoint(model, optimizer)
+        checkpoint = tf.train.Checkpoint(**model_state(model, keep)) if optimizer is None \
+            else make_checkpoint(model, optimizer, keep)
         path, status = restore_newest(checkpoint, os.path.join(model_dir, subdir))
         if path:
             status.expect_partial()
@@ -114,7 +128,7 @@ def restore_latest(model, model_dir, optimizer=None):
 
 
 def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
-               steps_per_epoch, total_steps, phases=()):
+               steps_per_epoch, total_steps, phases=(), keep=None):
     """Trains `model` (built under `strategy.scope()`) for `total_steps` optimizer steps.
 
     Args:
@@ -133,11 +147,13 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
             it) and the step is traced again for its trainable weights. The optimizer must
             be built over every weight any phase trains (the loop builds it before the
             first phase's `prepare`).
+        keep: None (checkpoints hold the whole model) or a predicate(variable) picking the
+            weights checkpoints hold (see model_state).
     """
     out_dir = runtime.write_dir(cfg.model_dir, strategy)
     try:
         return _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
-                      steps_per_epoch, total_steps, out_dir, phases)
+                      steps_per_epoch, total_steps, out_dir, phases, keep)
     except KeyboardInterrupt:
         saved = tf.train.latest_checkpoint(os.path.join(out_dir, CHECKPOINT_SUBDIR))
         raise TrainingInterrupted(
@@ -150,10 +166,10 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
 
 
 def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, steps_per_epoch,
-           total_steps, out_dir, phases):
+           total_steps, out_dir, phases, keep):
     with strategy.scope():
         optimizer.build(model.trainable_variables)
-    checkpoint = make_checkpoint(model, optimizer)
+    checkpoint = make_checkpoint(model, optimizer, keep)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, CHECKPOINT_SUBDIR), max_to_keep=cfg.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(

@@ -1,8 +1,10 @@
-"""AdamW with linear warmup then linear decay to zero.
+"""AdamW with linear warmup then linear decay to zero, optionally with per-weight rates.
 
 Example:
     optimizer = make_optimizer(learning_rate=5e-5, total_steps=1000,
                                warmup_ratio=0.1, weight_decay=0.01)
+    optimizer = make_optimizer(5e-5, 1000, 0.1, 0.01,
+                               factors={"logits/kernel": lambda step: 2.0})
 """
 
 import keras
@@ -69,12 +71,55 @@ class PhasedWarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_ratio": self.warmup_ratio}
 
 
+class FactoredAdamW(keras.optimizers.AdamW):
+    """AdamW with a learning-rate factor per weight (Keras has one rate for all weights).
+
+    `factors` maps a variable path to a function of the optimizer step returning the
+    factor; weights not named train at factor 1. The factor scales the weight's whole
+    decoupled update, Adam step and weight decay, exactly as its own learning rate would;
+    0 leaves it bit-for-bit unchanged while its Adam moments still follow its gradient.
+    Scaling gradients instead would not do this: Adam's step does not scale with them.
+
+    It relies on two Keras 3 optimizer internals, both checked by tests/test_layer_rates.py:
+    `update_step` gets each weight's learning rate, and `_apply_weight_decay` (which
+    uses the global rate) is replaced by decay inside `update_step`, in the same order.
+
+    Example:
+        optimizer = FactoredAdamW({"transformer_layer_0/query/kernel": lambda step: 0.5},
+                                  learning_rate=1e-4, weight_decay=0.01)
+    """
+
+    def __init__(self, factors, **kwargs):
+        super().__init__(**kwargs)
+        self._factors_by_path = dict(factors)
+
+    def build(self, variables):
+        super().build(variables)
+        self._factors = [self._factors_by_path.get(v.path) for v in variables]
+
+    def _apply_weight_decay(self, variables):
+        """Decay happens in update_step, at each weight's own rate."""
+        del variables
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        if factor is not None:
+            learning_rate = learning_rate * factor(self.iterations)
+        if self.weight_decay and self._use_weight_decay(variable):
+            rate = keras.ops.cast(learning_rate, variable.dtype)
+            self.assign_sub(variable, variable * keras.ops.cast(self.weight_decay, variable.dtype)
+                            * rate)
+        super().update_step(gradient, variable, learning_rate)
+
+
 def make_optimizer(learning_rate, total_steps, warmup_ratio, weight_decay,
-                   loss_scale=False, phases=None):
+                   loss_scale=False, phases=None, factors=None):
     """AdamW on the warmup/decay schedule; no decay on biases and LayerNorm.
 
     With `phases` (techniques.Phase list), each phase warms up and decays to its own
-    peak learning rate over its own steps (`learning_rate` is then unused).
+    peak learning rate over its own steps (`learning_rate` is then unused). With
+    `factors` ({variable path: function of the step}, see FactoredAdamW) some weights
+    train at their own multiple of the rate.
 
     It does not clip: Keras clips each replica's share of the gradient before
     summing them, so the training loop clips the summed gradient to GLOBAL_CLIPNORM.
@@ -86,8 +131,8 @@ def make_optimizer(learning_rate, total_steps, warmup_ratio, weight_decay,
     else:
         peak = phases[0].learning_rate if phases else learning_rate
         schedule = WarmupLinearDecay(peak, int(round(total_steps * warmup_ratio)), total_steps)
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
+    kwargs = dict(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
+    optimizer = FactoredAdamW(factors, **kwargs) if factors else keras.optimizers.AdamW(**kwargs)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -1,10 +1,14 @@
 """Technique hooks: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
-L2-SP ...) is a `Technique` with up to five hooks, each a no-op by default:
+L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
+    initialize(run)                           once before training (not when restoring for
+                                              evaluate/export), after the model is built and
+                                              before a resumed run restores its checkpoint:
+                                              starting weights, extra data to read and check
     text_transform(cfg, keep_word_count)      a change to each raw training text before
         -> fn(words, seed) -> words or None   tokenization, every pass (text tasks apply it)
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
@@ -15,9 +19,25 @@ L2-SP ...) is a `Technique` with up to five hooks, each a no-op by default:
     phases(cfg, total_steps) -> [Phase]       when which weights train at which peak
                                               learning rate (a frozen phase, then fine-tuning);
                                               None: all trainable weights, --learning_rate
+    learning_rate_factors(model, cfg) -> {variable.path: factor}
+                                              per-weight learning-rate factors (a number, or a
+                                              function of the optimizer step); 0 holds a weight
+                                              still (layer-wise decay, gradual unfreezing)
+    checkpoint_filter() -> None | predicate   which weights checkpoints hold (None: all); the
+                                              rest come from the pretrained backbone (adapters)
+    prepare_export(model, cfg) -> model       the model to serve, from the trained one (LoRA
+                                              merges its adapters); the export's parity check
+                                              compares the served model with the trained one
+    extend_evaluation(evaluation, run) -> evaluation
+                                              every evaluation during training (more metrics,
+                                              e.g. the score on old data)
 
-Hooks may raise UserError for flags they cannot serve: the workflow calls them all
-before anything is written.
+During training the hooks run in this order: adapt_model, learning_rate_factors,
+initialize, text_transform, adapt_dataset, wrap_loss, phases, then extend_evaluation at
+every evaluation. Hooks may raise UserError for flags they cannot serve: the workflow
+calls them all before anything is written.
+
+A technique module may also list `RESUME_FIELDS`: experiment fields a resumed run must keep.
 
 Techniques are chosen by flags: each module named in `TECHNIQUES` has a
 `from_config(cfg)` returning its Technique, or None when its flags leave it off;
@@ -66,6 +86,10 @@ class Technique:
         del cfg
         return model
 
+    def initialize(self, run):
+        """Runs once before training with the tasks/base.py Run (may set weights)."""
+        del run
+
     def text_transform(self, cfg, keep_word_count):
         """Returns fn(words, seed) -> words, applied to every raw training text before
         tokenization on every pass, or None to leave texts as they are.
@@ -93,10 +117,39 @@ class Technique:
         del cfg, total_steps
         return None
 
+    def learning_rate_factors(self, model, cfg):
+        """{variable.path: factor} scaling those weights' updates (Adam step and weight
+        decay) like a per-weight learning rate; a factor is a number or a function of the
+        optimizer step (int64 tensor) returning a float32 scalar. Called once per training."""
+        del model, cfg
+        return {}
+
+    def checkpoint_filter(self):
+        """None, or a predicate(variable) -> bool choosing the weights checkpoints hold; the
+        others are restored from the pretrained backbone (so `restore` loads it first)."""
+        return None
+
+    def prepare_export(self, model, cfg):
+        """Returns the model the export serves (it may be a new model; `model` is unchanged)."""
+        del cfg
+        return model
+
+    def extend_evaluation(self, evaluation, run):
+        """Returns the tasks/base.py Evaluation, maybe with more metrics and report lines."""
+        del run
+        return evaluation
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
 TECHNIQUES = {
+    "init_from": "tfimitate.training.init_from",
     "transfer": "tfimitate.training.transfer",
+    "lora": "tfimitate.training.lora",
+    "freezing": "tfimitate.training.freezing",
+    "layer_decay": "tfimitate.training.layer_decay",
+    "l2sp": "tfimitate.training.l2sp",
+    "replay": "tfimitate.training.replay",
+    "retention": "tfimitate.training.retention",
     "image_augment": "tfimitate.data.image_augment",
     "augment": "tfimitate.training.augment",
     "adversarial": "tfimitate.training.adversarial",
@@ -113,6 +166,11 @@ def adapt_model(techniques, model, cfg):
     for technique in techniques:
         model = technique.adapt_model(model, cfg)
     return model
+
+
+def initialize(techniques, run):
+    for technique in techniques:
+        technique.initialize(run)
 
 
 def text_transform(techniques, cfg, keep_word_count):
@@ -154,6 +212,46 @@ def phases(techniques, cfg, total_steps):
         raise UserError(f"{found[0][0]} and {found[1][0]} both schedule which weights train; "
                         "use one of them.")
     return found[0][1] if found else [Phase(0, cfg.learning_rate, lambda model: None)]
+
+
+def learning_rate_factors(techniques, model, cfg):
+    """The techniques' factors per variable path, multiplied, each a function of the step."""
+    combined = {}
+    for technique in techniques:
+        for path, factor in technique.learning_rate_factors(model, cfg).items():
+            factor = factor if callable(factor) else (lambda step, value=float(factor): value)
+            before = combined.get(path)
+            combined[path] = factor if before is None else (
+                lambda step, a=before, b=factor: a(step) * b(step))
+    return combined
+
+
+def checkpoint_filter(techniques):
+    """None (checkpoints hold every weight) or a predicate: a weight is saved if any
+    technique's filter keeps it."""
+    filters = [technique.checkpoint_filter() for technique in techniques]
+    filters = [f for f in filters if f is not None]
+    if not filters:
+        return None
+    return lambda variable: any(f(variable) for f in filters)
+
+
+def prepare_export(techniques, model, cfg):
+    for technique in techniques:
+        model = technique.prepare_export(model, cfg)
+    return model
+
+
+def extend_evaluation(techniques, evaluation, run):
+    for technique in techniques:
+        evaluation = technique.extend_evaluation(evaluation, run)
+    return evaluation
+
+
+def resume_fields():
+    """Experiment fields of every registered technique that a resumed run must keep."""
+    return tuple(field for module in TECHNIQUES.values()
+                 for field in getattr(importlib.import_module(module), "RESUME_FIELDS", ()))
 
 
 def supervised_loss(task):

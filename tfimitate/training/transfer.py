@@ -82,6 +82,10 @@ def from_config(cfg):
             raise UserError("--fine_tune_learning_rate sets phase 2 of the transfer recipe; "
                             "also set --freeze_backbone_steps (or --fine_tune_layers).")
         return None
+    if cfg.lora_rank or cfg.freeze or cfg.unfreeze_every_steps:
+        raise UserError("--freeze_backbone_steps/--fine_tune_layers set which backbone layers "
+                        "train, and so do --lora_rank, --freeze and --unfreeze_every_steps; "
+                        "use one of them.")
     learning_rate = cfg.fine_tune_learning_rate or (
         cfg.learning_rate / 10 if cfg.freeze_backbone_steps else cfg.learning_rate)
     return Transfer(cfg.freeze_backbone_steps, cfg.fine_tune_layers, learning_rate)

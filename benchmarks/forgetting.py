@@ -1,0 +1,122 @@
+"""Forgetting: an SST-2 model continued on the quickstart's Rotten Tomatoes snippets, plain
+vs with replay of SST-2 examples vs with L2-SP toward the SST-2 weights.
+
+The SST-2 run is `--base` (by default the full fine-tuning run of
+benchmarks/careful_finetuning.py). Each continuation is
+`python -m tfimitate.train --flagfile=configs/quickstart.cfg --max_steps=N
+--init_from=BASE --label_map=fresh=1,rotten=0 --retain_eval_data=SST2_TEST` plus its own
+flags; SST-2 train and test are first written in the quickstart's columns and labels
+(text, category; 1 -> fresh, 0 -> rotten), as --replay_data and --retain_eval_data need.
+Reported: SST-2 test accuracy before and after (forgetting = before - after) and the
+Rotten Tomatoes hold-out accuracy, from each run's eval/metrics.json.
+
+Run (after benchmarks/careful_finetuning.py):
+    python benchmarks/forgetting.py --max_steps=100
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+SST2 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "sst2"))
+sys.path.insert(0, HERE)
+
+import machine  # noqa: E402
+
+CONFIGS = {
+    "plain": ("plain continuation", []),
+    "replay": ("replay 20% SST-2 train in every batch", ["--replay_data={sst2_train}",
+                                                         "--replay_fraction=0.2"]),
+    "l2sp": ("L2-SP 0.1 toward the SST-2 weights", ["--l2sp=0.1"]),
+}
+
+_BASE = flags.DEFINE_string("base", os.path.join(ROOT, "runs", "careful", "full"),
+                            "The SST-2 run to continue.")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", 100, "Steps of each continuation.")
+_CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Continuations to run, in order.")
+_RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(ROOT, "runs", "forgetting"),
+                                "Where the runs go.")
+
+
+def write_as_rotten_tomatoes(name, path):
+    """SST-2 `name` (text TAB 0/1) as a CSV with the quickstart's columns and labels."""
+    with open(os.path.join(SST2, name), encoding="utf-8") as source, \
+            open(path, "w", newline="", encoding="utf-8") as target:
+        writer = csv.writer(target)
+        writer.writerow(["text", "category"])
+        for line in source:
+            text, label = line.rstrip("\n").rsplit("\t", 1)
+            writer.writerow([text, "fresh" if label == "1" else "rotten"])
+    return path
+
+
+def run_config(name, files, runs_dir, max_steps, base):
+    model_dir = os.path.join(runs_dir, name)
+    command = ["nice", "-n", "10", sys.executable, "-m", "tfimitate.train",
+               "--flagfile=configs/quickstart.cfg", f"--max_steps={max_steps}",
+               f"--model_dir={model_dir}", "--export_dir=", f"--init_from={base}",
+               "--label_map=fresh=1,rotten=0", f"--retain_eval_data={files['sst2_test']}",
+               *[flag.format(**files) for flag in CONFIGS[name][1]]]
+    before = machine.describe()
+    start = time.time()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    with open(os.path.join(runs_dir, name + ".log"), "w") as f:
+        f.write(result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+        metrics = json.load(f)
+    shown = " ".join(["python"] + command[4:]).replace(ROOT + os.sep, "")
+    return {"config": CONFIGS[name][0], "command": shown,
+            "sst2_test_before": metrics["retain_score_before"],
+            "sst2_test_after": metrics["retain_score"], "forgetting": metrics["forgetting"],
+            "rotten_tomatoes_holdout": metrics["accuracy"], "steps": metrics["step"],
+            "wall_seconds": round(time.time() - start), "machine_before": before,
+            "machine_after": machine.describe()}
+
+
+def write_markdown(results, path):
+    lines = ["| continuation | SST-2 test before | after | forgetting | Rotten Tomatoes hold-out |",
+             "|---|---|---|---|---|"]
+    for r in results.values():
+        lines.append(f"| {r['config']} | {100 * r['sst2_test_before']:.1f}% | "
+                     f"{100 * r['sst2_test_after']:.1f}% | {100 * r['forgetting']:+.1f} points | "
+                     f"{100 * r['rotten_tomatoes_holdout']:.1f}% |")
+    lines += ["", "Commands (from the repository root):", ""]
+    lines += [f"    {r['command']}" for r in results.values()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv):
+    del argv
+    os.makedirs(_RUNS_DIR.value, exist_ok=True)
+    files = {"sst2_train": write_as_rotten_tomatoes(
+                 "train.tsv", os.path.join(_RUNS_DIR.value, "sst2_train_as_rt.csv")),
+             "sst2_test": write_as_rotten_tomatoes(
+                 "test.tsv", os.path.join(_RUNS_DIR.value, "sst2_test_as_rt.csv"))}
+    path = os.path.join(RESULTS, "forgetting.json")
+    results = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            results = json.load(f)
+    for name in _CONFIGS.value:
+        if name in results:
+            continue
+        results[name] = run_config(name, files, _RUNS_DIR.value, _MAX_STEPS.value, _BASE.value)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        write_markdown(results, os.path.join(RESULTS, "forgetting.md"))
+        print(name, results[name], flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

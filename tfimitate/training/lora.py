@@ -1,0 +1,104 @@
+"""LoRA (a technique): train low-rank adapters, serve them merged into the dense kernels.
+
+`--lora_rank=R` freezes the whole backbone and gives each of its `--lora_targets` layers
+(Keras Dense/EinsumDense/Embedding, matched by name: query, value ...) a trainable update
+(lora_alpha / R) · A @ B through Keras's own `layer.enable_lora(rank, lora_alpha)`
+(keras-hub's `Backbone.enable_lora` takes no alpha and also trains the targets' biases);
+only A, B and the task's head train. `--save_adapters_only` keeps checkpoints to those
+weights: restoring reloads the frozen backbone from --backbone first.
+
+Export serves a copy of the model without adapters whose kernels are the merged
+W + (alpha / R) · A @ B: Keras writes merged kernels when it saves a LoRA layer's weights,
+and the copy, rebuilt from the model's config without LoRA, loads them. The SavedModel
+has no LoRA variables and no extra ops, and the export's parity check compares it with
+the trained (unmerged) model.
+
+Example:
+    python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --lora_rank=8 --lora_alpha=16
+"""
+
+import os
+import tempfile
+
+from tfimitate.errors import UserError
+from tfimitate.training.backbone_parts import find_backbone
+from tfimitate.training.techniques import Technique
+
+RESUME_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "save_adapters_only")
+LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
+
+
+def is_lora_weight(variable):
+    return variable.path.rsplit("/", 1)[-1] in LORA_WEIGHTS
+
+
+class LoRA(Technique):
+    name = "lora"
+
+    def __init__(self, rank, alpha, targets, adapters_only):
+        self.rank = rank
+        self.alpha = alpha
+        self.targets = targets
+        self.adapters_only = adapters_only
+
+    def adapt_model(self, model, cfg):
+        backbone = find_backbone(model)
+        if backbone is None:
+            raise UserError("--lora_rank: the model has no keras-hub backbone; drop --lora_rank.")
+        layers = [layer for layer in backbone._flatten_layers(include_self=False)
+                  if hasattr(layer, "enable_lora") and layer.weights]
+        for target in self.targets:
+            if not any(layer.name == target for layer in layers):
+                names = sorted({layer.name for layer in layers})
+                raise UserError(f"--lora_targets: no layer of the backbone is named '{target}'; "
+                                f"choose among {', '.join(names)}.")
+        for variable in backbone.weights:
+            variable.trainable = False
+        for layer in layers:
+            if layer.name in self.targets:
+                layer.enable_lora(self.rank, lora_alpha=self.alpha)
+        return model
+
+    def checkpoint_filter(self):
+        if not self.adapters_only:
+            return None
+        return lambda variable: variable.trainable
+
+    def prepare_export(self, model, cfg):
+        """A copy of `model` without LoRA whose kernels hold the merged updates."""
+        merged = model.__class__.from_config(_without_lora(model.get_config()))
+        with tempfile.TemporaryDirectory() as scratch:
+            path = os.path.join(scratch, "merged.weights.h5")
+            model.save_weights(path)  # Keras saves a LoRA layer's kernel merged
+            merged.load_weights(path)
+        left = [v.path for v in merged.weights if is_lora_weight(v)]
+        if left or len(merged.weights) != len(model.weights) - len(
+                [v for v in model.weights if is_lora_weight(v)]):
+            raise RuntimeError(f"merging LoRA left adapter weights ({left[:2]}); please report this.")
+        return merged
+
+
+def _without_lora(config):
+    """`config` with every layer's lora_rank/lora_alpha removed (nested configs too)."""
+    if isinstance(config, dict):
+        return {k: _without_lora(v) for k, v in config.items()
+                if k not in ("lora_rank", "lora_alpha")}
+    if isinstance(config, list):
+        return [_without_lora(v) for v in config]
+    return config
+
+
+def from_config(cfg):
+    """LoRA when --lora_rank > 0, else None."""
+    if not cfg.lora_rank:
+        if cfg.save_adapters_only:
+            raise UserError("--save_adapters_only needs --lora_rank: only LoRA adapters can be "
+                            "saved without the backbone.")
+        return None
+    targets = tuple(name.strip() for name in cfg.lora_targets or () if name.strip())
+    if not targets:
+        raise UserError("--lora_targets is empty; name the layers that get adapters, e.g. "
+                        "query,value.")
+    if cfg.lora_alpha is not None and cfg.lora_alpha <= 0:
+        raise UserError(f"--lora_alpha={cfg.lora_alpha}: give a positive scale, e.g. 16.")
+    return LoRA(cfg.lora_rank, cfg.lora_alpha, targets, cfg.save_adapters_only)
