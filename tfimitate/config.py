@@ -48,6 +48,18 @@ class Experiment:
     early_stopping_patience: int = 0
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
+    teacher: Optional[str] = None
+    teacher_signature: Optional[str] = None
+    teacher_output: Optional[str] = None
+    teacher_label_map: Optional[Tuple[str, ...]] = None
+    teacher_batch_size: int = 64
+    teacher_timeout: float = 60.0
+    unlabeled_data: Optional[str] = None
+    unlabeled_column: Optional[str] = None
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5
+    student_layers: int = 0
+    student_layer_choice: str = "every_other"
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -87,8 +99,9 @@ class Experiment:
             values = json.load(f)
         known = {field.name for field in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
-        if values.get("labels") is not None:
-            values["labels"] = tuple(values["labels"])
+        for name in ("labels", "teacher_label_map"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 

@@ -78,7 +78,8 @@ def _train(task, cfg, data, strategy):
     runtime.set_seeds(cfg.seed)
     preprocessor = task.make_preprocessor(cfg)
     chosen = techniques.chosen(cfg)
-    steps_per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
+    training = techniques.adapt_examples(chosen, techniques.Examples(data.train), task, data, cfg)
+    steps_per_epoch = max(1, math.ceil(len(training.split) / cfg.batch_size))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     with strategy.scope():
         model = build_model(task, cfg, len(data.labels), chosen)
@@ -89,15 +90,16 @@ def _train(task, cfg, data, strategy):
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
-        if chief:  # nothing is written before this point; one trainer at a time per run
+        if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
             cfg.save(cfg.model_dir)
             files.write_atomically(os.path.join(cfg.model_dir, SERVING_EXAMPLES_FILE),
                                    _dump_examples(examples))
         logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
-                     len(data.train), len(data.eval), data.eval.source, total_steps,
+                     len(training.split), len(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
-        train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
+        train_ds = techniques.adapt_dataset(
+            chosen, task.train_dataset(run, training.split, dict(training.extras)), cfg)
         step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
         result = loop.train_loop(model, optimizer, step_loss, train_ds,
                                  lambda: task.evaluate(run, data.eval), cfg, strategy,
@@ -107,6 +109,7 @@ def _train(task, cfg, data, strategy):
         if data.test is not None:
             _report(task.evaluate(run, data.test), data.test, cfg, result.step, "test_metrics",
                     chief)
+        techniques.finish(chosen, task, run, data, chief)
         if cfg.export_dir and chief:
             export_model(task, run, examples, result.step)
     if chief:

@@ -19,7 +19,7 @@ BUCKET_STEP = 8
 LENGTH_KEY = "padding_mask"
 
 
-def encoded(dataset, encode, length_key=LENGTH_KEY):
+def encoded(dataset, encode, length_key=LENGTH_KEY, untrimmed=()):
     """Runs `encode` over `dataset` in batches of TOKENIZE_BATCH, then caches one
     element per example with every per-position feature trimmed to its length.
 
@@ -29,6 +29,7 @@ def encoded(dataset, encode, length_key=LENGTH_KEY):
             those with the length feature's number of positions are trimmed.
         length_key: a boolean/0-1 feature whose sum is the example's length, or
             None to keep features as they are (fixed-size inputs such as images).
+        untrimmed: features never trimmed (per-example values that are not per position).
 
     Example:
         features = encoded(tf.data.Dataset.from_tensor_slices(texts),
@@ -42,8 +43,8 @@ def encoded(dataset, encode, length_key=LENGTH_KEY):
 
         def trim(features):  # per-position features share the length feature's first dim
             length = tf.reduce_sum(tf.cast(features[length_key], tf.int32))
-            return {k: v[:length] if v.shape.rank and v.shape[0] == positions else v
-                    for k, v in features.items()}
+            return {k: v[:length] if v.shape.rank and v.shape[0] == positions
+                    and k not in untrimmed else v for k, v in features.items()}
 
         ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.cache()
@@ -53,7 +54,7 @@ def tokenize(inputs, preprocessor, extra=None):
     """Tokenizes `inputs` (texts, or a tuple (texts, pairs)) into a cached tf.data.Dataset.
 
     Each element is a dict with the preprocessor's features trimmed to the
-    example's own length, plus the `extra` per-example tensors (e.g. labels).
+    example's own length, plus the `extra` per-example tensors (e.g. labels), untrimmed.
     """
     data = {"inputs": inputs}
     if extra:
@@ -65,7 +66,8 @@ def tokenize(inputs, preprocessor, extra=None):
         features.update(batch)
         return features
 
-    return encoded(tf.data.Dataset.from_tensor_slices(data), run_preprocessor)
+    return encoded(tf.data.Dataset.from_tensor_slices(data), run_preprocessor,
+                   untrimmed=tuple(extra or ()))
 
 
 def padding_values(element_spec, pad_values=None):

@@ -83,6 +83,14 @@ class Task(Protocol):
 
     Splits are the task's own types (anything with `len()`, `.source` and
     `.subset(indices, source)`); `Data` is `tfimitate.data.splits.Data`.
+
+    Label units: what a task assigns one label to, in a fixed order over a split:
+    an example (text classification) or a word, flat in sentence order (token
+    classification). `probabilities`, `served_probabilities` and the `extras` of
+    `train_dataset` have one row per label unit, so techniques (distillation,
+    pseudo-labelling, per-example weights) can pair any per-unit array with the
+    examples without knowing the task. A training split may hold examples without a
+    label ("no label" marker, see `add_unlabeled`); `example_loss` is 0 for them.
     """
 
     NAME: str
@@ -105,11 +113,32 @@ class Task(Protocol):
     def build_head(self, cfg, backbone, num_outputs) -> Any:
         """The Keras model: `backbone` plus this task's head with float32 outputs."""
 
-    def example_loss(self, labels, outputs) -> Any:
-        """Per-example loss of a batch (float32 [batch])."""
+    def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()) -> Any:
+        """`split` followed by the examples of file `path` (text read from `column`, or
+        the task's own input column), each with the "no label" marker; examples already
+        in `split` or in any `exclude` split are dropped (counted in the log)."""
 
-    def train_dataset(self, run: Run, split) -> Any:
-        """Endless tf.data of (inputs, labels) batches, in the same order on every run."""
+    def example_loss(self, labels, outputs) -> Any:
+        """Per-example loss of a batch (float32 [batch]); 0 for examples without a label."""
+
+    def train_dataset(self, run: Run, split, extras=None) -> Any:
+        """Endless tf.data of (inputs, labels) batches, in the same order on every run.
+
+        `extras` (name -> NumPy array with one row per label unit of `split`) ride
+        with each example through shuffling, bucketing and padding (0 where a unit is
+        absent, e.g. a word's other pieces): the labels are then a dict
+        {"labels": <the task's labels>, name: [batch, (positions,) ...] ...}."""
+
+    def probabilities(self, run: Run, split) -> Any:
+        """Class probabilities of the model, float32 [label units of `split`, labels]."""
+
+    def served_probabilities(self, split, predict) -> Any:
+        """The same from a served model: `predict(signature, inputs)` (default signature
+        name, input name -> one value per example) returns one float32 array of class
+        probabilities per example ([labels] or [units, labels])."""
+
+    def score_probabilities(self, split, probabilities, labels) -> Evaluation:
+        """Scores per-unit class `probabilities` (columns: `labels`) on a labelled split."""
 
     def evaluate(self, run: Run, split) -> Evaluation:
         """Scores the model on a labelled split."""

@@ -63,12 +63,14 @@ def logits_head(features, cfg, num_outputs, name):
     return keras.layers.Dense(num_outputs, dtype="float32", name="logits")(features)
 
 
-def training_batches(run, features, pad_values, length_key=pipelines.LENGTH_KEY):
+def training_batches(run, features, pad_values, length_key=pipelines.LENGTH_KEY,
+                     split_labels=("labels",)):
     """Endless, reshuffled-per-pass training batches of per-example `features`
-    (static shapes when the strategy needs them, e.g. TPU)."""
+    (static shapes when the strategy needs them, e.g. TPU); `split_labels` are the
+    features that form the labels (one: the tensor itself; several: a dict)."""
     from tfimitate import runtime
 
     return pipelines.batches(
         features, run.cfg.batch_size, run.cfg.sequence_length, pad_values,
         shuffle_seed=run.cfg.seed, repeat=True, length_key=length_key,
-        static_length=runtime.needs_static_shapes(run.strategy))
+        static_length=runtime.needs_static_shapes(run.strategy), split_labels=split_labels)

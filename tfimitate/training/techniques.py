@@ -1,13 +1,21 @@
 """Technique hooks: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
-L2-SP ...) is a `Technique` with up to three hooks, each a no-op by default:
+L2-SP ...) is a `Technique` with up to five hooks, each a no-op by default:
 
     adapt_model(model, cfg) -> model          once, when the model is built (train,
                                               evaluate, predict, export alike)
+    adapt_examples(examples, task, data, cfg) -> examples
+                                              before training: the training split and
+                                              per-label-unit `extras` that ride in the
+                                              labels (tasks/base.py train_dataset), e.g.
+                                              unlabelled text and a teacher's outputs
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
     wrap_loss(step_loss, run) -> step_loss    the per-example loss the loop differentiates,
-                                              step_loss(model, inputs, labels) -> float32 [batch]
+                                              step_loss(model, inputs, labels) -> float32
+                                              [batch]; called once, before the first step
+    finish(task, run, data, write)            after training, with the final weights (e.g.
+                                              a report under eval/; write files only if `write`)
 
 Techniques are chosen by flags: each module named in `TECHNIQUES` has a
 `from_config(cfg)` returning its Technique, or None when its flags leave it off;
@@ -24,7 +32,18 @@ Example (tfimitate/training/double.py, registered as TECHNIQUES["double"]):
         return Double() if cfg.double_loss else None
 """
 
+import dataclasses
 import importlib
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """What the model trains on: the task's training split and `extras`, name -> NumPy
+    array with one row per label unit of `split` (given to task.train_dataset)."""
+
+    split: Any
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Technique:
@@ -37,6 +56,11 @@ class Technique:
         del cfg
         return model
 
+    def adapt_examples(self, examples, task, data, cfg):
+        """Returns the Examples to train on (`data`: the task's splits.Data)."""
+        del task, data, cfg
+        return examples
+
     def adapt_dataset(self, dataset, cfg):
         """Returns the training dataset of (inputs, labels) batches."""
         del cfg
@@ -47,9 +71,15 @@ class Technique:
         del run
         return step_loss
 
+    def finish(self, task, run, data, write):
+        """Runs after training on every worker; only writes files when `write` (the chief)."""
+        del task, run, data, write
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
-TECHNIQUES = {}
+TECHNIQUES = {
+    "distillation": "tfimitate.training.distillation",
+}
 
 
 def chosen(cfg):
@@ -64,6 +94,12 @@ def adapt_model(techniques, model, cfg):
     return model
 
 
+def adapt_examples(techniques, examples, task, data, cfg):
+    for technique in techniques:
+        examples = technique.adapt_examples(examples, task, data, cfg)
+    return examples
+
+
 def adapt_dataset(techniques, dataset, cfg):
     for technique in techniques:
         dataset = technique.adapt_dataset(dataset, cfg)
@@ -74,6 +110,11 @@ def wrap_loss(techniques, step_loss, run):
     for technique in techniques:
         step_loss = technique.wrap_loss(step_loss, run)
     return step_loss
+
+
+def finish(techniques, task, run, data, write):
+    for technique in techniques:
+        technique.finish(task, run, data, write)
 
 
 def supervised_loss(task):
