@@ -96,7 +96,7 @@ class RunTeacher:
         if checkpoint is None:
             raise UserError(f"--teacher={spec} has no checkpoint yet; train the teacher first.")
         self.labels = tuple(self.cfg.labels)
-        self.fingerprint = _digest("run", os.path.abspath(path), _read(checkpoint + ".index"))
+        self.fingerprint = _digest("run", os.path.realpath(path), _read(checkpoint + ".index"))
         self._run = None
 
     @property
