@@ -64,9 +64,14 @@ def test_distil_from_a_run_with_unlabelled_text_reports_teacher_and_student(teac
         assert set(report["teacher"][split]) >= {"accuracy", "macro_f1"}
     with open(os.path.join(teacher_cfg.model_dir, "eval", "test_metrics.json")) as f:
         assert report["teacher"]["test"]["accuracy"] == json.load(f)["accuracy"]
-    # train, eval and test outputs cached, one chunk each
+    # train, eval and test outputs cached, one chunk each, and reused when the run resumes
     cache = os.path.join(cfg.model_dir, "teacher_outputs")
-    assert sorted(len(os.listdir(os.path.join(cache, d))) for d in os.listdir(cache)) == [1, 1, 1]
+    chunks = {os.path.join(d, f): os.path.getmtime(os.path.join(cache, d, f))
+              for d in os.listdir(cache) for f in os.listdir(os.path.join(cache, d))}
+    assert len(chunks) == 3
+    workflow.train(cfg.replace(max_steps=6))
+    assert {os.path.join(d, f): os.path.getmtime(os.path.join(cache, d, f))
+            for d in os.listdir(cache) for f in os.listdir(os.path.join(cache, d))} == chunks
 
 
 def test_saved_model_and_grpc_teachers_give_the_run_teachers_outputs(teacher, tmp_path):
@@ -300,3 +305,18 @@ def test_ner_student_learns_each_words_tag_distribution_from_a_tag_words_saved_m
     with open(os.path.join(teacher_cfg.model_dir, "eval", "test_metrics.json")) as f:
         assert report["teacher"]["test"]["f1"] == pytest.approx(json.load(f)["f1"])
     assert 0.0 <= report["agreement"]["test"] <= 1.0
+
+
+def test_cli_unreachable_teacher_is_one_error_line_and_exit_2(tmp_path):
+    from processes import child_env
+
+    train = helpers.write_table(tmp_path, "train.csv", helpers.sentiment_rows(20))
+    result = subprocess.run(
+        [sys.executable, "-m", "tfimitate.train", "--teacher=grpc://127.0.0.1:1/sentiment",
+         f"--train_data={train}", f"--model_dir={tmp_path / 'run'}", "--teacher_timeout=1",
+         f"--backbone={helpers.tiny_bert_preset(tmp_path / 'backbone')}"],
+        capture_output=True, text=True, env=child_env(), timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --teacher=127.0.0.1:1: no server answers there (4 attempts)")
+    assert not os.path.exists(tmp_path / "run")
