@@ -282,6 +282,7 @@ def test_a_signature_without_class_scores_is_refused(tmp_path):
         teachers.open_teacher(str(tmp_path / "m"), task, cfg).check(split)
 
 
+@pytest.mark.slow
 def test_ner_student_learns_each_words_tag_distribution_from_a_tag_words_saved_model(tmp_path):
     """Token-level distillation: a tiny NER run is exported; a student distils from the
     SavedModel's tag_words signature on the CoNLL data plus unlabelled raw sentences."""
