@@ -251,3 +251,52 @@ def test_contract_technique_hooks_are_called_and_compose(tmp_path, monkeypatch):
     initial = workflow.build_model(tasks.get_task(cfg.task), cfg, 2, [])
     np.testing.assert_array_equal(run.model.get_layer("logits").kernel.numpy(),
                                   initial.get_layer("logits").kernel.numpy())
+
+
+def test_contract_per_unit_outputs_extras_and_unlabelled_examples(trained):
+    """probabilities, served_probabilities (the export) and score_probabilities agree with
+    evaluate; unlabelled examples join the training split; `extras` of one row per label
+    unit reach each batch beside their own examples (here: the model's own probabilities,
+    which its outputs on the batch must reproduce). A task without them (SoftTargets) is
+    refused by distillation in one sentence."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfimitate.tasks import base
+    from tfimitate.training import distillation
+
+    cfg, _, predict_input = trained
+    task = tasks.get_task(cfg.task)
+    if base.missing_members(task, base.SoftTargets):
+        with pytest.raises(UserError, match="cannot learn from a teacher"):
+            distillation.from_config(cfg.replace(teacher=cfg.model_dir))
+        return
+    _, run, _ = workflow.restore(cfg.model_dir)
+    data = task.load_data(cfg)
+    probs = task.probabilities(run, data.eval)
+    assert task.score_probabilities(data.eval, probs, run.labels).score == task.evaluate(
+        run, data.eval).score
+    loaded = tf.saved_model.load(os.path.join(cfg.export_dir, "1"))
+
+    def predict(signature, inputs):
+        pad = lambda values: [list(v) + [""] * (max(map(len, values)) - len(v)) for v in values] \
+            if isinstance(values[0], list) else values
+        outputs = loaded.signatures[signature](**{k: tf.constant(pad(v)) for k, v in inputs.items()})
+        return list(outputs["probabilities"].numpy())
+
+    np.testing.assert_allclose(task.served_probabilities(data.eval, predict), probs, atol=1e-4)
+
+    split = task.add_unlabeled(data.train, predict_input, cfg, "--unlabeled_data")
+    assert len(split) == len(data.train) + 2
+    own = task.probabilities(run, split)
+    dataset = task.train_dataset(run, split, {"teacher": own})
+    for inputs, labels in dataset.take(8):
+        assert set(labels) == {"labels", "teacher"}
+        teacher = labels["teacher"].numpy()
+        present = teacher.sum(axis=-1) > 0
+        outputs = tf.nn.softmax(tf.cast(run.model(inputs, training=False), tf.float32)).numpy()
+        np.testing.assert_allclose(outputs[present], teacher[present], atol=1e-4)
+    gold_free = task.add_unlabeled(data.train.subset([], "none"), predict_input, cfg, "--x")
+    batch = next(iter(task.train_dataset(run, gold_free)))
+    outputs = tf.cast(run.model(batch[0], training=False), tf.float32)
+    assert np.all(task.example_loss(batch[1], outputs).numpy() == 0.0)  # no label, no loss

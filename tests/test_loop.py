@@ -1,5 +1,6 @@
 """The training step itself: weights outside the loss graph do not break it."""
 
+import os
 import types
 
 import numpy as np
@@ -44,3 +45,14 @@ def test_step_skips_weights_without_gradient():
     assert np.isfinite(loss)
     assert not np.allclose(model.used.kernel.numpy(), used_before)
     np.testing.assert_array_equal(model.unused.kernel.numpy(), unused_before)
+
+
+def test_restore_newest_reads_checkpoints_of_a_relative_model_dir(tmp_path, monkeypatch):
+    """The configs use relative --model_dir; a resume must find their checkpoints."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    tf.train.CheckpointManager(checkpoint, "run/checkpoints", max_to_keep=2).save(checkpoint_number=5)
+    checkpoint.v.assign(0.0)
+    path, _ = loop.restore_newest(checkpoint, "run/checkpoints")
+    assert path == os.path.join("run", "checkpoints", "ckpt-5")
+    assert checkpoint.v.numpy() == 1.0

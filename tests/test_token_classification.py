@@ -152,7 +152,7 @@ def test_every_word_of_a_long_sentence_is_scored(trained):
     _, run, _ = workflow.restore(trained[0].model_dir)
     words, tags = evaluation[-1]
     split = task.Split("long", [task.conll.Sentence(words, tags, list(range(len(words))))])
-    probs = task.word_probabilities(run, split)
+    probs = task.probabilities(run, split)
     assert probs.shape[0] == 1000 and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-4)
     predicted = task._sentence_tags(probs, split, run.labels)[0]
     assert np.mean([p == t for p, t in zip(predicted, tags)]) > 0.8

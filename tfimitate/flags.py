@@ -248,6 +248,58 @@ RETAIN_EVAL_DATA = flags.DEFINE_string(
     "Old evaluation data (same format as --eval_data), scored before training and at every "
     "evaluation; metrics.json and TensorBoard get retain_score and forgetting (before - now).")
 
+# --- Technique: knowledge distillation -------------------------------------
+TEACHER = flags.DEFINE_string(
+    "teacher", None,
+    "Distil from this teacher (off when unset): a tfimitate run directory (its best or "
+    "newest checkpoint), a SavedModel (version directory, or the folder of numbered "
+    "versions: the newest) whose signature takes strings and returns class probabilities "
+    "or logits, or a TF Serving model grpc://HOST:PORT/MODEL[:SIGNATURE].")
+TEACHER_SIGNATURE = flags.DEFINE_string(
+    "teacher_signature", None,
+    "Signature of a SavedModel/served teacher (default: serving_default; tag_words for "
+    "token_classification).")
+TEACHER_OUTPUT = flags.DEFINE_string(
+    "teacher_output", None,
+    "Output of the teacher's signature holding class probabilities or logits (default: "
+    "`probabilities`, else `logits`).")
+TEACHER_LABEL_MAP = flags.DEFINE_list(
+    "teacher_label_map", None,
+    "TEACHER:STUDENT label pairs when the teacher's labels differ from the student's "
+    "(several teacher labels may map to one student label; unmapped ones are dropped).")
+TEACHER_BATCH_SIZE = flags.DEFINE_integer(
+    "teacher_batch_size", 64, "Examples per teacher call (one Predict request).",
+    lower_bound=1)
+TEACHER_TIMEOUT = flags.DEFINE_float(
+    "teacher_timeout", 60.0,
+    "grpc:// teacher: deadline of each Predict request in seconds (retried 3 times with "
+    "backoff).", lower_bound=0.001)
+UNLABELED_DATA = flags.DEFINE_string(
+    "unlabeled_data", None,
+    "Unlabelled text added to the transfer set (learned from the teacher only): .txt one "
+    "text per line, or a table read with --unlabeled_column (token_classification: .txt "
+    "sentences or CoNLL/JSONL words).")
+UNLABELED_COLUMN = flags.DEFINE_string(
+    "unlabeled_column", None,
+    "Column of --unlabeled_data holding the text (default: --text_column).")
+DISTILL_TEMPERATURE = flags.DEFINE_float(
+    "distill_temperature", 2.0,
+    "Softmax temperature of teacher and student in the KL term (scaled by T^2).",
+    lower_bound=0.01)
+DISTILL_ALPHA = flags.DEFINE_float(
+    "distill_alpha", 0.5,
+    "Weight of the cross-entropy on gold labels (where present); the KL to the teacher "
+    "gets 1 - alpha.", lower_bound=0.0, upper_bound=1.0)
+STUDENT_LAYERS = flags.DEFINE_integer(
+    "student_layers", 0,
+    "If > 0, the student is the teacher's backbone (--backbone, which must be the "
+    "teacher's) cut to this many transformer layers, initialised from the teacher run's "
+    "weights.", lower_bound=0)
+STUDENT_LAYER_CHOICE = flags.DEFINE_enum(
+    "student_layer_choice", "every_other", ["every_other", "bottom"],
+    "Which teacher layers a cut student keeps: spread evenly up to the top layer "
+    "(every_other: 2nd, 4th, 6th of 6) or the bottom K.")
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

@@ -95,7 +95,8 @@ def _train(task, cfg, data, strategy):
     runtime.set_seeds(cfg.seed)
     preprocessor = task.make_preprocessor(cfg)
     chosen = techniques.chosen(cfg)
-    steps_per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
+    training = techniques.adapt_examples(chosen, techniques.Examples(data.train), task, data, cfg)
+    steps_per_epoch = max(1, math.ceil(len(training.split) / cfg.batch_size))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     phases = techniques.phases(chosen, cfg, total_steps)
     with strategy.scope():
@@ -111,19 +112,20 @@ def _train(task, cfg, data, strategy):
     run = base.Run(cfg, model, preprocessor, strategy, optimizer, tuple(chosen))
     techniques.initialize(chosen, run)
     # Built before anything is written: a technique hook may refuse the flags.
-    train_ds = techniques.adapt_dataset(chosen, task.train_dataset(run, data.train), cfg)
+    train_ds = techniques.adapt_dataset(
+        chosen, task.train_dataset(run, training.split, dict(training.extras)), cfg)
     step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
     evaluate_fn = lambda: techniques.extend_evaluation(chosen, task.evaluate(run, data.eval), run)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
-        if chief:  # nothing is written before this point; one trainer at a time per run
+        if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
             cfg.save(cfg.model_dir)
             files.write_atomically(os.path.join(cfg.model_dir, SERVING_EXAMPLES_FILE),
                                    _dump_examples(examples))
         logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
-                     len(data.train), len(data.eval), data.eval.source, total_steps,
+                     len(training.split), len(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
         result = loop.train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                                  steps_per_epoch, total_steps, phases,
@@ -133,6 +135,7 @@ def _train(task, cfg, data, strategy):
         if data.test is not None:
             _report(task.evaluate(run, data.test), data.test, cfg, result.step, "test_metrics",
                     chief)
+        techniques.finish(chosen, task, run, data, chief)
         if cfg.export_dir and chief:
             export_model(task, run, examples, result.step)
     if chief:

@@ -22,7 +22,7 @@ SHUFFLE_BUFFER = 100_000
 LENGTH_KEY = "padding_mask"
 
 
-def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True):
+def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True, untrimmed=()):
     """Runs `encode` over `dataset` in (ragged) batches of TOKENIZE_BATCH, then gives one
     element per example with every per-position feature trimmed to its length, cached.
 
@@ -34,6 +34,7 @@ def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True):
         length_key: a boolean/0-1 feature whose sum is the example's length, or
             None to keep features as they are (fixed-size inputs such as images).
         cache: keep the encoded examples in memory (False for endless streams).
+        untrimmed: features never trimmed (per-example values that are not per position).
 
     Example:
         features = encoded(tf.data.Dataset.from_tensor_slices(texts),
@@ -47,8 +48,8 @@ def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True):
 
         def trim(features):  # per-position features share the length feature's first dim
             length = tf.reduce_sum(tf.cast(features[length_key], tf.int32))
-            return {k: v[:length] if v.shape.rank and v.shape[0] == positions else v
-                    for k, v in features.items()}
+            return {k: v[:length] if v.shape.rank and v.shape[0] == positions
+                    and k not in untrimmed else v for k, v in features.items()}
 
         ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.cache() if cache else ds
@@ -56,7 +57,7 @@ def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True):
 
 def transformed_batches(examples, transform, encode, batch_size, sequence_length, pad_values,
                         seed, static_length=False, split_labels=("labels",),
-                        length_key=LENGTH_KEY):
+                        length_key=LENGTH_KEY, untrimmed=()):
     """Endless training batches of raw `examples` that `transform` changes on every pass.
 
     Each pass visits every example once in a new order, passes it through
@@ -68,7 +69,7 @@ def transformed_batches(examples, transform, encode, batch_size, sequence_length
     Args:
         examples: dict of tensors (tf.RaggedTensor allowed), one row per example.
         transform: (example dict, int64 [2] seed) -> example dict.
-        encode, length_key: as for `encoded`.
+        encode, length_key, untrimmed: as for `encoded`.
         seed: the run's seed (an int).
         Others: as for `batches`.
     """
@@ -84,7 +85,7 @@ def transformed_batches(examples, transform, encode, batch_size, sequence_length
             return transform(element, tf.random.experimental.stateless_fold_in(pass_seed, index))
 
         raw = tf.data.Dataset.from_tensor_slices(order).map(example, num_parallel_calls=tf.data.AUTOTUNE)
-        features = encoded(raw, encode, length_key, cache=False)
+        features = encoded(raw, encode, length_key, cache=False, untrimmed=untrimmed)
         return _group(features, batch_size, sequence_length, pad_values, static_length, length_key)
 
     ds = tf.data.Dataset.counter().flat_map(one_pass)

@@ -123,12 +123,13 @@ class WordPieceWindows:
 
         Args:
             words: the sentences' words, tf.string.
-            values: dict name -> int tensor [total words] (flat, in word order),
-                each put on its word's first piece.
+            values: dict name -> tensor [total words, ...] (flat, in word order),
+                each word's row put on its word's first piece (0 elsewhere).
 
         Returns:
             dict with int32 `token_ids` (and `segment_ids` if in `input_names`), bool
-            `padding_mask` and int64 `<name>` for each of `values`, windows in sentence order.
+            `padding_mask` and `<name>` for each of `values` (int64, or float32 for float
+            values, with the values' trailing dimensions), windows in sentence order.
         """
         words = words.with_row_splits_dtype(tf.int64)
         pieces = self.word_pieces(words)
@@ -148,7 +149,8 @@ class WordPieceWindows:
 
         def pack(flat, start, end, pad):
             rows = tf.RaggedTensor.from_row_lengths(flat, window_lengths)
-            column = lambda value: tf.fill([total, 1], tf.cast(value, flat.dtype))
+            shape = tf.concat([tf.stack([total, 1]), tf.shape(flat, out_type=tf.int64)[1:]], 0)
+            column = lambda value: tf.fill(shape, tf.cast(value, flat.dtype))
             return tf.concat([column(start), rows, column(end)], axis=1).to_tensor(pad)
 
         token_ids = pack(pieces.flat_values, self.start_id, self.end_id, self.pad_id)
@@ -159,6 +161,10 @@ class WordPieceWindows:
         }
         features = {k: v for k, v in features.items() if k in self.input_names}
         for name, value in values.items():
-            on_first = tf.where(first, tf.gather(tf.cast(value, tf.int64), word_of_piece), 0)
+            value = tf.convert_to_tensor(value)
+            value = tf.cast(value, tf.float32 if value.dtype.is_floating else tf.int64)
+            on_piece = tf.gather(value, word_of_piece)
+            mask = tf.reshape(first, tf.concat([[-1], tf.ones([tf.rank(on_piece) - 1], tf.int32)], 0))
+            on_first = tf.where(mask, on_piece, tf.zeros_like(on_piece))
             features[name] = pack(on_first, 0, 0, 0)
         return features

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -40,6 +41,9 @@ from tfimitate.errors import UserError, run_cli
 MAX_MESSAGE_BYTES = 64 << 20
 # Arguments with these suffixes are sent as `image_bytes` (image classifiers).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Answers worth another try: the server is restarting, overloaded or slow right now.
+RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                 grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class ServingError(UserError):
@@ -59,11 +63,17 @@ class Prediction:
 
 
 class ServingClient:
-    """One channel to a TF Serving gRPC endpoint; every call has a deadline of `timeout` seconds."""
+    """One channel to a TF Serving gRPC endpoint; every call has a deadline of `timeout`
+    seconds and is tried `retries` more times after an unavailable, overloaded or slow
+    server, waiting `backoff` seconds, then twice as long each time. `flag` names the
+    setting that gave `target`, for error messages."""
 
-    def __init__(self, target, timeout=10.0):
+    def __init__(self, target, timeout=10.0, retries=0, backoff=0.5, flag="--target"):
         self.target = target
         self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.flag = flag
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                              ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
@@ -131,10 +141,14 @@ class ServingClient:
                 for status in response.model_version_status]
 
     def _call(self, method, request):
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise _explain(error, self.target, self.timeout) from None
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as error:
+                if error.code() not in RETRIED_CODES or attempt == self.retries:
+                    raise _explain(error, self.target, self.timeout, self.flag,
+                                   attempt + 1) from None
+            time.sleep(self.backoff * 2 ** attempt)
 
 
 def _fill_spec(spec, model_name, version, version_label):
@@ -145,17 +159,19 @@ def _fill_spec(spec, model_name, version, version_label):
         spec.version_label = version_label
 
 
-def _explain(error, target, timeout):
+def _explain(error, target, timeout, flag="--target", attempts=1):
     """One sentence for a failed call, by status code."""
     code = error.code()
     details = (error.details() or "").strip().splitlines()
     details = details[0] if details else code.name
+    tries = f" ({attempts} attempts)" if attempts > 1 else ""
     if code == grpc.StatusCode.UNAVAILABLE:
-        message = (f"--target={target}: no server answers there ({details}); start TF Serving "
-                   "(or the dev server) or fix --target.")
+        message = (f"{flag}={target}: no server answers there{tries} ({details}); start TF "
+                   f"Serving (or the dev server) or fix {flag}.")
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        message = (f"--target={target}: no answer within --timeout={timeout:g} s; raise "
-                   "--timeout, lower --batch_size or check the server's load.")
+        prefix = "--" if flag == "--target" else flag + "_"  # --timeout, or --teacher_timeout
+        message = (f"{flag}={target}: no answer within {prefix}timeout={timeout:g} s{tries}; "
+                   f"raise {prefix}timeout, lower {prefix}batch_size or check the server's load.")
     else:
         message = f"the server at {target} answered {code.name}: {details}"
     return ServingError(code, message)

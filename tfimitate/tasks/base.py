@@ -95,6 +95,7 @@ class Task(Protocol):
 
     Splits are the task's own types (anything with `len()`, `.source` and
     `.subset(indices, source)`); `Data` is `tfimitate.data.splits.Data`.
+
     """
 
     NAME: str
@@ -118,10 +119,17 @@ class Task(Protocol):
         """The Keras model: `backbone` plus this task's head with float32 outputs."""
 
     def example_loss(self, labels, outputs) -> Any:
-        """Per-example loss of a batch (float32 [batch])."""
+        """Per-example loss of a batch (float32 [batch]); 0 for examples without a label
+        (tasks with SoftTargets)."""
 
-    def train_dataset(self, run: Run, split) -> Any:
-        """Endless tf.data of (inputs, labels) batches, in the same order on every run."""
+    def train_dataset(self, run: Run, split, extras=None) -> Any:
+        """Endless tf.data of (inputs, labels) batches, in the same order on every run.
+
+        `extras` (tasks with SoftTargets only; name -> NumPy array with one row per
+        label unit of `split`) ride
+        with each example through shuffling, bucketing and padding (0 where a unit is
+        absent, e.g. a word's other pieces): the labels are then a dict
+        {"labels": <the task's labels>, name: [batch, (positions,) ...] ...}."""
 
     def evaluate(self, run: Run, split) -> Evaluation:
         """Scores the model on a labelled split (with one `predictions` record per example)."""
@@ -152,6 +160,37 @@ class Task(Protocol):
         model) built from `serving_examples`; the reloaded SavedModel must reproduce them."""
 
 
+@runtime_checkable
+class SoftTargets(Protocol):
+    """What a task provides so that techniques can train it on per-unit soft targets
+    (distillation from a teacher; pseudo-labelling): optional, checked by the technique.
+
+    Label units: what a task assigns one label to, in a fixed order over a split:
+    an example (text classification) or a word, flat in sentence order (token
+    classification). `probabilities`, `served_probabilities` and the `extras` of
+    `train_dataset` have one row per label unit, so techniques can pair any per-unit
+    array with the examples without knowing the task. A training split may hold
+    examples without a label ("no label" marker, see `add_unlabeled`); `example_loss`
+    is 0 for them.
+    """
+
+    def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()) -> Any:
+        """`split` followed by the examples of file `path` (text read from `column`, or
+        the task's own input column), each with the "no label" marker; examples already
+        in `split` or in any `exclude` split are dropped (counted in the log)."""
+
+    def probabilities(self, run: Run, split) -> Any:
+        """Class probabilities of the model, float32 [label units of `split`, labels]."""
+
+    def served_probabilities(self, split, predict) -> Any:
+        """The same from a served model: `predict(signature, inputs)` (default signature
+        name, input name -> one value per example) returns one float32 array of class
+        probabilities per example ([labels] or [units, labels])."""
+
+    def score_probabilities(self, split, probabilities, labels) -> Evaluation:
+        """Scores per-unit class `probabilities` (columns: `labels`) on a labelled split."""
+
+
 def check_task(module, name):
     """Raises TypeError unless `module` provides the whole Task protocol under `name`.
 
@@ -175,9 +214,16 @@ def check_task(module, name):
     return module
 
 
-def _members():
-    return sorted(set(Task.__annotations__) | {
-        k for k, v in vars(Task).items() if isinstance(v, types.FunctionType) and not k.startswith("_")})
+def _members(protocol=None):
+    protocol = protocol or Task
+    return sorted(set(getattr(protocol, "__annotations__", {})) | {
+        k for k, v in vars(protocol).items()
+        if isinstance(v, types.FunctionType) and not k.startswith("_")})
+
+
+def missing_members(module, protocol):
+    """The members of `protocol` (e.g. SoftTargets) that task `module` lacks."""
+    return [member for member in _members(protocol) if not hasattr(module, member)]
 
 
 def resume_fields(task):

@@ -64,7 +64,7 @@ def logits_head(features, cfg, num_outputs, name):
 
 
 def training_batches(run, examples, encode, pad_values, texts, keep_word_count=False,
-                     length_key=pipelines.LENGTH_KEY):
+                     length_key=pipelines.LENGTH_KEY, split_labels=("labels",), untrimmed=()):
     """Endless, reshuffled-per-pass training batches of raw `examples` (static shapes when
     the strategy needs them, e.g. TPU).
 
@@ -80,6 +80,9 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
         texts: keys of `examples` holding text: strings (split at spaces into words
             and joined again) or word lists (tf.string [W]).
         keep_word_count: the labels follow the words, so transforms must keep them.
+        split_labels: the features that form the labels (one: the tensor itself; several:
+            a dict).
+        untrimmed, length_key: as for `pipelines.encoded`.
     """
     import tensorflow as tf
 
@@ -91,10 +94,10 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
     transform = techniques.text_transform(run.techniques, cfg, keep_word_count)
     if transform is None:
         features = pipelines.encoded(tf.data.Dataset.from_tensor_slices(examples), encode,
-                                     length_key)
+                                     length_key, untrimmed=untrimmed)
         return pipelines.batches(features, cfg.batch_size, cfg.sequence_length, pad_values,
                                  shuffle_seed=cfg.seed, repeat=True, length_key=length_key,
-                                 static_length=static)
+                                 static_length=static, split_labels=split_labels)
 
     def change_texts(example, seed):
         example = dict(example)
@@ -109,4 +112,5 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
 
     return pipelines.transformed_batches(examples, change_texts, encode, cfg.batch_size,
                                          cfg.sequence_length, pad_values, cfg.seed,
-                                         static_length=static, length_key=length_key)
+                                         static_length=static, length_key=length_key,
+                                         split_labels=split_labels, untrimmed=untrimmed)

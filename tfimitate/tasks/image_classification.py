@@ -187,10 +187,14 @@ def label_ids(split, labels):
     return np.array([index[label] for label in split.labels], np.int32)
 
 
-def train_dataset(run, split):
+def train_dataset(run, split, extras=None):
     """Endless batches of (float32 images, label ids), reshuffled every pass; decoded
-    images are cached at training resolution when they fit in memory."""
+    images are cached at training resolution when they fit in memory. No `extras`: this
+    task has no tasks.base.SoftTargets."""
     from tfimitate import runtime
+
+    if extras:
+        raise ValueError(f"image_classification takes no training extras ({', '.join(extras)})")
 
     ordered = images.permuted(split, run.cfg.seed)
     examples = images.image_dataset(ordered, run.preprocessor,

@@ -14,6 +14,7 @@ Example:
 import dataclasses
 import functools
 import os
+import re
 from typing import List, Optional
 
 import keras
@@ -35,12 +36,15 @@ PREDICT_BATCH = 64
 
 @dataclasses.dataclass(eq=False)
 class Split:
-    """Examples of one data file, in file order (compared and hashed by identity)."""
+    """Examples of one data file, in file order (compared and hashed by identity).
+
+    A label of None is the "no label" marker (unlabelled training text, see `add_unlabeled`).
+    """
 
     source: str
     texts: List[str]
     pairs: Optional[List[str]]
-    labels: List[str]
+    labels: List[Optional[str]]
     lines: List[int]
 
     def __len__(self):
@@ -52,7 +56,7 @@ class Split:
                      pick(self.lines))
 
 
-def read_split(path, cfg, flag, with_labels=True):
+def read_split(path, cfg, flag, with_labels=True, column_flag="--text_column"):
     """Reads one file into a Split; rows with an empty text are dropped and counted."""
     columns = [cfg.text_column]
     if cfg.text_pair_column:
@@ -78,7 +82,7 @@ def read_split(path, cfg, flag, with_labels=True):
     if empty:
         logging.warning("%s: skipped %d rows with an empty text.", path, empty)
     if not texts:
-        raise UserError(f"{flag}={path}: no examples with a non-empty text; check the file and --text_column.")
+        raise UserError(f"{flag}={path}: no examples with a non-empty text; check the file and {column_flag}.")
     return Split(path, texts, pairs if cfg.text_pair_column else None, labels, lines)
 
 
@@ -114,6 +118,45 @@ def read_file(path, cfg, flag, with_labels=True):
     numbered = common.read_text_lines(path, flag, "text")
     return Split(path, [line for _, line in numbered], None, [""] * len(numbered),
                  [i for i, _ in numbered])
+
+
+def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
+    """`split` plus the texts of `path` without a label: a .txt file (one text per line)
+    or the `column` (default --text_column) of a table. Texts already in `split` or an
+    `exclude` split, and repeats, are dropped and counted; texts count as equal when their
+    lower-cased letters and digits are (SST-2's "it 's" is Rotten Tomatoes' "It's")."""
+    if readers.base_suffix(path) == ".txt":
+        if cfg.text_pair_column:
+            raise UserError(f"{flag}={path}: a text-pair task needs a table with the "
+                            f"--text_pair_column={cfg.text_pair_column} column, not a .txt file.")
+        numbered = common.read_text_lines(path, flag, "text")
+        extra = Split(path, [line for _, line in numbered], None, [None] * len(numbered),
+                      [i for i, _ in numbered])
+    else:
+        extra = read_split(path, cfg.replace(text_column=column or cfg.text_column), flag,
+                           with_labels=False, column_flag="--unlabeled_column")
+        extra.labels = [None] * len(extra)
+    key = lambda s, i: (_letters(s.texts[i]), _letters(s.pairs[i]) if s.pairs is not None else None)
+    seen = {key(s, i) for s in (split, *exclude) for i in range(len(s))}
+    keep = []
+    for i in range(len(extra)):
+        if key(extra, i) not in seen:
+            seen.add(key(extra, i))
+            keep.append(i)
+    if len(keep) < len(extra):
+        logging.warning("%s: dropped %d unlabelled texts that repeat a text of the training, "
+                        "eval or test data (or of the file itself).", path, len(extra) - len(keep))
+    if not keep:
+        raise UserError(f"{flag}={path}: every text is already in the training, eval or test "
+                        "data; give other unlabelled text.")
+    pick = lambda values, extra_values: None if values is None else values + [extra_values[i] for i in keep]
+    return Split(f"{split.source} + {path} (unlabelled)", pick(split.texts, extra.texts),
+                 pick(split.pairs, extra.pairs), pick(split.labels, extra.labels),
+                 pick(split.lines, extra.lines))
+
+
+def _letters(text):
+    return re.sub(r"[\W_]+", "", text.lower())
 
 
 def validate(cfg):
@@ -160,8 +203,11 @@ def build_head(cfg, backbone, num_outputs):
 
 
 def example_loss(labels, outputs):
-    """Per-example cross-entropy of the logits."""
-    return keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=True)
+    """Per-example cross-entropy of the logits; 0 for label id -1 (no label)."""
+    known = labels >= 0
+    losses = keras.losses.sparse_categorical_crossentropy(
+        tf.where(known, labels, 0), outputs, from_logits=True)
+    return tf.where(known, losses, 0.0)
 
 
 def _examples(split, extra):
@@ -193,17 +239,21 @@ def _features(split, preprocessor, extra):
 
 
 def label_ids(split, labels):
+    """Class id of every example of `split`; -1 for examples without a label."""
     index = {label: i for i, label in enumerate(labels)}
-    return np.array([index[label] for label in split.labels], np.int32)
+    return np.array([-1 if label is None else index[label] for label in split.labels], np.int32)
 
 
-def train_dataset(run, split):
-    """Endless, reshuffled-per-pass batches of (features, label ids); the run's text
-    transforms (augmentation) may change texts and pairs every pass."""
-    examples = _examples(split, {"labels": label_ids(split, run.labels)})
+def train_dataset(run, split, extras=None):
+    """Endless, reshuffled-per-pass batches of (features, label ids), or of (features,
+    {"labels": label ids, **extras}) with per-example `extras`; the run's text transforms
+    (augmentation) may change texts and pairs every pass."""
+    extras = dict(extras or {})
+    examples = _examples(split, {"labels": label_ids(split, run.labels), **extras})
     texts = ("text",) if split.pairs is None else ("text", "pair")
     return common.training_batches(run, examples, _encoder(run.preprocessor),
-                                   _pads(run.preprocessor), texts)
+                                   _pads(run.preprocessor), texts,
+                                   split_labels=("labels", *extras), untrimmed=tuple(extras))
 
 
 def _pads(preprocessor):
@@ -219,7 +269,7 @@ def _prediction_batches(split, preprocessor, batch_size, sequence_length):
 
 
 def probabilities(run, split):
-    """Class probabilities for every example of `split`, in file order."""
+    """Class probabilities for every example of `split`, in file order ([examples, labels])."""
     dataset = _prediction_batches(split, run.preprocessor, run.cfg.batch_size,
                                   run.cfg.sequence_length)
     result = np.zeros([len(split), run.model.output.shape[-1]], np.float32)
@@ -261,10 +311,23 @@ def classification_evaluation(true, predicted, labels, title):
     return base.Evaluation(accuracy, metrics, report, {"confusion_matrix": figure})
 
 
+def served_probabilities(split, predict):
+    """Class probabilities of a served classifier for every example of `split`
+    (`predict("serving_default", {"text": [...], "text_pair": [...]})`)."""
+    inputs = {"text": split.texts}
+    if split.pairs is not None:
+        inputs["text_pair"] = split.pairs
+    return np.stack(predict("serving_default", inputs)).astype(np.float32)
+
+
+def score_probabilities(split, probs, labels):
+    """Accuracy (the score), macro F1 ... of class probabilities `probs` on `split`."""
+    return _evaluation(split, probs.argmax(axis=-1), labels)
+
+
 def evaluate(run, split):
     """Metrics of the model on `split`; the score is the accuracy."""
-    predicted = probabilities(run, split).argmax(axis=-1)
-    return _evaluation(split, predicted, run.labels)
+    return score_probabilities(split, probabilities(run, split), run.labels)
 
 
 def _evaluation(split, predicted, labels):

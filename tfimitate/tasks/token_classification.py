@@ -40,7 +40,11 @@ SKEW_WARNING = 0.005
 
 @dataclasses.dataclass
 class Split:
-    """Sentences of one file, in file order; `texts` holds raw sentences to predict."""
+    """Sentences of one file, in file order; `texts` holds raw sentences to predict.
+
+    A sentence whose `tags` is None has no label (unlabelled training text, see
+    `add_unlabeled`); its words are ignored by the tag loss.
+    """
 
     source: str
     sentences: List[conll.Sentence]
@@ -95,6 +99,36 @@ def read_file(path, cfg, flag, with_labels=True):
     if readers.base_suffix(path) != ".txt":
         return Split(path, conll.read_sentences(path, flag, with_tags=False))
     return Split(path, [], [line for _, line in common.read_text_lines(path, flag, "sentence")])
+
+
+def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
+    """`split` plus untagged sentences of `path`: a .txt file (one raw sentence per line,
+    split into words as serving splits them) or CoNLL/JSONL words (`column` is not used);
+    sentences already in `split` or an `exclude` split (ignoring case), and repeats, are
+    dropped."""
+    del cfg, column
+    if readers.base_suffix(path) == ".txt":
+        lines = common.read_text_lines(path, flag, "sentence")
+        words = ner_words.split_words(tf.constant([line for _, line in lines])).words.to_list()
+        extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row))
+                 for (number, _), row in zip(lines, words) if row]
+    else:
+        extra = [s._replace(tags=None) for s in conll.read_sentences(path, flag, with_tags=False)]
+    key = lambda sentence: tuple(word.lower() for word in sentence.words)
+    seen = {key(s) for part in (split, *exclude) for s in part.sentences}
+    keep = []
+    for sentence in extra:
+        if key(sentence) not in seen:
+            seen.add(key(sentence))
+            keep.append(sentence)
+    if len(keep) < len(extra):
+        logging.warning("%s: dropped %d unlabelled sentences that repeat a sentence of the "
+                        "training, eval or test data (or of the file itself).", path,
+                        len(extra) - len(keep))
+    if not keep:
+        raise UserError(f"{flag}={path}: every sentence is already in the training, eval or "
+                        "test data; give other unlabelled text.")
+    return Split(f"{split.source} + {path} (unlabelled)", split.sentences + keep)
 
 
 def validate(cfg):
@@ -157,12 +191,14 @@ def example_loss(labels, outputs):
 
 
 def _examples(sentences, values):
-    """Raw examples: each sentence's `words` and, per name of `values` (one int per word,
-    flat, in order), its words' values, as ragged rows."""
+    """Raw examples: each sentence's `words` and, per name of `values` (one int, or one
+    float row, per word, flat, in order), its words' values, as ragged rows."""
     lengths = [len(s.words) for s in sentences]
     rows = lambda flat, dtype: tf.RaggedTensor.from_row_lengths(tf.constant(flat, dtype), lengths)
     examples = {"words": rows([w for s in sentences for w in s.words], tf.string)}
-    examples.update({name: rows(list(flat), tf.int64) for name, flat in values.items()})
+    for name, flat in values.items():
+        flat = np.asarray(flat)
+        examples[name] = rows(flat, tf.float32 if flat.dtype.kind == "f" else tf.int64)
     return examples
 
 
@@ -183,26 +219,30 @@ def _windows(sentences, preprocessor, values):
 
 
 def tag_ids(split, labels):
-    """Tag id + 1 of every word of `split`, flat (0 is kept for ignored pieces)."""
+    """Tag id + 1 of every word of `split`, flat (0 for ignored pieces and untagged words)."""
     index = {label: i + 1 for i, label in enumerate(labels)}
-    return [index[tag] for s in split.sentences for tag in s.tags]
+    return [index[tag] if s.tags is not None else 0
+            for s in split.sentences for tag in (s.tags or s.words)]
 
 
-def train_dataset(run, split):
-    """Endless, reshuffled-per-pass batches of (features, per-piece labels); the run's text
-    transforms (augmentation) may change words every pass, never their number."""
-    examples = _examples(split.sentences, {"labels": tag_ids(split, run.labels)})
+def train_dataset(run, split, extras=None):
+    """Endless, reshuffled-per-pass batches of (features, per-piece labels), or of
+    (features, {"labels": ..., **extras}) with per-word `extras` put on first pieces; the
+    run's text transforms (augmentation) may change words every pass, never their number."""
+    extras = dict(extras or {})
+    examples = _examples(split.sentences, {"labels": tag_ids(split, run.labels), **extras})
     return common.training_batches(run, examples, _encoder(run.preprocessor),
                                    _pads(run.preprocessor), texts=("words",),
-                                   keep_word_count=True)
+                                   keep_word_count=True, split_labels=("labels", *extras))
 
 
 def _pads(preprocessor):
     return {"token_ids": preprocessor.tokenizer.pad_token_id}
 
 
-def word_probabilities(run, split):
-    """Tag probabilities of every word of `split` (flat, file order), via its first piece."""
+def probabilities(run, split):
+    """Tag probabilities of every word of `split` ([words, tags], flat, file order), via
+    its first piece."""
     total = sum(len(s.words) for s in split.sentences)
     features = _windows(split.sentences, run.preprocessor, {"word_ids": range(1, total + 1)})
     dataset = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length,
@@ -246,15 +286,33 @@ def entity_metrics(true, predicted):
     }
 
 
+def served_probabilities(split, predict):
+    """Tag probabilities of a served tagger for every word of `split` ([words, tags]),
+    from its `tag_words` signature (per sentence: [padded words, tags])."""
+    rows = predict("tag_words", {"words": [s.words for s in split.sentences]})
+    return np.concatenate([row[:len(s.words)] for row, s in zip(rows, split.sentences)]
+                          ).astype(np.float32)
+
+
+def score_probabilities(split, probs, labels):
+    """Entity-level metrics of per-word tag probabilities `probs` on `split`; the score
+    is the micro F1."""
+    metrics = entity_metrics([s.tags for s in split.sentences],
+                             _sentence_tags(probs, split, labels))
+    report = metrics.pop("report")
+    return base.Evaluation(metrics["f1"], metrics, report)
+
+
 def evaluate(run, split):
     """Entity-level metrics of the model on `split`; the score is the micro F1.
 
     Also what serving does to these sentences (`served_skew`): `served_word_match` and
     `served_f1`, with a warning when serving loses more than half a point of F1.
     """
-    predicted = _sentence_tags(word_probabilities(run, split), split, run.labels)
-    metrics = entity_metrics([s.tags for s in split.sentences], predicted)
-    report = metrics.pop("report")
+    probs = probabilities(run, split)
+    predicted = _sentence_tags(probs, split, run.labels)
+    evaluation = score_probabilities(split, probs, run.labels)
+    metrics, report = dict(evaluation.metrics), evaluation.report
     match, served = served_skew(run, split, predicted)
     metrics.update(served_word_match=match.share, served_f1=served["f1"])
     report += (f"\nServed from raw text (sentences joined by spaces): {match.share:.2%} split "
@@ -339,35 +397,37 @@ class Tagger:
         logits = self.model({k: features[k] for k in self.windows.input_names}, training=False)
         probs = tf.nn.softmax(tf.boolean_mask(tf.cast(logits, tf.float32), features["word_ids"] > 0))
         tags = words.with_flat_values(tf.gather(self.labels, tf.argmax(probs, axis=-1)))
-        return tags, words.with_flat_values(tf.reduce_max(probs, axis=-1))
+        return tags, words.with_flat_values(probs)
 
     def tag_text(self, text):
         """Splits raw sentences (tf.string [B]) into words; entity offsets are bytes of `text`."""
         words, starts, ends = ner_words.split_words(text)  # as NER corpora split words
-        tags, scores = self._tag(words)
+        tags, probs = self._tag(words)
         spans = entity_spans(tags)
         start = tf.gather(starts.flat_values, spans.first)
         end = tf.gather(ends.flat_values, spans.last)
         entity_text = tf.strings.substr(tf.gather(text, spans.rows), start, end - start)
-        return _outputs(words, tags, scores, spans, entity_text, start, end)
+        return _outputs(words, tags, probs, spans, entity_text, start, end)
 
     def tag_words(self, words):
         """Tags pre-split words (tf.string [B, W], "" padded); entity offsets are word indices."""
         words = tf.RaggedTensor.from_tensor(words, padding="").with_row_splits_dtype(tf.int64)
-        tags, scores = self._tag(words)
+        tags, probs = self._tag(words)
         spans = entity_spans(tags)
         row_start = tf.gather(words.row_splits, spans.rows)
         entity_words = tf.gather(words.flat_values, tf.ragged.range(spans.first, spans.last + 1))
         entity_text = tf.strings.reduce_join(entity_words, axis=-1, separator=" ")
-        return _outputs(words, tags, scores, spans, entity_text, spans.first - row_start,
+        return _outputs(words, tags, probs, spans, entity_text, spans.first - row_start,
                         spans.last + 1 - row_start)
 
 
-def _outputs(words, tags, scores, spans, entity_text, start, end):
+def _outputs(words, tags, probs, spans, entity_text, start, end):
     per_entity = lambda values, pad: tf.RaggedTensor.from_value_rowids(
         values, spans.rows, nrows=words.nrows()).to_tensor(pad)
     return {
-        "words": words.to_tensor(""), "tags": tags.to_tensor(""), "scores": scores.to_tensor(0.0),
+        "words": words.to_tensor(""), "tags": tags.to_tensor(""),
+        "scores": tf.reduce_max(probs, axis=-1).to_tensor(0.0),
+        "probabilities": probs.to_tensor(0.0),
         "entity_text": per_entity(entity_text, ""), "entity_type": per_entity(spans.types, ""),
         "entity_start": per_entity(tf.cast(start, tf.int64), -1),
         "entity_end": per_entity(tf.cast(end, tf.int64), -1),

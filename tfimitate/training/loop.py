@@ -96,9 +96,7 @@ def restore_newest(checkpoint, directory):
     """
     state = tf.train.get_checkpoint_state(directory)
     paths = list(state.all_model_checkpoint_paths) if state else []
-    for newer, path in zip([None] + paths[::-1], paths[::-1]):
-        if not os.path.isabs(path):
-            path = os.path.join(directory, path)
+    for newer, path in zip([None] + paths[::-1], paths[::-1]):  # already joined to `directory`
         try:
             status = checkpoint.restore(path)
         except Exception as error:  # a torn file fails in many ways (OpError, IndexError ...)

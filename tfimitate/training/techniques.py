@@ -9,6 +9,11 @@ L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
                                               evaluate/export), after the model is built and
                                               before a resumed run restores its checkpoint:
                                               starting weights, extra data to read and check
+    adapt_examples(examples, task, data, cfg) -> examples
+                                              before training: the training split and
+                                              per-label-unit `extras` that ride in the
+                                              labels (tasks/base.py train_dataset), e.g.
+                                              unlabelled text and a teacher's outputs
     text_transform(cfg, keep_word_count)      a change to each raw training text before
         -> fn(words, seed) -> words or None   tokenization, every pass (text tasks apply it)
     adapt_dataset(dataset, cfg) -> dataset    the training batches only
@@ -31,11 +36,13 @@ L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
     extend_evaluation(evaluation, run) -> evaluation
                                               every evaluation during training (more metrics,
                                               e.g. the score on old data)
+    finish(task, run, data, write)            after training, with the final weights (e.g.
+                                              a report under eval/; write files only if `write`)
 
 During training the hooks run in this order: adapt_model, learning_rate_factors,
-initialize, text_transform, adapt_dataset, wrap_loss, phases, then extend_evaluation at
-every evaluation. Hooks may raise UserError for flags they cannot serve: the workflow
-calls them all before anything is written.
+initialize, adapt_examples, text_transform, adapt_dataset, wrap_loss, phases, then
+extend_evaluation at every evaluation and finish at the end. Hooks may raise UserError
+for flags they cannot serve: the workflow calls them all before anything is written.
 
 A technique module may also list `RESUME_FIELDS`: experiment fields a resumed run must keep.
 
@@ -56,7 +63,7 @@ Example (tfimitate/training/double.py, registered as TECHNIQUES["double"]):
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +83,15 @@ class Phase:
     prepare: Callable[[Any], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """What the model trains on: the task's training split and `extras`, name -> NumPy
+    array with one row per label unit of `split` (given to task.train_dataset)."""
+
+    split: Any
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 class Technique:
     """Base class: every hook returns its input unchanged."""
 
@@ -89,6 +105,11 @@ class Technique:
     def initialize(self, run):
         """Runs once before training with the tasks/base.py Run (may set weights)."""
         del run
+
+    def adapt_examples(self, examples, task, data, cfg):
+        """Returns the Examples to train on (`data`: the task's splits.Data)."""
+        del task, data, cfg
+        return examples
 
     def text_transform(self, cfg, keep_word_count):
         """Returns fn(words, seed) -> words, applied to every raw training text before
@@ -139,6 +160,10 @@ class Technique:
         del run
         return evaluation
 
+    def finish(self, task, run, data, write):
+        """Runs after training on every worker; only writes files when `write` (the chief)."""
+        del task, run, data, write
+
 
 # name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
 TECHNIQUES = {
@@ -153,6 +178,7 @@ TECHNIQUES = {
     "image_augment": "tfimitate.data.image_augment",
     "augment": "tfimitate.training.augment",
     "adversarial": "tfimitate.training.adversarial",
+    "distillation": "tfimitate.training.distillation",
 }
 
 
@@ -171,6 +197,12 @@ def adapt_model(techniques, model, cfg):
 def initialize(techniques, run):
     for technique in techniques:
         technique.initialize(run)
+
+
+def adapt_examples(techniques, examples, task, data, cfg):
+    for technique in techniques:
+        examples = technique.adapt_examples(examples, task, data, cfg)
+    return examples
 
 
 def text_transform(techniques, cfg, keep_word_count):
@@ -246,6 +278,11 @@ def extend_evaluation(techniques, evaluation, run):
     for technique in techniques:
         evaluation = technique.extend_evaluation(evaluation, run)
     return evaluation
+
+
+def finish(techniques, task, run, data, write):
+    for technique in techniques:
+        technique.finish(task, run, data, write)
 
 
 def resume_fields():

@@ -21,6 +21,8 @@ import functools
 from tfimitate.errors import UserError
 from tfimitate.training.techniques import Phase, Technique
 
+RESUME_FIELDS = ("freeze_backbone_steps", "fine_tune_layers", "fine_tune_learning_rate")
+
 
 def backbone_of(model):
     """The largest Keras model nested in `model` (by weight count)."""
