@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from test_contract import TASK_DATA
+from test_contract import TASK_DATA, TEXT_TASKS
 from tfimitate import workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
@@ -78,7 +78,7 @@ def test_continued_run_starts_from_the_old_weights_with_head_rows_mapped(old_run
     assert {"eval/forgetting", "eval/retain_score"} <= curve_tags
 
 
-@pytest.mark.parametrize("task_name", sorted(TASK_DATA))
+@pytest.mark.parametrize("task_name", TEXT_TASKS)
 def test_replay_puts_old_examples_into_every_batch(task_name, tmp_path):
     flags, _ = TASK_DATA[task_name](tmp_path)
     cfg = helpers.experiment(tmp_path, task=task_name, backbone=helpers.tiny_bert_preset(tmp_path),

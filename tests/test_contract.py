@@ -66,6 +66,8 @@ TASK_DATA = {
     "token_classification": token_classification_data,
     "image_classification": image_classification_data,
 }
+# Tasks on a transformer text backbone (LoRA targets, layers to freeze, text to replay).
+TEXT_TASKS = ("text_classification", "token_classification")
 
 
 def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():

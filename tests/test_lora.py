@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from test_contract import TASK_DATA
+from test_contract import TASK_DATA, TEXT_TASKS
 from tfimitate import runtime, workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
@@ -21,7 +21,7 @@ from tfimitate.training import loop, lora, techniques
 LORA = dict(lora_rank=4, lora_alpha=8.0, lora_targets=("query", "value"))
 
 
-@pytest.fixture(scope="module", params=sorted(TASK_DATA))
+@pytest.fixture(scope="module", params=TEXT_TASKS)
 def lora_run(request, tmp_path_factory):
     """A LoRA run of each task, trained 4 steps with adapter-only checkpoints."""
     directory = tmp_path_factory.mktemp(f"lora_{request.param}")
