@@ -14,7 +14,7 @@ from absl import flags
 from tfimitate import flags as _flags
 from tfimitate import config
 from tfimitate.errors import UserError, run_cli
-from tfimitate.search import space, tuner
+from tfimitate.search import space
 
 
 def main(argv):
@@ -24,6 +24,8 @@ def main(argv):
         if not holder.value:
             raise UserError(f"--{holder.name} is required; give it on the command line.")
     dimensions = space.read(_flags.SEARCH_SPACE.value)
+    from tfimitate.search import tuner  # imports TensorFlow: after the quick checks
+
     if not flags.FLAGS["model_dir"].value:  # every trial trains into its own folder
         flags.FLAGS.model_dir = _flags.TUNE_DIR.value
     summary = tuner.search(config.experiment_from_flags(), dimensions, _flags.TUNER.value,

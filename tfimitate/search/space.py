@@ -135,8 +135,7 @@ def _choice_value(flag, text, where):
 
 def _bound(flag, text, wanted, kind, where):
     value = _checked(flag, text, where)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (wanted is int and not isinstance(value, int)):
+    if isinstance(value, bool) or not isinstance(value, wanted):
         suggestion = "int_range" if isinstance(value, int) and not isinstance(value, bool) \
             else "choice"
         raise UserError(f"{where}: --{flag} does not take {kind} values; use {suggestion}(...).")
