@@ -90,8 +90,8 @@ def _tune_command(flagfile, space_file, tune_dir, *flags):
 def _base(tmp_path, **overrides):
     preset = tiny_bert_preset(tmp_path)
     train = write_table(tmp_path, "train.csv", sentiment_rows(40))
-    cfg = experiment(tmp_path, backbone=preset, train_data=train, max_steps=4,
-                     checkpoint_steps=2, **overrides)
+    values = dict(backbone=preset, train_data=train, max_steps=4, checkpoint_steps=2)
+    cfg = experiment(tmp_path, **dict(values, **overrides))
     return write_flagfile(tmp_path / "base", cfg)
 
 

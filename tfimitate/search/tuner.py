@@ -36,6 +36,7 @@ ORACLE_DIR = "oracle"
 TRIALS_DIR = "trials"
 RESULT_FILE = "trial_result.json"
 SEARCH_FILE = "search.json"
+CONSECUTIVE_FAILURES = 3  # keras-tuner's default max_consecutive_failed_trials
 
 
 class TrainTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -217,7 +218,15 @@ def search(base_cfg, dimensions, algorithm, max_trials, tune_dir, hyperband_fact
     check_trials(base_cfg, dimensions)
     files.check_writable_dir(tune_dir, "--tune_dir")
     tuner = make_tuner(base_cfg, dimensions, algorithm, max_trials, tune_dir, hyperband_factor)
-    tuner.search()
+    try:
+        tuner.search()
+    except RuntimeError as error:  # keras-tuner: too many failed trials in a row
+        if not str(error).startswith("Number of consecutive failures"):
+            raise
+        # The message ends with the traceback of the last trial: keep its exception's text.
+        last = [line for line in str(error).splitlines() if line.strip()][-1].split(": ", 1)[-1]
+        raise UserError(f"the search stopped after {CONSECUTIVE_FAILURES} failed trials in a "
+                        f"row (the last: {last.rstrip('.')}); fix the flags and re-run.") from None
     if is_worker():
         return None
     return results.write(tuner, results.collect(tuner))
