@@ -163,18 +163,20 @@ def test_cross_validation_trains_one_run_per_fold(tmp_path):
 
 @pytest.mark.slow
 def test_hyperband_budget_is_training_steps(tmp_path):
-    flagfile = _base(tmp_path, max_steps=9)
+    flagfile = _base(tmp_path)  # --max_steps=4: with factor 2, 4 trials of 1 step, 2 of 2, 1 of 4
     space_file = _space(tmp_path, "--learning_rate=log_uniform(1e-4,1e-2)\n")
     tune_dir = str(tmp_path / "tune")
     result = subprocess.run(
-        _tune_command(flagfile, space_file, tune_dir, "--tuner=hyperband", "--max_trials=5"),
+        _tune_command(flagfile, space_file, tune_dir, "--tuner=hyperband", "--hyperband_factor=2",
+                      "--max_trials=6"),
         cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(os.path.join(tune_dir, "results.csv")) as f:
         rows = [line.split(",") for line in f.read().splitlines()]
     steps = [int(row[rows[0].index("max_steps")]) for row in rows[1:]]
-    assert len(steps) == 5 and min(steps) == 1 and max(steps) == 3  # budgets 1 then 3 steps
-    assert "Continuing trial" in result.stderr  # a round-2 trial starts from its parent
+    assert steps == [1, 1, 1, 1, 2, 2]
+    assert result.stderr.count("Continuing trial") == 2  # round 2 starts from round 1's best
+    assert result.stderr.count("Resumed from checkpoint") == 2
 
 
 @pytest.mark.slow

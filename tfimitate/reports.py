@@ -6,6 +6,7 @@ Example:
 """
 
 import io
+import os
 
 from tfimitate.files import write_atomically
 
@@ -47,10 +48,12 @@ def read_scalars(log_dir, tags):
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
-    events = event_accumulator.EventAccumulator(
-        log_dir, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
-    events.Reload()
-    available = set(events.Tags()["tensors"])
+    available = set()
+    if os.path.isdir(log_dir):
+        events = event_accumulator.EventAccumulator(log_dir, size_guidance={
+            event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
+        events.Reload()
+        available = set(events.Tags()["tensors"])
     series = {}
     for tag in tags:
         newest = {}
