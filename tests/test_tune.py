@@ -17,7 +17,7 @@ import pytest
 
 from helpers import experiment, sentiment_rows, tiny_bert_preset, write_table
 from processes import child_env, free_port, write_flagfile
-from tfimitate import crossval
+from tfimitate import crossval, reports
 from tfimitate.data import splits
 from tfimitate.search import results, space
 from tfimitate.tasks import text_classification
@@ -135,6 +135,12 @@ def test_a_killed_search_continues_where_it_stopped(tmp_path):
     for name in ("best.cfg", "results.png", "trials/0/eval/curves.png", "trials/1/eval/curves.png"):
         assert os.path.isfile(os.path.join(tune_dir, name)), name
     scores = {line.split(",")[0]: float(line.split(",")[3]) for line in lines[1:]}
+    # curves.png reads these: every step once (the resumed run's value), the score at the end
+    curves = reports.read_scalars(os.path.join(tune_dir, "trials", "1", "logs", "train"),
+                                  ["loss", "eval/score"])
+    assert curves["loss"][0] == [1, 2, 3, 4]
+    assert curves["eval/score"][0] == [4]
+    assert curves["eval/score"][1][0] == pytest.approx(scores["1"], abs=1e-5)
     best = max(scores, key=scores.get)
     with open(os.path.join(tune_dir, "best.cfg")) as f:
         best_cfg = f.read()
