@@ -20,6 +20,7 @@ from tfimitate import backbones, workflow
 from tfimitate.config import Experiment, validate_for_training
 from tfimitate.data import readers, splits
 from tfimitate.errors import UserError
+from tfimitate.search import space
 from tfimitate.serving import client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +54,7 @@ IN_PROCESS = {
     "hold_out": lambda fraction: splits.hold_out(_Items(range(10)), float(fraction), 0, "t.csv"),
     "client.read_texts": client.read_texts,
     "backbones.max_sequence_length": backbones.max_sequence_length,
+    "space.read": space.read,
 }
 
 Case = collections.namedtuple("Case", "entry args files expected")
@@ -135,6 +137,22 @@ CASES = [
          "--output={tmp}/f/out.jsonl: {tmp}/f is a file, not a folder"),
     Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/out.txt"], {"in.txt": "a\n"},
          "--output={tmp}/out.txt: give a file ending in .jsonl or .csv."),
+    # --- search spaces and cross-validation (issue 16, item 8)
+    Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
+         {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},
+         "{tmp}/s.cfg:1: log_uniform(1e-5) needs two bounds, e.g. log_uniform(1,3)."),
+    Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "# lr\n--learning_rate=loguniform(1e-5,1e-4)\n"},
+         "{tmp}/s.cfg:2: '--learning_rate=loguniform(1e-5,1e-4)' is not a search range"),
+    Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--learnin_rate=choice(1e-5,1e-4)\n"},
+         "{tmp}/s.cfg:1: --learnin_rate is not a flag tfimitate.train can search"),
+    Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--batch_size=choice(8,big)\n"},
+         "{tmp}/s.cfg:1: 'big' is not a valid --batch_size"),
+    Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--learning_rate=log_uniform(0,1e-4)\n"},
+         "{tmp}/s.cfg:1: log_uniform(0,1e-4) is an empty range; give 0 < low < high."),
+    Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--epochs=uniform(1,3)\n"},
+         "{tmp}/s.cfg:1: --epochs does not take uniform values; use int_range(...)."),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=11"],
+         {"t.csv": "text,label\n" + ROWS}, "--cv_folds=11 is more than the 8 training example(s) of label '1'"),
     # --- client input (issue 9, item 10)
     Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": b"fine\nbad \xff\n"},
          "texts.txt:2: bytes are not valid UTF-8"),

@@ -90,6 +90,8 @@ class Experiment:
     distill_alpha: float = 0.5
     student_layers: int = 0
     student_layer_choice: str = "every_other"
+    cv_folds: int = 0
+    cv_fold: int = -1
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -104,8 +106,12 @@ class Experiment:
         """Writes experiment.json and a flags.cfg that re-runs this experiment, each atomically."""
         values = dataclasses.asdict(self)
         write_atomically(os.path.join(model_dir, EXPERIMENT_FILE), json.dumps(values, indent=2))
+        write_atomically(os.path.join(model_dir, FLAGFILE), self.flagfile())
+
+    def flagfile(self):
+        """A flagfile's text (one --flag=value a line) that re-runs this experiment."""
         lines = ["# Re-run with: python -m tfimitate.train --flagfile=<this file>"]
-        for name, value in values.items():
+        for name, value in dataclasses.asdict(self).items():
             if value is None:
                 continue
             if isinstance(value, bool):
@@ -114,7 +120,7 @@ class Experiment:
                 lines.append(f"--{name}={','.join(value)}")
             else:
                 lines.append(f"--{name}={value}")
-        write_atomically(os.path.join(model_dir, FLAGFILE), "\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def load(cls, model_dir):

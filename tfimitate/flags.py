@@ -300,6 +300,35 @@ STUDENT_LAYER_CHOICE = flags.DEFINE_enum(
     "Which teacher layers a cut student keeps: spread evenly up to the top layer "
     "(every_other: 2nd, 4th, 6th of 6) or the bottom K.")
 
+# --- Search and cross-validation -------------------------------------------
+CV_FOLDS = flags.DEFINE_integer(
+    "cv_folds", 0,
+    "If >= 2, train: K-fold cross-validation of the training data (seeded by --seed, "
+    "stratified by label where a task has one label per example), one run per fold in "
+    "<model_dir>/folds/<k>/ and mean ± std of every metric in <model_dir>/eval/cv_metrics.json.",
+    lower_bound=0)
+CV_FOLD = flags.DEFINE_integer(
+    "cv_fold", -1,
+    "With --cv_folds: train only this fold (0-based; what each fold's flags.cfg says); "
+    "-1 trains them all.", lower_bound=-1)
+SEARCH_SPACE = flags.DEFINE_string(
+    "search_space", None,
+    "tune: file of flags to search, one per line: --learning_rate=log_uniform(1e-5,1e-4), "
+    "--dropout=uniform(0,0.3), --epochs=int_range(1,3), --batch_size=choice(16,32).")
+TUNER = flags.DEFINE_enum(
+    "tuner", "random", ["random", "bayesian", "hyperband"],
+    "tune: keras-tuner's search algorithm; hyperband's budget is training steps (--max_steps).")
+MAX_TRIALS = flags.DEFINE_integer(
+    "max_trials", 10, "tune: how many trials (training runs) to run at most.", lower_bound=1)
+TUNE_DIR = flags.DEFINE_string(
+    "tune_dir", None,
+    "tune: where trials (trials/<id>/), the oracle's state, results.csv and best.cfg are "
+    "written; re-running the same command continues the search.")
+HYPERBAND_FACTOR = flags.DEFINE_integer(
+    "hyperband_factor", 3,
+    "tune --tuner=hyperband: keep the best 1/factor of each round; the shortest trials run "
+    "--max_steps/factor^2 steps.", lower_bound=2)
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

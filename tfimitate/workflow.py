@@ -65,11 +65,16 @@ def _check_model_dir(task, cfg):
 
 
 def train(cfg):
-    """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics."""
-    from tfimitate import runtime
+    """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics (with
+    `score`). With cfg.cv_folds and no cfg.cv_fold: one run per fold, returning the
+    cross-validation summary (crossval.train_folds)."""
+    from tfimitate import crossval, runtime
     from tfimitate.serving import export as export_lib
     from tfimitate.training import techniques
 
+    if cfg.cv_folds and cfg.cv_fold < 0:
+        return crossval.train_folds(cfg, train)
+    crossval.check(cfg)
     task = get_task(cfg.task)
     task.validate(cfg)
     techniques.chosen(cfg)  # refuses bad technique flags before any work
@@ -81,6 +86,8 @@ def train(cfg):
     strategy = runtime.make_strategy(cfg.strategy, cfg.tpu)
     _check_model_dir(task, cfg)
     data = task.load_data(cfg)
+    if cfg.cv_folds:
+        data = crossval.fold_data(data, cfg)
     cfg = cfg.replace(labels=tuple(data.labels))
     if cfg.export_dir:
         export_lib.next_version(cfg.export_dir)  # fail now, not after training
@@ -88,7 +95,7 @@ def train(cfg):
 
 
 def _train(task, cfg, data, strategy):
-    from tfimitate import runtime
+    from tfimitate import reports, runtime
     from tfimitate.training import loop, optim, techniques
 
     runtime.set_precision(cfg.precision)
@@ -136,6 +143,9 @@ def _train(task, cfg, data, strategy):
             _report(task.evaluate(run, data.test), data.test, cfg, result.step, "test_metrics",
                     chief)
         techniques.finish(chosen, task, run, data, chief)
+        if chief:
+            reports.plot_curves(os.path.join(cfg.model_dir, loop.LOG_SUBDIR),
+                                os.path.join(cfg.model_dir, EVAL_SUBDIR, "curves.png"))
         if cfg.export_dir and chief:
             export_model(task, run, examples, result.step)
     if chief:
@@ -146,7 +156,7 @@ def _train(task, cfg, data, strategy):
 
 def _report(evaluation, split, cfg, step, name, write):
     """Prints `evaluation` and (if `write`) saves its metrics and figures under eval/."""
-    metrics = dict(evaluation.metrics, step=step, data=split.source)
+    metrics = dict(evaluation.metrics, score=evaluation.score, step=step, data=split.source)
     print(f"\n{name} on {split.source} at step {step}:\n{evaluation.report}", flush=True)
     if write:
         directory = os.path.join(cfg.model_dir, EVAL_SUBDIR)

@@ -23,7 +23,8 @@ from tfimitate.errors import UserError
 
 # Experiment fields every resumed run must keep; a task adds its own in RESUME_FIELDS.
 COMMON_RESUME_FIELDS = ("task", "backbone", "labels", "train_data", "eval_data",
-                        "holdout_fraction", "sequence_length", "batch_size", "seed")
+                        "holdout_fraction", "sequence_length", "batch_size", "seed", "cv_folds",
+                        "cv_fold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,8 @@ class Task(Protocol):
     """Every task module provides these names (`check_task` enforces it at registration).
 
     Splits are the task's own types (anything with `len()`, `.source` and
-    `.subset(indices, source)`); `Data` is `tfimitate.data.splits.Data`.
+    `.subset(indices, source)`, plus `.labels`, one label per example, where the task has
+    one: cross-validation stratifies its folds by them); `Data` is `tfimitate.data.splits.Data`.
 
     """
 

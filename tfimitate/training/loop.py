@@ -34,6 +34,8 @@ from tfimitate.training import optim
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "checkpoints/best"
+# TensorBoard logs: `loss` (and other step_loss terms), `learning_rate`, `eval/score`, `eval/<metric>`.
+LOG_SUBDIR = "logs/train"
 
 
 class NonFiniteLossError(UserError):
@@ -192,7 +194,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
     starts = [phase.start for phase in phases]
     train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
 
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, LOG_SUBDIR))
     eval_every = cfg.eval_steps or steps_per_epoch
     best, evals_without_gain = None, 0
     last_eval = (None, None)
@@ -239,6 +241,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             scalars = evaluation.scalars()
             logging.info("Step %d eval: %s", step, _format(scalars))
             with writer.as_default(step=step):
+                tf.summary.scalar("eval/score", evaluation.score)
                 for name, value in scalars.items():
                     tf.summary.scalar(f"eval/{name}", value)
             if best is None or evaluation.score > best.score:
