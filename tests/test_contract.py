@@ -97,7 +97,11 @@ def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():
         assert tasks.get_task(name).NAME == name
 
 
-@pytest.fixture(scope="module", params=sorted(TASK_DATA))
+# The multi-task contract trains two subtasks (about 4 min of CPU); tests/test_multi_task.py
+# holds its fast end-to-end proof in the default run.
+@pytest.fixture(scope="module", params=[
+    pytest.param(name, marks=pytest.mark.slow) if name == "multi_task" else name
+    for name in sorted(TASK_DATA)])
 def trained(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     flags, predict_input = TASK_DATA[request.param](directory)
