@@ -17,9 +17,9 @@ from tfimitate.tasks import multi_task
 
 def _cfg(directory, **changes):
     flags, _ = multi_task_data(directory)
-    flags.update(changes)
-    return helpers.experiment(directory, task="multi_task", max_steps=2, checkpoint_steps=2,
-                              backbone=helpers.tiny_bert_preset(directory), **flags)
+    values = dict(task="multi_task", max_steps=2, checkpoint_steps=2,
+                  backbone=helpers.tiny_bert_preset(directory), **flags)
+    return helpers.experiment(directory, **dict(values, **changes))
 
 
 def test_sampling_weights():
@@ -149,3 +149,32 @@ def test_init_from_another_multi_task_run_keeps_its_heads(tmp_path):
     for layer in ("sentiment_logits", "entities_logits"):
         np.testing.assert_array_equal(new.model.get_layer(layer).kernel.numpy(),
                                       old.model.get_layer(layer).kernel.numpy())
+
+
+@pytest.mark.slow
+def test_sigkill_and_rerun_of_the_command_line_repeats_the_uninterrupted_run(tmp_path):
+    """`python -m tfimitate.train --flagfile=...` of a multi-task run, SIGKILLed after a
+    checkpoint and re-run, resumes the sampled batch stream: the same loss curve."""
+    import subprocess
+
+    import numpy as np
+    import tensorflow as tf
+
+    import processes
+    from test_resume import LOSS_TOLERANCE, TIMEOUT, _checkpoint_files, _run_until
+
+    cfg = _cfg(tmp_path, max_steps=12, checkpoint_steps=3, eval_steps=12)
+    reference = cfg.replace(model_dir=str(tmp_path / "reference"))
+    workflow.train(reference)
+    command = processes.train_command(processes.write_flagfile(tmp_path / "flags", cfg))
+    _run_until(command, lambda: _checkpoint_files(cfg.model_dir, 6), 0.0)
+    latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
+    assert latest and int(latest.rsplit("-", 1)[1]) < 12
+    final = subprocess.run(command, env=processes.child_env(), capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "Resumed from checkpoint" in final.stderr
+    resumed, expected = (processes.loss_curve(c.model_dir) for c in (cfg, reference))
+    assert sorted(resumed) == sorted(expected) == list(range(1, 13))
+    np.testing.assert_allclose([resumed[s] for s in expected], list(expected.values()),
+                               atol=LOSS_TOLERANCE)
