@@ -62,8 +62,12 @@ def test_a_bad_subtask_file_is_one_sentence_before_any_work(tmp_path, lines, mes
 
 
 def test_data_flags_in_the_main_flagfile_are_refused(tmp_path):
+    cfg, task = _cfg(tmp_path), tasks.get_task("multi_task")
     with pytest.raises(UserError, match="--train_data belongs in a subtask flagfile"):
-        tasks.get_task("multi_task").validate(_cfg(tmp_path, train_data="x.csv"))
+        task.validate(cfg.replace(train_data="x.csv"))
+    with pytest.raises(UserError, match="--labels: 'neg' names no subtask"):
+        task.validate(cfg.replace(labels=("neg", "pos")))
+    task.validate(cfg.replace(labels=("sentiment:0", "sentiment:1")))  # a run's flags.cfg
 
 
 def test_batches_follow_the_sampling_share_one_structure_and_replay(tmp_path):

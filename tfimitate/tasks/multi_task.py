@@ -182,6 +182,11 @@ def validate(cfg):
         if field != "labels" and getattr(cfg, field) != getattr(defaults, field):
             raise UserError(f"--{field} belongs in a subtask flagfile with --task=multi_task "
                             "(each subtask has its own); move it into one of the --subtasks files.")
+    names = [subtask.name for subtask in subtasks(cfg)]
+    for entry in cfg.labels or ():  # a run's flags.cfg lists them as subtask:label
+        if entry.partition(":")[0] not in names:
+            raise UserError(f"--labels: '{entry}' names no subtask; give each subtask's labels "
+                            "in its flagfile.")
     if cfg.task_sampling not in SAMPLING:
         raise UserError(f"--task_sampling={cfg.task_sampling} is unknown; use "
                         f"{', '.join(SAMPLING)}.")
