@@ -244,8 +244,9 @@ def make_preprocessor(cfg):
 
 
 class _SharedBackbone:
-    """The backbone as a subtask's build_head sees it: calling it returns the outputs of
-    its one call in the multi-task model, so the backbone runs once for every head."""
+    """The backbone as a subtask's build_head sees it: calling it (a head calls it on
+    `backbone.input`) returns the outputs of its one call in the multi-task model, so the
+    backbone runs once for every head; other attributes are the backbone's."""
 
     def __init__(self, backbone):
         self._backbone = backbone
