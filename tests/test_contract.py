@@ -61,13 +61,34 @@ def image_classification_data(directory):
     ), str(directory / "input")
 
 
+def multi_task_data(directory):
+    """Flags (two subtask flagfiles: sentiment, NER) and a predict input for both."""
+    subtasks = []
+    for name, make, task in (("sentiment", text_classification_data, "text_classification"),
+                             ("entities", token_classification_data, "token_classification")):
+        (directory / name).mkdir()
+        data, _ = make(directory / name)
+        lines = [f"--task={task}", f"--subtask_name={name}"]
+        lines += [f"--{flag}={path}" for flag, path in data.items()]
+        subtasks.append(helpers.write_lines(directory, f"{name}.cfg", lines))
+    return dict(subtasks=tuple(subtasks)), helpers.write_lines(
+        directory, "input.txt", ["john said a good film in paris", "an awful plot"])
+
+
 TASK_DATA = {
     "text_classification": text_classification_data,
     "token_classification": token_classification_data,
     "image_classification": image_classification_data,
+    "multi_task": multi_task_data,
 }
 # Tasks on a transformer text backbone (LoRA targets, layers to freeze, text to replay).
 TEXT_TASKS = ("text_classification", "token_classification")
+
+
+def _eval_split(task, cfg):
+    """The run's labelled eval split (multi_task: every subtask's), read as evaluate reads it."""
+    return task.read_file(cfg.eval_data, cfg, "--eval_data") if cfg.eval_data \
+        else task.load_data(cfg).eval
 
 
 def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():
@@ -76,7 +97,11 @@ def test_every_registered_task_has_contract_data_and_satisfies_the_protocol():
         assert tasks.get_task(name).NAME == name
 
 
-@pytest.fixture(scope="module", params=sorted(TASK_DATA))
+# The multi-task contract trains two subtasks (about 4 min of CPU); tests/test_multi_task.py
+# holds its fast end-to-end proof in the default run.
+@pytest.fixture(scope="module", params=[
+    pytest.param(name, marks=pytest.mark.slow) if name == "multi_task" else name
+    for name in sorted(TASK_DATA)])
 def trained(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     flags, predict_input = TASK_DATA[request.param](directory)
@@ -126,7 +151,7 @@ def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(traine
 
     cfg, _, _ = trained
     task, run, _ = workflow.restore(cfg.model_dir)
-    split = task.read_file(cfg.eval_data, run.cfg, "--eval_data")
+    split = _eval_split(task, run.cfg)
     evaluation = task.evaluate(run, split)
     assert len(evaluation.predictions) == len(split)
     served = task.evaluate_saved_model(tf.saved_model.load(os.path.join(cfg.export_dir, "1")),
@@ -139,7 +164,7 @@ def test_contract_robustness_report_of_the_checkpoint_and_of_the_export(trained)
     """A task perturbs the words of its texts, or (reading no text) refuses in one sentence."""
     cfg, _, _ = trained
     task = tasks.get_task(cfg.task)
-    split = task.read_file(cfg.eval_data, Experiment.load(cfg.model_dir), "--eval_data")
+    split = _eval_split(task, Experiment.load(cfg.model_dir))
     try:
         task.perturbed(split, lambda word_lists, keep_word_count: word_lists)
     except UserError:
@@ -191,10 +216,18 @@ def test_contract_resume_with_another_sequence_length_is_refused(trained):
         workflow.train(cfg.replace(sequence_length=16))
 
 
-def test_contract_bad_data_flag_is_one_sentence_and_writes_nothing(trained, tmp_path):
+def test_contract_bad_data_flag_is_one_sentence_and_writes_nothing(trained, tmp_path,
+                                                                   tmp_path_factory):
     cfg, _, _ = trained
-    bad = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"),
-                      train_data=str(tmp_path / "absent.txt"))
+    bad = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"))
+    absent = str(tmp_path / "absent.txt")
+    if cfg.subtasks:  # multi_task: the first subtask's file names the absent data
+        lines = [line if not line.startswith("--train_data=") else f"--train_data={absent}"
+                 for line in open(cfg.subtasks[0]).read().splitlines()]
+        flagfile = helpers.write_lines(tmp_path_factory.mktemp("bad"), "bad.cfg", lines)
+        bad = bad.replace(subtasks=(flagfile,) + cfg.subtasks[1:])
+    else:
+        bad = bad.replace(train_data=absent)
     with pytest.raises(UserError, match="--train_data=.*absent.txt: file .* does not exist"):
         workflow.train(bad)
     assert not os.listdir(tmp_path)

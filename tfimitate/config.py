@@ -92,6 +92,11 @@ class Experiment:
     student_layer_choice: str = "every_other"
     cv_folds: int = 0
     cv_fold: int = -1
+    subtasks: Optional[Tuple[str, ...]] = None
+    task_sampling: str = "proportional"
+    task_temperature: float = 2.0
+    subtask_name: Optional[str] = None
+    loss_weight: float = 1.0
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -173,7 +178,7 @@ def validate_for_training(cfg):
             raise UserError(f"--{field.name}={value}: give a finite number.")
     if not cfg.model_dir:
         raise UserError("--model_dir is required: say where checkpoints and logs go.")
-    if not cfg.train_data:
+    if not cfg.train_data and not cfg.subtasks:  # multi_task: data is in the subtask files
         raise UserError("--train_data is required: give a .csv, .tsv or .jsonl file.")
     if cfg.labels is not None and len(set(cfg.labels)) != len(cfg.labels):
         raise UserError(f"--labels lists a label twice ({','.join(cfg.labels)}); list each once.")

@@ -329,6 +329,28 @@ HYPERBAND_FACTOR = flags.DEFINE_integer(
     "tune --tuner=hyperband: keep the best 1/factor of each round; the shortest trials run "
     "--max_steps/factor^2 steps.", lower_bound=2)
 
+# --- Task: multi-task learning ---------------------------------------------
+SUBTASKS = flags.DEFINE_list(
+    "subtasks", None,
+    "--task=multi_task: subtask flagfiles (e.g. configs/subtasks/sentiment.cfg,configs/subtasks/"
+    "entities.cfg), each with that subtask's --task, data, columns, labels, --subtask_name and "
+    "--loss_weight; backbone, training and runtime flags stay in the main flagfile. The first "
+    "subtask is the export's serving_default.")
+TASK_SAMPLING = flags.DEFINE_enum(
+    "task_sampling", "proportional", ["proportional", "temperature", "round_robin"],
+    "--task=multi_task: which subtask each training batch comes from: proportional to the "
+    "subtasks' training examples, temperature (size^(1/--task_temperature)) or round_robin.")
+TASK_TEMPERATURE = flags.DEFINE_float(
+    "task_temperature", 2.0,
+    "--task_sampling=temperature: 1 is proportional, larger evens the subtasks out.",
+    lower_bound=1.0)
+SUBTASK_NAME = flags.DEFINE_string(
+    "subtask_name", None,
+    "In a subtask flagfile: the subtask's name (its metrics.json section and signature name; "
+    "default: the file name without .cfg).")
+LOSS_WEIGHT = flags.DEFINE_float(
+    "loss_weight", 1.0, "In a subtask flagfile: multiplies the subtask's loss.", lower_bound=0.0)
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

@@ -15,6 +15,7 @@ TASKS = {
     "text_classification": "tfimitate.tasks.text_classification",
     "token_classification": "tfimitate.tasks.token_classification",
     "image_classification": "tfimitate.tasks.image_classification",
+    "multi_task": "tfimitate.tasks.multi_task",
 }
 
 

@@ -85,9 +85,14 @@ class Evaluation:
             raise ValueError(f"Evaluation.score must be a number, got {self.score!r}")
 
     def scalars(self):
-        """The top-level numeric metrics, for logs and TensorBoard."""
-        return {k: float(v) for k, v in self.metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        """The numeric metrics, for logs and TensorBoard: top-level ones by name, those one
+        level down in a section (e.g. a multi-task subtask's) as "section/name"."""
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+        found = {k: float(v) for k, v in self.metrics.items() if number(v)}
+        for section, values in self.metrics.items():
+            if isinstance(values, Mapping):
+                found.update({f"{section}/{k}": float(v) for k, v in values.items() if number(v)})
+        return found
 
 
 @runtime_checkable
