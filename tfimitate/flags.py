@@ -300,6 +300,13 @@ STUDENT_LAYER_CHOICE = flags.DEFINE_enum(
     "Which teacher layers a cut student keeps: spread evenly up to the top layer "
     "(every_other: 2nd, 4th, 6th of 6) or the bottom K.")
 
+# --- Technique: cached frozen features (image transfer recipe) -----------
+CACHE_FROZEN_FEATURES = flags.DEFINE_bool(
+    "cache_frozen_features", False,
+    "While --freeze_backbone_steps keeps the backbone frozen, train the head on the "
+    "backbone's features computed once per training example (inference mode) instead of "
+    "running the backbone at every step. Not with --image_augment/--augment/--adversarial.")
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

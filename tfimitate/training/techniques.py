@@ -179,6 +179,8 @@ TECHNIQUES = {
     "augment": "tfimitate.training.augment",
     "adversarial": "tfimitate.training.adversarial",
     "distillation": "tfimitate.training.distillation",
+    # Last: it numbers the final training split and wraps the others' losses.
+    "feature_cache": "tfimitate.training.feature_cache",
 }
 
 
