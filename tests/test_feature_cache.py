@@ -1,6 +1,7 @@
-"""--cache_frozen_features on the tiny image backbone: the cut at the frozen features, the
-head trained on cached features equals the head trained through the frozen backbone, a
-resumed run fine-tunes in phase 2, and flags it cannot serve are refused."""
+"""--cache_frozen_features on tiny backbones: the cut at the frozen features, the head
+trained on cached features equals the head trained through the frozen backbone (also
+across a resume in phase 1), a run resumed after phase 1 fine-tunes, per-token features
+and flags it cannot serve are refused."""
 
 import os
 
@@ -13,7 +14,7 @@ import image_helpers
 from tfimitate import backbones, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import image_classification as task
-from tfimitate.training import feature_cache, techniques, transfer
+from tfimitate.training import feature_cache, loop, techniques, transfer
 
 
 def image_experiment(tmp_path, **overrides):
@@ -39,6 +40,15 @@ def test_the_cut_gives_inference_mode_features_and_the_same_outputs(tmp_path):
     assert not any(w is v for v in head.weights for w in backbone.weights)
 
 
+def forget_step_3(model_dir):
+    """As if the run had been killed right after step 2's checkpoint."""
+    directory = os.path.join(model_dir, loop.CHECKPOINT_SUBDIR)
+    for name in os.listdir(directory):
+        if name.startswith("ckpt-3"):
+            os.remove(os.path.join(directory, name))
+    tf.compat.v1.train.update_checkpoint_state(directory, "ckpt-2", ["ckpt-2"])
+
+
 def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp_path,
                                                                              monkeypatch):
     traced = []  # the model each traced step runs: the head alone while the table serves
@@ -50,13 +60,16 @@ def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp
             model, inputs, labels)
 
     monkeypatch.setattr(techniques, "supervised_loss", recording)
-    plain = image_experiment(tmp_path, freeze_backbone_steps=4, max_steps=4, checkpoint_steps=2,
+    # 16 training images, batch 4: phase 1's 3 steps see 12 of them (a partial table).
+    plain = image_experiment(tmp_path, freeze_backbone_steps=3, max_steps=3, checkpoint_steps=2,
                              model_dir=str(tmp_path / "plain"))
     cached = plain.replace(model_dir=str(tmp_path / "cached"), cache_frozen_features=True)
     workflow.train(plain)
     assert set(traced) == {"image_classifier"}
     traced.clear()
     workflow.train(cached)
+    forget_step_3(cached.model_dir)
+    workflow.train(cached)  # resumes at step 2: the table is computed again
     assert set(traced) == {"head_on_features"}
     _, plain_run, _ = workflow.restore(plain.model_dir)
     _, cached_run, _ = workflow.restore(cached.model_dir)
@@ -66,11 +79,11 @@ def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp
     assert feature_cache.phase_one_done(cached.model_dir, cached.freeze_backbone_steps)
     before = [w.numpy().copy() for w in transfer.backbone_of(cached_run.model).weights]
     traced.clear()
-    workflow.train(cached.replace(max_steps=6))  # resumes at step 4: phase 2, no table
+    workflow.train(cached.replace(max_steps=5))  # resumes at step 3: phase 2, no table
     assert set(traced) == {"image_classifier"}
     _, run, step = workflow.restore(cached.model_dir)
     after = transfer.backbone_of(run.model).weights
-    assert step == 6 and not all(np.array_equal(b, a.numpy()) for b, a in zip(before, after))
+    assert step == 5 and not all(np.array_equal(b, a.numpy()) for b, a in zip(before, after))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -82,3 +95,32 @@ def test_flags_it_cannot_serve_are_refused(tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):
         feature_cache.from_config(cfg.replace(**overrides))
     assert not os.path.exists(cfg.model_dir)
+
+
+def test_per_token_features_are_refused(tmp_path):
+    from tfimitate.tasks import token_classification
+
+    cfg = helpers.experiment(tmp_path, task=token_classification.NAME,
+                             backbone=helpers.tiny_bert_preset(tmp_path))
+    model = token_classification.build_head(cfg, backbones.load_backbone(cfg.backbone), 3)
+    with pytest.raises(UserError, match="one feature vector per example, but the model's frozen "
+                                        "backbone ends in \\(None, None, 32\\)"):
+        feature_cache.frozen_part(model, transfer.backbone_of(model))
+
+
+@pytest.mark.slow
+def test_a_text_classifier_head_trains_the_same_on_cached_features(tmp_path):
+    """Equal heads need a backbone without dropout: the uncached frozen phase still drops
+    out inside the backbone (Keras's training=True), cached features never do."""
+    base = helpers.experiment(
+        tmp_path, task="text_classification", dropout=0.0, freeze_backbone_steps=4, max_steps=4,
+        backbone=helpers.tiny_bert_preset(tmp_path, dropout=0.0),
+        train_data=helpers.write_table(tmp_path, "train.csv", helpers.sentiment_rows(24)),
+        eval_data=helpers.write_table(tmp_path, "eval.csv", helpers.sentiment_rows(8, seed=1)))
+    cached = base.replace(model_dir=str(tmp_path / "cached"), cache_frozen_features=True)
+    workflow.train(base)
+    workflow.train(cached)
+    heads = [workflow.restore(cfg.model_dir)[1].model.get_layer("logits").get_weights()
+             for cfg in (base, cached)]
+    for a, b in zip(*heads):
+        np.testing.assert_allclose(a, b, atol=1e-5)

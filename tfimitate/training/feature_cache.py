@@ -11,8 +11,9 @@ model on the inputs again.
 
 How: `adapt_examples` gives every training example its row number (an extra that rides
 in the labels, tasks/base.py train_dataset); `initialize` cuts the model's graph where
-the frozen part ends (one tensor of [batch, features]) and fills the table from one pass
-over the task's training batches; `wrap_loss` looks rows up by number while the backbone
+the frozen part ends (one tensor of [batch, features]) and fills the table from the
+task's training batches that phase 1 will see (its first pass at most: it pays off most
+when phase 1 is longer than a pass); `wrap_loss` looks rows up by number while the backbone
 is frozen (checked when the step is traced, once per phase). The table lives in memory
 only: a run resumed in phase 1 computes it again, one resumed in phase 2 skips it. Without
 a table (larger than MAX_BYTES: a warning) phase 1 runs the frozen backbone as usual.
@@ -58,9 +59,9 @@ def frozen_part(model, backbone):
     ends = list({id(t): t for t in ends}.values())
     if len(ends) != 1 or len(ends[0].shape) != 2:
         raise UserError(
-            "--cache_frozen_features: the model's frozen backbone does not end in one "
-            f"[batch, features] tensor (it ends in {[tuple(t.shape) for t in ends]}); drop "
-            "--cache_frozen_features.")
+            "--cache_frozen_features caches one feature vector per example, but the model's "
+            f"frozen backbone ends in {', '.join(str(tuple(t.shape)) for t in ends) or 'none'} "
+            "(e.g. one vector per token); drop --cache_frozen_features.")
     return (keras.Model(model.inputs, ends[0], name="frozen_features"),
             keras.Model(ends[0], model.outputs, name="head_on_features"))
 
@@ -105,20 +106,21 @@ class FeatureCache(techniques.Technique):
                             "%.1f GB; phase 1 runs the frozen backbone at every step instead.",
                             rows, width, rows * width * 4 / 2**30, MAX_BYTES / 2**30)
             return
-        logging.info("Computing the frozen features of %d training examples (%d each).",
-                     rows, width)
-        batches = run.cfg.batch_size
-        dataset = (self.task.train_dataset(run, self.split, self.extras)
-                   .take(-(-rows // batches))  # one pass: a pass's batches come first
+        # Phase 1 trains on the stream's first batches: those of its first pass, at most.
+        batch, steps = run.cfg.batch_size, run.cfg.freeze_backbone_steps
+        batches = min(steps, -(-rows // batch))
+        logging.info("Computing the frozen features of the %d training examples phase 1 "
+                     "sees (%d each).", min(batches * batch, rows), width)
+        dataset = (self.task.train_dataset(run, self.split, self.extras).take(batches)
                    .map(lambda inputs, labels: (inputs, labels[INDEX_EXTRA])))
         table = np.full([rows, width], np.nan, np.float32)
         for values, index in inference.collect_outputs(features, dataset, run.strategy):
             table[index] = values
-        missing = np.flatnonzero(np.isnan(table[:, 0]))
-        if len(missing):
-            raise UserError(f"--cache_frozen_features: {len(missing)} training examples could "
-                            "not be read any more (files changed since the run started); "
-                            "restore them and re-run.")
+        missing = min(batches * batch, rows) - int(np.sum(~np.isnan(table[:, 0])))
+        if missing:
+            raise UserError(f"--cache_frozen_features: {missing} training examples could not "
+                            "be read any more (files changed since the run started); restore "
+                            "them and re-run.")
         self.table = tf.constant(table)
 
     def wrap_loss(self, step_loss, run):
