@@ -24,6 +24,7 @@ Example:
 """
 
 import os
+import time
 
 import numpy as np
 from absl import logging
@@ -114,8 +115,10 @@ class FeatureCache(techniques.Technique):
         dataset = (self.task.train_dataset(run, self.split, self.extras).take(batches)
                    .map(lambda inputs, labels: (inputs, labels[INDEX_EXTRA])))
         table = np.full([rows, width], np.nan, np.float32)
+        started = time.monotonic()
         for values, index in inference.collect_outputs(features, dataset, run.strategy):
             table[index] = values
+        logging.info("Computed the frozen features in %.1f s.", time.monotonic() - started)
         missing = min(batches * batch, rows) - int(np.sum(~np.isnan(table[:, 0])))
         if missing:
             raise UserError(f"--cache_frozen_features: {missing} training examples could not "
