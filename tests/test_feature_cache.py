@@ -13,6 +13,7 @@ import helpers
 import image_helpers
 from tfimitate import backbones, workflow
 from tfimitate.errors import UserError
+from tfimitate.tasks import base
 from tfimitate.tasks import image_classification as task
 from tfimitate.training import feature_cache, loop, techniques, transfer
 
@@ -26,8 +27,8 @@ def image_experiment(tmp_path, **overrides):
     return helpers.experiment(tmp_path, **values)
 
 
-def test_the_cut_gives_inference_mode_features_and_the_same_outputs(tmp_path):
-    cfg = image_experiment(tmp_path)
+def test_the_cut_gives_inference_mode_features_and_the_same_outputs(tmp_path, monkeypatch):
+    cfg = image_experiment(tmp_path, freeze_backbone_steps=2)
     model = task.build_head(cfg, backbones.load_backbone(cfg.backbone), 3)
     backbone = transfer.backbone_of(model)
     features, head = feature_cache.frozen_part(model, backbone)
@@ -38,6 +39,16 @@ def test_the_cut_gives_inference_mode_features_and_the_same_outputs(tmp_path):
     assert np.allclose(head(pooled, training=False), model(images, training=False), atol=1e-5)
     assert {id(v) for v in head.trainable_variables} <= {id(v) for v in model.trainable_variables}
     assert not any(w is v for v in head.weights for w in backbone.weights)
+    # A table over MAX_BYTES is not built: phase 1 then runs the whole model.
+    data = task.load_data(cfg)
+    run = base.Run(cfg.replace(labels=data.labels), model, task.make_preprocessor(cfg),
+                   tf.distribute.get_strategy())
+    cache = feature_cache.FeatureCache()
+    cache.adapt_examples(techniques.Examples(data.train), task, data, cfg)
+    table_bytes = len(data.train) * features.output.shape[-1] * 4
+    monkeypatch.setattr(feature_cache, "MAX_BYTES", table_bytes - 1)
+    cache.initialize(run)
+    assert cache.table is None
 
 
 def forget_step_3(model_dir):
