@@ -47,7 +47,9 @@ def frozen_part(model, backbone):
 
     frozen = {id(t) for t in model.inputs}
     ends = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
+    # Keras 3 has no public walk over a functional model's call nodes; Functional keeps
+    # them by depth (the inputs deepest).
+    for depth in sorted(model._nodes_by_depth, reverse=True):
         for node in model._nodes_by_depth[depth]:
             inputs = node.input_tensors
             if not inputs:
