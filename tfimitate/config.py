@@ -97,6 +97,7 @@ class Experiment:
     task_temperature: float = 2.0
     subtask_name: Optional[str] = None
     loss_weight: float = 1.0
+    cache_frozen_features: bool = False
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"

@@ -351,6 +351,13 @@ SUBTASK_NAME = flags.DEFINE_string(
 LOSS_WEIGHT = flags.DEFINE_float(
     "loss_weight", 1.0, "In a subtask flagfile: multiplies the subtask's loss.", lower_bound=0.0)
 
+# --- Technique: cached frozen features (image transfer recipe) -----------
+CACHE_FROZEN_FEATURES = flags.DEFINE_bool(
+    "cache_frozen_features", False,
+    "While --freeze_backbone_steps keeps the backbone frozen, train the head on the "
+    "backbone's features computed once per training example (inference mode) instead of "
+    "running the backbone at every step. Not with --image_augment/--augment/--adversarial.")
+
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],

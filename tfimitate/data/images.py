@@ -262,7 +262,7 @@ def batches(examples, batch_size, label_key="labels", shuffle_seed=None, repeat=
     """(float32 images, examples[label_key]) batches of `image_dataset` examples.
 
     Shuffling draws from a buffer of at most SHUFFLE_BUFFER images (memory): order the
-    split randomly first (`permuted`) so that the buffer mixes every class.
+    split randomly first (`permutation`) so that the buffer mixes every class.
     """
     import tensorflow as tf
 
@@ -276,7 +276,6 @@ def batches(examples, batch_size, label_key="labels", shuffle_seed=None, repeat=
             .prefetch(tf.data.AUTOTUNE))
 
 
-def permuted(split, seed):
-    """`split` in a seeded random order (the same for every run with this seed)."""
-    order = np.random.default_rng(seed).permutation(len(split)).tolist()
-    return split.subset(order, split.source)
+def permutation(size, seed):
+    """A seeded random order of `size` examples (the same for every run with this seed)."""
+    return np.random.default_rng(seed).permutation(size)

@@ -132,8 +132,8 @@ class Task(Protocol):
     def train_dataset(self, run: Run, split, extras=None) -> Any:
         """Endless tf.data of (inputs, labels) batches, in the same order on every run.
 
-        `extras` (tasks with SoftTargets only; name -> NumPy array with one row per
-        label unit of `split`) ride
+        `extras` (name -> NumPy array with one row per label unit of `split`, e.g. a
+        teacher's outputs or a feature table's row numbers) ride
         with each example through shuffling, bucketing and padding (0 where a unit is
         absent, e.g. a word's other pieces): the labels are then a dict
         {"labels": <the task's labels>, name: [batch, (positions,) ...] ...}."""

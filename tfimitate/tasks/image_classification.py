@@ -189,16 +189,16 @@ def label_ids(split, labels):
 
 def train_dataset(run, split, extras=None):
     """Endless batches of (float32 images, label ids), reshuffled every pass; decoded
-    images are cached at training resolution when they fit in memory. No `extras`: this
-    task has no tasks.base.SoftTargets."""
+    images are cached at training resolution when they fit in memory. With `extras`
+    (one row per image) the labels are {"labels": label ids, **extras}."""
     from tfimitate import runtime
 
-    if extras:
-        raise ValueError(f"image_classification takes no training extras ({', '.join(extras)})")
-
-    ordered = images.permuted(split, run.cfg.seed)
+    order = images.permutation(len(split), run.cfg.seed)
+    ordered = split.subset(order.tolist(), split.source)
+    extras = {name: np.asarray(values)[order] for name, values in (extras or {}).items()}
+    labels = label_ids(ordered, run.labels)
     examples = images.image_dataset(ordered, run.preprocessor,
-                                    {"labels": label_ids(ordered, run.labels)})
+                                    {"labels": {"labels": labels, **extras} if extras else labels})
     return images.batches(examples, run.cfg.batch_size, shuffle_seed=run.cfg.seed, repeat=True,
                           drop_remainder=runtime.needs_static_shapes(run.strategy))
 

@@ -39,9 +39,12 @@ L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
     finish(task, run, data, write)            after training, with the final weights (e.g.
                                               a report under eval/; write files only if `write`)
 
-During training the hooks run in this order: adapt_model, learning_rate_factors,
-initialize, adapt_examples, text_transform, adapt_dataset, wrap_loss, phases, then
-extend_evaluation at every evaluation and finish at the end. Hooks may raise UserError
+During training the hooks run in this order: adapt_examples, phases, adapt_model,
+learning_rate_factors, initialize, text_transform, adapt_dataset, wrap_loss, then
+extend_evaluation at every evaluation and finish at the end. A wrapped step_loss may run
+the step on another Keras model that shares the model's weights (feature_cache: the head
+alone, on cached features, while the backbone is frozen): the loop differentiates with
+respect to the model's trainable weights, whichever model computed the loss. Hooks may raise UserError
 for flags they cannot serve: the workflow calls them all before anything is written.
 
 A technique module may also list `RESUME_FIELDS`: experiment fields a resumed run must keep.
@@ -179,6 +182,8 @@ TECHNIQUES = {
     "augment": "tfimitate.training.augment",
     "adversarial": "tfimitate.training.adversarial",
     "distillation": "tfimitate.training.distillation",
+    # Last: it numbers the final training split and wraps the others' losses.
+    "feature_cache": "tfimitate.training.feature_cache",
 }
 
 
