@@ -229,6 +229,7 @@ for name in ("one_device", "mirrored"):
 """
 
 
+@pytest.mark.slow
 def test_fgm_under_mirrored_replicas_follows_one_device(tmp_path):
     """Each replica attacks its own examples, normalized per example: two replicas give
     the loss curves of one device."""

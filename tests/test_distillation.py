@@ -94,6 +94,7 @@ def test_saved_model_and_grpc_teachers_give_the_run_teachers_outputs(teacher, tm
         server.stop()
 
 
+@pytest.mark.slow
 def test_distil_from_the_dev_server_over_grpc_with_a_label_map(teacher, tmp_path):
     """The served teacher's labels (0, 1, learned from its `label` output) differ from the
     student's (bad, good): --teacher_label_map maps them."""
@@ -206,6 +207,7 @@ def test_label_map_moves_teacher_columns_to_the_student():
     assert distillation.label_matrix(("b", "a"), ("a", "b"), None, "t").tolist() == [[0, 1], [1, 0]]
 
 
+@pytest.mark.slow
 def test_cut_student_keeps_every_other_layer_of_the_teacher(teacher, tmp_path):
     from tfimitate.training import cut_layers
 

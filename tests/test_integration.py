@@ -35,6 +35,7 @@ def test_quickstart_config_trains_evaluates_and_exports(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(SST2), reason=f"{SST2} is not here (CI has it)")
+@pytest.mark.slow
 def test_sst2_config_with_header_less_tsv(tmp_path):
     lines = open(os.path.join(SST2, "train.tsv"), encoding="utf-8").read().splitlines()
     train_file = helpers.write_lines(tmp_path, "train.tsv", lines[:200])

@@ -106,7 +106,8 @@ def test_freezing_parts_that_do_not_exist_is_one_sentence_and_writes_nothing(
     assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("task_name", TEXT_TASKS)
+@pytest.mark.parametrize("task_name", [
+    "text_classification", pytest.param("token_classification", marks=pytest.mark.slow)])
 def test_frozen_and_waiting_weights_stay_bit_for_bit(task_name, tmp_path):
     """--freeze=embeddings and gradual unfreezing every 2 steps of a 2-layer backbone:
     after 3 steps the head and top layer (and a classifier's pooler) trained; layer 0
@@ -142,6 +143,7 @@ def test_l2sp_adds_half_lambda_times_the_squared_distance(setup):
     np.testing.assert_allclose(penalised(model, None, None).numpy(), [want] * 3, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_l2sp_anchor_is_the_pretrained_backbone_after_a_resume(setup, tmp_path, monkeypatch):
     _, cfg = setup
     run_cfg = cfg.replace(model_dir=str(tmp_path / "run"), max_steps=2, l2sp=0.1)

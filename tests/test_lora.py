@@ -106,6 +106,7 @@ def _op_counts(saved_model_dir):
     return collections.Counter(ops)
 
 
+@pytest.mark.parametrize("lora_run", ["text_classification"], indirect=True)
 def test_export_merges_adapters_into_the_kernels(lora_run, tmp_path):
     """The adapters are made large so that merging them wrongly would show."""
     cfg, _ = lora_run

@@ -225,8 +225,8 @@ def test_client_lays_out_served_ner_outputs_like_predict(trained, tmp_path):
         rows = records(texts, client.predict("ner", {"text": texts}).outputs, item_outputs)
     finally:
         server.stop()
-    assert item_outputs == {"words", "tags", "scores", "entity_text", "entity_type",
-                            "entity_start", "entity_end"}
+    assert item_outputs == {"words", "tags", "scores", "probabilities", "entity_text",
+                            "entity_type", "entity_start", "entity_end"}
     assert any(row["entities"] for row in rows)
     for row, want in zip(rows, expected):
         assert (row["text"], row["words"], row["tags"], row["entities"]) == (

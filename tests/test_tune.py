@@ -103,6 +103,7 @@ def _wait_for(path, process, timeout=240):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_killed_search_continues_where_it_stopped(tmp_path):
     flagfile = _base(tmp_path)
     space_file = _space(tmp_path, "--learning_rate=log_uniform(1e-4,1e-2)\n")
