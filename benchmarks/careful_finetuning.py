@@ -113,7 +113,7 @@ def write_markdown(results, path):
         lines.append(
             f"| {r['config']} | {r['steps']} | {100 * r['test_accuracy']:.1f}% | {100 * r['dev_accuracy']:.1f}% | "
             f"{r['trainable_parameters']:,} ({share:.2f}%) | {r['seconds_per_step']:.2f} | "
-            f"{r['machine_before']['load_average_1min']} / {r['machine_after']['load_average_1min']} |")
+            f"{r['machine_before']['load_average'][0]} / {r['machine_after']['load_average'][0]} |")
     any_result = next(iter(results.values()))
     lines += ["", f"CPU: {any_result['machine_before']['cpu_model']}, "
               f"{any_result['machine_before']['cores']} cores, shared with other jobs. "

@@ -103,8 +103,8 @@ def markdown(result):
         f"| teacher | `{result['models']['teacher']}` | {rates['teacher']} |\n"
         f"| student | `{result['models']['student']}` | {rates['student']} |\n\n"
         f"Student / teacher: **{result['speedup']}x**. CPU: {before['cpu_model']}, "
-        f"{before['cores']} cores; 1-minute load average {before['load_average_1min']} before, "
-        f"{after['load_average_1min']} after.\n")
+        f"{before['cores']} cores; 1-minute load average {before['load_average'][0]} before, "
+        f"{after['load_average'][0]} after.\n")
 
 
 if __name__ == "__main__":
