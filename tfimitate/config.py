@@ -13,7 +13,7 @@ import os
 from typing import Optional, Tuple
 
 from tfimitate.errors import UserError
-from tfimitate.files import write_atomically
+from tfimitate import files
 
 EXPERIMENT_FILE = "experiment.json"
 FLAGFILE = "flags.cfg"
@@ -103,7 +103,7 @@ class Experiment:
     def save(self, model_dir):
         """Writes experiment.json and a flags.cfg that re-runs this experiment, each atomically."""
         values = dataclasses.asdict(self)
-        write_atomically(os.path.join(model_dir, EXPERIMENT_FILE), json.dumps(values, indent=2))
+        files.write_atomically(os.path.join(model_dir, EXPERIMENT_FILE), json.dumps(values, indent=2))
         lines = ["# Re-run with: python -m tfimitate.train --flagfile=<this file>"]
         for name, value in values.items():
             if value is None:
@@ -114,20 +114,19 @@ class Experiment:
                 lines.append(f"--{name}={','.join(value)}")
             else:
                 lines.append(f"--{name}={value}")
-        write_atomically(os.path.join(model_dir, FLAGFILE), "\n".join(lines) + "\n")
+        files.write_atomically(os.path.join(model_dir, FLAGFILE), "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, model_dir):
         """Reads the experiment saved in `model_dir` by a training run."""
         path = os.path.join(model_dir, EXPERIMENT_FILE)
-        if not os.path.isfile(path):
+        if not files.isfile(path):
             raise UserError(
                 f"--model_dir={model_dir} holds no {EXPERIMENT_FILE}; point it at "
                 "the directory of a tfimitate.train run.")
         known = {field.name for field in dataclasses.fields(cls)}
         try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
+            values = json.loads(files.read_bytes(path).decode("utf-8"))
             if not isinstance(values, dict):
                 raise ValueError("not a JSON object")
             values = {k: tuple(v) if isinstance(v, list) else v
@@ -138,7 +137,7 @@ class Experiment:
             rewrite = (f"delete it and re-run training with --flagfile={flagfile} "
                        f"--model_dir={model_dir} to rewrite it (training resumes from the last "
                        "checkpoint)"
-                       if os.path.isfile(flagfile) else "restore it from a backup")
+                       if files.isfile(flagfile) else "restore it from a backup")
             reason = " ".join(str(error).split())[:120]
             raise UserError(f"{path} is damaged ({reason}); {rewrite}.") from None
         return cfg

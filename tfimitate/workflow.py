@@ -60,7 +60,7 @@ def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
     from tfimitate.training import techniques
 
-    if os.path.isfile(os.path.join(cfg.model_dir, "experiment.json")):
+    if files.isfile(os.path.join(cfg.model_dir, "experiment.json")):
         base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
 
 
@@ -212,7 +212,7 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
 
         loaded = tf.saved_model.load(saved_model)
         score = lambda s: task.evaluate_saved_model(loaded, s, cfg.labels)
-        step, prefix, model = _export_step(saved_model), "saved_model_", os.path.abspath(saved_model)
+        step, prefix, model = _export_step(saved_model), "saved_model_", files.abspath(saved_model)
     else:
         task, run, step = restore(model_dir)
         score = lambda s: task.evaluate(run, s)
@@ -236,7 +236,7 @@ def _saved_model_version(path):
 
     if tf.saved_model.contains_saved_model(path):
         return path
-    versions = export_lib.existing_versions(path) if os.path.isdir(path) else []
+    versions = export_lib.existing_versions(path) if files.isdir(path) else []
     if not versions:
         raise UserError(f"--saved_model={path} holds no SavedModel; give an export version "
                         "directory (e.g. saved_models/sst2/1) or its --export_dir.")
@@ -247,16 +247,15 @@ def _export_record(saved_model):
     from tfimitate.serving import export as export_lib
 
     path = os.path.join(saved_model, export_lib.SOURCE_FILE)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(files.read_bytes(path))
 
 
 def _exported_from(saved_model):
     """The run folder `saved_model` was exported from, if it still exists."""
     model_dir = _export_record(saved_model).get("model_dir")
-    if not model_dir or not os.path.isfile(os.path.join(model_dir, "experiment.json")):
+    if not model_dir or not files.isfile(os.path.join(model_dir, "experiment.json")):
         raise UserError(f"--saved_model={saved_model} does not name a run that still exists; "
                         "give --model_dir=RUN of a run with its task, labels and eval data.")
     return model_dir
@@ -274,8 +273,7 @@ def predict(model_dir, input_path, output_path, columns=None):
     """
     if not output_path or os.path.splitext(output_path)[1] not in (".jsonl", ".csv"):
         raise UserError(f"--output={output_path}: give a file ending in .jsonl or .csv.")
-    if os.path.exists(input_path) and os.path.exists(output_path) and \
-            os.path.samefile(input_path, output_path):
+    if files.same_file(input_path, output_path):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
@@ -322,10 +320,9 @@ def _dump_examples(examples):
 def _load_examples(task, cfg):
     """The serving examples saved by training (runs from before they were saved: the eval data)."""
     path = os.path.join(cfg.model_dir, SERVING_EXAMPLES_FILE)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return task.serving_examples(task.load_data(cfg).eval)
-    with open(path) as f:
-        examples = json.load(f)
+    examples = json.loads(files.read_bytes(path))
     decode = lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict) else v
     return {name: [decode(v) for v in values] for name, values in examples.items()}
 
@@ -340,7 +337,7 @@ def export_model(task, run, examples, step, version=None):
     from tfimitate.serving import warmup
     from tfimitate.training import techniques
 
-    source = {"model_dir": os.path.abspath(run.cfg.model_dir), "step": int(step)}
+    source = {"model_dir": files.abspath(run.cfg.model_dir), "step": int(step)}
     existing = export_lib.version_exported_from(run.cfg.export_dir, source)
     if existing and version is None:
         print(f"Step {step} of this run is already exported as {existing}; nothing to do "
