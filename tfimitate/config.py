@@ -90,6 +90,7 @@ class Experiment:
     distill_alpha: float = 0.5
     student_layers: int = 0
     student_layer_choice: str = "every_other"
+    tfds_data_dir: Optional[str] = None
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"

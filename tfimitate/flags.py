@@ -33,7 +33,8 @@ TRAIN_DATA = flags.DEFINE_string(
     "train_data", None,
     "Training file: .csv, .tsv or .jsonl (optionally .gz/.bz2), or CoNLL for "
     "token_classification. `package:NAME/path` reads a file shipped inside an "
-    "installed Python package.")
+    "installed Python package; `tfds:NAME[/CONFIG][:SPLIT]` a prepared TensorFlow "
+    "Datasets split (text_classification; see --tfds_data_dir). Local or gs:// paths.")
 EVAL_DATA = flags.DEFINE_string(
     "eval_data", None,
     "Evaluation file, same format as --train_data. If unset, a seeded "
@@ -299,6 +300,13 @@ STUDENT_LAYER_CHOICE = flags.DEFINE_enum(
     "student_layer_choice", "every_other", ["every_other", "bottom"],
     "Which teacher layers a cut student keeps: spread evenly up to the top layer "
     "(every_other: 2nd, 4th, 6th of 6) or the bottom K.")
+
+# --- Platform: TensorFlow Datasets ----------------------------------------
+TFDS_DATA_DIR = flags.DEFINE_string(
+    "tfds_data_dir", None,
+    "Where prepared TensorFlow Datasets are (local or gs://) for data flags of the form "
+    "tfds:NAME[/CONFIG][:SPLIT]; default TFDS's own (~/tensorflow_datasets). Nothing is "
+    "downloaded: prepare the dataset there first (tfds build NAME --data_dir=DIR).")
 
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(

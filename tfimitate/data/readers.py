@@ -24,6 +24,7 @@ import re
 from typing import NamedTuple, Sequence, Tuple
 
 from tfimitate import files
+from tfimitate.data import tfds_source
 from tfimitate.errors import UserError
 
 PACKAGE_PREFIX = "package:"
@@ -111,13 +112,17 @@ def _column_index(spec, header, path, flag):
     return header.index(spec)
 
 
-def read_rows(path, columns: Sequence[str], flag):
+def read_rows(path, columns: Sequence[str], flag, tfds_data_dir=None):
     """Reads the given columns (names or 0-based indices) of every data row of `path`.
 
     Files whose columns are all given as indices are read without a header row.
     Blank lines are skipped. CSV is read strictly: every row has the header's (or
     the first row's) number of columns, and a quote must close properly.
+    `tfds:NAME[/CONFIG][:SPLIT]` reads a prepared TensorFlow Datasets split from
+    `tfds_data_dir` (tfds_source.py), the columns naming its features.
     """
+    if tfds_source.is_tfds(path):
+        return tfds_source.read_rows(path, columns, flag, tfds_data_dir)
     path = resolve_path(path, flag)
     suffix = base_suffix(path)
     if suffix not in TABLE_FORMATS:
