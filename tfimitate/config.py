@@ -159,6 +159,32 @@ def experiment_from_flags():
     return cfg
 
 
+# Data flags a user gives as paths; checked before TensorFlow is imported.
+DATA_FLAGS = ("train_data", "eval_data", "test_data", "replay_data", "retain_eval_data",
+              "unlabeled_data")
+
+
+def check_inputs_exist(cfg, names=DATA_FLAGS):
+    """Refuses a malformed `tfds:` input or a local data path that does not exist, without
+    importing TensorFlow, so that a typo is told in about a second.
+
+    Example:
+        check_inputs_exist(Experiment(train_data="missing.tsv"))  # UserError
+    """
+    from tfimitate.data import readers, tfds_source
+
+    for name in names:
+        spec = getattr(cfg, name)
+        if not spec or spec.startswith(readers.PACKAGE_PREFIX) or files.is_remote(spec):
+            continue
+        if tfds_source.is_tfds(spec):
+            tfds_source.parse(spec, f"--{name}")
+            continue
+        path = os.path.expanduser(spec)
+        if not os.path.exists(path):
+            raise UserError(f"--{name}={spec}: file {path} does not exist; check the path.")
+
+
 def validate_for_training(cfg):
     """Raises UserError for flag combinations that cannot train."""
     for field in dataclasses.fields(cfg):

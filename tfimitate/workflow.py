@@ -23,7 +23,7 @@ import tempfile
 
 from absl import logging
 
-from tfimitate import files
+from tfimitate import config, files
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
@@ -66,6 +66,11 @@ def _check_model_dir(task, cfg):
 
 def train(cfg):
     """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics."""
+    # Cheap checks first: a wrong path is told before TensorFlow is imported.
+    config.check_inputs_exist(cfg)
+    files.check_writable_dir(cfg.model_dir, "--model_dir")
+    if cfg.export_dir:
+        files.check_writable_dir(cfg.export_dir, "--export_dir")
     from tfimitate import runtime
     from tfimitate.serving import export as export_lib
     from tfimitate.training import techniques
@@ -74,9 +79,6 @@ def train(cfg):
     task.validate(cfg)
     techniques.chosen(cfg)  # refuses bad technique flags before any work
     _check_sequence_length(cfg)
-    files.check_writable_dir(cfg.model_dir, "--model_dir")
-    if cfg.export_dir:
-        files.check_writable_dir(cfg.export_dir, "--export_dir")
     # First, before other TensorFlow work: multi-worker collectives are set up at startup.
     strategy = runtime.make_strategy(cfg.strategy, cfg.tpu)
     _check_model_dir(task, cfg)
@@ -277,6 +279,8 @@ def predict(model_dir, input_path, output_path, columns=None):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
+    if not files.is_remote(input_path) and not os.path.exists(input_path):
+        raise UserError(f"--input={input_path}: file {input_path} does not exist; check the path.")
     cfg = Experiment.load(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)
