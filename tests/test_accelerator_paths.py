@@ -66,3 +66,40 @@ def test_jit_compile_batches_take_a_few_padded_lengths_and_are_all_full():
     assert pipelines.bounded_lengths(128) == [16, 32, 64, 128]
     assert pipelines.bounded_lengths(100) == [16, 32, 64, 100]
     assert len(shapes()) > 3 * len(bounded)  # per-8 buckets and short batches at each pass end
+
+
+@pytest.mark.slow
+def test_mixed_float16_xla_and_steps_per_execution_train_and_export_with_parity(tmp_path):
+    """The GPU configuration, on CPU: the loss falls and the export passes parity (within
+    the float16 tolerance), with the step compiled by XLA and run twice per call."""
+    import helpers
+    from tfimitate import workflow
+
+    rows = helpers.sentiment_rows(64)
+    cfg = helpers.experiment(
+        tmp_path, backbone=helpers.tiny_bert_preset(tmp_path, dropout=0.0),
+        train_data=helpers.write_lines(tmp_path, "train.tsv",
+                                       ["text\tlabel"] + [f"{t}\t{l}" for t, l in rows]),
+        precision="mixed_float16", jit_compile=True, steps_per_execution=2, max_steps=24,
+        checkpoint_steps=24, learning_rate=3e-3, export_dir=str(tmp_path / "export"))
+    try:
+        metrics = workflow.train(cfg)
+    finally:
+        runtime.set_precision("float32")
+    losses = [value.numpy() for value in _scalars(cfg.model_dir, "loss")]
+    assert metrics["step"] == 24 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert tf.saved_model.contains_saved_model(str(tmp_path / "export" / "1"))
+
+
+def _scalars(model_dir, tag):
+    import glob
+    import os
+
+    from tensorboard.backend.event_processing import event_accumulator
+
+    values = []
+    for path in sorted(glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))):
+        events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        events.Reload()
+        values += [tf.make_ndarray(event.tensor_proto) for event in events.Tensors(tag)]
+    return [tf.constant(v) for v in values]

@@ -60,3 +60,4 @@ def test_a_malformed_spec_is_refused_before_anything_is_imported():
     with pytest.raises(UserError, match=r"tfds:NAME\[/CONFIG\]\[:SPLIT\]"):
         tfds_source.parse("tfds:Bad Name", "--train_data")
     assert tfds_source.parse("tfds:glue/sst2", "--eval_data") == ("glue", "sst2", "validation")
+    assert tfds_source.parse("tfds:imdb_reviews:train[:90%]", "--train_data").split == "train[:90%]"

@@ -72,15 +72,9 @@ def makedirs(path):
         os.makedirs(path, exist_ok=True)
 
 
-def open_file(path, mode="r"):
-    """A file object for `path` (text modes read and write UTF-8)."""
-    if is_remote(path):
-        return _gfile().GFile(path, mode)
-    return builtins.open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
-
-
 def read_bytes(path):
-    with open_file(path, "rb") as f:
+    """The whole content of file `path`."""
+    with (_gfile().GFile(path, "rb") if is_remote(path) else builtins.open(path, "rb")) as f:
         return f.read()
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional
 from tfimitate.errors import UserError
 
 PREFIX = "tfds:"
-SPEC = re.compile(r"^tfds:(?P<name>[a-z0-9_]+)(/(?P<config>[\w.-]+))?(:(?P<split>[^:]+))?$")
+SPEC = re.compile(r"^tfds:(?P<name>[a-z0-9_]+)(/(?P<config>[\w.-]+))?(:(?P<split>.+))?$")
 # The split a flag reads when the spec names none.
 DEFAULT_SPLITS = {"--train_data": "train", "--eval_data": "validation", "--test_data": "test"}
 
