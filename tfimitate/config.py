@@ -13,7 +13,7 @@ import os
 from typing import Optional, Tuple
 
 from tfimitate.errors import UserError
-from tfimitate.files import write_atomically
+from tfimitate import files
 
 EXPERIMENT_FILE = "experiment.json"
 FLAGFILE = "flags.cfg"
@@ -98,6 +98,7 @@ class Experiment:
     subtask_name: Optional[str] = None
     loss_weight: float = 1.0
     cache_frozen_features: bool = False
+    tfds_data_dir: Optional[str] = None
     strategy: str = "auto"
     tpu: Optional[str] = None
     precision: str = "float32"
@@ -111,8 +112,8 @@ class Experiment:
     def save(self, model_dir):
         """Writes experiment.json and a flags.cfg that re-runs this experiment, each atomically."""
         values = dataclasses.asdict(self)
-        write_atomically(os.path.join(model_dir, EXPERIMENT_FILE), json.dumps(values, indent=2))
-        write_atomically(os.path.join(model_dir, FLAGFILE), self.flagfile())
+        files.write_atomically(os.path.join(model_dir, EXPERIMENT_FILE), json.dumps(values, indent=2))
+        files.write_atomically(os.path.join(model_dir, FLAGFILE), self.flagfile())
 
     def flagfile(self):
         """A flagfile's text (one --flag=value a line) that re-runs this experiment."""
@@ -132,14 +133,13 @@ class Experiment:
     def load(cls, model_dir):
         """Reads the experiment saved in `model_dir` by a training run."""
         path = os.path.join(model_dir, EXPERIMENT_FILE)
-        if not os.path.isfile(path):
+        if not files.isfile(path):
             raise UserError(
                 f"--model_dir={model_dir} holds no {EXPERIMENT_FILE}; point it at "
                 "the directory of a tfimitate.train run.")
         known = {field.name for field in dataclasses.fields(cls)}
         try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
+            values = json.loads(files.read_bytes(path).decode("utf-8"))
             if not isinstance(values, dict):
                 raise ValueError("not a JSON object")
             values = {k: tuple(v) if isinstance(v, list) else v
@@ -150,7 +150,7 @@ class Experiment:
             rewrite = (f"delete it and re-run training with --flagfile={flagfile} "
                        f"--model_dir={model_dir} to rewrite it (training resumes from the last "
                        "checkpoint)"
-                       if os.path.isfile(flagfile) else "restore it from a backup")
+                       if files.isfile(flagfile) else "restore it from a backup")
             reason = " ".join(str(error).split())[:120]
             raise UserError(f"{path} is damaged ({reason}); {rewrite}.") from None
         return cfg
@@ -169,6 +169,32 @@ def experiment_from_flags():
     cfg = Experiment(**values)
     validate_for_training(cfg)
     return cfg
+
+
+# Data flags a user gives as paths; checked before TensorFlow is imported.
+DATA_FLAGS = ("train_data", "eval_data", "test_data", "replay_data", "retain_eval_data",
+              "unlabeled_data")
+
+
+def check_inputs_exist(cfg, names=DATA_FLAGS):
+    """Refuses a malformed `tfds:` input or a local data path that does not exist, without
+    importing TensorFlow, so that a typo is told in about a second.
+
+    Example:
+        check_inputs_exist(Experiment(train_data="missing.tsv"))  # UserError
+    """
+    from tfimitate.data import readers, tfds_source
+
+    for name in names:
+        spec = getattr(cfg, name)
+        if not spec or spec.startswith(readers.PACKAGE_PREFIX) or files.is_remote(spec):
+            continue
+        if tfds_source.is_tfds(spec):
+            tfds_source.parse(spec, f"--{name}")
+            continue
+        path = os.path.expanduser(spec)
+        if not os.path.exists(path):
+            raise UserError(f"--{name}={spec}: file {path} does not exist; check the path.")
 
 
 def validate_for_training(cfg):

@@ -1,24 +1,136 @@
-"""File writes that never leave half a file behind, and early checks of output paths.
+"""Run files on any TensorFlow file system (local, gs://, s3://, hdfs://, ram://).
+
+Every path a user gives (model_dir, export_dir, data, reports, predictions) goes
+through these functions. A path with a scheme (`gs://bucket/run`) is handled by
+`tf.io.gfile`; a local path by `os`, which is what `tf.io.gfile` does for it too,
+but without importing TensorFlow, so that a wrong flag or a bad local file is
+reported in about a second. TensorFlow is imported only for a path with a scheme.
+
+Writes never leave half a file behind. Locally a file is written to a hidden
+temporary beside it, fsynced and renamed over the target (atomic on POSIX). On
+an object store the temporary is written, read back and compared, then renamed
+(a copy there): the target object appears whole, as object writes do, but a
+reader may briefly see the hidden temporary.
 
 Example:
-    write_atomically("runs/sst2/experiment.json", json.dumps(values))
+    write_atomically("gs://my-bucket/runs/sst2/experiment.json", json.dumps(values))
+    if isfile("runs/sst2/experiment.json"): ...
 """
 
+import builtins
 import os
+import shutil
+import socket
 import uuid
+
+from absl import logging
 
 from tfimitate.errors import UserError
 
 
+def is_remote(path):
+    """True for a path with a file-system scheme ('gs://b/x', 'ram://x'): tf.io.gfile's."""
+    return "://" in str(path)
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def exists(path):
+    return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def isdir(path):
+    return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def isfile(path):
+    if is_remote(path):
+        return _gfile().exists(path) and not _gfile().isdir(path)
+    return os.path.isfile(path)
+
+
+def listdir(path):
+    """The names in folder `path` (without a trailing '/', whatever the file system)."""
+    if is_remote(path):
+        return [name.rstrip("/") for name in _gfile().listdir(path)]
+    return os.listdir(path)
+
+
+def walk(path):
+    """Like os.walk (top-down; sorting `subdirs` in place orders the walk)."""
+    return _gfile().walk(path) if is_remote(path) else os.walk(path)
+
+
+def makedirs(path):
+    if is_remote(path):
+        _gfile().makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def read_bytes(path):
+    """The whole content of file `path`."""
+    with (_gfile().GFile(path, "rb") if is_remote(path) else builtins.open(path, "rb")) as f:
+        return f.read()
+
+
+def remove(path):
+    if is_remote(path):
+        _gfile().remove(path)
+    else:
+        os.remove(path)
+
+
+def rmtree(path):
+    """Deletes a folder and everything in it; no error if it is already gone."""
+    if not is_remote(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    import tensorflow as tf
+
+    try:
+        _gfile().rmtree(path)
+    except tf.errors.NotFoundError:
+        pass
+
+
+def abspath(path):
+    """An absolute local path; a path with a scheme is returned unchanged."""
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def dirname(path):
+    """The parent folder; 'gs://b/runs/x' -> 'gs://b/runs'."""
+    return os.path.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(os.path.abspath(path))
+
+
+def same_file(a, b):
+    """True if `a` and `b` both exist and are the same file."""
+    if is_remote(a) or is_remote(b):
+        return a.rstrip("/") == b.rstrip("/") and exists(a)
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
 def write_atomically(path, data):
-    """Writes `data` (str as UTF-8, or bytes) to a hidden temporary file beside `path`,
-    flushes it to disk and renames it over `path` (os.replace is atomic on POSIX); a
-    failure or kill leaves `path` as it was. The file gets the usual umask permissions.
-    Creates the folder if needed; returns `path`."""
+    """Writes `data` (str as UTF-8, or bytes) to `path`; a failure or kill leaves `path`
+    as it was. Creates the folder if needed; returns `path`.
+
+    Locally: a hidden temporary beside `path`, flushed to disk and renamed over it
+    (os.replace is atomic on POSIX); the file gets the usual umask permissions. With a
+    scheme: the temporary is written, read back and compared, then renamed.
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    if not isinstance(payload, bytes):
+        raise TypeError(f"write_atomically takes str or bytes, not {type(data).__name__}")
+    if is_remote(path):
+        return _write_remote(path, payload)
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as f:
@@ -33,8 +145,83 @@ def write_atomically(path, data):
     return path
 
 
+def _write_remote(path, payload):
+    gfile = _gfile()
+    directory, name = os.path.split(path.rstrip("/"))
+    gfile.makedirs(directory)
+    temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with gfile.GFile(temporary, "wb") as f:
+            f.write(payload)
+        if read_bytes(temporary) != payload:
+            raise OSError(f"{temporary} does not read back as written; the store is failing.")
+        gfile.rename(temporary, path, overwrite=True)
+    except BaseException:
+        if gfile.exists(temporary):
+            gfile.remove(temporary)
+        raise
+    return path
+
+
+def upload_tree(source, target, last=()):
+    """Copies every file under local folder `source` to the same place under `target` (any
+    file system), files named in `last` (e.g. 'saved_model.pb') after all others, then
+    checks every copied size.
+
+    This is how a checked folder is published on an object store, where a folder is only
+    a name prefix and cannot be renamed in one step: readers may see `target` fill up,
+    but what `last` names appears only once everything else is there.
+    """
+    gfile = _gfile()
+    names = []
+    for directory, _, found in os.walk(source):
+        relative = os.path.relpath(directory, source)
+        names += [name if relative == "." else f"{relative}/{name}" for name in found]
+    names.sort(key=lambda name: (os.path.basename(name) in last, name))
+    for name in names:
+        gfile.makedirs(os.path.dirname(f"{target}/{name}"))
+        gfile.copy(os.path.join(source, name), f"{target}/{name}", overwrite=True)
+    for name in names:
+        if gfile.stat(f"{target}/{name}").length != os.path.getsize(os.path.join(source, name)):
+            raise OSError(f"{target}/{name} does not have the size of its local original; "
+                          "the store is failing.")
+
+
+def _check_reachable(path, flag):
+    """Raises UserError unless the file system of `path` answers (scheme known, credentials
+    and bucket fine); returns whether `path` exists."""
+    import tensorflow as tf
+
+    try:
+        return tf.io.gfile.exists(path)
+    except tf.errors.OpError as error:
+        reason = " ".join(str(error.message).split())[:160]
+        raise UserError(f"{flag}={path} cannot be reached ({reason}); check the scheme, the "
+                        "bucket name and your credentials.") from None
+
+
+def check_readable_file(path, flag):
+    """Raises UserError unless `path` is an existing, readable file (not a folder)."""
+    if is_remote(path):
+        if not _check_reachable(path, flag):
+            raise UserError(f"{flag}={path}: file {path} does not exist; check the path.")
+        if isdir(path):
+            raise UserError(f"{flag}={path} is a directory; give a file in it.")
+        return
+    if os.path.isdir(path):
+        raise UserError(f"{flag}={path} is a directory; give a file in it.")
+    if not os.path.isfile(path):
+        raise UserError(f"{flag}={path}: file {path} does not exist; check the path.")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{flag}={path}: file {path} is not readable; check its permissions.")
+
+
 def check_writable_file(path, flag):
     """Raises UserError unless a file can be written at `path` (its folder may not exist yet)."""
+    if is_remote(path):
+        if _check_reachable(path, flag) and isdir(path):
+            raise UserError(f"{flag}={path} is a directory; give a file path.")
+        return
     if os.path.isdir(path):
         raise UserError(f"{flag}={path} is a directory; give a file path.")
     parent = os.path.dirname(os.path.abspath(path))
@@ -47,7 +234,15 @@ def check_writable_file(path, flag):
 
 
 def check_writable_dir(path, flag):
-    """Raises UserError unless `path` is (or can be created as) a writable folder."""
+    """Raises UserError unless `path` is (or can be created as) a writable folder.
+
+    With a scheme, only that the store answers and `path` is no file is checked (write
+    permission shows at the first write).
+    """
+    if is_remote(path):
+        if _check_reachable(path, flag) and not isdir(path):
+            raise UserError(f"{flag}={path} is a file, not a folder; choose another path.")
+        return
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag}={path} is a file, not a folder; choose another path.")
     existing = path
@@ -62,8 +257,11 @@ def check_writable_dir(path, flag):
 class RunLock:
     """An exclusive lock on a run folder, held while one process trains into it.
 
-    The OS drops the lock when its process dies (even by SIGKILL), so a stale
-    lock file never blocks a later run.
+    Locally the OS drops the lock when its process dies (even by SIGKILL), so a stale
+    lock file never blocks a later run. An object store has no locks: there the lock
+    file only records the owner (host and pid), a second trainer is warned, not
+    refused (it cannot tell a live owner from a preempted one), and the file is
+    deleted at the end.
 
     Example:
         with RunLock("runs/sst2"):
@@ -78,10 +276,18 @@ class RunLock:
         self.handle = None
 
     def __enter__(self):
+        if is_remote(self.model_dir):
+            owner = f"{socket.gethostname()} {os.getpid()}"
+            if isfile(self.path):
+                logging.warning("%s names another trainer (%s); if it still runs, the two "
+                                "will overwrite each other's checkpoints.", self.path,
+                                read_bytes(self.path).decode("utf-8", "replace").strip())
+            write_atomically(self.path, owner)
+            return self
         import fcntl
 
         os.makedirs(self.model_dir, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        self.handle = builtins.open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,5 +304,8 @@ class RunLock:
         return self
 
     def __exit__(self, *exc):
+        if self.handle is None:
+            if isfile(self.path):
+                remove(self.path)
+            return
         self.handle.close()  # closing releases the lock
-

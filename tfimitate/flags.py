@@ -33,7 +33,8 @@ TRAIN_DATA = flags.DEFINE_string(
     "train_data", None,
     "Training file: .csv, .tsv or .jsonl (optionally .gz/.bz2), or CoNLL for "
     "token_classification. `package:NAME/path` reads a file shipped inside an "
-    "installed Python package.")
+    "installed Python package; `tfds:NAME[/CONFIG][:SPLIT]` a prepared TensorFlow "
+    "Datasets split (text_classification; see --tfds_data_dir). Local or gs:// paths.")
 EVAL_DATA = flags.DEFINE_string(
     "eval_data", None,
     "Evaluation file, same format as --train_data. If unset, a seeded "
@@ -357,6 +358,13 @@ CACHE_FROZEN_FEATURES = flags.DEFINE_bool(
     "While --freeze_backbone_steps keeps the backbone frozen, train the head on the "
     "backbone's features computed once per training example (inference mode) instead of "
     "running the backbone at every step. Not with --image_augment/--augment/--adversarial.")
+
+# --- Platform: TensorFlow Datasets ----------------------------------------
+TFDS_DATA_DIR = flags.DEFINE_string(
+    "tfds_data_dir", None,
+    "Where prepared TensorFlow Datasets are (local or gs://) for data flags of the form "
+    "tfds:NAME[/CONFIG][:SPLIT]; default TFDS's own (~/tensorflow_datasets). Nothing is "
+    "downloaded: prepare the dataset there first (tfds build NAME --data_dir=DIR).")
 
 # --- Runtime --------------------------------------------------------------
 STRATEGY = flags.DEFINE_enum(

@@ -23,7 +23,7 @@ import tempfile
 
 from absl import logging
 
-from tfimitate import files
+from tfimitate import config, files
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
@@ -60,7 +60,7 @@ def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
     from tfimitate.training import techniques
 
-    if os.path.isfile(os.path.join(cfg.model_dir, "experiment.json")):
+    if files.isfile(os.path.join(cfg.model_dir, "experiment.json")):
         base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
 
 
@@ -68,6 +68,11 @@ def train(cfg):
     """Trains, evaluates and (with cfg.export_dir) exports; returns the eval metrics (with
     `score`). With cfg.cv_folds and no cfg.cv_fold: one run per fold, returning the
     cross-validation summary (crossval.train_folds)."""
+    # Cheap checks first: a wrong path is told before TensorFlow is imported.
+    config.check_inputs_exist(cfg)
+    files.check_writable_dir(cfg.model_dir, "--model_dir")
+    if cfg.export_dir:
+        files.check_writable_dir(cfg.export_dir, "--export_dir")
     from tfimitate import crossval, runtime
     from tfimitate.serving import export as export_lib
     from tfimitate.training import techniques
@@ -79,9 +84,6 @@ def train(cfg):
     task.validate(cfg)
     techniques.chosen(cfg)  # refuses bad technique flags before any work
     _check_sequence_length(cfg)
-    files.check_writable_dir(cfg.model_dir, "--model_dir")
-    if cfg.export_dir:
-        files.check_writable_dir(cfg.export_dir, "--export_dir")
     # First, before other TensorFlow work: multi-worker collectives are set up at startup.
     strategy = runtime.make_strategy(cfg.strategy, cfg.tpu)
     _check_model_dir(task, cfg)
@@ -222,7 +224,7 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
 
         loaded = tf.saved_model.load(saved_model)
         score = lambda s: task.evaluate_saved_model(loaded, s, cfg.labels)
-        step, prefix, model = _export_step(saved_model), "saved_model_", os.path.abspath(saved_model)
+        step, prefix, model = _export_step(saved_model), "saved_model_", files.abspath(saved_model)
     else:
         task, run, step = restore(model_dir)
         score = lambda s: task.evaluate(run, s)
@@ -246,7 +248,7 @@ def _saved_model_version(path):
 
     if tf.saved_model.contains_saved_model(path):
         return path
-    versions = export_lib.existing_versions(path) if os.path.isdir(path) else []
+    versions = export_lib.existing_versions(path) if files.isdir(path) else []
     if not versions:
         raise UserError(f"--saved_model={path} holds no SavedModel; give an export version "
                         "directory (e.g. saved_models/sst2/1) or its --export_dir.")
@@ -257,16 +259,15 @@ def _export_record(saved_model):
     from tfimitate.serving import export as export_lib
 
     path = os.path.join(saved_model, export_lib.SOURCE_FILE)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(files.read_bytes(path))
 
 
 def _exported_from(saved_model):
     """The run folder `saved_model` was exported from, if it still exists."""
     model_dir = _export_record(saved_model).get("model_dir")
-    if not model_dir or not os.path.isfile(os.path.join(model_dir, "experiment.json")):
+    if not model_dir or not files.isfile(os.path.join(model_dir, "experiment.json")):
         raise UserError(f"--saved_model={saved_model} does not name a run that still exists; "
                         "give --model_dir=RUN of a run with its task, labels and eval data.")
     return model_dir
@@ -284,11 +285,12 @@ def predict(model_dir, input_path, output_path, columns=None):
     """
     if not output_path or os.path.splitext(output_path)[1] not in (".jsonl", ".csv"):
         raise UserError(f"--output={output_path}: give a file ending in .jsonl or .csv.")
-    if os.path.exists(input_path) and os.path.exists(output_path) and \
-            os.path.samefile(input_path, output_path):
+    if files.same_file(input_path, output_path):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
+    if not files.is_remote(input_path) and not os.path.exists(input_path):
+        raise UserError(f"--input={input_path}: file {input_path} does not exist; check the path.")
     cfg = Experiment.load(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)
@@ -332,10 +334,9 @@ def _dump_examples(examples):
 def _load_examples(task, cfg):
     """The serving examples saved by training (runs from before they were saved: the eval data)."""
     path = os.path.join(cfg.model_dir, SERVING_EXAMPLES_FILE)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return task.serving_examples(task.load_data(cfg).eval)
-    with open(path) as f:
-        examples = json.load(f)
+    examples = json.loads(files.read_bytes(path))
     decode = lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict) else v
     return {name: [decode(v) for v in values] for name, values in examples.items()}
 
@@ -350,7 +351,7 @@ def export_model(task, run, examples, step, version=None):
     from tfimitate.serving import warmup
     from tfimitate.training import techniques
 
-    source = {"model_dir": os.path.abspath(run.cfg.model_dir), "step": int(step)}
+    source = {"model_dir": files.abspath(run.cfg.model_dir), "step": int(step)}
     existing = export_lib.version_exported_from(run.cfg.export_dir, source)
     if existing and version is None:
         print(f"Step {step} of this run is already exported as {existing}; nothing to do "

@@ -24,6 +24,7 @@ from typing import List, Tuple
 import numpy as np
 from absl import logging
 
+from tfimitate import files
 from tfimitate.data import readers
 from tfimitate.errors import UserError
 
@@ -91,12 +92,12 @@ def read_split(spec, flag, image_column="path", label_column="label", with_label
     Unlabelled inputs (predict) may also be one image file or a folder of images in any
     layout.
     """
-    path = os.path.expanduser(spec)
-    if os.path.isdir(path):
+    path = spec if files.is_remote(spec) else os.path.expanduser(spec)
+    if files.isdir(path):
         return read_folder(path, flag, with_labels)
-    if not with_labels and os.path.isfile(path) and is_image_file(path):
+    if not with_labels and is_image_file(path) and files.isfile(path):
         return Split(spec, [path], [""], [0])
-    if is_image_file(path) and os.path.isfile(path):
+    if is_image_file(path) and files.isfile(path):
         raise UserError(f"{flag}={spec} is one image; give a folder with one sub-folder per "
                         "label, or a .csv/.tsv/.jsonl listing of path,label.")
     return read_listing(spec, flag, image_column, label_column, with_labels)
@@ -106,11 +107,11 @@ def read_folder(root, flag, with_labels=True):
     """`root/<label>/<image>` (labelled), or every image under `root` (unlabelled)."""
     paths, labels, other = [], [], 0
     if with_labels:
-        for label in sorted(os.listdir(root)):
+        for label in sorted(files.listdir(root)):
             folder = os.path.join(root, label)
-            if not os.path.isdir(folder) or label.startswith("."):
+            if label.startswith(".") or not files.isdir(folder):
                 continue
-            for directory, subdirs, names in os.walk(folder):
+            for directory, subdirs, names in files.walk(folder):
                 subdirs.sort()
                 for name in sorted(names):
                     if is_image_file(name):
@@ -118,12 +119,12 @@ def read_folder(root, flag, with_labels=True):
                         labels.append(label)
                     else:
                         other += 1
-        loose = sum(1 for name in os.listdir(root) if is_image_file(name))
+        loose = sum(1 for name in files.listdir(root) if is_image_file(name))
         if loose:
             logging.warning("%s: ignored %d images directly in the folder; labelled images go "
                             "in one sub-folder per label.", root, loose)
     else:
-        for directory, subdirs, names in os.walk(root):
+        for directory, subdirs, names in files.walk(root):
             subdirs.sort()
             for name in sorted(names):
                 if is_image_file(name):
@@ -144,14 +145,14 @@ def read_listing(spec, flag, image_column="path", label_column="label", with_lab
     """A .csv/.tsv/.jsonl of image paths (relative to the listing) and labels."""
     columns = [image_column] + ([label_column] if with_labels else [])
     rows = readers.read_rows(spec, columns, flag)
-    base = os.path.dirname(readers.resolve_path(spec, flag))
+    base = files.dirname(readers.resolve_path(spec, flag))
     paths, labels, lines, missing = [], [], [], []
     for row in rows:
         name = str(row.values[0] if row.values[0] is not None else "").strip()
         if not name:
             raise UserError(f"{spec}:{row.line}: empty image path; fix the row.")
-        path = os.path.join(base, os.path.expanduser(name))
-        if not os.path.isfile(path):
+        path = os.path.join(base, name if files.is_remote(base) else os.path.expanduser(name))
+        if not files.isfile(path):
             missing.append((row.line, name))
             continue
         paths.append(path)

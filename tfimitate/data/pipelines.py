@@ -4,7 +4,9 @@ Tokenization runs in tf.data (keras-hub preprocessors are tf.data-friendly), so
 no Python generator sits in the hot path. Batches are padded to their longest
 example, not to --sequence_length: examples are grouped into length buckets, so
 short texts train several times faster. `static_length` instead pads every batch
-to one shape, which XLA and TPUs want. When raw examples change every pass
+to one shape, which TPUs want; `few_shapes` (for XLA, which compiles once per
+input shape) pads to a few power-of-two lengths, so a run compiles at most
+len(bounded_lengths(sequence_length)) step functions, however long it trains. When raw examples change every pass
 (augmentation), `transformed_batches` re-encodes them each pass instead of caching.
 
 Example:
@@ -17,6 +19,7 @@ import tensorflow as tf
 
 TOKENIZE_BATCH = 1024
 BUCKET_STEP = 8
+SHORTEST_BUCKET = 16  # with few_shapes: lengths 16, 32, 64, ... up to sequence_length
 SHUFFLE_BUFFER = 100_000
 # The feature whose length sets an example's length bucket (text tasks).
 LENGTH_KEY = "padding_mask"
@@ -57,7 +60,7 @@ def encoded(dataset, encode, length_key=LENGTH_KEY, cache=True, untrimmed=()):
 
 def transformed_batches(examples, transform, encode, batch_size, sequence_length, pad_values,
                         seed, static_length=False, split_labels=("labels",),
-                        length_key=LENGTH_KEY, untrimmed=()):
+                        length_key=LENGTH_KEY, untrimmed=(), few_shapes=False):
     """Endless training batches of raw `examples` that `transform` changes on every pass.
 
     Each pass visits every example once in a new order, passes it through
@@ -86,7 +89,8 @@ def transformed_batches(examples, transform, encode, batch_size, sequence_length
 
         raw = tf.data.Dataset.from_tensor_slices(order).map(example, num_parallel_calls=tf.data.AUTOTUNE)
         features = encoded(raw, encode, length_key, cache=False, untrimmed=untrimmed)
-        return _group(features, batch_size, sequence_length, pad_values, static_length, length_key)
+        return _group(features, batch_size, sequence_length, pad_values, static_length,
+                      length_key, few_shapes)
 
     ds = tf.data.Dataset.counter().flat_map(one_pass)
     ds = ds.map(lambda f: _split(f, split_labels), num_parallel_calls=tf.data.AUTOTUNE)
@@ -102,7 +106,7 @@ def padding_values(element_spec, pad_values=None):
 
 def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle_seed=None,
             repeat=False, static_length=False, split_labels=("labels",),
-            length_key=LENGTH_KEY):
+            length_key=LENGTH_KEY, few_shapes=False):
     """Batches per-example `features` into (inputs, labels) pairs.
 
     With a `length_key`, examples are grouped into length buckets of BUCKET_STEP
@@ -117,7 +121,9 @@ def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle
         shuffle_seed: if set, reshuffle each pass with this seed (deterministic).
         repeat: repeat forever (training).
         static_length: pad every batch to `sequence_length` and drop the last
-            partial batch (XLA / TPU).
+            partial batch (TPU).
+        few_shapes: pad every batch to the next of `bounded_lengths(sequence_length)`
+            with full batches only (XLA): when repeating, buckets fill across passes.
         split_labels: feature keys returned as the second element of each pair.
         length_key: the feature whose length buckets the examples, or None for
             fixed-size examples (plain batches).
@@ -125,16 +131,32 @@ def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle
     ds = features
     if shuffle_seed is not None:
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
-    if repeat and (length_key is None or static_length):
-        ds = _group(ds.repeat(), batch_size, sequence_length, pad_values, static_length, length_key)
+    if repeat and (length_key is None or static_length or few_shapes):
+        ds = _group(ds.repeat(), batch_size, sequence_length, pad_values, static_length,
+                    length_key, few_shapes)
     else:  # length buckets are flushed at the end of each pass, then repeated
-        ds = _group(ds, batch_size, sequence_length, pad_values, static_length, length_key)
+        ds = _group(ds, batch_size, sequence_length, pad_values, static_length, length_key,
+                    few_shapes)
         ds = ds.repeat() if repeat else ds
     ds = ds.map(lambda f: _split(f, split_labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _group(ds, batch_size, sequence_length, pad_values, static_length, length_key):
+def bounded_lengths(sequence_length):
+    """The padded lengths of `few_shapes` batches: 16, 32, ... (doubling), then sequence_length.
+
+    Example:
+        bounded_lengths(128)  # [16, 32, 64, 128]; bounded_lengths(100): [16, 32, 64, 100]
+    """
+    lengths, length = [], SHORTEST_BUCKET
+    while length < sequence_length:
+        lengths.append(length)
+        length *= 2
+    return lengths + [sequence_length]
+
+
+def _group(ds, batch_size, sequence_length, pad_values, static_length, length_key,
+           few_shapes=False):
     """Batches per-example features: plain, padded to `sequence_length`, or by length bucket."""
     pads = padding_values(ds.element_spec, pad_values)
     if length_key is None:
@@ -144,6 +166,12 @@ def _group(ds, batch_size, sequence_length, pad_values, static_length, length_ke
                   for k, spec in ds.element_spec.items()}
         return ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pads,
                                drop_remainder=True)
+    if few_shapes:  # a bucket below each boundary, padded to boundary - 1
+        boundaries = [length + 1 for length in bounded_lengths(sequence_length)]
+        return ds.bucket_by_sequence_length(
+            lambda f: tf.shape(f[length_key])[0], bucket_boundaries=boundaries,
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1), padding_values=pads,
+            pad_to_bucket_boundary=True, drop_remainder=True)
     boundaries = list(range(BUCKET_STEP + 1, sequence_length + 1, BUCKET_STEP))
     return ds.bucket_by_sequence_length(
         lambda f: tf.shape(f[length_key])[0],

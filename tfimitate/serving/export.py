@@ -4,7 +4,10 @@ Steps: write the SavedModel into a hidden temporary folder beside the versions
 (TF Serving ignores non-numeric names), audit its ops, reload it and compare its
 outputs with the in-memory Keras model on real examples, add the warmup
 requests, then rename it to `<export_dir>/<version>` in one step, so a server
-polling the folder never sees half a model.
+polling the folder never sees half a model. For an object store (`gs://...`), where
+a folder is only a name prefix and cannot be renamed in one step, the temporary is a
+local folder, checked there, then uploaded to `<version>/` file by file,
+`saved_model.pb` last (see README "Cloud storage" for what a server may see meanwhile).
 
 Example:
     version_dir = export_saved_model(
@@ -14,12 +17,13 @@ Example:
 
 import json
 import os
-import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfimitate import files
 from tfimitate.errors import UserError
 from tfimitate.serving.op_audit import ExportError, audit_saved_model
 
@@ -34,10 +38,10 @@ PARITY_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 2e-2}
 
 def existing_versions(export_dir):
     """Integer versions already under `export_dir`; refuses foreign entries."""
-    if not os.path.isdir(export_dir):
+    if not files.isdir(export_dir):
         return []
     versions = []
-    for name in sorted(os.listdir(export_dir)):
+    for name in sorted(files.listdir(export_dir)):
         if name.startswith("."):
             continue
         if not name.isdigit():
@@ -63,20 +67,15 @@ def next_version(export_dir, requested=None):
 
 def record_source(version_dir, source):
     """Writes which run and step `version_dir` comes from (e.g. {"model_dir": ..., "step": 600})."""
-    path = os.path.join(version_dir, SOURCE_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(source, f)
+    files.write_atomically(os.path.join(version_dir, SOURCE_FILE), json.dumps(source))
 
 
 def version_exported_from(export_dir, source):
     """The version directory under `export_dir` exported from `source`, or None."""
     for version in sorted(existing_versions(export_dir), reverse=True):
         path = os.path.join(export_dir, str(version), SOURCE_FILE)
-        if os.path.isfile(path):
-            with open(path) as f:
-                if json.load(f) == source:
-                    return os.path.join(export_dir, str(version))
+        if files.isfile(path) and json.loads(files.read_bytes(path)) == source:
+            return os.path.join(export_dir, str(version))
     return None
 
 
@@ -96,10 +95,13 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         The final version directory.
     """
     version = next_version(export_dir, version)
-    os.makedirs(export_dir, exist_ok=True)
-    _remove_stale_temporaries(export_dir)
-    temporary = os.path.join(export_dir, f"{TEMPORARY_PREFIX}{version}-{os.getpid()}")
+    files.makedirs(export_dir)
     final = os.path.join(export_dir, str(version))
+    if files.is_remote(export_dir):
+        temporary = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{version}-")
+    else:
+        _remove_stale_temporaries(export_dir)
+        temporary = os.path.join(export_dir, f"{TEMPORARY_PREFIX}{version}-{os.getpid()}")
     try:
         functions = module.serving_signatures()
         if "serving_default" not in functions or set(functions) != set(checks):
@@ -116,9 +118,12 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
             check_parity(reloaded.signatures[name], inputs, expected, name)
         if write_extras is not None:
             write_extras(temporary)
-        os.rename(temporary, final)
+        if files.is_remote(final):
+            files.upload_tree(temporary, final, last=("saved_model.pb",))
+        else:
+            os.rename(temporary, final)
     finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        files.rmtree(temporary)
     logging.info("Exported version %d to %s", version, final)
     return final
 
@@ -164,7 +169,7 @@ def _remove_stale_temporaries(export_dir):
     """Deletes temporary folders left by exports whose process died (e.g. SIGKILL)."""
     for name in os.listdir(export_dir):
         if name.startswith(TEMPORARY_PREFIX) and not _process_alive(name.rsplit("-", 1)[-1]):
-            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
+            files.rmtree(os.path.join(export_dir, name))
 
 
 def _process_alive(pid):

@@ -52,7 +52,7 @@ def servable_ops():
 def saved_model_ops(export_path):
     """The set of op names used anywhere in a SavedModel's graph and function library."""
     proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_path, "saved_model.pb"), "rb") as f:
+    with tf.io.gfile.GFile(os.path.join(export_path, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
     ops = set()
     for meta_graph in proto.meta_graphs:

@@ -22,6 +22,7 @@ from absl import logging
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
+from tfimitate import files
 from tfimitate.serving import warmup
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -37,10 +38,10 @@ class RequestError(Exception):
 
 def numeric_versions(base_path):
     """Integer version directories under `base_path`, ascending (hidden/other names ignored)."""
-    if not os.path.isdir(base_path):
+    if not files.isdir(base_path):
         return []
-    return sorted(int(name) for name in os.listdir(base_path)
-                  if name.isdigit() and os.path.isdir(os.path.join(base_path, name)))
+    return sorted(int(name) for name in files.listdir(base_path)
+                  if name.isdigit() and files.isdir(os.path.join(base_path, name)))
 
 
 def _tensor_shape(shape_proto):

@@ -50,7 +50,7 @@ def write_warmup_requests(version_dir, signature_inputs, model_name=""):
     """Writes `<version_dir>/assets.extra/tf_serving_warmup_requests` with requests for
     every signature of `signature_inputs` (name -> input tensors); returns its path."""
     path = os.path.join(version_dir, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for signature_name, inputs in signature_inputs.items():
             for request in warmup_requests(inputs, model_name, signature_name):
@@ -63,7 +63,7 @@ def write_warmup_requests(version_dir, signature_inputs, model_name=""):
 def read_warmup_requests(version_dir):
     """The PredictRequests of a version's warmup file ([] when it has none)."""
     path = os.path.join(version_dir, WARMUP_FILE)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
         return []
     requests = []
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():

@@ -66,7 +66,7 @@ def logits_head(features, cfg, num_outputs, name):
 def training_batches(run, examples, encode, pad_values, texts, keep_word_count=False,
                      length_key=pipelines.LENGTH_KEY, split_labels=("labels",), untrimmed=()):
     """Endless, reshuffled-per-pass training batches of raw `examples` (static shapes when
-    the strategy needs them, e.g. TPU).
+    the strategy needs them, e.g. TPU; a few padded lengths under --jit_compile).
 
     Examples are encoded once and cached, unless the run's techniques change texts
     (`Technique.text_transform`, e.g. augmentation): then the `texts` of each example
@@ -97,7 +97,8 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
                                      length_key, untrimmed=untrimmed)
         return pipelines.batches(features, cfg.batch_size, cfg.sequence_length, pad_values,
                                  shuffle_seed=cfg.seed, repeat=True, length_key=length_key,
-                                 static_length=static, split_labels=split_labels)
+                                 static_length=static, split_labels=split_labels,
+                                 few_shapes=cfg.jit_compile)
 
     def change_texts(example, seed):
         example = dict(example)
@@ -113,4 +114,5 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
     return pipelines.transformed_batches(examples, change_texts, encode, cfg.batch_size,
                                          cfg.sequence_length, pad_values, cfg.seed,
                                          static_length=static, length_key=length_key,
-                                         split_labels=split_labels, untrimmed=untrimmed)
+                                         split_labels=split_labels, untrimmed=untrimmed,
+                                         few_shapes=cfg.jit_compile)

@@ -18,11 +18,12 @@ Example:
 
 import dataclasses
 import functools
+import io
 import os
 
 import numpy as np
 
-from tfimitate import backbones
+from tfimitate import backbones, files
 from tfimitate.data import image_augment, images, splits
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common
@@ -308,8 +309,10 @@ def plot_misclassified(paths, true, predicted, confidence, path):
         axis.set_title(f"true: {want}\npredicted: {got} ({p:.0%})", fontsize=8)
     figure.suptitle("Most confidently misclassified images")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
+    files.write_atomically(path, png.getvalue())
 
 
 def predict(run, split):
@@ -379,8 +382,7 @@ def serving_examples(split):
                        .round().astype(int))
     examples, total = [], 0
     for file in [split.paths[i] for i in picked]:
-        with open(file, "rb") as f:
-            contents = f.read()
+        contents = files.read_bytes(file)
         if examples and total + len(contents) > SERVING_EXAMPLE_BYTES:
             break
         examples.append(contents)

@@ -17,6 +17,7 @@ import os
 
 from absl import logging
 
+from tfimitate import files
 from tfimitate.errors import UserError
 from tfimitate.training import techniques
 from tfimitate.training.backbone_parts import find_backbone
@@ -38,7 +39,7 @@ class InitFrom(techniques.Technique):
         from tfimitate.config import EXPERIMENT_FILE, Experiment
 
         cfg, flag = run.cfg, f"--init_from={self.run_dir}"
-        if not os.path.isfile(os.path.join(self.run_dir, EXPERIMENT_FILE)):
+        if not files.isfile(os.path.join(self.run_dir, EXPERIMENT_FILE)):
             raise UserError(f"{flag} holds no {EXPERIMENT_FILE}; give the model_dir of a "
                             "finished tfimitate.train run.")
         if os.path.realpath(self.run_dir) == os.path.realpath(cfg.model_dir):

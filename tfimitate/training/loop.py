@@ -21,6 +21,7 @@ import dataclasses
 import math
 import os
 import shutil
+import time
 from typing import Optional
 
 import keras
@@ -210,7 +211,11 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
                           _next_multiple(step, steps_per_epoch), total_steps,
                           *[start for start in starts if start > step]) - step
         n = min(cfg.steps_per_execution, to_boundary)
+        started = time.perf_counter()
         logs = {name: float(value) for name, value in train_steps(iterator, tf.constant(n)).items()}
+        if step == resumed_from:
+            logging.info("First call of the train step (%d step%s, tracing and compiling "
+                         "included): %.1f s.", n, "s" if n > 1 else "", time.perf_counter() - started)
         loss = logs["loss"]
         step += n
         if not math.isfinite(loss):

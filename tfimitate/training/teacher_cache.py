@@ -56,10 +56,10 @@ def cached_outputs(directory, teacher_fingerprint, split, compute, chunk_example
 
 
 def _load(path):
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return None
     try:
-        return np.load(path)
+        return np.load(io.BytesIO(files.read_bytes(path)))
     except (OSError, ValueError) as error:  # not expected (writes are atomic); recompute
         logging.warning("Cached teacher outputs %s are unreadable (%s); computing them again.",
                         path, error)

@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from tfimitate import files
 from tfimitate.errors import UserError
 
 GRPC_PREFIX = "grpc://"
@@ -40,12 +41,12 @@ def open_teacher(spec, task, cfg):
     if spec.startswith(GRPC_PREFIX):
         return GrpcTeacher(spec, task, cfg)
     path = os.path.expanduser(spec)
-    if not os.path.isdir(path):
+    if not files.isdir(path):
         raise UserError(f"--teacher={spec}: no such directory; give a tfimitate run directory, "
                         "a SavedModel directory or grpc://HOST:PORT/MODEL.")
     from tfimitate.config import EXPERIMENT_FILE
 
-    if os.path.isfile(os.path.join(path, EXPERIMENT_FILE)):
+    if files.isfile(os.path.join(path, EXPERIMENT_FILE)):
         return RunTeacher(spec, path, task)
     version = saved_model_dir(path)
     if version is None:
@@ -56,10 +57,10 @@ def open_teacher(spec, task, cfg):
 
 def saved_model_dir(path):
     """`path` if it is a SavedModel, else its newest numbered version that is one, else None."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if files.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = sorted(int(name) for name in os.listdir(path) if name.isdigit()
-                      and os.path.isfile(os.path.join(path, name, "saved_model.pb")))
+    versions = sorted(int(name) for name in files.listdir(path) if name.isdigit()
+                      and files.isfile(os.path.join(path, name, "saved_model.pb")))
     return os.path.join(path, str(versions[-1])) if versions else None
 
 
@@ -72,8 +73,7 @@ def _digest(*parts):
 
 
 def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
+    return files.read_bytes(path)
 
 
 class RunTeacher:
@@ -130,7 +130,7 @@ def _latest_checkpoint(directory):
     import tensorflow as tf
 
     path = tf.train.latest_checkpoint(directory)
-    return path if path and os.path.isfile(path + ".index") else None
+    return path if path and files.isfile(path + ".index") else None
 
 
 class _ServedTeacher:
@@ -258,7 +258,7 @@ class SavedModelTeacher(_ServedTeacher):
                             f"({str(error).strip().splitlines()[0][:200]}).") from None
         index = os.path.join(path, "variables", "variables.index")
         self.fingerprint = _digest("saved_model", _read(os.path.join(path, "saved_model.pb")),
-                                   _read(index) if os.path.isfile(index) else b"",
+                                   _read(index) if files.isfile(index) else b"",
                                    self.signature, self.output)
 
     @property
@@ -267,7 +267,7 @@ class SavedModelTeacher(_ServedTeacher):
         import tensorflow as tf
 
         prefix = os.path.join(self.path, "variables", "variables")
-        if not os.path.isfile(prefix + ".index"):
+        if not files.isfile(prefix + ".index"):
             return 0
         reader = tf.train.load_checkpoint(prefix)
         dtypes = reader.get_variable_to_dtype_map()
@@ -276,10 +276,10 @@ class SavedModelTeacher(_ServedTeacher):
 
     def _asset_labels(self, columns):
         path = os.path.join(self.path, "assets", "labels.txt")
-        if not os.path.isfile(path):
+        if not files.isfile(path):
             return None
-        with open(path, encoding="utf-8") as f:
-            labels = tuple(line.rstrip("\n") for line in f if line.strip())
+        text = files.read_bytes(path).decode("utf-8")
+        labels = tuple(line for line in text.split("\n") if line.strip())
         return labels if len(labels) == columns else None
 
     def _call(self, signature, batch):
