@@ -255,10 +255,11 @@ def test_fgm_under_mirrored_replicas_follows_one_device(tmp_path):
     (dict(adversarial="freelb", adv_steps=0), "--adv_steps=0 must be at least 1"),
 ])
 def test_bad_adversarial_flags_are_one_sentence_and_write_nothing(tmp_path, changes, message):
-    cfg = helpers.experiment(tmp_path, train_data=str(tmp_path / "absent.csv"), **changes)
+    data = helpers.write_lines(tmp_path, "data.csv", ["text,label"])  # never read
+    cfg = helpers.experiment(tmp_path, train_data=data, **changes)
     with pytest.raises(UserError, match=message):
         workflow.train(cfg)
-    assert not os.listdir(tmp_path)
+    assert os.listdir(tmp_path) == ["data.csv"]
 
 
 def test_a_backbone_without_token_embeddings_is_refused():

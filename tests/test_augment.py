@@ -194,10 +194,11 @@ def test_ner_refuses_augmentation_that_moves_words_before_writing(tmp_path, spec
     (dict(augment="mask:0.1", augment_prob=1.5), "--augment_prob=1.5 is outside \\[0, 1\\]"),
 ])
 def test_bad_augment_flags_are_one_sentence_and_write_nothing(tmp_path, changes, message):
-    cfg = helpers.experiment(tmp_path, train_data=str(tmp_path / "absent.csv"), **changes)
+    data = helpers.write_lines(tmp_path, "data.csv", ["text,label"])  # never read
+    cfg = helpers.experiment(tmp_path, train_data=data, **changes)
     with pytest.raises(UserError, match=message):
         workflow.train(cfg)
-    assert not os.listdir(tmp_path)
+    assert os.listdir(tmp_path) == ["data.csv"]
 
 
 def test_cli_prints_one_error_line_for_a_bad_augmentation(tmp_path):

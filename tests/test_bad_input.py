@@ -109,7 +109,7 @@ CASES = [
     Case("read_rows", ["{tmp}/d.jsonl", "text,label"], {"d.jsonl": '{"text": "a", "label": {"id": 1}}\n'},
          "d.jsonl:1: 'label' is an object, not a string or number"),
     Case("read_rows", ["{tmp}/data", "text,label"], {"data/train.csv": "text,label\n"},
-         "--train_data={tmp}/data: {tmp}/data is a directory; give a file in it."),
+         "--train_data={tmp}/data is a directory; give a file in it."),
     # --- splits, run state, backbone config (issue 9, items 6, 7 and 9)
     Case("hold_out", ["0"], {}, "--holdout_fraction=0 holds no evaluation data out of --train_data; "
                                 "give --eval_data=FILE"),
@@ -123,12 +123,12 @@ CASES = [
     Case("backbones.max_sequence_length", ["{tmp}/model"], {"model/config.json": '{"max_position'},
          "--backbone={tmp}/model: cannot read {tmp}/model/config.json"),
     # --- output paths and data a run cannot use, before anything is written (items 3, 7, 8, 10)
-    Case("workflow.train", ["model_dir={tmp}/f", "train_data={tmp}/t.csv"], {"f": "x"},
+    Case("workflow.train", ["model_dir={tmp}/f", "train_data={tmp}/t.csv"], {"f": "x", "t.csv": ""},
          "--model_dir={tmp}/f is a file, not a folder; choose another path."),
     Case("workflow.train", ["model_dir={tmp}/run", "export_dir={tmp}/f/sub", "train_data={tmp}/t.csv"],
-         {"f": "x"}, "--export_dir={tmp}/f/sub: {tmp}/f is a file, not a folder"),
+         {"f": "x", "t.csv": ""}, "--export_dir={tmp}/f/sub: {tmp}/f is a file, not a folder"),
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "sequence_length=1000"],
-         {}, "--sequence_length=1000 is longer than --backbone=minilm_l6 allows (512)"),
+         {"t.csv": ""}, "--sequence_length=1000 is longer than --backbone=minilm_l6 allows (512)"),
     Case("workflow.train", ["model_dir={tmp}/run", "task=token_classification", "train_data={tmp}/o.txt"],
          {"o.txt": "john O\nsaid O\n\nparis O\n"}, "every tag is O, so there is no entity to learn"),
     Case("workflow.predict", ["{tmp}/run", "{tmp}/in.jsonl", "{tmp}/in.jsonl"], {"in.jsonl": '{"text": "a"}\n'},
