@@ -132,6 +132,7 @@ def test_the_embedding_hook_is_the_identity_outside_a_step(tiny):
     np.testing.assert_array_equal(model(inputs).numpy(), before)
 
 
+@pytest.mark.slow
 def test_training_logs_clean_and_adversarial_loss(tmp_path):
     flags = dict(train_data=helpers.write_table(tmp_path, "train.csv", helpers.sentiment_rows(32)),
                  eval_data=helpers.write_table(tmp_path, "eval.csv", helpers.sentiment_rows(8, 1)))

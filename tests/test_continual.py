@@ -38,6 +38,7 @@ def old_run(tmp_path_factory):
     return directory, Experiment.load(cfg.model_dir), metrics, data
 
 
+@pytest.mark.slow
 def test_continued_run_starts_from_the_old_weights_with_head_rows_mapped(old_run, tmp_path,
                                                                            monkeypatch):
     """learning_rate 0 keeps the starting weights, so they can be read back."""

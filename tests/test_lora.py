@@ -68,6 +68,7 @@ def test_only_adapters_and_head_train_and_the_backbone_stays_as_loaded(lora_run,
     assert f"Trainable parameters: {count:,} of {total:,}" in caplog.text
 
 
+@pytest.mark.parametrize("lora_run", ["text_classification"], indirect=True)
 def test_adapter_only_checkpoints_are_small_and_evaluate_like_training(lora_run):
     cfg, metrics = lora_run
     variables = dict(tf.train.list_variables(os.path.join(cfg.model_dir, "checkpoints", "ckpt-4")))
