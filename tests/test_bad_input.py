@@ -38,9 +38,16 @@ class _Items(list):
 
 
 def _train(*assignments):
-    """workflow.train on an Experiment of `field=value` strings (digits become ints)."""
-    values = dict(assignment.split("=", 1) for assignment in assignments)
-    values = {k: int(v) if v.isdigit() else v for k, v in values.items()}
+    """workflow.train on an Experiment of `field=value` strings, each read by its flag's parser."""
+    from absl import flags
+
+    from tfimitate import flags as _defined  # noqa: F401  (defines the flags)
+
+    values = {}
+    for assignment in assignments:
+        field, text = assignment.split("=", 1)
+        value = flags.FLAGS[field].parser.parse(text)
+        values[field] = tuple(value) if isinstance(value, list) else value
     return workflow.train(Experiment(**values))
 
 
@@ -137,6 +144,33 @@ CASES = [
          "--output={tmp}/f/out.jsonl: {tmp}/f is a file, not a folder"),
     Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/out.txt"], {"in.txt": "a\n"},
          "--output={tmp}/out.txt: give a file ending in .jsonl or .csv."),
+    # --- technique flags refused before any work (workflow.train; the CLI prints the same line)
+    *[Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", *given],
+           {"t.csv": "text,label\n"}, expected) for given, expected in [
+        (["adversarial=fgsm"], "--adversarial=fgsm is unknown; use fgm, pgd or freelb"),
+        (["adversarial=fgm", "adv_epsilon=0.0"], "--adv_epsilon=0.0 must be above 0"),
+        (["adversarial=pgd", "adv_alpha=-1.0"], "--adv_alpha=-1.0 must be above 0"),
+        (["adversarial=freelb", "adv_steps=0"], "--adv_steps=0 must be at least 1"),
+        (["augment=typo:0.1"], "--augment=typo:0.1: 'typo' is unknown"),
+        (["augment=mask:2"], "--augment=mask:2: the rate of mask is 2, outside [0, 1]"),
+        (["augment=mask:0.1", "augment_prob=1.5"], "--augment_prob=1.5 is outside [0, 1]"),
+        (["lora_rank=0", "save_adapters_only=true"], "--save_adapters_only needs --lora_rank"),
+        (["lora_rank=4", "lora_targets="], "--lora_targets is empty"),
+        (["lora_rank=4", "freeze=embeddings"], "LoRA already freezes the whole backbone"),
+        (["lora_rank=4", "l2sp=0.1"], "--l2sp with --lora_rank"),
+        (["label_map=a=1"], "--label_map needs --init_from"),
+        (["init_from={tmp}/old", "label_map=a:1"], "--label_map: 'a:1' is not NEW=OLD"),
+    ]],
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv",
+                            "replay_data={tmp}/old.csv", "replay_fraction=0.0"],
+         {"t.csv": "text,label\n", "old.csv": "text,label\n"}, "--replay_fraction=0.0"),
+    # the CLI's line (a child that imports TensorFlow: ~10 s each)
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--train_data={tmp}/t.csv", "--adversarial=fgsm"],
+         {"t.csv": "text,label\n" + ROWS}, "--adversarial=fgsm is unknown"),
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--train_data={tmp}/t.csv",
+                             "--augment=swap:0.1,shuffle:0.2"], {"t.csv": "text,label\n" + ROWS},
+         "--augment=swap:0.1,shuffle:0.2: 'shuffle' is unknown; use word_dropout, swap, "
+         "char_noise, mask, unk."),
     # --- search spaces and cross-validation (issue 16, item 8)
     Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
          {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},
