@@ -171,6 +171,17 @@ CASES = [
                              "--augment=swap:0.1,shuffle:0.2"], {"t.csv": "text,label\n" + ROWS},
          "--augment=swap:0.1,shuffle:0.2: 'shuffle' is unknown; use word_dropout, swap, "
          "char_noise, mask, unk."),
+    # --- multi-task subtask names that would export a signature twice
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/a.cfg,{tmp}/b.cfg"],
+         {"a.cfg": "--task=token_classification\n--subtask_name=entities\n--train_data={tmp}/a.txt\n",
+          "b.cfg": "--task=text_classification\n--subtask_name=entities_tag_words\n--train_data={tmp}/b.csv\n"},
+         "{tmp}/b.cfg: the subtask name 'entities_tag_words' would export the signature "
+         "'entities_tag_words', which subtask 'entities' ({tmp}/a.cfg) exports too; set another "
+         "--subtask_name."),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/serving_default.cfg"],
+         {"serving_default.cfg": "--task=text_classification\n--train_data={tmp}/b.csv\n"},
+         "{tmp}/serving_default.cfg: the subtask name 'serving_default' would export the signature "
+         "'serving_default', which is the SavedModel's default signature; set another --subtask_name."),
     # --- search spaces and cross-validation (issue 16, item 8)
     Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
          {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},
