@@ -11,21 +11,18 @@ Run (about 25 minutes on 2 idle CPU cores):
     python benchmarks/adversarial_step_time.py --steps=30
 """
 
-import glob
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/adversarial_step_time.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import machine
+from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-SST2 = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
-RESULTS = os.path.join(HERE, "results")
+from benchmarks import harness, machine  # noqa: E402
+
+SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
 METHODS = {"none": [], "fgm": ["--adversarial=fgm"], "pgd": ["--adversarial=pgd", "--adv_steps=3"],
            "freelb": ["--adversarial=freelb", "--adv_steps=3"]}
 WARMUP_STEPS = 3
@@ -34,31 +31,17 @@ _STEPS = flags.DEFINE_integer("steps", 30, "Optimizer steps per method.")
 _METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to time.")
 
 
-def step_times(model_dir):
-    """{step: wall time} of the logged training loss."""
-    import tensorflow as tf
-
-    times = {}
-    for path in glob.glob(os.path.join(model_dir, "logs", "train", "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            if any(value.tag == "loss" for value in event.summary.value):
-                times[event.step] = event.wall_time
-    return times
-
-
 def time_method(name, steps, scratch, eval_file):
     model_dir = os.path.join(scratch, name)
-    command = [sys.executable, "-m", "tfimitate.train", "--flagfile=configs/sst2_minilm.cfg",
-               f"--train_data={SST2}/train.tsv", f"--eval_data={eval_file}", "--test_data=",
-               "--export_dir=", f"--model_dir={model_dir}", f"--max_steps={steps}",
-               *METHODS[name]]
-    before = machine.describe()
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-    times = step_times(model_dir)
+    run = harness.train(["--flagfile=configs/sst2_minilm.cfg", f"--train_data={SST2}/train.tsv",
+                         f"--eval_data={eval_file}", "--test_data=", "--export_dir=",
+                         f"--model_dir={model_dir}", f"--max_steps={steps}", *METHODS[name]],
+                        nice=False)
+    times = harness.loss_wall_times(model_dir)
     per_step = (times[steps] - times[WARMUP_STEPS]) / (steps - WARMUP_STEPS)
     return {"method": name, "steps": steps, "seconds_per_step": round(per_step, 3),
-            "load_before": before["load_average"][0],
-            "load_after": machine.describe()["load_average"][0]}
+            "load_before": run["machine_before"]["load_average"][0],
+            "load_after": run["machine_after"]["load_average"][0]}
 
 
 def main(argv):
@@ -77,8 +60,6 @@ def main(argv):
         result["vs_none"] = round(result["seconds_per_step"] / base, 2) if base else None
         result["vs_fgm"] = round(result["seconds_per_step"] / fgm, 2) if fgm else None
     report = {"machine": machine.describe(), "batch_size": 32, "results": results}
-    with open(os.path.join(RESULTS, "adversarial_step_time.json"), "w") as f:
-        json.dump(report, f, indent=2)
     lines = ["| method | s/step | vs none | vs FGM | load before / after |", "|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['seconds_per_step']:.2f} | {r['vs_none']}x | {r['vs_fgm']}x | "
               f"{r['load_before']} / {r['load_after']} |" for r in results]
@@ -86,8 +67,7 @@ def main(argv):
             f"{report['machine']['cpu_model']}, {report['machine']['cores']} cores. Command: "
             f"`python benchmarks/adversarial_step_time.py --steps={_STEPS.value}`\n\n"
             + "\n".join(lines) + "\n")
-    with open(os.path.join(RESULTS, "adversarial_step_time.md"), "w") as f:
-        f.write(text)
+    harness.save("adversarial_step_time", report, text)
     print(text)
 
 

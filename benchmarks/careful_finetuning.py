@@ -14,23 +14,18 @@ Run (about 4 x 40 minutes at --epochs=1 on 2 shared CPU cores):
     python benchmarks/careful_finetuning.py --epochs=1
 """
 
-import glob
 import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/careful_finetuning.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
-sys.path.insert(0, HERE)
+from absl import app, flags  # noqa: E402
 
-import machine  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 CONFIGS = {
     "full": ("full fine-tuning", []),
@@ -51,61 +46,47 @@ _MAX_STEPS = flags.DEFINE_integer(
     "max_steps", 0, "If > 0, steps of each configuration instead of --epochs (for timing "
     "the configurations close together in time; --test_data is then left out).")
 _CONFIGS = flags.DEFINE_list("configs", list(DEFAULT), "Configurations to run, in order.")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(ROOT, "runs", "careful"),
+_RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(harness.ROOT, "runs", "careful"),
                                 "Where the runs' model_dirs go.")
 _NAME = flags.DEFINE_string("name", "careful_finetuning", "Results file name (without suffix).")
 
 
 def step_seconds(model_dir):
     """Median wall seconds between consecutive training-loss events after the first step."""
-    import tensorflow as tf
-
-    times = {}
-    for path in glob.glob(os.path.join(model_dir, "logs", "train", "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            if any(value.tag == "loss" for value in event.summary.value):
-                times[event.step] = event.wall_time
+    times = harness.loss_wall_times(model_dir)
     steps = sorted(times)
     gaps = [times[b] - times[a] for a, b in zip(steps[1:], steps[2:]) if b == a + 1]
     return statistics.median(gaps) if gaps else None
+
+
+def read_metrics(model_dir, name):
+    with open(os.path.join(model_dir, "eval", name)) as f:
+        return json.load(f)
 
 
 def run_config(name, epochs, runs_dir, max_steps=0):
     _, extra = CONFIGS[name]
     model_dir = os.path.join(runs_dir, name)
     export = os.path.join(runs_dir, name + "_export") if name in EXPORTS else ""
-    command = ["nice", "-n", "10", sys.executable, "-m", "tfimitate.train",
-               "--flagfile=configs/sst2_minilm.cfg", f"--epochs={epochs}",
-               "--early_stopping_patience=0", f"--model_dir={model_dir}",
-               f"--export_dir={export}", *extra]
+    args = ["--flagfile=configs/sst2_minilm.cfg", f"--epochs={epochs}",
+            "--early_stopping_patience=0", f"--model_dir={model_dir}", f"--export_dir={export}",
+            *extra]
     if max_steps:
-        command += [f"--max_steps={max_steps}", "--test_data=", "--export_dir="]
-    before = machine.describe()
-    start = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    wall = time.time() - start
-    with open(os.path.join(runs_dir, name + ".log"), "w") as f:
-        f.write(result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    counts = re.search(r"Trainable parameters: ([\d,]+) of ([\d,]+)", result.stderr)
-    with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
-        dev = json.load(f)
-    test = dev
-    if not max_steps:
-        with open(os.path.join(model_dir, "eval", "test_metrics.json")) as f:
-            test = json.load(f)
-    shown = " ".join(["python"] + command[4:]).replace(ROOT + os.sep, "")
-    return {"config": CONFIGS[name][0], "command": shown,
+        args += [f"--max_steps={max_steps}", "--test_data=", "--export_dir="]
+    run = harness.train(args, log=os.path.join(runs_dir, name + ".log"))
+    counts = re.search(r"Trainable parameters: ([\d,]+) of ([\d,]+)", run["stderr"])
+    dev = read_metrics(model_dir, "metrics.json")
+    test = dev if max_steps else read_metrics(model_dir, "test_metrics.json")
+    return {"config": CONFIGS[name][0], "command": run["command"],
             "test_accuracy": test["accuracy"], "dev_accuracy": dev["accuracy"],
             "steps": test["step"], "trainable_parameters": int(counts.group(1).replace(",", "")),
             "total_parameters": int(counts.group(2).replace(",", "")),
-            "seconds_per_step": step_seconds(model_dir), "wall_seconds": round(wall),
-            "machine_before": before, "machine_after": machine.describe(),
-            "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()]}
+            "seconds_per_step": step_seconds(model_dir), "wall_seconds": run["wall_seconds"],
+            "machine_before": run["machine_before"], "machine_after": run["machine_after"],
+            "load_average_1_5_15_after": run["machine_after"]["load_average"]}
 
 
-def write_markdown(results, path):
+def markdown(results):
     lines = ["| configuration | steps | SST-2 test acc. | dev acc. | trainable parameters | s/step | "
              "load (1 min) before/after |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -119,26 +100,19 @@ def write_markdown(results, path):
               f"{any_result['machine_before']['cores']} cores, shared with other jobs. "
               "Commands (from the repository root):", ""]
     lines += [f"    {r['command']}" for r in results.values()]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv):
     del argv
     os.makedirs(os.path.join(_RUNS_DIR.value, _NAME.value), exist_ok=True)
-    path = os.path.join(RESULTS, _NAME.value + ".json")
-    results = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            results = json.load(f)
+    results = harness.load(_NAME.value)
     for name in _CONFIGS.value:
         if name in results:
             continue
         results[name] = run_config(name, _EPOCHS.value, os.path.join(_RUNS_DIR.value, _NAME.value),
                                    _MAX_STEPS.value)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-        write_markdown(results, os.path.join(RESULTS, _NAME.value + ".md"))
+        harness.save(_NAME.value, results, markdown(results))
         print(name, results[name], flush=True)
 
 

@@ -17,13 +17,16 @@ Run from the repository root (so this checkout's tfimitate is imported):
 import json
 import os
 import statistics
+import sys
 import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/distill_throughput.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from benchmarks import machine
+from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from benchmarks import harness, machine  # noqa: E402
+
 
 _TEACHER = flags.DEFINE_string("teacher", None, "The teacher's SavedModel version directory.")
 _STUDENT = flags.DEFINE_string("student", None, "The student's SavedModel version directory.")
@@ -32,7 +35,7 @@ _DATA = flags.DEFINE_string("data", None, "Texts: a .txt file (one per line) or 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per call.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed passes over the texts per model.")
 _NAME = flags.DEFINE_string("name", "distill_throughput", "Base name of the result files.")
-_RESULTS = flags.DEFINE_string("results", os.path.join(HERE, "results"), "Where results go.")
+_RESULTS = flags.DEFINE_string("results", harness.RESULTS, "Where results go.")
 _REPORT = flags.DEFINE_string("report", None, "A run's eval/distill.json to add the numbers to.")
 
 
@@ -79,10 +82,7 @@ def main(argv):
               "speedup": round(rates["student"] / rates["teacher"], 2),
               "pass_seconds": {who: [round(s, 2) for s in times] for who, times in seconds.items()},
               "machine_before": before, "machine_after": after}
-    os.makedirs(_RESULTS.value, exist_ok=True)
-    files.write_atomically(os.path.join(_RESULTS.value, _NAME.value + ".json"),
-                           json.dumps(result, indent=2))
-    files.write_atomically(os.path.join(_RESULTS.value, _NAME.value + ".md"), markdown(result))
+    harness.save(_NAME.value, result, markdown(result), _RESULTS.value)
     if _REPORT.value:
         with open(_REPORT.value) as f:
             report = json.load(f)

@@ -17,19 +17,16 @@ Run (after benchmarks/careful_finetuning.py):
 import csv
 import json
 import os
-import subprocess
 import sys
-import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/forgetting.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
-SST2 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "sst2"))
-sys.path.insert(0, HERE)
+from absl import app, flags  # noqa: E402
 
-import machine  # noqa: E402
+from benchmarks import harness  # noqa: E402
+
+SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
 
 CONFIGS = {
     "plain": ("plain continuation", []),
@@ -38,11 +35,11 @@ CONFIGS = {
     "l2sp": ("L2-SP 0.1 toward the SST-2 weights", ["--l2sp=0.1"]),
 }
 
-_BASE = flags.DEFINE_string("base", os.path.join(ROOT, "runs", "careful", "full"),
+_BASE = flags.DEFINE_string("base", os.path.join(harness.ROOT, "runs", "careful", "full"),
                             "The SST-2 run to continue.")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", 100, "Steps of each continuation.")
 _CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Continuations to run, in order.")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(ROOT, "runs", "forgetting"),
+_RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(harness.ROOT, "runs", "forgetting"),
                                 "Where the runs go.")
 
 
@@ -60,30 +57,22 @@ def write_as_rotten_tomatoes(name, path):
 
 def run_config(name, files, runs_dir, max_steps, base):
     model_dir = os.path.join(runs_dir, name)
-    command = ["nice", "-n", "10", sys.executable, "-m", "tfimitate.train",
-               "--flagfile=configs/quickstart.cfg", f"--max_steps={max_steps}",
-               f"--model_dir={model_dir}", "--export_dir=", f"--init_from={base}",
-               "--label_map=fresh=1,rotten=0", f"--retain_eval_data={files['sst2_test']}",
-               *[flag.format(**files) for flag in CONFIGS[name][1]]]
-    before = machine.describe()
-    start = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    with open(os.path.join(runs_dir, name + ".log"), "w") as f:
-        f.write(result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    run = harness.train(["--flagfile=configs/quickstart.cfg", f"--max_steps={max_steps}",
+                         f"--model_dir={model_dir}", "--export_dir=", f"--init_from={base}",
+                         "--label_map=fresh=1,rotten=0", f"--retain_eval_data={files['sst2_test']}",
+                         *[flag.format(**files) for flag in CONFIGS[name][1]]],
+                        log=os.path.join(runs_dir, name + ".log"))
     with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
         metrics = json.load(f)
-    shown = " ".join(["python"] + command[4:]).replace(ROOT + os.sep, "")
-    return {"config": CONFIGS[name][0], "command": shown,
+    return {"config": CONFIGS[name][0], "command": run["command"],
             "sst2_test_before": metrics["retain_score_before"],
             "sst2_test_after": metrics["retain_score"], "forgetting": metrics["forgetting"],
             "rotten_tomatoes_holdout": metrics["accuracy"], "steps": metrics["step"],
-            "wall_seconds": round(time.time() - start), "machine_before": before,
-            "machine_after": machine.describe()}
+            "wall_seconds": run["wall_seconds"], "machine_before": run["machine_before"],
+            "machine_after": run["machine_after"]}
 
 
-def write_markdown(results, path):
+def markdown(results):
     lines = ["| continuation | SST-2 test before | after | forgetting | Rotten Tomatoes hold-out |",
              "|---|---|---|---|---|"]
     for r in results.values():
@@ -92,8 +81,7 @@ def write_markdown(results, path):
                      f"{100 * r['rotten_tomatoes_holdout']:.1f}% |")
     lines += ["", "Commands (from the repository root):", ""]
     lines += [f"    {r['command']}" for r in results.values()]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv):
@@ -103,18 +91,12 @@ def main(argv):
                  "train.tsv", os.path.join(_RUNS_DIR.value, "sst2_train_as_rt.csv")),
              "sst2_test": write_as_rotten_tomatoes(
                  "test.tsv", os.path.join(_RUNS_DIR.value, "sst2_test_as_rt.csv"))}
-    path = os.path.join(RESULTS, "forgetting.json")
-    results = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            results = json.load(f)
+    results = harness.load("forgetting")
     for name in _CONFIGS.value:
         if name in results:
             continue
         results[name] = run_config(name, files, _RUNS_DIR.value, _MAX_STEPS.value, _BASE.value)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-        write_markdown(results, os.path.join(RESULTS, "forgetting.md"))
+        harness.save("forgetting", results, markdown(results))
         print(name, results[name], flush=True)
 
 

@@ -18,12 +18,14 @@ import subprocess
 import sys
 import time
 
-from absl import flags
+if not __package__:  # run as `python benchmarks/multitask_serving.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import machine
-from tfimitate.errors import UserError, run_cli
+from absl import flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from benchmarks import harness, machine  # noqa: E402
+from tfimitate.errors import UserError, run_cli  # noqa: E402
+
 _MULTI = flags.DEFINE_string("multi", None, "The multi-task SavedModel version directory.")
 _SINGLES = flags.DEFINE_list("singles", None,
                              "SUBTASK=DIR pairs: each subtask's single-task SavedModel version.")
@@ -32,7 +34,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per call.", lower_bo
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed passes over the texts.", lower_bound=1)
 _LIMIT = flags.DEFINE_integer("limit", 512, "Texts to use (the first ones).", lower_bound=1)
 _NAME = flags.DEFINE_string("name", "multitask_serving", "Base name of the result files.")
-_RESULTS = flags.DEFINE_string("results", os.path.join(HERE, "results"), "Where results go.")
+_RESULTS = flags.DEFINE_string("results", harness.RESULTS, "Where results go.")
 _ARM = flags.DEFINE_string("arm", None, "Internal: run one arm (JSON) and print its result.")
 
 
@@ -80,8 +82,6 @@ def main(argv):
         return
     if not (_MULTI.value and _SINGLES.value and _DATA.value):
         raise UserError("--multi, --singles and --data are required (see the module docstring).")
-    from tfimitate import files
-
     singles = dict(entry.split("=", 1) for entry in _SINGLES.value)
     with open(_DATA.value, encoding="utf-8") as f:
         texts = [line.rstrip("\n").split("\t")[0] for line in f if line.strip()][:_LIMIT.value]
@@ -101,15 +101,13 @@ def main(argv):
     result = {"multi": _MULTI.value, "singles": singles, "data": _DATA.value, "texts": len(texts),
               "batch_size": _BATCH_SIZE.value, "rounds": _ROUNDS.value, "arms": results,
               "machine": before, "load_after": after}
-    os.makedirs(_RESULTS.value, exist_ok=True)
-    base = os.path.join(_RESULTS.value, _NAME.value)
-    files.write_atomically(base + ".json", json.dumps(result, indent=2))
     rows = ["| arm | RSS loaded (MB) | peak RSS (MB) | ms per batch, all subtasks |", "|---|---|---|---|"]
     rows += [f"| {arm} | {r['rss_mb_loaded']} | {r['rss_mb_peak']} | {r['ms_per_batch_all_subtasks']} |"
              for arm, r in results.items()]
-    files.write_atomically(base + ".md", "\n".join(
+    harness.save(_NAME.value, result, "\n".join(
         [f"# Multi-task vs single-task serving ({len(texts)} texts of {_DATA.value}, batch "
-         f"{_BATCH_SIZE.value})", ""] + rows + ["", machine.markdown(before, before["load_average"], after)]) + "\n")
+         f"{_BATCH_SIZE.value})", ""] + rows + ["", machine.markdown(before, before["load_average"], after)]) + "\n",
+        _RESULTS.value)
     print("\n".join(rows))
 
 

@@ -13,20 +13,23 @@ Run from the repository root (so this checkout's tfimitate is imported):
 
 import json
 import os
+import sys
 import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/ner_served_f1.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from benchmarks import machine
+from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from benchmarks import harness, machine  # noqa: E402
+
 
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel version directory.")
 _DATA = flags.DEFINE_string("data", None, "CoNLL/JSONL file of gold sentences.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None,
                                  "The training run, for its eval/test_metrics.json (optional).")
 _NAME = flags.DEFINE_string("name", "ner_served_f1", "Base name of the result files.")
-_RESULTS = flags.DEFINE_string("results", os.path.join(HERE, "results"), "Where results go.")
+_RESULTS = flags.DEFINE_string("results", harness.RESULTS, "Where results go.")
 
 
 def main(argv):
@@ -52,12 +55,8 @@ def main(argv):
             test = json.load(f)
         result["test_metrics"] = {k: test[k] for k in ("precision", "recall", "f1", "step", "data")}
         result["gap_points"] = round(100 * (served["f1"] - test["f1"]), 2)
-    os.makedirs(_RESULTS.value, exist_ok=True)
-    with open(os.path.join(_RESULTS.value, _NAME.value + ".json"), "w") as f:
-        json.dump(result, f, indent=2)
     text = markdown(result)
-    with open(os.path.join(_RESULTS.value, _NAME.value + ".md"), "w") as f:
-        f.write(text)
+    harness.save(_NAME.value, result, text, _RESULTS.value)
     print(text)
 
 

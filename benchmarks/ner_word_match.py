@@ -12,23 +12,25 @@ Run from the repository root (so this checkout's tfimitate is imported):
     python -m benchmarks.ner_word_match --data=../shared/data/conll2003/test.txt --top=30
 """
 
-import json
 import os
+import sys
 import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/ner_word_match.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from benchmarks import machine
+from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CONLL = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "conll2003"))
+from benchmarks import harness, machine  # noqa: E402
+
+CONLL = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "conll2003"))
 # The splitter tag_text used before issue 10: whitespace and around every punctuation mark.
 OLD_DELIMITERS, OLD_KEPT = r"\s+|\p{P}|[[:punct:]]", r"\p{P}|[[:punct:]]"
 
 _DATA = flags.DEFINE_list("data", [os.path.join(CONLL, f"{name}.txt") for name in
                                    ("test", "dev", "train")], "CoNLL/JSONL files to measure.")
 _TOP = flags.DEFINE_integer("top", 15, "How many of the most frequent mismatches to list.")
-_RESULTS = flags.DEFINE_string("results", os.path.join(HERE, "results"),
+_RESULTS = flags.DEFINE_string("results", harness.RESULTS,
                                "Where ner_word_match.json and .md go.")
 
 
@@ -81,12 +83,8 @@ def main(argv):
 
     results = [measure(path, _TOP.value) for path in _DATA.value]
     info = machine.describe()
-    os.makedirs(_RESULTS.value, exist_ok=True)
-    with open(os.path.join(_RESULTS.value, "ner_word_match.json"), "w") as f:
-        json.dump({"machine": info, "results": results}, f, indent=2, ensure_ascii=False)
     text = markdown(results, info)
-    with open(os.path.join(_RESULTS.value, "ner_word_match.md"), "w") as f:
-        f.write(text)
+    harness.save("ner_word_match", {"machine": info, "results": results}, text, _RESULTS.value)
     print(text)
 
 

@@ -28,13 +28,14 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/served_shapes.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import machine
+from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SST2 = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "sst2"))
-RESULTS = os.path.join(HERE, "results")
+from benchmarks import harness, machine  # noqa: E402
+
+SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
 BATCH, MAX_LENGTH, PASSES = 32, 128, 3
 VARIANTS = ("trim", "16", "16,32,64", "128", "trim_onednn_off", "parts", "hf")
 
@@ -163,9 +164,6 @@ def write_report(results, before, after):
                "load_average_after": after, "batch_size": BATCH, "max_length": MAX_LENGTH,
                "texts": sum(map(len, dev_batches())), "results_texts_per_s": results,
                "command": "python benchmarks/served_shapes.py " + " ".join(sys.argv[1:])}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "served_shapes.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     lines = [f"# Served text classification at variable shapes: MiniLM-L6, SST-2 dev, batch {BATCH}", "",
              machine.markdown(summary["machine"], before, after), "",
              f"Command: `{summary['command']}`. Pass 1 meets each batch shape first; every "
@@ -180,8 +178,7 @@ def write_report(results, before, after):
                     f"| {variant} | {name} | " + " / ".join(f"{r:.1f}" for r in value["texts_per_s"])
                     + " | " + " / ".join(f"{c:.1f}" for c in value["cpu_ms_per_text"])
                     + f" | {measured['load_average_after']} |")
-    with open(os.path.join(RESULTS, "served_shapes.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    harness.save("served_shapes", summary, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

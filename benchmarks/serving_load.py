@@ -15,7 +15,6 @@ scheduler.
         --batch_size=32 --texts_file=../shared/data/sst2/dev.tsv
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -23,13 +22,16 @@ import sys
 import threading
 import time
 
-import numpy as np
-from absl import flags
+if not __package__:  # run as `python benchmarks/serving_load.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import machine
-from tfimitate.errors import UserError, run_cli
-from tfimitate.serving.client import ServingClient, ServingError
-from tfimitate.serving.servables import numeric_versions
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from benchmarks import harness, machine  # noqa: E402
+from tfimitate.errors import UserError, run_cli  # noqa: E402
+from tfimitate.serving.client import ServingClient, ServingError  # noqa: E402
+from tfimitate.serving.servables import numeric_versions  # noqa: E402
 
 _BASE_PATH = flags.DEFINE_string("model_base_path", None,
                                  "Folder of integer version directories (an --export_dir).")
@@ -41,7 +43,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Texts per request in the b
                                    lower_bound=2)
 _TEXTS_FILE = flags.DEFINE_string("texts_file", None,
                                   "Texts to send: one per line, or a .tsv's first column.")
-_RESULTS = flags.DEFINE_string("results_dir", os.path.join("benchmarks", "results"),
+_RESULTS = flags.DEFINE_string("results_dir", harness.RESULTS,
                                "Where serving_load.json and serving_load.md go.")
 
 TEXTS = [
@@ -183,12 +185,8 @@ def main(argv):
         process.terminate()
         process.wait(30)
     result["load_average_after"] = machine.load_average()
-    os.makedirs(_RESULTS.value, exist_ok=True)
-    with open(os.path.join(_RESULTS.value, "serving_load.json"), "w") as f:
-        json.dump(result, f, indent=2)
     markdown = _markdown(result)
-    with open(os.path.join(_RESULTS.value, "serving_load.md"), "w") as f:
-        f.write(markdown)
+    harness.save("serving_load", result, markdown, _RESULTS.value)
     print(markdown)
     if result["single"]["errors"] or result["batched"]["errors"]:
         raise UserError(f"{result['single']['errors'] + result['batched']['errors']} requests "

@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/train_throughput.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import machine
+from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SST2 = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "sst2"))
-RESULTS = os.path.join(HERE, "results")
+from benchmarks import harness, machine  # noqa: E402
+
+SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
 FRAMEWORKS = ("tfimitate", "keras_hub", "hf_torch")
 BATCH, MAX_LENGTH, LR, WARMUP_RATIO, WEIGHT_DECAY = 32, 128, 5e-5, 0.1, 0.01
 WARMUP_STEPS = 3
@@ -221,9 +222,6 @@ def write_report(results, steps, info, load_before, load_after):
     summary["tfimitate_savedmodel_inference_ex_per_s"] = served
     summary["hf_pipeline_inference_ex_per_s"] = pipeline
     summary["served_vs_hf_pipeline"] = [s / p for s, p in zip(served, pipeline)]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "train_throughput.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     lines = [f"# Fine-tuning MiniLM-L6 on SST-2: {steps} steps of batch {BATCH}, max length {MAX_LENGTH}",
              "", machine.markdown(info, load_before, load_after), "",
              f"Command: `{summary['command']}`. Float32 matmul peak measured here: "
@@ -243,8 +241,7 @@ def write_report(results, steps, info, load_before, load_after):
               f"| HF `pipeline('text-classification')` | {pipeline[0]:.1f} | {pipeline[1]:.1f} |",
               f"| ratio | {summary['served_vs_hf_pipeline'][0]:.2f}x | {summary['served_vs_hf_pipeline'][1]:.2f}x |",
               ""]
-    with open(os.path.join(RESULTS, "train_throughput.md"), "w") as f:
-        f.write("\n".join(lines))
+    harness.save("train_throughput", summary, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -38,9 +38,16 @@ class _Items(list):
 
 
 def _train(*assignments):
-    """workflow.train on an Experiment of `field=value` strings (digits become ints)."""
-    values = dict(assignment.split("=", 1) for assignment in assignments)
-    values = {k: int(v) if v.isdigit() else v for k, v in values.items()}
+    """workflow.train on an Experiment of `field=value` strings, each read by its flag's parser."""
+    from absl import flags
+
+    from tfimitate import flags as _defined  # noqa: F401  (defines the flags)
+
+    values = {}
+    for assignment in assignments:
+        field, text = assignment.split("=", 1)
+        value = flags.FLAGS[field].parser.parse(text)
+        values[field] = tuple(value) if isinstance(value, list) else value
     return workflow.train(Experiment(**values))
 
 
@@ -108,6 +115,15 @@ CASES = [
          "d.jsonl:2: 'text' is a list, not a string or number"),
     Case("read_rows", ["{tmp}/d.jsonl", "text,label"], {"d.jsonl": '{"text": "a", "label": {"id": 1}}\n'},
          "d.jsonl:1: 'label' is an object, not a string or number"),
+    Case("read_rows", ["{tmp}/d.csv", "text,label"], {"d.csv": "sentence,label\nhi,1\n"},
+         "no column 'text' (columns: sentence, label)"),
+    Case("read_rows", ["{tmp}/d.tsv", "0,1"], {"d.tsv": b"fine\t1\nbroken \xff\xfe\t0\n"},
+         "d.tsv:2: bytes are not valid UTF-8"),
+    Case("read_rows", ["{tmp}/d.tsv", "0,1"], {"d.tsv": "fine\t1\nno label here\n"},
+         "d.tsv:2: row has 1 columns but column 1 is needed"),
+    Case("read_rows", ["{tmp}/d.jsonl", "text,label"], {"d.jsonl": '{"text": "a", "label": 1}\n{"text": \n'},
+         "d.jsonl:2: not valid JSON"),
+    Case("read_rows", ["{tmp}/d.parquet", "text"], {"d.parquet": "x"}, "is not .csv, .tsv or .jsonl"),
     Case("read_rows", ["{tmp}/data", "text,label"], {"data/train.csv": "text,label\n"},
          "--train_data={tmp}/data is a directory; give a file in it."),
     # --- splits, run state, backbone config (issue 9, items 6, 7 and 9)
@@ -137,6 +153,47 @@ CASES = [
          "--output={tmp}/f/out.jsonl: {tmp}/f is a file, not a folder"),
     Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/out.txt"], {"in.txt": "a\n"},
          "--output={tmp}/out.txt: give a file ending in .jsonl or .csv."),
+    # --- technique flags refused before any work (workflow.train; the CLI prints the same line)
+    *[Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", *given],
+           {"t.csv": "text,label\n"}, expected) for given, expected in [
+        (["adversarial=fgsm"], "--adversarial=fgsm is unknown; use fgm, pgd or freelb"),
+        (["adversarial=fgm", "adv_epsilon=0.0"], "--adv_epsilon=0.0 must be above 0"),
+        (["adversarial=pgd", "adv_alpha=-1.0"], "--adv_alpha=-1.0 must be above 0"),
+        (["adversarial=freelb", "adv_steps=0"], "--adv_steps=0 must be at least 1"),
+        (["augment=typo:0.1"], "--augment=typo:0.1: 'typo' is unknown"),
+        (["augment=mask:2"], "--augment=mask:2: the rate of mask is 2, outside [0, 1]"),
+        (["augment=mask:0.1", "augment_prob=1.5"], "--augment_prob=1.5 is outside [0, 1]"),
+        (["lora_rank=0", "save_adapters_only=true"], "--save_adapters_only needs --lora_rank"),
+        (["lora_rank=4", "lora_targets="], "--lora_targets is empty"),
+        (["lora_rank=4", "freeze=embeddings"], "LoRA already freezes the whole backbone"),
+        (["lora_rank=4", "l2sp=0.1"], "--l2sp with --lora_rank"),
+        (["label_map=a=1"], "--label_map needs --init_from"),
+        (["init_from={tmp}/old", "label_map=a:1"], "--label_map: 'a:1' is not NEW=OLD"),
+        (["cache_frozen_features=true", "freeze_backbone_steps=0"], "set --freeze_backbone_steps=N"),
+        (["cache_frozen_features=true", "freeze_backbone_steps=5", "image_augment=flip"],
+         "--image_augment changes them at every step"),
+    ]],
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv",
+                            "replay_data={tmp}/old.csv", "replay_fraction=0.0"],
+         {"t.csv": "text,label\n", "old.csv": "text,label\n"}, "--replay_fraction=0.0"),
+    # the CLI's line (a child that imports TensorFlow: ~10 s each)
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--train_data={tmp}/t.csv", "--adversarial=fgsm"],
+         {"t.csv": "text,label\n" + ROWS}, "--adversarial=fgsm is unknown"),
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--train_data={tmp}/t.csv",
+                             "--augment=swap:0.1,shuffle:0.2"], {"t.csv": "text,label\n" + ROWS},
+         "--augment=swap:0.1,shuffle:0.2: 'shuffle' is unknown; use word_dropout, swap, "
+         "char_noise, mask, unk."),
+    # --- multi-task subtask names that would export a signature twice
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/a.cfg,{tmp}/b.cfg"],
+         {"a.cfg": "--task=token_classification\n--subtask_name=entities\n--train_data={tmp}/a.txt\n",
+          "b.cfg": "--task=text_classification\n--subtask_name=entities_tag_words\n--train_data={tmp}/b.csv\n"},
+         "{tmp}/b.cfg: the subtask name 'entities_tag_words' would export the signature "
+         "'entities_tag_words', which subtask 'entities' ({tmp}/a.cfg) exports too; set another "
+         "--subtask_name."),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/serving_default.cfg"],
+         {"serving_default.cfg": "--task=text_classification\n--train_data={tmp}/b.csv\n"},
+         "{tmp}/serving_default.cfg: the subtask name 'serving_default' would export the signature "
+         "'serving_default', which is the SavedModel's default signature; set another --subtask_name."),
     # --- search spaces and cross-validation (issue 16, item 8)
     Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
          {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},

@@ -148,14 +148,3 @@ def test_bad_continual_input_is_one_sentence_and_writes_nothing(old_run, tmp_pat
     with pytest.raises(UserError, match=message):
         workflow.train(cfg)
     assert not os.path.exists(tmp_path / "out")
-
-
-def test_bad_label_map_flags_are_refused():
-    from tfimitate.training import techniques
-
-    with pytest.raises(UserError, match="--label_map needs --init_from"):
-        techniques.chosen(Experiment(label_map=("a=1",)))
-    with pytest.raises(UserError, match="--label_map: 'a:1' is not NEW=OLD"):
-        techniques.chosen(Experiment(init_from="run", label_map=("a:1",)))
-    with pytest.raises(UserError, match="--replay_fraction=0.0"):
-        techniques.chosen(Experiment(replay_data="old.csv", replay_fraction=0.0))

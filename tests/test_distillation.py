@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import helpers
+from test_contract import text_classification_data
 from tfimitate import workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import get_task
@@ -21,21 +22,13 @@ UNLABELED = ["a very good film", "the worst plot", "fun and great acting", "bori
              "i love this movie", "awful acting", "the best film", "i hate this plot"]
 
 
-def sentiment_files(directory):
-    return dict(
-        train_data=helpers.write_table(directory, "train.csv", helpers.sentiment_rows(48)),
-        eval_data=helpers.write_table(directory, "eval.csv", helpers.sentiment_rows(16, seed=1)),
-        test_data=helpers.write_table(directory, "test.csv", helpers.sentiment_rows(8, seed=2)),
-    )
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny sentiment run, exported: (its Experiment, the export's version directory)."""
     directory = tmp_path_factory.mktemp("teacher")
     cfg = helpers.experiment(directory, backbone=helpers.tiny_bert_preset(directory),
                              export_dir=str(directory / "export"), max_steps=8,
-                             **sentiment_files(directory))
+                             **text_classification_data(directory)[0])
     workflow.train(cfg)
     return cfg, os.path.join(cfg.export_dir, "1")
 

@@ -35,44 +35,12 @@ def data(tmp_path_factory):
     return directory, helpers.tiny_bert_preset(directory, dropout=0.0), train
 
 
-MIRRORED_SCRIPT = """
-import sys
-import tfimitate
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfimitate import runtime, workflow
-from tfimitate.config import Experiment
-from tfimitate.tasks import base, get_task
-from tfimitate.training import loop, optim, techniques
-cfg = Experiment.load(sys.argv[1])
-task = get_task(cfg.task)
-data = task.load_data(cfg)
-preprocessor = task.make_preprocessor(cfg)
-for name in ("one_device", "mirrored"):
-    runtime.set_seeds(cfg.seed)
-    strategy = runtime.make_strategy(name)
-    print("replicas", name, strategy.num_replicas_in_sync, file=sys.stderr)
-    with strategy.scope():
-        model = workflow.build_model(task, cfg, 2, [])
-        optimizer = optim.make_optimizer(cfg.learning_rate, cfg.max_steps, cfg.warmup_ratio,
-                                         cfg.weight_decay)
-    run = base.Run(cfg, model, preprocessor, strategy)
-    loop.train_loop(model, optimizer, techniques.supervised_loss(task),
-                    task.train_dataset(run, data.train), None,
-                    cfg.replace(model_dir=f"{cfg.model_dir}-{name}"),
-                    strategy, steps_per_epoch=100, total_steps=cfg.max_steps)
-"""
-
-
 def test_mirrored_over_two_devices_follows_the_one_device_loss_curve(data):
     directory, preset, train = data
     cfg = helpers.experiment(directory, backbone=preset, train_data=train, dropout=0.0,
                              max_steps=8, checkpoint_steps=8, labels=("0", "1"))
     processes.write_flagfile(directory / "mirrored", cfg)
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(directory / "mirrored")],
-                            env=processes.child_env(), capture_output=True, text=True,
-                            timeout=TIMEOUT)
+    result = processes.train_on_two_cpus(directory / "mirrored", timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas one_device 1" in result.stderr and "replicas mirrored 2" in result.stderr
     one = processes.loss_curve(cfg.model_dir + "-one_device")

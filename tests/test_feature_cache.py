@@ -97,17 +97,6 @@ def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp
     assert step == 5 and not all(np.array_equal(b, a.numpy()) for b, a in zip(before, after))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(freeze_backbone_steps=0), "set --freeze_backbone_steps=N"),
-    (dict(image_augment=("flip",)), "--image_augment changes them at every step"),
-])
-def test_flags_it_cannot_serve_are_refused(tmp_path, overrides, message):
-    cfg = helpers.experiment(tmp_path, cache_frozen_features=True, freeze_backbone_steps=5)
-    with pytest.raises(UserError, match=message):
-        feature_cache.from_config(cfg.replace(**overrides))
-    assert not os.path.exists(cfg.model_dir)
-
-
 def test_per_token_features_are_refused(tmp_path):
     from tfimitate.tasks import token_classification
 

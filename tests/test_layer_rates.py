@@ -4,7 +4,6 @@ pretrained backbone (also after a resume), and every technique trains under mirr
 
 import os
 import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ import tensorflow as tf
 
 import helpers
 import processes
-from test_contract import TASK_DATA, TEXT_TASKS
+from test_contract import TASK_DATA
 from tfimitate import runtime, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
@@ -178,15 +177,11 @@ def test_bad_freeze_from_the_command_line_is_one_error_line(setup, tmp_path):
 
 # One process per combination: a second MirroredStrategy in the same process reuses
 # collective instance keys of the first and fails with a shape mismatch (TF 2.21).
-MIRRORED_SCRIPT = """
+# Trains cfg (sys.argv[1]) with the changes in sys.argv[2] through workflow.train, once
+# per strategy, into <model_dir>-one_device and <model_dir>-mirrored.
+TRAIN_PER_STRATEGY = """
 import json
-import sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import tfimitate
 from tfimitate import workflow
-cfg = Experiment.load(sys.argv[1])
 changes = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[2]).items()}
 for strategy in ("one_device", "mirrored"):
     workflow.train(cfg.replace(model_dir=f"{cfg.model_dir}-{strategy}", strategy=strategy,
@@ -207,10 +202,8 @@ def test_techniques_train_alike_under_mirrored_and_one_device(setup, name, chang
                       checkpoint_steps=4, labels=("0", "1"), test_data=None,
                       backbone=helpers.tiny_bert_preset(directory, dropout=0.0))
     flags = processes.write_flagfile(directory / f"mirrored_{name}_flags", cfg)
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, os.path.dirname(flags),
-                             json.dumps(changes)],
-                            env=processes.child_env(), capture_output=True, text=True,
-                            timeout=2 * TIMEOUT)
+    result = processes.train_on_two_cpus(os.path.dirname(flags), json.dumps(changes),
+                                         body=TRAIN_PER_STRATEGY, timeout=2 * TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     one = processes.loss_curve(f"{cfg.model_dir}-one_device")
     mirrored = processes.loss_curve(f"{cfg.model_dir}-mirrored")

@@ -16,7 +16,7 @@ from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import export as export_lib
 from tfimitate.tasks import base, get_task
-from tfimitate.training import loop, lora, techniques
+from tfimitate.training import loop, lora
 
 LORA = dict(lora_rank=4, lora_alpha=8.0, lora_targets=("query", "value"))
 
@@ -160,14 +160,3 @@ def test_lora_target_matching_no_layer_is_one_sentence_and_writes_nothing(lora_r
                                         "'qurey'; choose among .*query.*value"):
         workflow.train(bad)
     assert not os.listdir(tmp_path)
-
-
-@pytest.mark.parametrize("changes, message", [
-    (dict(lora_rank=0, save_adapters_only=True), "--save_adapters_only needs --lora_rank"),
-    (dict(lora_rank=4, lora_targets=()), "--lora_targets is empty"),
-    (dict(lora_rank=4, freeze=("embeddings",)), "LoRA already freezes the whole backbone"),
-    (dict(lora_rank=4, l2sp=0.1), "--l2sp with --lora_rank"),
-])
-def test_contradictory_lora_flags_are_refused(changes, message):
-    with pytest.raises(UserError, match=message):
-        techniques.chosen(Experiment(**changes))

@@ -3,6 +3,7 @@
 Example:
     plot_confusion_matrix([[5, 1], [2, 7]], ["neg", "pos"], "eval/cm.png", "dev.tsv, step 600")
     plot_curves("runs/sst2/logs/train", "runs/sst2/eval/curves.png")
+    figure, axes = pyplot().subplots()   # any figure, saved like these: save_png(figure, path)
 """
 
 import io
@@ -11,12 +12,28 @@ import os
 from tfimitate.files import write_atomically
 
 
-def plot_confusion_matrix(matrix, labels, path, title):
-    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG, atomically."""
+def pyplot():
+    """matplotlib.pyplot drawing off-screen (the Agg backend): no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(figure, path):
+    """Lays out `figure`, saves it as a PNG at `path` (atomically) and closes it."""
+    figure.tight_layout()
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    pyplot().close(figure)
+    write_atomically(path, png.getvalue())
+
+
+def plot_confusion_matrix(matrix, labels, path, title):
+    """Saves the confusion matrix (rows: true labels, columns: predicted) as a PNG, atomically."""
+    plt = pyplot()
 
     size = max(4.0, 0.6 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
@@ -31,11 +48,7 @@ def plot_confusion_matrix(matrix, labels, path, title):
         for j, count in enumerate(row):
             axes.text(j, i, str(count), ha="center", va="center",
                       color="white" if count > peak / 2 else "black")
-    figure.tight_layout()
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=100)
-    plt.close(figure)
-    write_atomically(path, png.getvalue())
+    save_png(figure, path)
 
 
 def read_scalars(log_dir, tags):
@@ -72,10 +85,7 @@ def plot_curves(log_dir, path):
     Example:
         plot_curves("runs/sst2/logs/train", "runs/sst2/eval/curves.png")
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     series = read_scalars(log_dir, ["loss", "eval/score"])
     figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
@@ -85,8 +95,4 @@ def plot_curves(log_dir, path):
         axes.set_xlabel("step")
         axes.set_title(title)
         axes.grid(alpha=0.3)
-    figure.tight_layout()
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=100)
-    plt.close(figure)
-    write_atomically(path, png.getvalue())
+    save_png(figure, path)

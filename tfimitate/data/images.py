@@ -105,32 +105,22 @@ def read_split(spec, flag, image_column="path", label_column="label", with_label
 
 def read_folder(root, flag, with_labels=True):
     """`root/<label>/<image>` (labelled), or every image under `root` (unlabelled)."""
-    paths, labels, other = [], [], 0
     if with_labels:
+        paths, labels, other = [], [], 0
         for label in sorted(files.listdir(root)):
             folder = os.path.join(root, label)
             if label.startswith(".") or not files.isdir(folder):
                 continue
-            for directory, subdirs, names in files.walk(folder):
-                subdirs.sort()
-                for name in sorted(names):
-                    if is_image_file(name):
-                        paths.append(os.path.join(directory, name))
-                        labels.append(label)
-                    else:
-                        other += 1
+            found, others = _images_below(folder)
+            paths += found
+            labels += [label] * len(found)
+            other += others
         loose = sum(1 for name in files.listdir(root) if is_image_file(name))
         if loose:
             logging.warning("%s: ignored %d images directly in the folder; labelled images go "
                             "in one sub-folder per label.", root, loose)
     else:
-        for directory, subdirs, names in files.walk(root):
-            subdirs.sort()
-            for name in sorted(names):
-                if is_image_file(name):
-                    paths.append(os.path.join(directory, name))
-                else:
-                    other += 1
+        paths, other = _images_below(root)
         labels = [""] * len(paths)
     if other:
         logging.info("%s: ignored %d files that are not %s.", root, other, "/".join(IMAGE_SUFFIXES))
@@ -139,6 +129,19 @@ def read_folder(root, flag, with_labels=True):
         raise UserError(f"{flag}={root}: no images found; the folder needs {layout} "
                         f"{', '.join(IMAGE_SUFFIXES)} files.")
     return Split(root, paths, labels, [0] * len(paths))
+
+
+def _images_below(folder):
+    """The image files under `folder` (sorted, folder by folder) and how many others there are."""
+    paths, other = [], 0
+    for directory, subdirs, names in files.walk(folder):
+        subdirs.sort()
+        for name in sorted(names):
+            if is_image_file(name):
+                paths.append(os.path.join(directory, name))
+            else:
+                other += 1
+    return paths, other
 
 
 def read_listing(spec, flag, image_column="path", label_column="label", with_labels=True):

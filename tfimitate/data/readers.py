@@ -87,14 +87,19 @@ def read_text(path, flag):
             data = bz2.decompress(data)
     except (OSError, EOFError, ValueError) as error:
         raise UserError(f"{flag}: cannot read {path} ({error}); check that the file is intact.") from None
+    text = decode_utf8(data, path, "re-save the file as UTF-8.")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def decode_utf8(data, where, fix):
+    """`data` decoded as UTF-8 (a leading BOM dropped), else one UserError naming
+    `where`:line and `fix`, e.g. "t.csv:3: bytes are not valid UTF-8 (...); re-save ..."."""
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise UserError(
-            f"{path}:{line}: bytes are not valid UTF-8 ({error.reason}); "
-            "re-save the file as UTF-8.") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+        raise UserError(f"{where}:{line}: bytes are not valid UTF-8 ({error.reason}); {fix}") \
+            from None
 
 
 def _column_index(spec, header, path, flag):

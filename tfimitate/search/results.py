@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from tfimitate import files
+from tfimitate import files, reports
 from tfimitate.search import tuner as tuner_lib
 
 BEST_DIR = "best"
@@ -112,10 +112,7 @@ def most_important(rows, names):
 
 def plot(rows, flag, path):
     """Saves a PNG: the score of each trial, and the score against `flag`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = reports.pyplot()
 
     figure, (per_trial, against) = plt.subplots(1, 2, figsize=(10, 4))
     per_trial.bar(range(len(rows)), [row["score"] for row in rows])
@@ -135,11 +132,7 @@ def plot(rows, flag, path):
         against.set_xscale("log")
     against.set_xlabel(f"--{flag}")
     against.set_title(f"score vs --{flag}")
-    figure.tight_layout()
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=100)
-    plt.close(figure)
-    files.write_atomically(path, png.getvalue())
+    reports.save_png(figure, path)
 
 
 def _show(value):

@@ -255,14 +255,8 @@ def read_texts(spec):
     """The texts of `--input`: a UTF-8 file (optionally .gz/.bz2) or `-` for stdin, one text
     per line, blank lines skipped."""
     if spec == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            raise UserError(f"--input=- (stdin):{line}: bytes are not valid UTF-8 "
-                            f"({error.reason}); send UTF-8 text.") from None
-        text = text.replace("\r\n", "\n")
+        text = readers.decode_utf8(sys.stdin.buffer.read(), "--input=- (stdin)",
+                                   "send UTF-8 text.").replace("\r\n", "\n")
     else:
         text = readers.read_text(readers.resolve_path(spec, "--input"), "--input")
     texts = [line for line in text.split("\n") if line.strip()]

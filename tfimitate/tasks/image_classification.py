@@ -18,12 +18,11 @@ Example:
 
 import dataclasses
 import functools
-import io
 import os
 
 import numpy as np
 
-from tfimitate import backbones, files
+from tfimitate import backbones, files, reports
 from tfimitate.data import image_augment, images, splits
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common
@@ -293,10 +292,7 @@ def perturbed(split, change):
 
 def plot_misclassified(paths, true, predicted, confidence, path):
     """Saves a grid of images with their true and predicted labels as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = reports.pyplot()
     import tensorflow as tf
 
     columns = min(5, len(paths))
@@ -308,11 +304,7 @@ def plot_misclassified(paths, true, predicted, confidence, path):
         axis.imshow(images.decode(tf.io.read_file(file)).numpy())
         axis.set_title(f"true: {want}\npredicted: {got} ({p:.0%})", fontsize=8)
     figure.suptitle("Most confidently misclassified images")
-    figure.tight_layout()
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=100)
-    plt.close(figure)
-    files.write_atomically(path, png.getvalue())
+    reports.save_png(figure, path)
 
 
 def predict(run, split):

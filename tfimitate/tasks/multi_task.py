@@ -19,8 +19,9 @@ scores and serves itself; this module only combines them:
 - evaluation: each subtask's own Evaluation; the score is their mean; metrics.json
   has a section per subtask (TensorBoard: eval/<subtask>/<metric>).
 - export: every subtask's signatures, renamed `<subtask>` (its serving_default) and
-  `<subtask>_<signature>` (e.g. `entities_tag_words`), plus serving_default = the
-  first subtask's; parity and warmup through the subtasks' own modules.
+  `<subtask>_<signature>` (e.g. `entities_tag_words`; subtask names that would give a
+  signature name twice are refused), plus serving_default = the first subtask's; parity
+  and warmup through the subtasks' own modules.
 
 Example:
     cfg = Experiment(task="multi_task", subtasks=("sentiment.cfg", "entities.cfg"),
@@ -94,10 +95,11 @@ def subtasks(cfg):
     defaults = {field: getattr(type(cfg)(), field) for field in SUBTASK_FIELDS}
     known = _split_labels(cfg.labels)
     found = []
+    exported = {"serving_default": "is the SavedModel's default signature"}
     for path in cfg.subtasks:
         values = _read_flagfile(path)
         name = values.get("subtask_name") or os.path.splitext(os.path.basename(path))[0]
-        if not _NAME_PATTERN.match(name) or name == "serving_default":
+        if not _NAME_PATTERN.match(name):
             raise UserError(f"{path}: the subtask name '{name}' must start with a letter and "
                             "hold only letters, digits and _ (it names a signature); set "
                             "--subtask_name.")
@@ -114,7 +116,14 @@ def subtasks(cfg):
             sub = sub.replace(labels=known.get(name))
         from tfimitate.tasks import get_task
 
-        found.append(Subtask(name, get_task(sub.task), sub, path))
+        module = get_task(sub.task)
+        for signature in (_exported_name(name, s) for s in module.SIGNATURES):
+            if signature in exported:
+                raise UserError(f"{path}: the subtask name '{name}' would export the signature "
+                                f"'{signature}', which {exported[signature]}; set another "
+                                "--subtask_name.")
+            exported[signature] = f"subtask '{name}' ({path}) exports too"
+        found.append(Subtask(name, module, sub, path))
     return found
 
 

@@ -32,6 +32,7 @@ from tfimitate.training import inference
 NAME = "text_classification"
 RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
 PREDICT_BATCH = 64
+SIGNATURES = ("serving_default",)  # what serving_module exports
 
 
 @dataclasses.dataclass(eq=False)
@@ -411,7 +412,7 @@ class TextClassifierServer(tf.Module):
 
     def serving_signatures(self):
         """Signature name -> tf.function, as saved in the SavedModel."""
-        return {"serving_default": self.serve}
+        return dict(zip(SIGNATURES, (self.serve,)))
 
     def _classify(self, inputs):
         features = self.preprocessor(x=inputs)

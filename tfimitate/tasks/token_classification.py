@@ -34,6 +34,7 @@ from tfimitate.training import inference
 NAME = "token_classification"
 RESUME_FIELDS = ("tagging_scheme",)
 PREDICT_BATCH = 64
+SIGNATURES = ("serving_default", "tag_words")  # what serving_module exports
 # Served entity F1 this far below the in-framework F1 is worth a warning.
 SKEW_WARNING = 0.005
 
@@ -479,7 +480,7 @@ class TokenTaggerServer(tf.Module):
 
     def serving_signatures(self):
         """Signature name -> tf.function, as saved in the SavedModel."""
-        return {"serving_default": self.serve, "tag_words": self.tag_words}
+        return dict(zip(SIGNATURES, (self.serve, self.tag_words)))
 
 
 def serving_module(run, labels_file):
