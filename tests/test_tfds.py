@@ -129,6 +129,8 @@ def test_images_and_the_class_label_names_come_from_tfds(data_dir, tmp_path):
     for i, (image, _) in enumerate(expected):  # the stored PNG, as the task decodes it
         assert np.array_equal(images.decode(split.read(i)).numpy(), np.repeat(image, 3, -1))
     assert split.subset([1], "x").read(0) == split.read(1)
+    served = image_classification.serving_examples(split)["image_bytes"]
+    assert served == [split.read(i) for i in range(4)]  # the stored PNGs, as TF Serving gets them
     cfg = helpers.experiment(tmp_path, task="image_classification", train_data="tfds:tiny_images",
                              image_column="image", tfds_data_dir=data_dir)
     assert image_classification.load_data(cfg).labels == tuple(CLASSES)
@@ -137,21 +139,20 @@ def test_images_and_the_class_label_names_come_from_tfds(data_dir, tmp_path):
 
 @pytest.mark.parametrize("task, flags", [
     ("token_classification", dict(train_data="tfds:tiny_ner", eval_data="tfds:tiny_ner:dev",
-                                  test_data="tfds:tiny_ner", text_column="tokens",
-                                  label_column="ner")),
-    ("image_classification", dict(train_data="tfds:tiny_images", image_column="image",
-                                  test_data="tfds:tiny_images", holdout_fraction=0.25)),
+                                  text_column="tokens", label_column="ner")),
+    ("image_classification", dict(train_data="tfds:tiny_images", eval_data="tfds:tiny_images:test",
+                                  image_column="image")),
 ])
-def test_a_task_trains_evaluates_and_exports_from_tfds_inputs(data_dir, tmp_path, task, flags):
+def test_a_task_trains_and_evaluates_from_tfds_inputs(data_dir, tmp_path, task, flags):
     backbone = (image_helpers.tiny_image_preset(tmp_path) if task == "image_classification"
                 else helpers.tiny_bert_preset(tmp_path))
     cfg = helpers.experiment(tmp_path, task=task, backbone=backbone, tfds_data_dir=data_dir,
-                             export_dir=str(tmp_path / "export"), max_steps=2, checkpoint_steps=2,
-                             batch_size=4, **flags)
+                             max_steps=2, checkpoint_steps=2, batch_size=4, **flags)
     metrics = workflow.train(cfg)
-    with open(os.path.join(cfg.model_dir, "eval", "test_metrics.json")) as f:
-        assert json.load(f)["step"] == metrics["step"] == 2
-    assert os.listdir(cfg.export_dir) == ["1"]  # exported with parity on the tfds examples
+    with open(os.path.join(cfg.model_dir, "eval", "metrics.json")) as f:
+        assert json.load(f) == metrics and metrics["step"] == 2
+    with open(os.path.join(cfg.model_dir, "experiment.json")) as f:
+        assert json.load(f)["labels"] == (NER_TAGS if task == "token_classification" else CLASSES)
 
 
 @pytest.mark.parametrize("spec, columns, message", [
