@@ -85,7 +85,8 @@ def _store_images(tfds, directory):
                            for i, (image, label) in enumerate(pairs)]
     tfds.dataset_builders.store_as_tfds_dataset(
         "tiny_images", "1.0.0", features, data_dir=directory, disable_shuffling=True,
-        split_datasets={"train": split(gray_images(16, 0)), "test": split(gray_images(4, 1))})
+        split_datasets={"train": split(gray_images(16, 0)), "test": split(gray_images(4, 1)),
+                        "unlabelled": [(0, {"image": gray_images(1, 2)[0][0], "label": -1})]})
 
 
 def test_a_split_is_read_as_rows_with_class_label_names(data_dir):
@@ -135,6 +136,13 @@ def test_images_and_the_class_label_names_come_from_tfds(data_dir, tmp_path):
                              image_column="image", tfds_data_dir=data_dir)
     assert image_classification.load_data(cfg).labels == tuple(CLASSES)
     assert tf.io.gfile.listdir(str(tmp_path)) == []  # nothing written beside the data
+    with pytest.raises(UserError, match=r"--test_data=tfds:tiny_images:unlabelled: example 1 has "
+                                        r"class id -1 in feature 'label', not one of its 3 "
+                                        r"classes .*; give a labelled split\."):
+        images.read_split("tfds:tiny_images:unlabelled", "--test_data", "image", "label",
+                          tfds_data_dir=data_dir)
+    assert len(images.read_split("tfds:tiny_images:unlabelled", "--input", "image", "label",
+                                 with_labels=False, tfds_data_dir=data_dir)) == 1  # to predict
 
 
 @pytest.mark.parametrize("task, flags", [

@@ -133,12 +133,21 @@ def _examples(spec_text, columns, flag, data_dir, decoders=None):
     return features, tfds.as_numpy(dataset)
 
 
-def _value(feature, value):
+def _class_name(feature, value, key, where):
+    """The name of class id `value` of ClassLabel `feature`; an id outside it is refused."""
+    if not 0 <= value < feature.num_classes:
+        raise UserError(f"{where} has class id {value} in feature '{key}', not one of its "
+                        f"{feature.num_classes} classes (unlabelled splits, like GLUE's test "
+                        "splits, store -1); give a labelled split.")
+    return feature.int2str(int(value))
+
+
+def _value(feature, value, key, where):
     """A feature value as the string the tasks read (ClassLabel ids become names)."""
     import tensorflow_datasets as tfds
 
     if isinstance(feature, tfds.features.ClassLabel):
-        return feature.int2str(int(value))
+        return _class_name(feature, value, key, where)
     if isinstance(value, bytes):
         return value.decode("utf-8")
     return str(value.item() if hasattr(value, "item") else value)
@@ -150,7 +159,8 @@ def read_rows(spec_text, columns, flag, data_dir=None):
 
     wanted = [(column, None, "value") for column in columns]
     features, examples = _examples(spec_text, wanted, flag, data_dir)
-    return [Row(index, tuple(_value(features[c], example[c]) for c in columns))
+    return [Row(index, tuple(_value(features[c], example[c], c, f"{flag}={spec_text}: example "
+                                     f"{index}") for c in columns))
             for index, example in enumerate(examples, start=1)]
 
 
@@ -163,7 +173,8 @@ def read_sentences(spec_text, words_column, tags_column, flag, data_dir=None, wi
     if with_tags:
         columns.append((tags_column, "--label_column", "tags"))
     features, examples = _examples(spec_text, columns, flag, data_dir)
-    names = features[tags_column].feature.names if with_tags else ()
+    tag_feature = features[tags_column].feature if with_tags else None
+    names = tag_feature.names if with_tags else ()
     wrong = [name for name in names if not conll.TAG_PATTERN.match(name)]
     if wrong:
         raise UserError(f"{flag}={spec_text}: --label_column={tags_column} holds tags such as "
@@ -172,10 +183,12 @@ def read_sentences(spec_text, words_column, tags_column, flag, data_dir=None, wi
     sentences, empty = [], 0
     for index, example in enumerate(examples, start=1):
         words = [word.decode("utf-8") for word in example[words_column]]
-        tags = [names[i] for i in example[tags_column]] if with_tags else ["O"] * len(words)
+        where = f"{flag}={spec_text}: example {index}"
+        tags = ([_class_name(tag_feature, i, tags_column, where) for i in example[tags_column]]
+                if with_tags else ["O"] * len(words))
         if len(words) != len(tags):
-            raise UserError(f"{flag}={spec_text}: example {index} has {len(words)} words but "
-                            f"{len(tags)} tags; fix the dataset (one tag per word).")
+            raise UserError(f"{where} has {len(words)} words but {len(tags)} tags; fix the "
+                            "dataset (one tag per word).")
         if not words:
             empty += 1
             continue
@@ -200,9 +213,10 @@ def read_images(spec_text, image_column, label_column, flag, data_dir=None, with
     features, examples = _examples(spec_text, columns, flag, data_dir,
                                    decoders={image_column: tfds.decode.SkipDecoding()})
     contents, labels = [], []
-    for example in examples:
+    for index, example in enumerate(examples, start=1):
         contents.append(example[image_column])
-        labels.append(_value(features[label_column], example[label_column]) if with_labels else "")
+        labels.append(_value(features[label_column], example[label_column], label_column,
+                             f"{flag}={spec_text}: example {index}") if with_labels else "")
     if not contents:
         raise UserError(f"{flag}={spec_text}: the split holds no images; name another split.")
     return images.Split(spec_text, [f"{spec_text}#{i}" for i in range(1, len(contents) + 1)],
