@@ -200,7 +200,8 @@ def test_a_malformed_spec_is_refused_before_anything_is_imported():
     ("image_classification", dict(image_column="path"),
      r"has no feature 'path' \(features: image, label\); set --image_column"),
 ])
-def test_a_missing_or_wrong_kind_of_feature_names_its_flag(data_dir, tmp_path, task, flags, message):
+def test_a_missing_or_wrong_kind_of_feature_names_its_flag(data_dir, tmp_path, task, flags,
+                                                           message):
     name = "tiny_ner" if task == "token_classification" else "tiny_images"
     cfg = helpers.experiment(tmp_path, task=task, train_data=f"tfds:{name}",
                              tfds_data_dir=data_dir, **flags)

@@ -84,21 +84,27 @@ def _builder(spec, flag, data_dir):
 
 
 def _is(kind, feature):
+    """Whether `feature` is what a column of `kind` (a key of KINDS) reads."""
     import tensorflow_datasets as tfds
 
+    if kind == "value":
+        return not feature.shape
+    if kind == "image":
+        return isinstance(feature, tfds.features.Image)
     inner = getattr(feature, "feature", None)
-    return {"value": lambda: not feature.shape,
-            "words": lambda: isinstance(feature, tfds.features.Sequence)
-            and isinstance(inner, tfds.features.Text),
-            "tags": lambda: isinstance(feature, tfds.features.Sequence)
-            and isinstance(inner, tfds.features.ClassLabel) and bool(inner.names),
-            "image": lambda: isinstance(feature, tfds.features.Image)}[kind]()
+    if not isinstance(feature, tfds.features.Sequence):
+        return False
+    if kind == "words":
+        return isinstance(inner, tfds.features.Text)
+    return isinstance(inner, tfds.features.ClassLabel) and bool(inner.names)
 
 
 def _describe(feature):
     inner = getattr(feature, "feature", None)
     name = type(feature).__name__
-    return f"{name}({type(inner).__name__})" if inner is not None else f"{name} of shape {feature.shape}"
+    if inner is not None:
+        return f"{name}({type(inner).__name__})"
+    return f"{name} of shape {feature.shape}"
 
 
 def _features(builder, columns, spec_text, flag):
