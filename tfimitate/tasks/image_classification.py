@@ -63,8 +63,8 @@ def validate(cfg):
 
 
 def read_file(path, cfg, flag, with_labels=True):
-    """Images of a folder or listing: labelled (checked against cfg.labels), or any
-    images (a folder, a listing or one image file) to predict; undecodable files are
+    """Images of a folder, listing or TFDS split: labelled (checked against cfg.labels), or
+    any images (also one image file) to predict; undecodable files are
     skipped (or refused with --strict_images)."""
     split = images.read_split(path, flag, cfg.image_column, cfg.label_column, with_labels,
                               cfg.tfds_data_dir)
