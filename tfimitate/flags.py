@@ -34,7 +34,8 @@ TRAIN_DATA = flags.DEFINE_string(
     "Training file: .csv, .tsv or .jsonl (optionally .gz/.bz2), or CoNLL for "
     "token_classification. `package:NAME/path` reads a file shipped inside an "
     "installed Python package; `tfds:NAME[/CONFIG][:SPLIT]` a prepared TensorFlow "
-    "Datasets split (text_classification; see --tfds_data_dir). Local or gs:// paths.")
+    "Datasets split (every task; the column flags name its features; see "
+    "--tfds_data_dir). Local or gs:// paths.")
 EVAL_DATA = flags.DEFINE_string(
     "eval_data", None,
     "Evaluation file, same format as --train_data. If unset, a seeded "
@@ -44,16 +45,19 @@ TEST_DATA = flags.DEFINE_string(
 TEXT_COLUMN = flags.DEFINE_string(
     "text_column", "text",
     "Column holding the text: a header name, or a 0-based index for files "
-    "without a header row.")
+    "without a header row (tfds: inputs: a feature key; token_classification: its "
+    "Sequence(Text) of words).")
 TEXT_PAIR_COLUMN = flags.DEFINE_string(
     "text_pair_column", None,
     "Column holding the second text of pair tasks (entailment, paraphrase).")
 LABEL_COLUMN = flags.DEFINE_string(
-    "label_column", "label", "Column holding the label: a name or a 0-based index.")
+    "label_column", "label",
+    "Column holding the label: a name or a 0-based index (tfds: inputs: a feature key, "
+    "usually a ClassLabel; token_classification: its Sequence(ClassLabel) of tags).")
 LABELS = flags.DEFINE_list(
     "labels", None,
     "The label set, in class-id order. If unset, it is collected (sorted) from "
-    "the training data and saved with the model.")
+    "the training data (a tfds: input's ClassLabel names, in order) and saved with the model.")
 DROP_UNLISTED_LABELS = flags.DEFINE_bool(
     "drop_unlisted_labels", False,
     "With --labels: drop (and count) rows whose label is not listed, instead "
@@ -69,7 +73,8 @@ HOLDOUT_FRACTION = flags.DEFINE_float(
 IMAGE_COLUMN = flags.DEFINE_string(
     "image_column", "path",
     "image_classification listings (.csv/.tsv/.jsonl): column holding the image path, "
-    "relative to the listing's folder (a name or a 0-based index).")
+    "relative to the listing's folder (a name or a 0-based index); tfds: inputs: the "
+    "Image feature's key.")
 STRICT_IMAGES = flags.DEFINE_bool(
     "strict_images", False,
     "image_classification: stop with an error on files that are not decodable images "

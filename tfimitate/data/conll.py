@@ -17,7 +17,7 @@ from typing import List, NamedTuple
 
 from absl import logging
 
-from tfimitate.data import readers
+from tfimitate.data import readers, tfds_source
 from tfimitate.errors import UserError
 
 DOCSTART = "-DOCSTART-"
@@ -31,12 +31,16 @@ class Sentence(NamedTuple):
     lines: List[int]  # 1-based line of each word in the file
 
 
-def read_sentences(spec, flag, with_tags=True):
+def read_sentences(spec, flag, with_tags=True, columns=None, tfds_data_dir=None):
     """Reads a CoNLL file (or .jsonl with `tokens`/`tags`) into checked Sentences.
 
     With `with_tags=False` (words to tag) tags are optional: a one-column CoNLL
     file or JSONL without `tags` is read, and any tags are ignored (all O).
+    `tfds:NAME[/CONFIG][:SPLIT]` reads a prepared TensorFlow Datasets split from
+    `tfds_data_dir` (tfds_source.py); `columns` (words, tags) name its features.
     """
+    if tfds_source.is_tfds(spec):
+        return tfds_source.read_sentences(spec, *columns, flag, tfds_data_dir, with_tags)
     path = readers.resolve_path(spec, flag)
     text = readers.read_text(path, flag)
     if readers.base_suffix(path) in (".jsonl", ".json"):

@@ -19,13 +19,13 @@ Example:
 
 import dataclasses
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from absl import logging
 
 from tfimitate import files
-from tfimitate.data import readers
+from tfimitate.data import readers, tfds_source
 from tfimitate.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -41,20 +41,36 @@ SHUFFLE_BUFFER = 10_000
 class Split:
     """Image files of one data source, in a fixed order (compared and hashed by identity).
 
-    `lines` are the listing's line numbers (0 for files found in a folder).
+    `lines` are the listing's line numbers (0 for files found in a folder). With
+    `contents` (encoded images held in memory, e.g. a TFDS split) `paths` only name them.
     """
 
     source: str
     paths: List[str]
     labels: List[str]
     lines: List[int]
+    contents: Optional[List[bytes]] = None
 
     def __len__(self):
         return len(self.paths)
 
     def subset(self, indices, source):
-        pick = lambda values: [values[i] for i in indices]
-        return Split(source, pick(self.paths), pick(self.labels), pick(self.lines))
+        pick = lambda values: None if values is None else [values[i] for i in indices]
+        return Split(source, pick(self.paths), pick(self.labels), pick(self.lines),
+                     pick(self.contents))
+
+    def read(self, i):
+        """The encoded bytes of image `i`."""
+        return self.contents[i] if self.contents is not None else files.read_bytes(self.paths[i])
+
+    def sources(self):
+        """(per image: its path or its bytes, a TF function of one of them -> encoded bytes),
+        for tf.data."""
+        import tensorflow as tf
+
+        if self.contents is not None:
+            return self.contents, tf.identity
+        return self.paths, tf.io.read_file
 
     def where(self, i):
         """The file (and listing line) of example `i`, for messages."""
@@ -86,12 +102,17 @@ def is_image_file(name):
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def read_split(spec, flag, image_column="path", label_column="label", with_labels=True):
-    """Reads a folder or a listing into a Split (labels are "" when `with_labels` is False).
+def read_split(spec, flag, image_column="path", label_column="label", with_labels=True,
+               tfds_data_dir=None):
+    """Reads a folder, a listing or a TFDS split (`tfds:NAME[/CONFIG][:SPLIT]` in
+    `tfds_data_dir`, tfds_source.py) into a Split (labels are "" when `with_labels` is False).
 
     Unlabelled inputs (predict) may also be one image file or a folder of images in any
     layout.
     """
+    if tfds_source.is_tfds(spec):
+        return tfds_source.read_images(spec, image_column, label_column, flag, tfds_data_dir,
+                                       with_labels)
     path = spec if files.is_remote(spec) else os.path.expanduser(spec)
     if files.isdir(path):
         return read_folder(path, flag, with_labels)
@@ -210,11 +231,13 @@ def check_images(split, strict, flag):
     """
     import tensorflow as tf
 
-    def probe(index, path):
-        image = decode(tf.io.read_file(path))
+    sources, read = split.sources()
+
+    def probe(index, source):
+        image = decode(read(source))
         return index, tf.shape(image)[0] * tf.shape(image)[1] > 0
 
-    dataset = (tf.data.Dataset.from_tensor_slices((np.arange(len(split)), split.paths))
+    dataset = (tf.data.Dataset.from_tensor_slices((np.arange(len(split)), sources))
                .map(probe, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
                .ignore_errors()
                .batch(DECODE_BATCH))
@@ -244,12 +267,13 @@ def image_dataset(split, image_format, extra=None, cache=None):
     """
     import tensorflow as tf
 
-    data = {"path": list(split.paths)}
+    sources, read = split.sources()
+    data = {"source": list(sources)}
     data.update(extra or {})
 
     def load(element):
         element = dict(element)
-        image = load_image(tf.io.read_file(element.pop("path")), image_format)
+        image = load_image(read(element.pop("source")), image_format)
         element["images"] = tf.cast(image, tf.uint8)
         return element
 

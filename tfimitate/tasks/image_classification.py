@@ -1,8 +1,9 @@
 """Image classification by transfer: one label per image, from image files to TF Serving.
 
-Data: a folder with one sub-folder per label, or a .csv/.tsv/.jsonl listing of
+Data: a folder with one sub-folder per label, a .csv/.tsv/.jsonl listing of
 `--image_column` (paths relative to the listing) and `--label_column`
-(tfimitate/data/images.py). Model: an image backbone (a keras-hub image preset or a
+(tfimitate/data/images.py), or a TFDS split with an Image and a label feature
+(tfimitate/data/tfds_source.py). Model: an image backbone (a keras-hub image preset or a
 Keras model file cut at `--backbone_layer`, see backbones.py) behind a rescaling layer
 that maps 0..255 pixels to what the backbone was trained on, then pooling, dropout and
 float32 logits. Metrics: those of text classification plus top-5 accuracy (more than 5
@@ -22,8 +23,8 @@ import os
 
 import numpy as np
 
-from tfimitate import backbones, files, reports
-from tfimitate.data import image_augment, images, splits
+from tfimitate import backbones, reports
+from tfimitate.data import image_augment, images, splits, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common
 
@@ -61,10 +62,11 @@ def validate(cfg):
 
 
 def read_file(path, cfg, flag, with_labels=True):
-    """Images of a folder or listing: labelled (checked against cfg.labels), or any
-    images (a folder, a listing or one image file) to predict; undecodable files are
+    """Images of a folder, listing or TFDS split: labelled (checked against cfg.labels), or
+    any images (also one image file) to predict; undecodable files are
     skipped (or refused with --strict_images)."""
-    split = images.read_split(path, flag, cfg.image_column, cfg.label_column, with_labels)
+    split = images.read_split(path, flag, cfg.image_column, cfg.label_column, with_labels,
+                              cfg.tfds_data_dir)
     if with_labels:
         split = check_labels(split, cfg.labels, flag, cfg.drop_unlisted_labels)
     return images.check_images(split, cfg.strict_images, flag)
@@ -82,8 +84,9 @@ def check_labels(split, labels, flag, drop_unlisted):
 
 def load_data(cfg):
     """Reads and checks train/eval/test images; holds out eval images if none are given."""
-    train = images.read_split(cfg.train_data, "--train_data", cfg.image_column, cfg.label_column)
-    labels = cfg.labels or tuple(sorted(set(train.labels)))
+    train = images.read_split(cfg.train_data, "--train_data", cfg.image_column, cfg.label_column,
+                              tfds_data_dir=cfg.tfds_data_dir)
+    labels = cfg.labels or tfds_source.class_names(cfg) or tuple(sorted(set(train.labels)))
     for label in labels:
         if not label or "\n" in label:
             raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
@@ -248,7 +251,7 @@ def evaluate(run, split):
     figures = dict(evaluation.figures)
     if len(wrong):
         figures["misclassified"] = functools.partial(
-            plot_misclassified, [split.paths[i] for i in wrong],
+            plot_misclassified, [split.read(i) for i in wrong],
             [run.labels[true[i]] for i in wrong], [run.labels[predicted[i]] for i in wrong],
             [float(probs[i].max()) for i in wrong])
     return base.Evaluation(evaluation.score, metrics, report, figures,
@@ -271,8 +274,8 @@ def evaluate_saved_model(saved_model, split, labels):
     index = {label: i for i, label in enumerate(labels)}
     predicted = []
     for start in range(0, len(split), PREDICT_BATCH):
-        contents = [tf.io.read_file(path) for path in split.paths[start:start + PREDICT_BATCH]]
-        for label in serve(image_bytes=tf.stack(contents))["label"].numpy():
+        contents = [split.read(i) for i in range(start, min(start + PREDICT_BATCH, len(split)))]
+        for label in serve(image_bytes=tf.constant(contents))["label"].numpy():
             if label.decode() not in index:
                 raise UserError(f"--saved_model predicts the label '{label.decode()}', which is "
                                 f"not one of the run's labels ({', '.join(labels)}); give the "
@@ -290,18 +293,17 @@ def perturbed(split, change):
                     "evaluate it without --perturb.")
 
 
-def plot_misclassified(paths, true, predicted, confidence, path):
-    """Saves a grid of images with their true and predicted labels as a PNG."""
+def plot_misclassified(contents, true, predicted, confidence, path):
+    """Saves a grid of images (encoded bytes) with their true and predicted labels as a PNG."""
     plt = reports.pyplot()
-    import tensorflow as tf
 
-    columns = min(5, len(paths))
-    rows = -(-len(paths) // columns)
+    columns = min(5, len(contents))
+    rows = -(-len(contents) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, file, want, got, p in zip(axes.flat, paths, true, predicted, confidence):
-        axis.imshow(images.decode(tf.io.read_file(file)).numpy())
+    for axis, image, want, got, p in zip(axes.flat, contents, true, predicted, confidence):
+        axis.imshow(images.decode(image).numpy())
         axis.set_title(f"true: {want}\npredicted: {got} ({p:.0%})", fontsize=8)
     figure.suptitle("Most confidently misclassified images")
     reports.save_png(figure, path)
@@ -373,8 +375,8 @@ def serving_examples(split):
     picked = np.unique(np.linspace(0, len(split) - 1, min(common.SERVING_EXAMPLES, len(split)))
                        .round().astype(int))
     examples, total = [], 0
-    for file in [split.paths[i] for i in picked]:
-        contents = files.read_bytes(file)
+    for i in picked:
+        contents = split.read(i)
         if examples and total + len(contents) > SERVING_EXAMPLE_BYTES:
             break
         examples.append(contents)

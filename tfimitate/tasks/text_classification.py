@@ -169,7 +169,7 @@ def validate(cfg):
 def load_data(cfg):
     """Reads and checks train/eval/test data; holds out eval data if none is given."""
     train = _drop_duplicates(read_split(cfg.train_data, cfg, "--train_data"))
-    labels = cfg.labels or _class_names(cfg) or tuple(sorted(set(train.labels)))
+    labels = cfg.labels or tfds_source.class_names(cfg) or tuple(sorted(set(train.labels)))
     for label in labels:
         if not label or "\n" in label:
             raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
@@ -182,14 +182,6 @@ def load_data(cfg):
     train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: _check_labels(
         read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
     return splits.Data(train, evaluation, test, tuple(labels))
-
-
-def _class_names(cfg):
-    """The label names of a TFDS ClassLabel --label_column, in its order (else None)."""
-    if not tfds_source.is_tfds(cfg.train_data):
-        return None
-    return tfds_source.label_names(cfg.train_data, cfg.label_column, "--train_data",
-                                   cfg.tfds_data_dir)
 
 
 def make_preprocessor(cfg):

@@ -1,6 +1,7 @@
 """Token classification (NER): one tag per word, from CoNLL/JSONL files to TF Serving.
 
-Data: CoNLL or JSONL sentences (`tfimitate.data.conll`), IOB2 or IOBES tags.
+Data: CoNLL or JSONL sentences (`tfimitate.data.conll`), or a TFDS split of words and
+ClassLabel tags (`tfimitate.data.tfds_source`), IOB2 or IOBES tags.
 Alignment: the backbone's keras-hub tokenizer splits words into pieces in
 tf.data; the first piece of a word carries its tag, other pieces and special
 tokens are masked out (`tfimitate.data.word_pieces`), and long sentences are
@@ -23,8 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfimitate import backbones
-from tfimitate.data import conll, pipelines, readers, splits
+from tfimitate.data import conll, pipelines, readers, splits, tfds_source
 from tfimitate.data.word_pieces import backbone_windows
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common, ner_skew, ner_words
@@ -72,9 +72,16 @@ def scheme(cfg, tags):
     return conll.detect_scheme(tags) if cfg.tagging_scheme == "auto" else cfg.tagging_scheme
 
 
+def read_sentences(path, cfg, flag, with_tags=True):
+    """conll.read_sentences of a file, or of a tfds: split (--text_column: words,
+    --label_column: tags)."""
+    return conll.read_sentences(path, flag, with_tags, (cfg.text_column, cfg.label_column),
+                                cfg.tfds_data_dir)
+
+
 def read_split(path, cfg, flag):
-    """Reads a CoNLL/JSONL file; I- tags that start an entity become B- (warned)."""
-    sentences = conll.read_sentences(path, flag)
+    """Reads a CoNLL/JSONL file or TFDS split; I- tags that start an entity become B- (warned)."""
+    sentences = read_sentences(path, cfg, flag)
     tags = cfg.labels or [tag for s in sentences for tag in s.tags]
     return Split(path, conll.repair(sentences, scheme(cfg, tags), path))
 
@@ -98,7 +105,7 @@ def read_file(path, cfg, flag, with_labels=True):
     if with_labels:
         return _check_labels(read_split(path, cfg, flag), cfg.labels, flag, cfg.drop_unlisted_labels)
     if readers.base_suffix(path) != ".txt":
-        return Split(path, conll.read_sentences(path, flag, with_tags=False))
+        return Split(path, read_sentences(path, cfg, flag, with_tags=False))
     return Split(path, [], [line for _, line in common.read_text_lines(path, flag, "sentence")])
 
 
@@ -107,14 +114,14 @@ def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
     split into words as serving splits them) or CoNLL/JSONL words (`column` is not used);
     sentences already in `split` or an `exclude` split (ignoring case), and repeats, are
     dropped."""
-    del cfg, column
+    del column
     if readers.base_suffix(path) == ".txt":
         lines = common.read_text_lines(path, flag, "sentence")
         words = ner_words.split_words(tf.constant([line for _, line in lines])).words.to_list()
         extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row))
                  for (number, _), row in zip(lines, words) if row]
     else:
-        extra = [s._replace(tags=None) for s in conll.read_sentences(path, flag, with_tags=False)]
+        extra = [s._replace(tags=None) for s in read_sentences(path, cfg, flag, with_tags=False)]
     key = lambda sentence: tuple(word.lower() for word in sentence.words)
     seen = {key(s) for part in (split, *exclude) for s in part.sentences}
     keep = []
@@ -152,7 +159,9 @@ def tag_set(split, tagging_scheme):
 
 
 def load_data(cfg):
-    """Reads and checks train/eval/test data; holds out eval data if none is given."""
+    """Reads and checks train/eval/test data; holds out eval data if none is given. The tag
+    set is --labels, the names of a TFDS ClassLabel --label_column, or the training tags."""
+    cfg = cfg.replace(labels=cfg.labels or tfds_source.class_names(cfg))
     train = read_split(cfg.train_data, cfg, "--train_data")
     labels = cfg.labels or tag_set(train, scheme(cfg, [t for s in train.sentences for t in s.tags]))
     train = _check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
