@@ -119,6 +119,23 @@ def test_holdout_when_no_eval_data(tmp_path):
     assert again.eval.texts == data.eval.texts  # seeded
 
 
+
+def test_eval_and_test_texts_seen_in_training_are_counted_in_a_warning(tmp_path, caplog):
+    """SST-2's test sentences are Rotten Tomatoes snippets: a leak users must hear about."""
+    from tfimitate.tasks import text_classification
+
+    train = [("A fine film.", "1"), ("It's dull.", "0"), ("great fun", "1"), ("awful", "0")]
+    cfg = helpers.experiment(
+        tmp_path, train_data=helpers.write_table(tmp_path, "train.csv", train),
+        eval_data=helpers.write_table(tmp_path, "eval.csv", [("new words", "1"), ("bad", "0")]),
+        test_data=helpers.write_table(tmp_path, "test.csv",
+                                      [("a fine film", "1"), ("it 's dull", "0"), ("other", "0")]))
+    with caplog.at_level("WARNING", logger="absl"):
+        text_classification.load_data(cfg)
+    assert "test.csv: 2 of its 3 texts are also in the training data" in caplog.text
+    assert "eval.csv" not in caplog.text
+
+
 # ---- Errors a user can cause: one sentence, nothing written ----------------
 
 def bad_input_cases(tmp_path):

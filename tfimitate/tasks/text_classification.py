@@ -137,12 +137,11 @@ def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
         extra = read_split(path, cfg.replace(text_column=column or cfg.text_column), flag,
                            with_labels=False, column_flag="--unlabeled_column")
         extra.labels = [None] * len(extra)
-    key = lambda s, i: (_letters(s.texts[i]), _letters(s.pairs[i]) if s.pairs is not None else None)
-    seen = {key(s, i) for s in (split, *exclude) for i in range(len(s))}
+    seen = {_text_key(s, i) for s in (split, *exclude) for i in range(len(s))}
     keep = []
     for i in range(len(extra)):
-        if key(extra, i) not in seen:
-            seen.add(key(extra, i))
+        if _text_key(extra, i) not in seen:
+            seen.add(_text_key(extra, i))
             keep.append(i)
     if len(keep) < len(extra):
         logging.warning("%s: dropped %d unlabelled texts that repeat a text of the training, "
@@ -158,6 +157,11 @@ def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
 
 def _letters(text):
     return re.sub(r"[\W_]+", "", text.lower())
+
+
+def _text_key(split, i):
+    """Example i of `split` as compared across splits: its text(s)' lower-cased letters and digits."""
+    return _letters(split.texts[i]), _letters(split.pairs[i]) if split.pairs is not None else None
 
 
 def validate(cfg):
@@ -181,7 +185,21 @@ def load_data(cfg):
             "classifier needs at least two, check --label_column.")
     train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: _check_labels(
         read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
+    _warn_shared_texts(train, (evaluation, test))
     return splits.Data(train, evaluation, test, tuple(labels))
+
+
+def _warn_shared_texts(train, scored):
+    """Warns when texts of an eval or test split are also training texts (compared on
+    lower-cased letters and digits): their scores then overstate accuracy on new text.
+    SST-2's test sentences, for one, are snippets of Rotten Tomatoes reviews."""
+    trained = {_text_key(train, i) for i in range(len(train))}
+    for split in scored:
+        shared = sum(_text_key(split, i) in trained for i in range(len(split))) if split else 0
+        if shared:
+            logging.warning("%s: %d of its %d texts are also in the training data (%s); its "
+                            "scores overstate accuracy on unseen text.", split.source, shared,
+                            len(split), train.source)
 
 
 def make_preprocessor(cfg):
