@@ -115,7 +115,7 @@ def plot(rows, flag, path):
     plt = reports.pyplot()
 
     figure, (per_trial, against) = plt.subplots(1, 2, figsize=(10, 4))
-    per_trial.bar(range(len(rows)), [row["score"] for row in rows])
+    per_trial.plot(range(len(rows)), [row["score"] for row in rows], "o")  # not bars from 0: differences show
     per_trial.set_xticks(range(len(rows)), [row["trial"] for row in rows])
     per_trial.set_xlabel("trial")
     per_trial.set_ylabel("score")
@@ -130,6 +130,8 @@ def plot(rows, flag, path):
         against.set_xticks(range(len(names)), names)
     if numeric and min(values) > 0 and max(values) >= 10 * min(values):
         against.set_xscale("log")
+    elif numeric:
+        against.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     against.set_xlabel(f"--{flag}")
     against.set_title(f"score vs --{flag}")
     reports.save_png(figure, path)
