@@ -76,3 +76,46 @@ def test_a_remote_write_replaces_the_file_and_leaves_no_temporary():
     files.write_atomically(f"{root}/a.json", b"\x89PNG")
     assert files.read_bytes(f"{root}/a.json") == b"\x89PNG"
     assert files.listdir(root) == ["a.json"]
+
+
+
+def test_a_search_runs_on_a_remote_file_system(tmp_path, monkeypatch):
+    """The search space, data, trial, oracle and reports all stay on ram://."""
+    from tfimitate.search import space, tuner
+
+    monkeypatch.chdir(tmp_path)
+    backbone = helpers.tiny_bert_preset(tmp_path)
+    root = f"ram://{uuid.uuid4().hex}"
+    table = "text,label\n" + "".join(f"{t},{l}\n" for t, l in helpers.sentiment_rows(24))
+    tune_dir = f"{root}/tune"
+    cfg = helpers.experiment(tmp_path, backbone=backbone, model_dir=tune_dir,
+                             train_data=_put(f"{root}/data/train.csv", table), max_steps=1)
+    dimensions = space.read(_put(f"{root}/space.cfg", "--learning_rate=log_uniform(1e-4,1e-2)\n"))
+
+    summary = tuner.search(cfg, dimensions, "random", max_trials=1, tune_dir=tune_dir)
+
+    assert "| trial |" in summary
+    for name in ("results.csv", "best.cfg", "results.png", "search.json", "oracle/oracle.json",
+                 "trials/0/trial_result.json", "trials/0/eval/metrics.json"):
+        assert files.isfile(f"{tune_dir}/{name}"), name
+    assert sorted(os.listdir(tmp_path)) == ["tiny_bert"]
+
+
+def test_a_hyperband_trial_copies_its_parents_checkpoints_on_a_remote_file_system():
+    """Every run's and every fold's checkpoints, the index last; a finished copy is kept."""
+    from tfimitate.search import tuner
+
+    root = f"ram://{uuid.uuid4().hex}"
+    for run in ("parent", "parent/folds/0", "parent/folds/1"):
+        _put(f"{root}/{run}/checkpoints/ckpt-2.index", b"i")
+        _put(f"{root}/{run}/checkpoints/ckpt-2.data-00000-of-00001", b"weights")
+        _put(f"{root}/{run}/checkpoints/checkpoint", 'model_checkpoint_path: "ckpt-2"\n')
+    _put(f"{root}/child/folds/1/checkpoints/checkpoint", "copied before a kill")
+
+    tuner._copy_checkpoints(f"{root}/parent", f"{root}/child")
+
+    for fold in ("folds/0/", ""):
+        assert sorted(files.listdir(f"{root}/child/{fold}checkpoints")) == [
+            "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+        assert files.read_bytes(f"{root}/child/{fold}checkpoints/ckpt-2.data-00000-of-00001") == b"weights"
+    assert files.listdir(f"{root}/child/folds/1/checkpoints") == ["checkpoint"]

@@ -163,27 +163,31 @@ def _write_remote(path, payload):
     return path
 
 
-def upload_tree(source, target, last=()):
-    """Copies every file under local folder `source` to the same place under `target` (any
-    file system), files named in `last` (e.g. 'saved_model.pb') after all others, then
-    checks every copied size.
+def copy_tree(source, target, last=()):
+    """Copies every file under folder `source` to the same place under `target` (any file
+    systems), files named in `last` (e.g. 'saved_model.pb') after all others, then checks
+    every copied size.
 
     This is how a checked folder is published on an object store, where a folder is only
     a name prefix and cannot be renamed in one step: readers may see `target` fill up,
-    but what `last` names appears only once everything else is there.
+    but what `last` names appears only once everything else is there. A copy stopped
+    half-way is finished by copying again.
+
+    Example:
+        copy_tree("/tmp/export-1", "gs://bucket/models/sst2/1", last=("saved_model.pb",))
     """
     gfile = _gfile()
     names = []
-    for directory, _, found in os.walk(source):
-        relative = os.path.relpath(directory, source)
-        names += [name if relative == "." else f"{relative}/{name}" for name in found]
+    for directory, _, found in walk(source):
+        relative = directory[len(source.rstrip("/")):].strip("/")
+        names += [f"{relative}/{name}" if relative else name for name in found]
     names.sort(key=lambda name: (os.path.basename(name) in last, name))
     for name in names:
         gfile.makedirs(os.path.dirname(f"{target}/{name}"))
-        gfile.copy(os.path.join(source, name), f"{target}/{name}", overwrite=True)
+        gfile.copy(f"{source}/{name}", f"{target}/{name}", overwrite=True)
     for name in names:
-        if gfile.stat(f"{target}/{name}").length != os.path.getsize(os.path.join(source, name)):
-            raise OSError(f"{target}/{name} does not have the size of its local original; "
+        if gfile.stat(f"{target}/{name}").length != gfile.stat(f"{source}/{name}").length:
+            raise OSError(f"{target}/{name} does not have the size of its original; "
                           "the store is failing.")
 
 

@@ -30,9 +30,8 @@ def collect(tuner):
             flags["max_steps"] = cfg.max_steps
         result = {}
         path = os.path.join(tuner.trial_dir(trial_id), tuner_lib.RESULT_FILE)
-        if os.path.isfile(path):
-            with open(path) as f:
-                result = json.load(f)
+        if files.isfile(path):
+            result = json.loads(files.read_bytes(path))
         rows.append(dict(trial=trial_id, status=trial.status, **flags,
                          score=result.get("score"), steps=result.get("steps"),
                          seconds=result.get("seconds")))

@@ -23,6 +23,7 @@ import math
 import re
 from typing import Tuple
 
+from tfimitate import files
 from tfimitate.errors import UserError
 
 KINDS = ("choice", "uniform", "log_uniform", "int_range")
@@ -53,12 +54,12 @@ class Dimension:
 def read(path):
     """The Dimensions of search space file `path`; UserError (naming file:line) for a line
     that is not `--flag=kind(args)`, a flag train does not have, or a value its flag refuses."""
+    files.check_readable_file(path, "--search_space")
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"--search_space={path} cannot be read ({error}); check the path.") \
-            from None
+        lines = files.read_bytes(path).decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"--search_space={path} is not UTF-8 text ({error}); save it as "
+                        "UTF-8.") from None
     dimensions = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()

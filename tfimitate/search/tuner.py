@@ -20,7 +20,6 @@ Example:
 import json
 import math
 import os
-import shutil
 import time
 
 import keras_tuner
@@ -37,6 +36,7 @@ TRIALS_DIR = "trials"
 RESULT_FILE = "trial_result.json"
 SEARCH_FILE = "search.json"
 CONSECUTIVE_FAILURES = 3  # keras-tuner's default max_consecutive_failed_trials
+CHECKPOINT_INDEX = "checkpoint"  # tf.train.CheckpointManager's list of saved checkpoints
 
 
 class TrainTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -132,9 +132,8 @@ def _check_same_search(base_cfg, dimensions, algorithm, tune_dir):
     record = {"tuner": algorithm, "base": _base_flags(base_cfg),
               "space": [[d.flag, d.kind, list(d.values)] for d in dimensions]}
     path = os.path.join(tune_dir, SEARCH_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            before = json.load(f)
+    if files.isfile(path):
+        before = json.loads(files.read_bytes(path))
         for key, what in (("tuner", "--tuner"), ("space", "--search_space"),
                           ("base", "training flags")):
             if before.get(key) != json.loads(json.dumps(record[key])):
@@ -153,25 +152,23 @@ def _base_flags(cfg):
 
 
 def _copy_checkpoints(parent_dir, trial_dir):
-    """Starts a Hyperband trial from its parent trial's checkpoints (each run's, each fold's)."""
+    """Starts a Hyperband trial from its parent trial's checkpoints (each run's, each fold's).
+    The checkpoint index is copied last, so a copy stopped half-way is not taken as done."""
     for relative in _checkpoint_dirs(parent_dir):
         target = os.path.join(trial_dir, relative)
-        if os.path.isdir(target):
+        if files.isfile(os.path.join(target, CHECKPOINT_INDEX)):
             continue  # copied before this trial was interrupted
-        scratch = f"{target}.tmp-{os.getpid()}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(os.path.join(parent_dir, relative), scratch)
-        os.replace(scratch, target)
+        files.copy_tree(os.path.join(parent_dir, relative), target, last=(CHECKPOINT_INDEX,))
         logging.info("Continuing trial %s from %s.", trial_dir, os.path.join(parent_dir, relative))
 
 
 def _checkpoint_dirs(run_dir):
     from tfimitate.training.loop import CHECKPOINT_SUBDIR
 
-    found = [CHECKPOINT_SUBDIR] if os.path.isdir(os.path.join(run_dir, CHECKPOINT_SUBDIR)) else []
+    found = [CHECKPOINT_SUBDIR] if files.isdir(os.path.join(run_dir, CHECKPOINT_SUBDIR)) else []
     folds = os.path.join(run_dir, FOLDS_SUBDIR)
-    for fold in sorted(os.listdir(folds)) if os.path.isdir(folds) else []:
-        found += [os.path.join(FOLDS_SUBDIR, relative)
+    for fold in sorted(files.listdir(folds)) if files.isdir(folds) else []:
+        found += [os.path.join(FOLDS_SUBDIR, fold, relative)
                   for relative in _checkpoint_dirs(os.path.join(folds, fold))]
     return found
 
@@ -179,8 +176,7 @@ def _checkpoint_dirs(run_dir):
 def _fold_steps(model_dir):
     """The training steps of fold 0 of a cross-validated trial."""
     path = os.path.join(model_dir, FOLDS_SUBDIR, "0", "eval", "metrics.json")
-    with open(path) as f:
-        return json.load(f)["step"]
+    return json.loads(files.read_bytes(path))["step"]
 
 
 def check_trials(base_cfg, dimensions):

@@ -119,7 +119,7 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         if write_extras is not None:
             write_extras(temporary)
         if files.is_remote(final):
-            files.upload_tree(temporary, final, last=("saved_model.pb",))
+            files.copy_tree(temporary, final, last=("saved_model.pb",))
         else:
             os.rename(temporary, final)
     finally:

@@ -39,6 +39,7 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
+from tfimitate import files
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 
@@ -134,11 +135,10 @@ def _read_flagfile(path):
 
     from tfimitate import flags as _defined  # noqa: F401  (defines the flags)
 
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise UserError(f"--subtasks: the subtask flagfile {path} does not exist; check the path.")
     values = {}
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = files.read_bytes(path).decode("utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -227,7 +227,7 @@ def _file_spec(path, names, flag):
     """`NAME=FILE,...` -> {name: file}; a plain path is every subtask's file."""
     entries = [entry.partition("=") for entry in path.split(",")]
     if not all(equals and name in names for name, equals, _ in entries):
-        if any(equals for _, equals, _ in entries) and not os.path.exists(path):
+        if any(equals for _, equals, _ in entries) and not files.exists(path):
             raise UserError(f"{flag}={path}: give one file for every subtask, or NAME=FILE,... "
                             f"with subtask names ({', '.join(names)}).")
         return {name: path for name in names}
