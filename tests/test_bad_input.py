@@ -219,6 +219,8 @@ CASES = [
          "texts.txt:2: bytes are not valid UTF-8"),
     Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": "\n  \n"}, "--input={tmp}/texts.txt: no text in it"),
     Case("client.read_texts", ["{tmp}/none.txt"], {}, "--input={tmp}/none.txt: file {tmp}/none.txt does not exist"),
+    Case("tfimitate.serving.client", ["--model_name=m", "{tmp}/none.jpg"], {},
+         "{tmp}/none.jpg: no such image file; check the path."),
 ]
 
 

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from tfimitate import files
 from tfimitate.data import readers
 from tfimitate.errors import UserError, run_cli
 
@@ -279,11 +280,9 @@ def image_inputs(arguments):
                         "texts in one call, not both.")
     contents = []
     for path in arguments:
-        try:
-            with open(path, "rb") as f:
-                contents.append(f.read())
-        except OSError as error:
-            raise UserError(f"{path}: cannot read the image ({error.strerror}); check the path.") from None
+        if not files.isfile(path):
+            raise UserError(f"{path}: no such image file; check the path.")
+        contents.append(files.read_bytes(path))
     return {"image_bytes": contents}
 
 
