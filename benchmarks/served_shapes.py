@@ -7,7 +7,10 @@ so no kernel cache is shared:
     a length chosen by the variant: `trim` (its longest example: what ships,
     tfimitate.serving.lengths), `8`/`16` (rounded up to a multiple of 8/16),
     `16,32,64` (the smallest of those, or 128), `128` (always the full length);
-  * the same `trim` with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0);
+  * the same `trim` with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), and with one inter-op
+    thread (`trim_inter_op_1`: TF Serving's --tensorflow_inter_op_parallelism=1);
+  * `grpc`: the same export served by the dev server in its own process, one gRPC
+    Predict per batch on loopback (what a client of the server sees);
   * a decomposition (`parts`): tokenization alone, the Keras model alone on
     pre-tokenized batches, the in-process tf.function and the reloaded signature;
   * Hugging Face: `pipeline("text-classification")`, and its model alone.
@@ -37,7 +40,8 @@ from benchmarks import harness, machine  # noqa: E402
 
 SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
 BATCH, MAX_LENGTH, PASSES = 32, 128, 3
-VARIANTS = ("trim", "16", "16,32,64", "128", "trim_onednn_off", "parts", "hf")
+VARIANTS = ("trim", "16", "16,32,64", "128", "trim_onednn_off", "trim_inter_op_1", "parts",
+            "grpc", "hf")
 
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Variants to run, in order.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: run one variant.")
@@ -81,10 +85,14 @@ def passes(run, items, texts, count=PASSES):
 def tf_variant(variant, scratch):
     import tfimitate  # noqa: F401  (environment before TensorFlow)
     import tensorflow as tf
+    from tfimitate import workflow
     from tfimitate.config import Experiment
     from tfimitate.serving import lengths
     from tfimitate.tasks import text_classification as task
+    from tfimitate.tasks.base import Run
 
+    if variant.endswith("_inter_op_1"):  # one op at a time, each on both cores
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     if variant == "16,32,64":  # the smallest of these (or 128) that holds the batch
         buckets = tf.constant([16, 32, 64, MAX_LENGTH])
         lengths.served_length = lambda longest, sequence_length: tf.reduce_min(
@@ -94,11 +102,12 @@ def tf_variant(variant, scratch):
     cfg = Experiment(model_dir=scratch, backbone="minilm_l6", sequence_length=MAX_LENGTH,
                      labels=("0", "1"), text_column="0", label_column="1")
     preprocessor = task.make_preprocessor(cfg)
-    model = task.build_model(cfg, 2)
+    model = workflow.build_model(task, cfg, 2, ())
     labels_file = os.path.join(scratch, "labels.txt")
     with open(labels_file, "w") as f:
         f.write("0\n1\n")
-    module = task.serving_module(model, preprocessor, labels_file, cfg)
+    module = task.serving_module(Run(cfg, model, preprocessor, tf.distribute.get_strategy()),
+                                 labels_file)
     batches = dev_batches()
     texts = sum(map(len, batches))
     result = {"tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
@@ -119,12 +128,44 @@ def tf_variant(variant, scratch):
         result["in_process_function"] = passes(lambda b: module.serve(tf.constant(b)), batches,
                                                texts)
     path = os.path.join(scratch, "saved")
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    served = tf.saved_model.load(path).signatures["serving_default"]
+    tf.saved_model.save(module, os.path.join(path, "1"), signatures={"serving_default": module.serve})
+    if variant == "grpc":
+        return grpc_passes(path, batches, texts)
+    served = tf.saved_model.load(os.path.join(path, "1")).signatures["serving_default"]
     result["savedmodel_signature"] = passes(lambda b: served(text=tf.constant(b)), batches, texts)
     result["savedmodel_signature_mixed"] = passes(lambda b: served(text=tf.constant(b)),
                                                   mixed_batches(), texts, count=2)
     return result
+
+
+def grpc_passes(base_path, batches, texts):
+    """The same export served by the dev server (its own process) on loopback, one Predict
+    per batch; CPU ms/text counts the server's and this client's processes."""
+    from benchmarks.serving_load import start_server
+
+    server, client = start_server(base_path, "sst2")
+    try:
+        def cpu_seconds():
+            with open(f"/proc/{server.pid}/stat") as f:
+                user, system = f.read().rsplit(")", 1)[1].split()[11:13]
+            return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK") + time.process_time()
+
+        result = {}
+        for name, items, count in (("grpc_predict", batches, PASSES),
+                                   ("grpc_predict_mixed", mixed_batches(), 2)):
+            rates, cpu = [], []
+            for _ in range(count):
+                start, start_cpu = time.perf_counter(), cpu_seconds()
+                for batch in items:
+                    client.predict("sst2", {"text": batch})
+                rates.append(texts / (time.perf_counter() - start))
+                cpu.append(1000 * (cpu_seconds() - start_cpu) / texts)
+            result[name] = {"texts_per_s": rates, "cpu_ms_per_text": cpu}
+        return result
+    finally:
+        client.close()
+        server.kill()
+        server.wait()
 
 
 def hf_variant():

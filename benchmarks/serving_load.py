@@ -65,7 +65,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start_server(base_path, name):
+def start_server(base_path, name):
+    """The dev server serving `base_path` as `name` on a free loopback port, once the model is
+    AVAILABLE: (its process, a ServingClient to it)."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tfimitate.serving.devserver", f"--model_name={name}",
@@ -174,7 +176,7 @@ def main(argv):
               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
               "load_average_before": machine.load_average(),
               "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
-    process, client = _start_server(base_path, _MODEL_NAME.value)
+    process, client = start_server(base_path, _MODEL_NAME.value)
     try:
         target = client.target
         result["single"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, 1,
