@@ -200,16 +200,41 @@ def run_child(variant):
         return hf_variant() if variant == "hf" else tf_variant(variant, scratch)
 
 
-def write_report(results, before, after):
-    summary = {"machine": machine.describe(), "load_average_before": before,
+def mean_rate(results, variant, measured):
+    """The mean texts/s over the passes of one measurement, or None if it did not run."""
+    rates = results.get(variant, {}).get(measured, {}).get("texts_per_s")
+    return sum(rates) / len(rates) if rates else None
+
+
+def ratios_to_hf(results):
+    """Texts/s of the shipped export (in process, and behind the dev server over gRPC) over
+    the HF pipeline's on the same batches, mean of the passes; the targets are >= 1.0."""
+    ratios = {}
+    for name, variant, measured, baseline in (
+            ("savedmodel / hf pipeline", "trim", "savedmodel_signature", "pipeline"),
+            ("savedmodel / hf pipeline, mixed requests", "trim", "savedmodel_signature_mixed",
+             "pipeline_mixed"),
+            ("grpc dev server / hf pipeline", "grpc", "grpc_predict", "pipeline"),
+            ("grpc dev server / hf pipeline, mixed requests", "grpc", "grpc_predict_mixed",
+             "pipeline_mixed")):
+        ours, theirs = mean_rate(results, variant, measured), mean_rate(results, "hf", baseline)
+        if ours and theirs:
+            ratios[name] = round(ours / theirs, 3)
+    return ratios
+
+
+def write_report(results, before, after, info, command):
+    ratios = ratios_to_hf(results)
+    summary = {"machine": info, "load_average_before": before,
                "load_average_after": after, "batch_size": BATCH, "max_length": MAX_LENGTH,
                "texts": sum(map(len, dev_batches())), "results_texts_per_s": results,
-               "command": "python benchmarks/served_shapes.py " + " ".join(sys.argv[1:])}
+               "ratios_to_hf_pipeline": ratios, "command": command}
     lines = [f"# Served text classification at variable shapes: MiniLM-L6, SST-2 dev, batch {BATCH}", "",
              machine.markdown(summary["machine"], before, after), "",
              f"Command: `{summary['command']}`. Pass 1 meets each batch shape first; every "
              "variant runs in a fresh process. CPU ms/text is the process's CPU time (both "
-             "cores count), steadier than texts/s when the machine is shared.", "",
+             "cores count; for grpc the server's and the client's), steadier than texts/s "
+             "when the machine is shared.", "",
              "| variant | measured | texts/s pass 1 / 2 (/ 3) | CPU ms/text pass 1 / 2 (/ 3) | load after |",
              "|---|---|---|---|---|"]
     for variant, measured in results.items():
@@ -219,6 +244,9 @@ def write_report(results, before, after):
                     f"| {variant} | {name} | " + " / ".join(f"{r:.1f}" for r in value["texts_per_s"])
                     + " | " + " / ".join(f"{c:.1f}" for c in value["cpu_ms_per_text"])
                     + f" | {measured['load_average_after']} |")
+    if ratios:
+        lines += ["", "| texts/s ratio (mean of the passes) | |", "|---|---|"]
+        lines += [f"| {name} | **{value:.2f}x** |" for name, value in ratios.items()]
     harness.save("served_shapes", summary, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -230,7 +258,7 @@ def main(argv):
         with open(_RESULT.value, "w") as f:
             json.dump(result, f)
         return
-    before = os.getloadavg()
+    before = machine.load_average()
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for variant in _VARIANTS.value:
@@ -244,7 +272,8 @@ def main(argv):
                 results[variant] = json.load(f)
             results[variant]["load_average_after"] = round(os.getloadavg()[0], 2)
             print(variant, results[variant], flush=True)
-    write_report(results, before, os.getloadavg())
+    write_report(results, before, machine.load_average(), machine.describe(),
+                 "python benchmarks/served_shapes.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

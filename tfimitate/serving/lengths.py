@@ -6,7 +6,10 @@ length up (fewer shapes) saves that work but pays for the padding. Measured with
 requests of 1-32, AMD EPYC Zen 3 with AVX2): the first pass over new shapes cost 8-15%
 more CPU than later ones, multiples of 8 or 16 cost as much in padding as they saved,
 and buckets of 16/32/64/128 or a fixed 128 cost 1.4x / 3.2x the CPU. So MULTIPLE is 1:
-every batch keeps its own longest length. Re-measure before changing it on another CPU.
+every batch keeps its own longest length. Re-measured on an idle machine of the same class
+(2026-11-23, benchmarks/results/served_shapes.md): multiples of 16 were 16% slower than
+the longest length, one inter-op thread gained nothing. Re-measure before changing it on
+another CPU.
 
 Example:
     served_length(tf.constant(19), sequence_length=128)   # 19 (with MULTIPLE = 8: 24)
