@@ -51,6 +51,40 @@ def test_mixed_float16_skips_an_overflowing_step_and_halves_the_loss_scale(mixed
     assert all(w.dtype == "float32" for w in model.trainable_weights)
 
 
+def test_skipped_float16_steps_still_count_their_batches_on_resume(mixed_float16, tmp_path,
+                                                                   monkeypatch):
+    """Every step of this run overflows (loss scale 2^40), so the optimizer never counts
+    one; the loop, its checkpoint and a re-run count the batches, so a finished run is not
+    trained again."""
+    import functools
+
+    import helpers
+
+    monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", functools.partial(
+        keras.optimizers.LossScaleOptimizer, initial_scale=2.0 ** 40))
+    inputs = keras.Input([4])
+    model = keras.Model(inputs, keras.layers.Dense(2, dtype="float32")(
+        keras.layers.Dense(8)(inputs)))
+    step_loss = lambda model, x, y: keras.losses.sparse_categorical_crossentropy(
+        y, model(x, training=True), from_logits=True)
+    batches = tf.data.Dataset.from_tensors(
+        (np.ones([4, 4], "float32"), np.array([0, 1, 0, 1]))).repeat()
+    cfg = helpers.experiment(tmp_path, max_steps=4, checkpoint_steps=4)
+
+    def train():
+        optimizer = optim.make_optimizer(1e-2, total_steps=4, warmup_ratio=0.0,
+                                         weight_decay=0.0, loss_scale=True)
+        result = loop.train_loop(model, optimizer, step_loss, batches, None, cfg,
+                                 tf.distribute.get_strategy(), steps_per_epoch=4, total_steps=4)
+        return result, int(optimizer.iterations)
+
+    first, updates = train()
+    assert (first.step, updates) == (4, 0)
+    assert tf.train.latest_checkpoint(f"{cfg.model_dir}/checkpoints").endswith("ckpt-4")
+    again, _ = train()
+    assert (again.resumed_from, again.step) == (4, 4)
+
+
 def test_jit_compile_batches_take_a_few_padded_lengths_and_are_all_full():
     rng = np.random.RandomState(0)
     lengths = rng.randint(3, 129, size=200)

@@ -84,10 +84,13 @@ def make_checkpoint(model, optimizer, keep=None):
 
     Besides weights (all, or those `keep` picks: see model_state) and optimizer slots it
     holds the dropout seed states (Keras does not track them), so a resumed run draws
-    the masks an uninterrupted one would.
+    the masks an uninterrupted one would, and `batches_consumed`, the loop's step: a
+    mixed_float16 step skipped for overflowing uses its batch but does not advance
+    `optimizer.iterations`.
     """
     seeds = [v for v in model.variables if "seed_generator_state" in v.path]
     return tf.train.Checkpoint(optimizer=optimizer, dropout_seeds=seeds,
+                               batches_consumed=tf.Variable(0, dtype=tf.int64, trainable=False),
                                **model_state(model, keep))
 
 
@@ -182,7 +185,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
     resumed_from = 0
     if latest:
         status.assert_existing_objects_matched()
-        resumed_from = int(optimizer.iterations.numpy())
+        # Checkpoints written before batches_consumed existed only hold the optimizer's count.
+        resumed_from = int(checkpoint.batches_consumed.numpy()) or int(optimizer.iterations.numpy())
         logging.info("Resumed from checkpoint %s at step %d of %d.",
                      latest, resumed_from, total_steps)
     step = resumed_from
@@ -218,6 +222,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
                          "included): %.1f s.", n, "s" if n > 1 else "", time.perf_counter() - started)
         loss = logs["loss"]
         step += n
+        checkpoint.batches_consumed.assign(step)
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss} at step {step}, so training stopped and "
@@ -267,7 +272,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         checkpoint.restore(best_manager.latest_checkpoint)
         logging.info("Restored the best weights (%s).", best_manager.latest_checkpoint)
         final_evaluation = best
-    return LoopResult(int(optimizer.iterations.numpy()), best, stopped_early,
+    return LoopResult(step, best, stopped_early,
                       resumed_from, final_evaluation)
 
 
