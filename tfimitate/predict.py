@@ -1,7 +1,8 @@
 """Predict with a trained model: `python -m tfimitate.predict --model_dir=runs/x --input=in.txt --output=out.jsonl`.
 
-The input is a .txt file (one text per line) or a .csv/.tsv/.jsonl read with
---text_column; the output (.jsonl or .csv) has the label and probabilities per row.
+The input is a .txt file (one text per line), a .csv/.tsv/.jsonl read with --text_column,
+or a TFDS split (`--input=tfds:glue/sst2:validation`, with --tfds_data_dir); the output
+(.jsonl or .csv) has the label and probabilities per row.
 """
 
 from absl import flags
@@ -12,7 +13,7 @@ from tfimitate.errors import run_cli
 
 
 # Flags that describe the input file; given on the command line they override the run's own.
-INPUT_FLAGS = ("text_column", "text_pair_column")
+INPUT_FLAGS = ("text_column", "text_pair_column", "image_column", "tfds_data_dir")
 
 
 def main(argv):

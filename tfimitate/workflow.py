@@ -281,7 +281,8 @@ def predict(model_dir, input_path, output_path, columns=None):
     """Writes one prediction per input row to `output_path` (.jsonl or .csv).
 
     `columns` (e.g. {"text_column": "review"}) names the input file's columns when they
-    differ from the training data's.
+    differ from the training data's. The input may be a TFDS split
+    (`tfds:NAME[/CONFIG][:SPLIT]`, read from the run's or the given `tfds_data_dir`).
     """
     if not output_path or os.path.splitext(output_path)[1] not in (".jsonl", ".csv"):
         raise UserError(f"--output={output_path}: give a file ending in .jsonl or .csv.")
@@ -289,7 +290,10 @@ def predict(model_dir, input_path, output_path, columns=None):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
-    if not files.is_remote(input_path) and not os.path.exists(input_path):
+    from tfimitate.data import tfds_source
+
+    if not (files.is_remote(input_path) or tfds_source.is_tfds(input_path)
+            or os.path.exists(input_path)):
         raise UserError(f"--input={input_path}: file {input_path} does not exist; check the path.")
     cfg = Experiment.load(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
