@@ -13,6 +13,9 @@ SLOW_VARIANTS = {
     # FGM + augmentation on NER word pieces; the text variant keeps the path in the default run
     "test_contract.py::test_contract_robust_techniques_train_a_text_task_or_are_refused"
     "[token_classification]",
+    # a second NER export; test_token_classification.py reloads and checks one in the default run
+    "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
+    "[token_classification]",
 }
 
 
