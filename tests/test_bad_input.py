@@ -151,6 +151,8 @@ CASES = [
          "--output={tmp}/in.jsonl is the --input file; writing it would replace the input"),
     Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/f/out.jsonl"], {"in.txt": "a\n", "f": "x"},
          "--output={tmp}/f/out.jsonl: {tmp}/f is a file, not a folder"),
+    Case("workflow.predict", ["{tmp}/run", "{tmp}/none.txt", "{tmp}/out.jsonl"], {},
+         "--input={tmp}/none.txt: file {tmp}/none.txt does not exist; check the path."),
     Case("workflow.predict", ["{tmp}/run", "{tmp}/in.txt", "{tmp}/out.txt"], {"in.txt": "a\n"},
          "--output={tmp}/out.txt: give a file ending in .jsonl or .csv."),
     # --- technique flags refused before any work (workflow.train; the CLI prints the same line)
@@ -194,6 +196,9 @@ CASES = [
          {"serving_default.cfg": "--task=text_classification\n--train_data={tmp}/b.csv\n"},
          "{tmp}/serving_default.cfg: the subtask name 'serving_default' would export the signature "
          "'serving_default', which is the SavedModel's default signature; set another --subtask_name."),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/b.cfg"],
+         {"b.cfg": b"--task=text_classification\n--labels=\xff\n"},
+         "{tmp}/b.cfg:2: bytes are not valid UTF-8"),
     # --- search spaces and cross-validation (issue 16, item 8)
     Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
          {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},
@@ -201,7 +206,7 @@ CASES = [
     Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "# lr\n--learning_rate=loguniform(1e-5,1e-4)\n"},
          "{tmp}/s.cfg:2: '--learning_rate=loguniform(1e-5,1e-4)' is not a search range"),
     Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": b"--learning_rate=choice(1e-5,\xff)\n"},
-         "--search_space={tmp}/s.cfg is not UTF-8 text"),
+         "--search_space={tmp}/s.cfg:1: bytes are not valid UTF-8"),
     Case("space.read", ["{tmp}/none.cfg"], {},
          "--search_space={tmp}/none.cfg: file {tmp}/none.cfg does not exist; check the path."),
     Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--learnin_rate=choice(1e-5,1e-4)\n"},

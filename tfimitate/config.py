@@ -183,18 +183,26 @@ def check_inputs_exist(cfg, names=DATA_FLAGS):
     Example:
         check_inputs_exist(Experiment(train_data="missing.tsv"))  # UserError
     """
+    for name in names:
+        check_input_exists(getattr(cfg, name), f"--{name}")
+
+
+def check_input_exists(spec, flag):
+    """The check of check_inputs_exist for one input `spec` given as `flag` (None passes).
+
+    Example:
+        check_input_exists("tfds:glue/sst2:validation", "--input")  # parses the spec only
+    """
     from tfimitate.data import readers, tfds_source
 
-    for name in names:
-        spec = getattr(cfg, name)
-        if not spec or spec.startswith(readers.PACKAGE_PREFIX) or files.is_remote(spec):
-            continue
-        if tfds_source.is_tfds(spec):
-            tfds_source.parse(spec, f"--{name}")
-            continue
-        path = os.path.expanduser(spec)
-        if not os.path.exists(path):
-            raise UserError(f"--{name}={spec}: file {path} does not exist; check the path.")
+    if not spec or spec.startswith(readers.PACKAGE_PREFIX) or files.is_remote(spec):
+        return
+    if tfds_source.is_tfds(spec):
+        tfds_source.parse(spec, flag)
+        return
+    path = os.path.expanduser(spec)
+    if not os.path.exists(path):
+        raise UserError(f"{flag}={spec}: file {path} does not exist; check the path.")
 
 
 def validate_for_training(cfg):

@@ -290,11 +290,7 @@ def predict(model_dir, input_path, output_path, columns=None):
         raise UserError(f"--output={output_path} is the --input file; writing it would replace "
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
-    from tfimitate.data import tfds_source
-
-    if not (files.is_remote(input_path) or tfds_source.is_tfds(input_path)
-            or os.path.exists(input_path)):
-        raise UserError(f"--input={input_path}: file {input_path} does not exist; check the path.")
+    config.check_input_exists(input_path, "--input")
     cfg = Experiment.load(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)

@@ -24,6 +24,7 @@ import re
 from typing import Tuple
 
 from tfimitate import files
+from tfimitate.data import readers
 from tfimitate.errors import UserError
 
 KINDS = ("choice", "uniform", "log_uniform", "int_range")
@@ -55,11 +56,8 @@ def read(path):
     """The Dimensions of search space file `path`; UserError (naming file:line) for a line
     that is not `--flag=kind(args)`, a flag train does not have, or a value its flag refuses."""
     files.check_readable_file(path, "--search_space")
-    try:
-        lines = files.read_bytes(path).decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise UserError(f"--search_space={path} is not UTF-8 text ({error}); save it as "
-                        "UTF-8.") from None
+    lines = readers.decode_utf8(files.read_bytes(path), f"--search_space={path}",
+                                "save it as UTF-8.").splitlines()
     dimensions = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()

@@ -40,6 +40,7 @@ from typing import Any, Dict
 import tensorflow as tf
 
 from tfimitate import files
+from tfimitate.data import readers
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 
@@ -138,7 +139,7 @@ def _read_flagfile(path):
     if not files.isfile(path):
         raise UserError(f"--subtasks: the subtask flagfile {path} does not exist; check the path.")
     values = {}
-    lines = files.read_bytes(path).decode("utf-8").splitlines()
+    lines = readers.decode_utf8(files.read_bytes(path), path, "save it as UTF-8.").splitlines()
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
