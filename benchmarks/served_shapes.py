@@ -69,16 +69,16 @@ def mixed_batches(seed=0):
     return batches
 
 
-def passes(run, items, texts, count=PASSES):
-    """Texts/s and CPU ms per text of `run` over `items` (the batches of `texts` texts),
-    `count` times, with no warm-up."""
+def passes(run, items, texts, count=PASSES, cpu_seconds=time.process_time):
+    """Texts/s and CPU ms per text (from `cpu_seconds`, this process's by default) of `run`
+    over `items` (the batches of `texts` texts), `count` times, with no warm-up."""
     rates, cpu = [], []
     for _ in range(count):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         for item in items:
             run(item)
         rates.append(texts / (time.perf_counter() - start))
-        cpu.append(1000 * (time.process_time() - start_cpu) / texts)
+        cpu.append(1000 * (cpu_seconds() - start_cpu) / texts)
     return {"texts_per_s": rates, "cpu_ms_per_text": cpu}
 
 
@@ -150,18 +150,10 @@ def grpc_passes(base_path, batches, texts):
                 user, system = f.read().rsplit(")", 1)[1].split()[11:13]
             return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK") + time.process_time()
 
-        result = {}
-        for name, items, count in (("grpc_predict", batches, PASSES),
-                                   ("grpc_predict_mixed", mixed_batches(), 2)):
-            rates, cpu = [], []
-            for _ in range(count):
-                start, start_cpu = time.perf_counter(), cpu_seconds()
-                for batch in items:
-                    client.predict("sst2", {"text": batch})
-                rates.append(texts / (time.perf_counter() - start))
-                cpu.append(1000 * (cpu_seconds() - start_cpu) / texts)
-            result[name] = {"texts_per_s": rates, "cpu_ms_per_text": cpu}
-        return result
+        predict = lambda batch: client.predict("sst2", {"text": batch})
+        return {"grpc_predict": passes(predict, batches, texts, cpu_seconds=cpu_seconds),
+                "grpc_predict_mixed": passes(predict, mixed_batches(), texts, count=2,
+                                             cpu_seconds=cpu_seconds)}
     finally:
         client.close()
         server.kill()
