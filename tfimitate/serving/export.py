@@ -1,9 +1,10 @@
 """Write a servable SavedModel version directory, atomically, and prove it works.
 
 Steps: write the SavedModel into a hidden temporary folder beside the versions
-(TF Serving ignores non-numeric names), audit its ops, reload it and compare its
-outputs with the in-memory Keras model on real examples, add the warmup
-requests, then rename it to `<export_dir>/<version>` in one step, so a server
+(TF Serving ignores non-numeric names), audit its ops against the target TF Serving
+release, reload it twice (TF2's `tf.saved_model.load`, and TensorFlow's C++ session
+loader, which is how TF Serving loads it) and compare every signature's outputs with
+the in-memory Keras model on real examples, add the warmup requests, then rename it to `<export_dir>/<version>` in one step, so a server
 polling the folder never sees half a model. For an object store (`gs://...`), where
 a folder is only a name prefix and cannot be renamed in one step, the temporary is a
 local folder, checked there, then uploaded to `<version>/` file by file,
@@ -25,6 +26,7 @@ from absl import logging
 
 from tfimitate import files
 from tfimitate.errors import UserError
+from tfimitate.serving import session_loader
 from tfimitate.serving.op_audit import ExportError, audit_saved_model
 
 TEMPORARY_PREFIX = ".tmp-"
@@ -79,7 +81,8 @@ def version_exported_from(export_dir, source):
     return None
 
 
-def export_saved_model(module, export_dir, checks, version=None, write_extras=None):
+def export_saved_model(module, export_dir, checks, version=None, write_extras=None,
+                       serving_version=None):
     """Saves `module.serving_signatures()` under `<export_dir>/<version>/`, checked.
 
     Args:
@@ -90,6 +93,8 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
             reloaded SavedModel must reproduce; every signature must have one.
         version: explicit version number, or None for the next one.
         write_extras: optional callable(temporary_dir) adding files (warmup requests).
+        serving_version: the TF Serving release whose ops the graph must use (see
+            op_audit.SERVING_VERSIONS); None: the oldest release that has them all.
 
     Returns:
         The final version directory.
@@ -112,10 +117,11 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         signatures = {name: function.get_concrete_function()
                       for name, function in functions.items()}
         tf.saved_model.save(module, temporary, signatures=signatures)
-        audit_saved_model(temporary)
+        audit_saved_model(temporary, serving_version)
         reloaded = tf.saved_model.load(temporary)
         for name, (inputs, expected) in checks.items():
             check_parity(reloaded.signatures[name], inputs, expected, name)
+        check_session_parity(temporary, checks)
         if write_extras is not None:
             write_extras(temporary)
         if files.is_remote(final):
@@ -128,8 +134,43 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
     return final
 
 
+def check_session_parity(path, checks, tolerance=None):
+    """Loads `path` with TensorFlow's C++ session loader, as TF Serving does, and compares
+    every signature's outputs on the `checks` inputs with the expected ones."""
+    try:
+        session = session_loader.SessionModel(path)
+    except session_loader.LoadError as error:
+        raise ExportError(
+            f"TensorFlow Serving's loader (TensorFlow's C++ LoadSavedModel) refuses the export: "
+            f"{_first_line(error)}; nothing was exported, please report this.") from None
+    try:
+        for name, (inputs, expected) in checks.items():
+            feeds = {key: np.asarray(value) for key, value in inputs.items()}
+            try:
+                outputs = session.run(name, feeds, expected)
+            except session_loader.RunError as error:
+                raise ExportError(
+                    f"signature {name} fails when TensorFlow Serving's loader runs it "
+                    f"({_first_line(error)}); the serving module must hold its Keras models "
+                    "through tfimitate.serving.module.ServingModule so that TF Serving restores "
+                    "the variables the graph reads; nothing was exported.") from None
+            compare_outputs(outputs, expected, f"{name} (as TF Serving loads it)", tolerance)
+    finally:
+        session.close()
+
+
+def _first_line(error):
+    return str(error).split(" Debug info:")[0].strip().splitlines()[0]
+
+
 def check_parity(signature, inputs, expected, name="serving_default", tolerance=None):
-    """Compares a reloaded signature's outputs on `inputs` with the `expected` outputs.
+    """Compares a reloaded signature's outputs on `inputs` with the `expected` outputs."""
+    outputs = {key: value.numpy() for key, value in signature(**inputs).items()}
+    compare_outputs(outputs, expected, name, tolerance)
+
+
+def compare_outputs(outputs, expected, name, tolerance=None):
+    """Compares NumPy `outputs` of signature `name` with the `expected` ones.
 
     Floats must agree within `tolerance` (by the dtype policy) and be NaN or infinite
     in neither; strings, ints and bools must be equal.
@@ -138,9 +179,8 @@ def check_parity(signature, inputs, expected, name="serving_default", tolerance=
         import keras
 
         tolerance = PARITY_TOLERANCE[keras.mixed_precision.global_policy().compute_dtype]
-    outputs = signature(**inputs)
     for output, want in expected.items():
-        got = outputs[output].numpy()
+        got = outputs[output]
         what = f"the reloaded SavedModel's {name} '{output}'"
         if got.shape != want.shape:
             raise ExportError(

@@ -62,7 +62,7 @@ def saved_model_ops(export_path):
     return ops
 
 
-def audit_saved_model(export_path):
+def audit_saved_model(export_path, serving_version=None):
     """Raises ExportError naming every op the stock model server would not find."""
     used = saved_model_ops(export_path)
     missing = sorted(used - servable_ops())

@@ -326,7 +326,9 @@ def serving_module(run, labels_file):
 def _server_class():
     import tensorflow as tf
 
-    class ImageClassifierServer(tf.Module):
+    from tfimitate.serving.module import ServingModule
+
+    class ImageClassifierServer(ServingModule):
         """What TF Serving runs: encoded images in, labels and probabilities out.
 
         Decoding (JPEG/PNG/GIF/BMP), resizing and rescaling are core TF ops in the graph;
@@ -334,8 +336,7 @@ def _server_class():
         """
 
         def __init__(self, model, image_format, labels_file):
-            super().__init__()
-            self.model = model
+            super().__init__(model=model)
             self.image_format = image_format
             self.labels_asset = tf.saved_model.Asset(labels_file)
             self.label_table = tf.lookup.StaticHashTable(

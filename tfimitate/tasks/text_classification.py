@@ -26,6 +26,7 @@ from tfimitate import backbones
 from tfimitate.data import pipelines, readers, splits, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.serving import lengths
+from tfimitate.serving.module import ServingModule
 from tfimitate.tasks import base, common
 from tfimitate.training import inference
 
@@ -398,7 +399,7 @@ def predict(run, split):
             for text, p in zip(split.texts, probabilities(run, split))]
 
 
-class TextClassifierServer(tf.Module):
+class TextClassifierServer(ServingModule):
     """What TF Serving runs: raw strings in, labels and probabilities out.
 
     Tokenization runs inside the graph (TF Text ops); the label vocabulary is an
@@ -406,8 +407,7 @@ class TextClassifierServer(tf.Module):
     """
 
     def __init__(self, model, preprocessor, labels_file, pair):
-        super().__init__()
-        self.model = model
+        super().__init__(model=model)
         self.preprocessor = preprocessor
         self.labels_asset = tf.saved_model.Asset(labels_file)
         self.label_table = tf.lookup.StaticHashTable(

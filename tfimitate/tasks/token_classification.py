@@ -27,6 +27,7 @@ from absl import logging
 from tfimitate.data import conll, pipelines, readers, splits, tfds_source
 from tfimitate.data.word_pieces import backbone_windows
 from tfimitate.errors import UserError
+from tfimitate.serving.module import ServingModule
 from tfimitate.tasks import base, common, ner_skew, ner_words
 from tfimitate.tasks.entity_spans import entity_spans
 from tfimitate.training import inference
@@ -473,12 +474,11 @@ def _record(key, item, outputs, i):
             "entities": entities}
 
 
-class TokenTaggerServer(tf.Module):
+class TokenTaggerServer(ServingModule):
     """What TF Serving runs: `serving_default` on raw sentences, `tag_words` on split words."""
 
     def __init__(self, model, preprocessor, labels_file):
-        super().__init__()
-        self.model = model
+        super().__init__(model=model)
         self.tokenizer = preprocessor.tokenizer
         self.labels_asset = tf.saved_model.Asset(labels_file)  # ships labels.txt with the model
         tagger = Tagger(model, preprocessor)
