@@ -88,3 +88,31 @@ def test_status_shows_loading_with_the_error_while_retrying(tmp_path):
         assert client.predict("m", {"text": ["hello"]}).outputs["length"].tolist() == [5]
     finally:
         server.stop()
+
+
+def test_a_version_tf_serving_cannot_run_fails_here_too(tmp_path):
+    """A Keras model held plainly by its tf.Module reloads in Python, but TF Serving's C++
+    loader leaves the variables its signature reads uninitialised: the dev server, loading
+    through the same loader, refuses the version when its warmup request fails."""
+    import keras
+    import numpy as np
+
+    from tfimitate.serving import warmup
+
+    class Plain(tf.Module):
+        def __init__(self):
+            super().__init__()
+            inputs = keras.Input((2,))
+            self.model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+            self.serve = tf.function(lambda x: {"y": self.model(x)},
+                                     input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+
+    module = Plain()
+    path = str(tmp_path / "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    assert tf.saved_model.load(path).signatures["serving_default"](x=tf.ones([1, 2]))["y"].shape == (1, 1)
+    warmup.write_warmup_requests(path, {"serving_default": {"x": tf.constant(np.ones([2, 2], np.float32))}})
+    versions = ModelVersions("m", str(tmp_path), max_num_load_retries=0)
+    assert versions.poll() is None
+    state, message = versions.states[1]
+    assert state == State.END and "Could not find variable dense" in message

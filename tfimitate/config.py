@@ -26,6 +26,7 @@ class Experiment:
     task: str = "text_classification"
     model_dir: Optional[str] = None
     export_dir: Optional[str] = None
+    serving_version: Optional[str] = None
     train_data: Optional[str] = None
     eval_data: Optional[str] = None
     test_data: Optional[str] = None
@@ -219,5 +220,9 @@ def validate_for_training(cfg):
         raise UserError(f"--labels lists a label twice ({','.join(cfg.labels)}); list each once.")
     if cfg.drop_unlisted_labels and cfg.labels is None:
         raise UserError("--drop_unlisted_labels needs --labels: list the labels to keep.")
+    if cfg.serving_version is not None:
+        from tfimitate.serving import releases
+
+        releases.release(cfg.serving_version)
     if cfg.strategy == "tpu" and not cfg.tpu:
         raise UserError("--strategy=tpu needs --tpu=ADDRESS (or --tpu=local on a TPU VM).")

@@ -13,7 +13,7 @@ from tfimitate.errors import run_cli
 def main(argv):
     del argv
     workflow.export(tf_flags.MODEL_DIR.value, tf_flags.EXPORT_DIR.value,
-                    tf_flags.EXPORT_VERSION.value)
+                    tf_flags.EXPORT_VERSION.value, tf_flags.SERVING_VERSION.value)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,12 @@ EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None,
     "If set, a SavedModel is written to <export_dir>/<version>/ after training "
     "(the layout TF Serving polls).")
+SERVING_VERSION = flags.DEFINE_string(
+    "serving_version", None,
+    "Oldest TF Serving release the export must load on, e.g. 2.12 (2.12-2.21); its ops "
+    "and attributes are audited against that release's TensorFlow and TF Text. Default: "
+    "the oldest release that has every op of the graph (written to "
+    "assets.extra/tfimitate_serving.json).")
 
 # --- Data -----------------------------------------------------------------
 TRAIN_DATA = flags.DEFINE_string(

@@ -313,15 +313,20 @@ def _format_records(records, path):
     return out.getvalue()
 
 
-def export(model_dir, export_dir, version=None):
-    """Exports the newest checkpoint of `model_dir` as `<export_dir>/<version>/`."""
+def export(model_dir, export_dir, version=None, serving_version=None):
+    """Exports the newest checkpoint of `model_dir` as `<export_dir>/<version>/`, for TF
+    Serving `serving_version` and newer (None: the run's own, else the oldest possible)."""
     from tfimitate.serving import export as export_lib
+    from tfimitate.serving import releases
 
     files.check_writable_dir(export_dir, "--export_dir")
+    if serving_version is not None:
+        releases.release(serving_version)
     export_lib.next_version(export_dir, version)  # fail before loading anything
     task, run, step = restore(model_dir)
-    run = base.Run(run.cfg.replace(export_dir=export_dir), run.model, run.preprocessor,
-                   run.strategy)
+    cfg = run.cfg.replace(export_dir=export_dir,
+                          serving_version=serving_version or run.cfg.serving_version)
+    run = base.Run(cfg, run.model, run.preprocessor, run.strategy)
     return export_model(task, run, _load_examples(task, run.cfg), step, version)
 
 
@@ -374,6 +379,7 @@ def export_model(task, run, examples, step, version=None):
         module = task.serving_module(dataclasses.replace(run, model=served), labels_file)
         model_name = os.path.basename(os.path.normpath(run.cfg.export_dir))
         path = export_lib.export_saved_model(module, run.cfg.export_dir, checks, version,
-                                             write_extras=write_extras)
+                                             write_extras=write_extras,
+                                             serving_version=run.cfg.serving_version)
     print(f"Exported the model to {path}", flush=True)
     return path

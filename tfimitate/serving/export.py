@@ -26,12 +26,14 @@ from absl import logging
 
 from tfimitate import files
 from tfimitate.errors import UserError
-from tfimitate.serving import session_loader
-from tfimitate.serving.op_audit import ExportError, audit_saved_model
+from tfimitate.serving import session_loader, trimming
+from tfimitate.serving.op_audit import ExportError, audit_saved_model, supported_releases
 
 TEMPORARY_PREFIX = ".tmp-"
 # Which run and checkpoint step a version was exported from (TF Serving ignores assets.extra).
 SOURCE_FILE = os.path.join("assets.extra", "tfimitate_source.json")
+# Which TF Serving releases the version loads on, and what it was checked with.
+SERVING_FILE = os.path.join("assets.extra", "tfimitate_serving.json")
 # Max abs difference of probabilities, by the compute dtype of the Keras dtype policy:
 # 16-bit models carry 3 (bfloat16) or 4 (float16) significant digits, and the export
 # pads batches to another length than the in-memory check does.
@@ -72,6 +74,16 @@ def record_source(version_dir, source):
     files.write_atomically(os.path.join(version_dir, SOURCE_FILE), json.dumps(source))
 
 
+def record_serving(version_dir, release, requested):
+    """Writes the export's serving provenance: the target release (the one asked for, or the
+    oldest that has every op), every release whose ops it uses, the checking TensorFlow."""
+    files.write_atomically(os.path.join(version_dir, SERVING_FILE), json.dumps({
+        "serving_version": release, "requested_serving_version": requested,
+        "loads_on": supported_releases(version_dir), "checked_with": {
+            "tensorflow": tf.__version__, "loader": "C++ LoadSavedModel (TF C API session)"},
+    }, indent=1))
+
+
 def version_exported_from(export_dir, source):
     """The version directory under `export_dir` exported from `source`, or None."""
     for version in sorted(existing_versions(export_dir), reverse=True):
@@ -94,7 +106,7 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         version: explicit version number, or None for the next one.
         write_extras: optional callable(temporary_dir) adding files (warmup requests).
         serving_version: the TF Serving release whose ops the graph must use (see
-            op_audit.SERVING_VERSIONS); None: the oldest release that has them all.
+            releases.RELEASES, e.g. "2.12"); None: the oldest release that has them all.
 
     Returns:
         The final version directory.
@@ -114,14 +126,16 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
                 f"the task's signatures ({', '.join(sorted(functions))}) and parity checks "
                 f"({', '.join(sorted(checks))}) must match and include serving_default; "
                 "this is a bug in the task, please report it.")
-        signatures = {name: function.get_concrete_function()
-                      for name, function in functions.items()}
-        tf.saved_model.save(module, temporary, signatures=signatures)
-        audit_saved_model(temporary, serving_version)
+        with trimming.core_op_trimming():  # loads on TF Serving 2.12-2.19 (TF Text 2.12)
+            signatures = {name: function.get_concrete_function()
+                          for name, function in functions.items()}
+            tf.saved_model.save(module, temporary, signatures=signatures)  # may trace again
+        release = audit_saved_model(temporary, serving_version)
         reloaded = tf.saved_model.load(temporary)
         for name, (inputs, expected) in checks.items():
             check_parity(reloaded.signatures[name], inputs, expected, name)
         check_session_parity(temporary, checks)
+        record_serving(temporary, release, serving_version)
         if write_extras is not None:
             write_extras(temporary)
         if files.is_remote(final):
@@ -130,7 +144,7 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
             os.rename(temporary, final)
     finally:
         files.rmtree(temporary)
-    logging.info("Exported version %d to %s", version, final)
+    logging.info("Exported version %d to %s (TF Serving %s and newer).", version, final, release)
     return final
 
 

@@ -2,8 +2,10 @@
 
 TF Serving's file-system source polls `<model_base_path>/` for integer version
 directories (anything else, such as our `.tmp-*` export folders, is ignored),
-loads the newest, replays its warmup requests, and only then moves traffic to
-it and unloads the old one. `ModelVersions` does the same for the dev server.
+loads the newest with TensorFlow's C++ session loader, replays its warmup requests,
+and only then moves traffic to it and unloads the old one. `ModelVersions` does the
+same for the dev server, through the same C++ loader (`session_loader`), so a version
+TF Serving cannot run fails here too.
 
 Example:
     versions = ModelVersions("sst2", "saved_models/sst2")
@@ -17,13 +19,11 @@ import time
 
 import grpc
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the TF Text ops, which TF Serving links too)
 from absl import logging
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
 from tfimitate import files
-from tfimitate.serving import warmup
+from tfimitate.serving import session_loader, warmup
 
 State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -49,15 +49,14 @@ def _tensor_shape(shape_proto):
 
 
 class Servable:
-    """One loaded version: its SignatureDefs (as TF Serving reports them) and callable signatures."""
+    """One loaded version: its SignatureDefs (as TF Serving reports them), run in a session
+    that TensorFlow's C++ SavedModel loader filled, as TF Serving's is."""
 
     def __init__(self, version, path):
         self.version = version
         self.path = path
-        saved_model = saved_model_pb2.SavedModel.FromString(
-            tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb").read())
-        self.signature_defs = saved_model.meta_graphs[0].signature_def
-        self.module = tf.saved_model.load(path)
+        self.session = session_loader.SessionModel(path)
+        self.signature_defs = self.session.signature_defs
 
     def run(self, signature_name, inputs, output_filter=()):
         """Runs a signature on TensorProto inputs; returns a dict of NumPy outputs.
@@ -66,7 +65,7 @@ class Servable:
             RequestError: unknown signature/input/output, wrong dtype or shape, or
                 a graph error caused by the inputs.
         """
-        if signature_name not in self.module.signatures:
+        if signature_name not in self.signature_defs:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f'Serving signature key "{signature_name}" not found.')
         signature = self.signature_defs[signature_name]
@@ -77,13 +76,10 @@ class Servable:
                                f"output tensor alias not found in signature: {unknown[0]}. Outputs "
                                f"expected to be in the set {{{','.join(sorted(signature.outputs))}}}.")
         try:
-            outputs = self.module.signatures[signature_name](
-                **{name: tf.constant(value) for name, value in arrays.items()})
-        except tf.errors.OpError as error:
-            raise RequestError(_GRPC_CODES.get(error.error_code, grpc.StatusCode.INTERNAL),
-                               error.message) from None
-        wanted = list(output_filter) or list(outputs)
-        return {name: outputs[name].numpy() for name in wanted}
+            return self.session.run(signature_name, arrays, output_filter)
+        except session_loader.RunError as error:
+            raise RequestError(_GRPC_CODES.get(error.code, grpc.StatusCode.INTERNAL),
+                               str(error)) from None
 
 
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # TF and gRPC share the numbers

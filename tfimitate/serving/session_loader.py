@@ -268,23 +268,26 @@ def write_named_tensors(path, tensors):
 
 
 def run_all(path, inputs):
-    """Loads `path` and runs every signature on its inputs ({"<sig>/<input>": array});
-    returns {"<sig>/<output>": array}, or {"error": message} on the first failure."""
+    """Loads `path` once and makes one call per `<call>` of the inputs
+    ({"<call>/<input>": array}, where `<call>` is a signature name, optionally followed by
+    `#<anything>` to call it more than once); returns {"<call>/<output>": array}, or
+    {"error": message} on the first failure."""
     try:
         session = SessionModel(path)
     except LoadError as error:
         return {"error": np.array(f"load: {error}".encode(), dtype=object)}
-    by_signature = {}
+    calls = {}
     for key, value in inputs.items():
-        signature, name = key.rsplit("/", 1)
-        by_signature.setdefault(signature, {})[name] = value
+        call, name = key.rsplit("/", 1)
+        calls.setdefault(call, {})[name] = value
     outputs = {}
-    for signature, feeds in by_signature.items():
+    for call, feeds in calls.items():
+        signature = call.split("#")[0]
         try:
             ran = session.run(signature, feeds)
-        except RunError as error:
+        except (RunError, KeyError) as error:
             return {"error": np.array(f"{signature}: {error}".encode(), dtype=object)}
-        outputs.update({f"{signature}/{name}": value for name, value in ran.items()})
+        outputs.update({f"{call}/{name}": value for name, value in ran.items()})
     session.close()
     return outputs
 
