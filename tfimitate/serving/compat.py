@@ -185,8 +185,9 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     for row in rows:
+        diff = "" if row["max_abs_diff"] is None else f", max abs diff {row['max_abs_diff']:.1e}"
         print(f"{row['version_dir']}: TF Serving {row['release']} "
-              f"({'loads' if row['ok'] else 'FAILS'}): {row['detail']}")
+              f"({'loads' if row['ok'] else 'FAILS'}): {row['detail']}{diff}")
     return 0 if all(row["ok"] for row in rows) else 1
 
 

@@ -250,7 +250,7 @@ def read_named_tensors(path):
     from tensorflow.core.protobuf import named_tensor_pb2
 
     tensors = {}
-    for record in tf.compat.v1.io.tf_record_iterator(path):
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
         named = named_tensor_pb2.NamedTensorProto.FromString(record)
         tensors[named.name] = tf.make_ndarray(named.tensor)
     return tensors
