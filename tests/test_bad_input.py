@@ -217,6 +217,8 @@ CASES = [
          "{tmp}/s.cfg:1: log_uniform(0,1e-4) is an empty range; give 0 < low < high."),
     Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--epochs=uniform(1,3)\n"},
          "{tmp}/s.cfg:1: --epochs does not take uniform values; use int_range(...)."),
+    Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--dropout=uniform(0,0.95)\n"},
+         "{tmp}/s.cfg:1: '0.95' is not a valid --dropout (it must be at most 0.9); fix the value."),
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=11"],
          {"t.csv": "text,label\n" + ROWS}, "--cv_folds=11 is more than the 8 training example(s) of label '1'"),
     # --- client input (issue 9, item 10)

@@ -47,6 +47,8 @@ def _bad_subtask(tmp_path, lines):
      r"text; check the file and --text_column\."),
     (["--task=multi_task", "--train_data=x.csv"], r"extra.cfg: --task=multi_task cannot be a "
      r"subtask; use one of text_classification, token_classification\."),
+    (["--task=text_classification", "--loss_weight=-1"], r"extra.cfg:2: '-1' is not a valid "
+     r"--loss_weight \(it must be at least 0.0\); fix the value\."),
 ])
 def test_a_bad_subtask_file_is_one_sentence_before_any_work(tmp_path, lines, message):
     if lines is None:

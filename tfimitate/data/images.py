@@ -111,8 +111,8 @@ def read_split(spec, flag, image_column="path", label_column="label", with_label
     layout.
     """
     if tfds_source.is_tfds(spec):
-        return tfds_source.read_images(spec, image_column, label_column, flag, tfds_data_dir,
-                                       with_labels)
+        return Split(**tfds_source.read_images(spec, image_column, label_column, flag,
+                                               tfds_data_dir, with_labels))
     path = spec if files.is_remote(spec) else os.path.expanduser(spec)
     if files.isdir(path):
         return read_folder(path, flag, with_labels)

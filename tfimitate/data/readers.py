@@ -127,7 +127,7 @@ def read_rows(path, columns: Sequence[str], flag, tfds_data_dir=None):
     `tfds_data_dir` (tfds_source.py), the columns naming its features.
     """
     if tfds_source.is_tfds(path):
-        return tfds_source.read_rows(path, columns, flag, tfds_data_dir)
+        return [Row(*row) for row in tfds_source.read_rows(path, columns, flag, tfds_data_dir)]
     path = resolve_path(path, flag)
     suffix = base_suffix(path)
     if suffix not in TABLE_FORMATS:

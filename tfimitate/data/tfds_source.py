@@ -10,13 +10,16 @@ they must be prepared in `--tfds_data_dir` (default TFDS's own, ~/tensorflow_dat
 e.g. once on a machine with a network with `tfds build glue/sst2 --data_dir=DIR`. A
 dataset written with `tfds.dataset_builders.store_as_tfds_dataset` (from any tf.data
 source) is read the same way. TensorFlow Datasets is imported only when a `tfds:` input
-is read.
+is read. Everything read comes back as plain values (tuples, lists, dicts of str, int
+and bytes): the readers (readers.py, conll.py, images.py) build their own rows,
+sentences and splits from them.
 
 Example:
     rows = read_rows("tfds:glue/sst2:validation", ["sentence", "label"], "--eval_data")
-    # [Row(line=1, values=("it 's a charming ... journey .", "positive")), ...]
-    sentences = read_sentences("tfds:conll2003:dev", "tokens", "ner", "--eval_data")
-    # [Sentence(words=['CRICKET', '-', ...], tags=['O', 'O', ...], lines=[1, 1, ...]), ...]
+    # [(1, ("it 's a charming ... journey .", "positive")), ...]
+    sentences = read_sentences("tfds:conll2003:dev", "tokens", "ner", "--eval_data",
+                               conll.TAG_PATTERN)
+    # [(['CRICKET', '-', ...], ['O', 'O', ...], [1, 1, ...]), ...]
 """
 
 import re
@@ -160,28 +163,26 @@ def _value(feature, value, key, where):
 
 
 def read_rows(spec_text, columns, flag, data_dir=None):
-    """The given features of every example of the split, as readers.Row (line: 1-based index)."""
-    from tfimitate.data.readers import Row
-
+    """(1-based index, tuple of the given features as strings) of every example of the split."""
     wanted = [(column, None, "value") for column in columns]
     features, examples = _examples(spec_text, wanted, flag, data_dir)
-    return [Row(index, tuple(_value(features[c], example[c], c, f"{flag}={spec_text}: example "
-                                     f"{index}") for c in columns))
+    return [(index, tuple(_value(features[c], example[c], c, f"{flag}={spec_text}: example "
+                                  f"{index}") for c in columns))
             for index, example in enumerate(examples, start=1)]
 
 
-def read_sentences(spec_text, words_column, tags_column, flag, data_dir=None, with_tags=True):
-    """conll.Sentence of every example with words (lines: its 1-based index), its tags the
-    names of the `tags_column` ClassLabel (all O without `with_tags`)."""
-    from tfimitate.data import conll
-
+def read_sentences(spec_text, words_column, tags_column, flag, tag_pattern, data_dir=None,
+                   with_tags=True):
+    """(words, tags, lines) of every example with words (lines: its 1-based index per word),
+    its tags the names of the `tags_column` ClassLabel (all O without `with_tags`); every
+    name must match `tag_pattern` (a compiled regular expression of entity tags)."""
     columns = [(words_column, "--text_column", "words")]
     if with_tags:
         columns.append((tags_column, "--label_column", "tags"))
     features, examples = _examples(spec_text, columns, flag, data_dir)
     tag_feature = features[tags_column].feature if with_tags else None
     names = tag_feature.names if with_tags else ()
-    wrong = [name for name in names if not conll.TAG_PATTERN.match(name)]
+    wrong = [name for name in names if not tag_pattern.match(name)]
     if wrong:
         raise UserError(f"{flag}={spec_text}: --label_column={tags_column} holds tags such as "
                         f"{', '.join(wrong[:3])}, not O or B-/I-/E-/S-TYPE entity tags; set "
@@ -198,7 +199,7 @@ def read_sentences(spec_text, words_column, tags_column, flag, data_dir=None, wi
         if not words:
             empty += 1
             continue
-        sentences.append(conll.Sentence(words, tags, [index] * len(words)))
+        sentences.append((words, tags, [index] * len(words)))
     if empty:
         logging.warning("%s: skipped %d examples without words.", spec_text, empty)
     if not sentences:
@@ -207,11 +208,10 @@ def read_sentences(spec_text, words_column, tags_column, flag, data_dir=None, wi
 
 
 def read_images(spec_text, image_column, label_column, flag, data_dir=None, with_labels=True):
-    """images.Split of every example: the encoded image as stored (PNG/JPEG bytes, in
-    `contents`), named `SPEC#INDEX` (1-based), and its label ("" without `with_labels`)."""
+    """The fields of an images.Split of every example: {"source", "paths" (`SPEC#INDEX`,
+    1-based), "labels" ("" without `with_labels`), "lines" (0s), "contents" (each encoded
+    image as stored, PNG/JPEG bytes)}."""
     import tensorflow_datasets as tfds
-
-    from tfimitate.data import images
 
     columns = [(image_column, "--image_column", "image")]
     if with_labels:
@@ -225,8 +225,9 @@ def read_images(spec_text, image_column, label_column, flag, data_dir=None, with
                              f"{flag}={spec_text}: example {index}") if with_labels else "")
     if not contents:
         raise UserError(f"{flag}={spec_text}: the split holds no images; name another split.")
-    return images.Split(spec_text, [f"{spec_text}#{i}" for i in range(1, len(contents) + 1)],
-                        labels, [0] * len(contents), contents)
+    return {"source": spec_text,
+            "paths": [f"{spec_text}#{i}" for i in range(1, len(contents) + 1)],
+            "labels": labels, "lines": [0] * len(contents), "contents": contents}
 
 
 def label_names(spec_text, column, flag, data_dir=None):

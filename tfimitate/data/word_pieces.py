@@ -19,7 +19,8 @@ overlap, so every word's first piece lands in exactly one window. All TF ops: it
 runs in tf.data on the host and in the export graph.
 
 Example:
-    windows = WordPieceWindows(backbones.load_tokenizer("minilm_l6"), sequence_length=128)
+    windows = WordPieceWindows(keras_hub.models.BertTokenizer.from_preset("bert_tiny_en_uncased"),
+                               sequence_length=128)
     features = windows(tf.ragged.constant([["EU", "rejects", "it"]]),
                        {"labels": tf.constant([2, 1, 1], tf.int64)})
     # token_ids [[101, 7327, 19164, 2009, 102]], labels [[0, 2, 1, 1, 0]], ...
@@ -68,18 +69,6 @@ def special_ids(tokenizer):
             f"{'/'.join(missing)} token, which aligning words to its pieces needs; choose an "
             "encoder backbone such as BERT, XLM-R or RoBERTa.")
     return tuple(int(i) for i in ids)
-
-
-def backbone_windows(spec, sequence_length):
-    """WordPieceWindows for --backbone `spec`, returning just the inputs its backbone takes.
-
-    keras-hub's text preprocessor of the backbone tells which inputs those are.
-    """
-    from tfimitate import backbones
-
-    preprocessor = backbones.load_text_preprocessor(spec, sequence_length)
-    names = preprocessor(x=["a"]).keys()  # eagerly: tracing keras-hub's BPE takes seconds
-    return WordPieceWindows(preprocessor.tokenizer, sequence_length, tuple(sorted(names)))
 
 
 class WordPieceWindows:

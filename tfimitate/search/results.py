@@ -7,14 +7,13 @@ Example:
 
 import csv
 import io
-import json
 import math
 import os
 
 import numpy as np
 
 from tfimitate import files, reports
-from tfimitate.search import tuner as tuner_lib
+from tfimitate.search import trials
 
 BEST_DIR = "best"
 
@@ -28,10 +27,7 @@ def collect(tuner):
         flags = {d.flag: getattr(cfg, d.flag) for d in tuner.dimensions}
         if tuner.step_unit:
             flags["max_steps"] = cfg.max_steps
-        result = {}
-        path = os.path.join(tuner.trial_dir(trial_id), tuner_lib.RESULT_FILE)
-        if files.isfile(path):
-            result = json.loads(files.read_bytes(path))
+        result = trials.read_result(tuner.trial_dir(trial_id))
         rows.append(dict(trial=trial_id, status=trial.status, **flags,
                          score=result.get("score"), steps=result.get("steps"),
                          seconds=result.get("seconds")))

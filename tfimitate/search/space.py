@@ -9,7 +9,8 @@ One flag per line, `#` comments and blank lines ignored:
     --augment=choice(|word_dropout:0.1,swap:0.1)  # values with commas: separate by |
 
 Any flag of `tfimitate.train` (techniques too) except --model_dir, --export_dir and
---cv_fold can be searched; every value is checked by the flag's own parser.
+--cv_fold can be searched; every value is read as a flagfile value of its field
+(config.parse_value: its type, bounds and choices).
 
 Example:
     dimensions = read("configs/search/sst2.cfg")
@@ -23,7 +24,7 @@ import math
 import re
 from typing import Tuple
 
-from tfimitate import files
+from tfimitate import config, files
 from tfimitate.data import readers
 from tfimitate.errors import UserError
 
@@ -75,20 +76,17 @@ def read(path):
 
 def overrides(dimensions, values):
     """Experiment field values of one trial from keras-tuner's `values` (name -> value)."""
-    return {d.flag: _flag_value(d.flag, values[d.flag]) if d.kind == "choice"
+    return {d.flag: config.parse_value(d.flag, values[d.flag], d.where) if d.kind == "choice"
             and isinstance(values[d.flag], str) else values[d.flag] for d in dimensions}
 
 
 def _parse(text, where):
-    from tfimitate.config import Experiment
-
     match = _LINE.match(text)
     if not match or match.group(2) not in KINDS:
         raise UserError(f"{where}: '{text}' is not a search range; write --flag=KIND(ARGS) with "
                         f"KIND one of {', '.join(KINDS)}, e.g. --learning_rate=log_uniform(1e-5,1e-4).")
     flag, kind, args = match.groups()
-    fields = {field.name for field in dataclasses.fields(Experiment)}
-    if flag not in fields or flag in NOT_SEARCHABLE:
+    if flag not in config.field_types() or flag in NOT_SEARCHABLE:
         raise UserError(f"{where}: --{flag} is not a flag tfimitate.train can search; see "
                         "--helpfull for the training flags.")
     parts = args.split("|") if "|" in args else args.split(",")
@@ -107,33 +105,14 @@ def _parse(text, where):
     return Dimension(flag, kind, bounds, where)
 
 
-def _flag_value(flag, text):
-    """`text` parsed by absl flag `flag`'s own parser (lists become tuples)."""
-    from absl import flags
-
-    from tfimitate import flags as _defined  # noqa: F401  (defines the flags)
-
-    value = flags.FLAGS[flag].parser.parse(text)
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _checked(flag, text, where):
-    try:
-        return _flag_value(flag, text)
-    except ValueError as error:
-        reason = " ".join(str(error).split())
-        raise UserError(f"{where}: '{text}' is not a valid --{flag} ({reason}); fix the value.") \
-            from None
-
-
 def _choice_value(flag, text, where):
     """A number for numeric and boolean flags (searchable in order), else the flag text."""
-    value = _checked(flag, text, where)
+    value = config.parse_value(flag, text, where)
     return value if isinstance(value, (bool, int, float)) else text
 
 
 def _bound(flag, text, wanted, kind, where):
-    value = _checked(flag, text, where)
+    value = config.parse_value(flag, text, where)
     if isinstance(value, bool) or not isinstance(value, wanted):
         suggestion = "int_range" if isinstance(value, int) and not isinstance(value, bool) \
             else "choice"

@@ -28,12 +28,10 @@ from absl import logging
 from tfimitate import files, workflow
 from tfimitate.crossval import FOLDS_SUBDIR
 from tfimitate.errors import UserError
-from tfimitate.search import space
+from tfimitate.search import results, space, trials
 
 OBJECTIVE = "score"
 ORACLE_DIR = "oracle"
-TRIALS_DIR = "trials"
-RESULT_FILE = "trial_result.json"
 SEARCH_FILE = "search.json"
 CONSECUTIVE_FAILURES = 3  # keras-tuner's default max_consecutive_failed_trials
 CHECKPOINT_INDEX = "checkpoint"  # tf.train.CheckpointManager's list of saved checkpoints
@@ -50,7 +48,7 @@ class TrainTuner(keras_tuner.engine.base_tuner.BaseTuner):
         super().__init__(oracle, directory=tune_dir, project_name=ORACLE_DIR)
 
     def trial_dir(self, trial_id):
-        return os.path.join(self.tune_dir, TRIALS_DIR, trial_id)
+        return trials.trial_dir(self.tune_dir, trial_id)
 
     def trial_config(self, trial):
         """The experiment of `trial`: the base flags plus the trial's searched values."""
@@ -79,8 +77,7 @@ class TrainTuner(keras_tuner.engine.base_tuner.BaseTuner):
             keras.backend.clear_session()
         score = metrics["score"]["mean"] if cfg.cv_folds else metrics["score"]
         steps = metrics["step"] if not cfg.cv_folds else _fold_steps(cfg.model_dir)
-        files.write_atomically(os.path.join(cfg.model_dir, RESULT_FILE), json.dumps(
-            {"score": score, "steps": steps, "seconds": round(time.time() - started, 1)}))
+        trials.write_result(cfg.model_dir, score, steps, round(time.time() - started, 1))
         return {OBJECTIVE: score}
 
 
@@ -208,8 +205,6 @@ def check_trials(base_cfg, dimensions):
 def search(base_cfg, dimensions, algorithm, max_trials, tune_dir, hyperband_factor=3):
     """Runs (or continues) a search; on the chief or a single machine, writes and returns the
     results' markdown summary (search/results.py), on a keras-tuner worker returns None."""
-    from tfimitate.search import results
-
     check_search(base_cfg, dimensions, algorithm)
     check_trials(base_cfg, dimensions)
     files.check_writable_dir(tune_dir, "--tune_dir")

@@ -40,7 +40,6 @@ from typing import Any, Dict
 import tensorflow as tf
 
 from tfimitate import files
-from tfimitate.data import readers
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 
@@ -130,39 +129,20 @@ def subtasks(cfg):
 
 
 def _read_flagfile(path):
-    """The subtask flags of a flagfile (`--flag=value` lines, # comments); one UserError
-    naming file:line for anything else."""
-    from absl import flags
-
-    from tfimitate import flags as _defined  # noqa: F401  (defines the flags)
+    """The subtask flags of a flagfile (config.read_flagfile: `--flag=value` lines, #
+    comments); one UserError naming file:line for anything else, or for a shared flag."""
+    from tfimitate import config
 
     if not files.isfile(path):
         raise UserError(f"--subtasks: the subtask flagfile {path} does not exist; check the path.")
-    values = {}
-    lines = readers.decode_utf8(files.read_bytes(path), path, "save it as UTF-8.").splitlines()
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, equals, value = line[2:].partition("=") if line.startswith("--") else (line, "", "")
-        if not equals and name.startswith("no") and name[2:] in flags.FLAGS:
-            name, value = name[2:], "false"
-        elif not equals:
-            value = "true"
-        where = f"{path}:{number}"
-        if not line.startswith("--") or name not in flags.FLAGS:
-            raise UserError(f"{where}: '{line}' is not a --flag=value line of a known flag; "
-                            "fix the line (see --helpfull).")
+
+    def subtask_field(name, where):
         if name not in SUBTASK_FIELDS:
             raise UserError(f"{where}: --{name} belongs in the main flagfile, since every "
                             f"subtask shares it; move it there (a subtask file sets only "
                             f"{', '.join('--' + f for f in SUBTASK_FIELDS)}).")
-        try:
-            parsed = flags.FLAGS[name]._parse(value)
-        except flags.Error as error:
-            raise UserError(f"{where}: {' '.join(str(error).split())}; fix the value.") from None
-        values[name] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return values
+
+    return config.read_flagfile(path, "--subtasks", check=subtask_field)
 
 
 def _split_labels(labels):

@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfimitate import backbones
 from tfimitate.data import conll, pipelines, readers, splits, tfds_source
-from tfimitate.data.word_pieces import backbone_windows
 from tfimitate.errors import UserError
 from tfimitate.serving.module import ServingModule
 from tfimitate.tasks import base, common, ner_skew, ner_words
@@ -63,7 +63,7 @@ class Preprocessor:
     """The word-piece windows of the backbone's tokenizer, plus the tag set."""
 
     def __init__(self, cfg):
-        self.windows = backbone_windows(cfg.backbone, cfg.sequence_length)
+        self.windows = backbones.word_piece_windows(cfg.backbone, cfg.sequence_length)
         self.tokenizer = self.windows.tokenizer
         self.labels = tuple(cfg.labels or ())
 
