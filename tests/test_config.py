@@ -47,19 +47,31 @@ def test_every_field_has_a_type_the_reader_knows():
     assert set(config.field_types().values()) <= {str, int, float, bool, tuple}
 
 
-def test_choices_and_bounds_are_those_of_the_flags():
-    """CHOICES and BOUNDS repeat what flags.py declares; they must agree."""
+def test_flags_are_generated_from_the_declared_options_with_their_bounds_and_choices():
+    """One declaration: the flag, the Experiment field and the reader's checks agree."""
     from absl import flags
 
     from tfimitate import flags as _defined  # noqa: F401  (defines the flags)
 
-    for name in config.field_types():
-        parser = flags.FLAGS[name].parser
-        if name != "task":  # checked by the task registry
-            assert config.CHOICES.get(name) == (
-                tuple(parser.enum_values) if hasattr(parser, "enum_values") else None), name
-        bounds = (getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None))
-        assert config.BOUNDS.get(name, (None, None)) == bounds, name
+    for option in config.OPTIONS:
+        flag = flags.FLAGS[option.name]
+        default = tuple(flag.default) if isinstance(flag.default, list) else flag.default
+        assert default == getattr(config.Experiment(), option.name), option.name
+        assert flag.help.endswith(option.help)  # an enum flag prefixes its choices
+        parser = flag.parser
+        assert tuple(getattr(parser, "enum_values", ())) == option.choices, option.name
+        assert (getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None)) == (
+            option.lower, option.upper), option.name
+
+
+def test_importing_config_and_the_registries_loads_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, tfimitate.config, tfimitate.tasks, tfimitate.flags; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
 
 
 @pytest.mark.parametrize("line, message", [

@@ -12,8 +12,8 @@ from tfimitate.errors import run_cli
 
 def main(argv):
     del argv
-    workflow.evaluate(tf_flags.MODEL_DIR.value, tf_flags.EVAL_DATA.value, tf_flags.PERTURB.value,
-                      tf_flags.PERTURB_SEED.value, tf_flags.SAVED_MODEL.value)
+    workflow.evaluate(*(tf_flags.value(name) for name in (
+        "model_dir", "eval_data", "perturb", "perturb_seed", "saved_model")))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from tfimitate.errors import run_cli
 
 def main(argv):
     del argv
-    workflow.export(tf_flags.MODEL_DIR.value, tf_flags.EXPORT_DIR.value,
-                    tf_flags.EXPORT_VERSION.value, tf_flags.SERVING_VERSION.value)
+    workflow.export(*(tf_flags.value(name) for name in (
+        "model_dir", "export_dir", "export_version", "serving_version")))
 
 
 if __name__ == "__main__":

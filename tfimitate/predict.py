@@ -19,8 +19,8 @@ INPUT_FLAGS = ("text_column", "text_pair_column", "image_column", "tfds_data_dir
 def main(argv):
     del argv
     columns = {name: flags.FLAGS[name].value for name in INPUT_FLAGS if flags.FLAGS[name].present}
-    workflow.predict(tf_flags.MODEL_DIR.value, tf_flags.INPUT.value, tf_flags.OUTPUT.value,
-                     columns)
+    workflow.predict(tf_flags.value("model_dir"), tf_flags.value("input"),
+                     tf_flags.value("output"), columns)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,16 @@ from tfimitate.search import space
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected argument '{argv[1]}'; every setting is a --flag (see --help).")
-    for holder in (_flags.SEARCH_SPACE, _flags.TUNE_DIR):
-        if not holder.value:
-            raise UserError(f"--{holder.name} is required; give it on the command line.")
-    dimensions = space.read(_flags.SEARCH_SPACE.value)
+    for name in ("search_space", "tune_dir"):
+        if not _flags.value(name):
+            raise UserError(f"--{name} is required; give it on the command line.")
+    dimensions = space.read(_flags.value("search_space"))
     from tfimitate.search import tuner  # imports TensorFlow: after the quick checks
 
     if not flags.FLAGS["model_dir"].value:  # every trial trains into its own folder
-        flags.FLAGS.model_dir = _flags.TUNE_DIR.value
-    summary = tuner.search(config.experiment_from_flags(), dimensions, _flags.TUNER.value,
-                           _flags.MAX_TRIALS.value, _flags.TUNE_DIR.value,
-                           _flags.HYPERBAND_FACTOR.value)
+        flags.FLAGS.model_dir = _flags.value("tune_dir")
+    summary = tuner.search(config.experiment_from_flags(), dimensions, *(
+        _flags.value(name) for name in ("tuner", "max_trials", "tune_dir", "hyperband_factor")))
     if summary is not None:
         print(f"\n{summary}", flush=True)
 
