@@ -144,6 +144,8 @@ def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trai
     signatures = {request.model_spec.signature_name
                   for request in warmup.read_warmup_requests(path)}
     assert signatures == set(loaded.signatures) and "serving_default" in signatures
+    if not cfg.subtasks:  # the task declares what it exports (multi_task: per subtask)
+        assert signatures == set(tasks.get_task(cfg.task).SIGNATURES)
 
 
 def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(trained):

@@ -123,7 +123,7 @@ class Task(abc.ABC):
             READS = "text"
 
             def load_data(self, cfg): ...
-            # ... and the other abstract methods
+            # ... the other abstract methods, and `perturbed` (it reads text)
     """
 
     NAME: ClassVar[str]
