@@ -43,11 +43,12 @@ class Run:
         strategy: the tf.distribute strategy the model was built under.
         optimizer: while training, the Keras optimizer (a technique's step may need its
             loss scale or step count); None for a restored model.
-        text_transform: `keep_word_count -> fn(words, seed) -> words`, or None: what the
-            training pipeline does to each raw text before tokenization, anew on every
-            pass (tasks/common.py `training_batches`; the workflow composes it from the
-            chosen techniques, e.g. augmentation). With `keep_word_count` the labels follow
-            the words, so fn keeps their number. Default: texts are left as they are.
+        text_transform: a function of `keep_word_count` that returns fn(words, seed) ->
+            words, what the training pipeline does to each raw text before tokenization,
+            anew on every pass (tasks/common.py `training_batches`), or None to leave texts
+            as they are (the default). The workflow composes it from the chosen techniques
+            (e.g. augmentation); with `keep_word_count` the labels follow the words, so fn
+            keeps their number.
 
     Example:
         Run(cfg, model, preprocessor, strategy, optimizer,
