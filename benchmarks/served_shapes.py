@@ -88,8 +88,8 @@ def tf_variant(variant, scratch):
     from tfimitate import workflow
     from tfimitate.config import Experiment
     from tfimitate.serving import lengths
-    from tfimitate.tasks import text_classification as task
     from tfimitate.tasks.base import Run
+    from tfimitate.tasks.text_classification import TextClassification
 
     if variant.endswith("_inter_op_1"):  # one op at a time, each on both cores
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -101,6 +101,7 @@ def tf_variant(variant, scratch):
         lengths.MULTIPLE = int(variant)
     cfg = Experiment(model_dir=scratch, backbone="minilm_l6", sequence_length=MAX_LENGTH,
                      labels=("0", "1"), text_column="0", label_column="1")
+    task = TextClassification()
     preprocessor = task.make_preprocessor(cfg)
     model = workflow.build_model(task, cfg, 2, ())
     labels_file = os.path.join(scratch, "labels.txt")

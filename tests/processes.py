@@ -62,7 +62,8 @@ for name in ("one_device", "mirrored"):
         model = workflow.build_model(task, cfg, 2, chosen)
         optimizer = optim.make_optimizer(cfg.learning_rate, cfg.max_steps, cfg.warmup_ratio,
                                          cfg.weight_decay)
-    run = base.Run(cfg, model, task.make_preprocessor(cfg), strategy, optimizer, tuple(chosen))
+    run = base.Run(cfg, model, task.make_preprocessor(cfg), strategy, optimizer,
+                   text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep))
     loop.train_loop(model, optimizer, techniques.wrap_loss(chosen, techniques.supervised_loss(task), run),
                     task.train_dataset(run, data.train), None,
                     cfg.replace(model_dir=f"{cfg.model_dir}-{name}"), strategy,

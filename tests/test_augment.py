@@ -106,7 +106,7 @@ def _run(tmp_path, task_name, **changes):
     cfg = cfg.replace(labels=data.labels)
     chosen = techniques.chosen(cfg)
     run = base.Run(cfg, None, task.make_preprocessor(cfg), tf.distribute.get_strategy(),
-                   techniques=tuple(chosen))
+                   text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep))
     return task, run, data.train, chosen
 
 
@@ -137,9 +137,11 @@ def test_augmented_text_batches_change_every_pass_and_replay_on_resume(tmp_path)
 
 
 def test_every_example_is_seen_once_per_augmented_pass(tmp_path):
-    task, run, split, chosen = _run(tmp_path, "text_classification", augment="char_noise:0.5")
-    examples = task._examples(split, {"labels": np.arange(len(split), dtype=np.int32)})
-    stream = common.training_batches(run, examples, task._encoder(run.preprocessor),
+    from tfimitate.tasks import text_classification
+
+    _, run, split, _ = _run(tmp_path, "text_classification", augment="char_noise:0.5")
+    examples = text_classification._examples(split, {"labels": np.arange(len(split), dtype=np.int32)})
+    stream = common.training_batches(run, examples, text_classification._encoder(run.preprocessor),
                                      {"token_ids": 0}, ("text",))
     seen = []
     for _, labels in stream:

@@ -144,6 +144,8 @@ def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trai
     signatures = {request.model_spec.signature_name
                   for request in warmup.read_warmup_requests(path)}
     assert signatures == set(loaded.signatures) and "serving_default" in signatures
+    if not cfg.subtasks:  # the task declares what it exports (multi_task: per subtask)
+        assert signatures == set(tasks.get_task(cfg.task).SIGNATURES)
 
 
 def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(trained):
@@ -233,15 +235,22 @@ def test_contract_bad_data_flag_is_one_sentence_and_writes_nothing(trained, tmp_
     assert not os.listdir(tmp_path)
 
 
-def test_contract_a_module_missing_part_of_the_protocol_is_refused_at_registration(monkeypatch):
-    from tfimitate.tasks import text_classification
+def test_contract_a_task_class_missing_part_of_the_protocol_is_refused_at_registration(
+        monkeypatch):
+    """A Task subclass missing an abstract method is one TypeError naming what it lacks."""
+    from tfimitate.tasks import base
+
+    class Partial(base.Task):
+        NAME = "text_classification"
+
+        def load_data(self, cfg):
+            del cfg
 
     partial = types.ModuleType("partial_task")
-    for name in ("NAME", "RESUME_FIELDS", "validate", "load_data"):
-        setattr(partial, name, getattr(text_classification, name))
+    partial.Partial = Partial
     monkeypatch.setitem(sys.modules, "partial_task", partial)
-    monkeypatch.setitem(tasks.TASKS, "text_classification", "partial_task")
-    with pytest.raises(TypeError, match="lacks .*evaluate"):
+    monkeypatch.setitem(tasks.TASKS, "text_classification", "partial_task:Partial")
+    with pytest.raises(TypeError, match=r"^task class .*Partial lacks .*evaluate, .*predict"):
         tasks.get_task("text_classification")
 
 

@@ -142,8 +142,9 @@ def test_tpu_input_path_has_static_int32_batches_and_no_strings(data, monkeypatc
     cfg = helpers.experiment(directory, backbone=preset, train_data=train, batch_size=8)
     cfg = cfg.replace(labels=("0", "1"))
     split = text_classification.read_split(train, cfg, "--train_data")
-    run = base.Run(cfg, None, text_classification.make_preprocessor(cfg), tf.distribute.get_strategy())
-    ds = text_classification.train_dataset(run, split)
+    task = text_classification.TextClassification()
+    run = base.Run(cfg, None, task.make_preprocessor(cfg), tf.distribute.get_strategy())
+    ds = task.train_dataset(run, split)
     inputs, labels = ds.element_spec
     assert labels.shape == [8] and labels.dtype == tf.int32
     assert inputs["token_ids"].shape == [8, 32] and inputs["token_ids"].dtype == tf.int32

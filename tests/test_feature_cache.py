@@ -14,8 +14,10 @@ import image_helpers
 from tfimitate import backbones, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
-from tfimitate.tasks import image_classification as task
+from tfimitate.tasks.image_classification import ImageClassification
 from tfimitate.training import feature_cache, loop, techniques, transfer
+
+task = ImageClassification()
 
 
 def image_experiment(tmp_path, **overrides):
@@ -98,11 +100,11 @@ def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp
 
 
 def test_per_token_features_are_refused(tmp_path):
-    from tfimitate.tasks import token_classification
+    from tfimitate.tasks.token_classification import TokenClassification
 
-    cfg = helpers.experiment(tmp_path, task=token_classification.NAME,
+    cfg = helpers.experiment(tmp_path, task=TokenClassification.NAME,
                              backbone=helpers.tiny_bert_preset(tmp_path))
-    model = token_classification.build_head(cfg, backbones.load_backbone(cfg.backbone), 3)
+    model = TokenClassification().build_head(cfg, backbones.load_backbone(cfg.backbone), 3)
     with pytest.raises(UserError, match="one feature vector per example, but the model's frozen "
                                         "backbone ends in \\(None, None, 32\\)"):
         feature_cache.frozen_part(model, transfer.backbone_of(model))

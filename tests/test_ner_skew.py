@@ -95,8 +95,9 @@ def tiny_tagger_run(tmp_path, seed):
     """A Run of an untrained tiny tagger over PER/LOC/ORG tags."""
     from tfimitate import workflow
     from tfimitate.tasks import base
-    from tfimitate.tasks import token_classification as task
+    from tfimitate.tasks.token_classification import TokenClassification
 
+    task = TokenClassification()
     labels = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
     cfg = experiment(tmp_path, task="token_classification", backbone=tiny_bert_preset(tmp_path),
                      labels=labels, sequence_length=32)
@@ -107,7 +108,7 @@ def tiny_tagger_run(tmp_path, seed):
 
 def test_served_f1_equals_in_framework_f1_when_every_word_survives_splitting(tmp_path):
     """The raw-text Tagger of the export graph, scored on spans, agrees with seqeval on words."""
-    from tfimitate.tasks import token_classification as task
+    from tfimitate.tasks.token_classification import Split, Tagger, TokenClassification
 
     rows = ["john/B-PER smith/I-PER 's/O company/O ,/O google/B-ORG ,/O said/O n't/O ./O",
             "the/O u.s./B-LOC and/O the/O eu/B-ORG met/O on/O 1996-12-06/O in/O paris/B-LOC ./O",
@@ -116,8 +117,8 @@ def test_served_f1_equals_in_framework_f1_when_every_word_survives_splitting(tmp
     sentences = [sentence(row) for row in rows] * 4
     assert ner_skew.word_match(sentences).share == 1.0
     run = tiny_tagger_run(tmp_path, seed=1)
-    expected = task.evaluate(run, task.Split("sample", sentences)).metrics
-    tag_text = tf.function(task.Tagger(run.model, run.preprocessor).tag_text,
+    expected = TokenClassification().evaluate(run, Split("sample", sentences)).metrics
+    tag_text = tf.function(Tagger(run.model, run.preprocessor).tag_text,
                            input_signature=[tf.TensorSpec([None], tf.string)])
     served = ner_skew.served_f1(tag_text, sentences, batch_size=6)
     assert served["predicted"] > 0 and served["gold"] == 32
@@ -129,14 +130,14 @@ def test_served_f1_equals_in_framework_f1_when_every_word_survives_splitting(tmp
 def test_evaluation_reports_the_served_skew_as_the_full_raw_text_path_measures_it(tmp_path):
     """evaluate() serves only re-split sentences through tag_text; its served F1 must equal
     scoring every sentence through tag_text."""
-    from tfimitate.tasks import token_classification as task
+    from tfimitate.tasks.token_classification import Split, Tagger, TokenClassification
 
     rows = ["john/B-PER smith,jr/I-PER said/O in/O paris/B-LOC",   # "smith,jr" is re-split
             "the/O eu/B-ORG met/O in/O london/B-LOC ./O",
             "john/B-PER said/O it,ok/O in/O new/B-LOC york/I-LOC"]  # "it,ok" is re-split
     sentences = [sentence(row) for row in rows] * 3
     run = tiny_tagger_run(tmp_path, seed=2)
-    metrics = task.evaluate(run, task.Split("sample", sentences)).metrics
-    served = ner_skew.served_f1(task.Tagger(run.model, run.preprocessor).tag_text, sentences)
+    metrics = TokenClassification().evaluate(run, Split("sample", sentences)).metrics
+    served = ner_skew.served_f1(Tagger(run.model, run.preprocessor).tag_text, sentences)
     assert metrics["served_word_match"] == pytest.approx(1 / 3)
     assert metrics["served_f1"] == pytest.approx(served["f1"])

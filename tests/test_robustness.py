@@ -14,6 +14,8 @@ from tfimitate import robustness
 from tfimitate.data import conll
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, text_classification, token_classification
+from tfimitate.tasks.text_classification import TextClassification
+from tfimitate.tasks.token_classification import TokenClassification
 
 TEXTS = ["a good film with a great plot", "an awful and boring movie", "the best actor"]
 
@@ -39,14 +41,14 @@ def test_parse_gives_default_rates_and_report_labels():
 
 def test_perturbed_texts_are_seeded_and_the_labels_stay():
     split = _classification_split()
-    first = _perturbed(text_classification, split, "typos:0.5")["typos:0.5"]
-    again = _perturbed(text_classification, split, "typos:0.5")["typos:0.5"]
-    other = _perturbed(text_classification, split, "typos:0.5", seed=1)["typos:0.5"]
+    first = _perturbed(TextClassification(), split, "typos:0.5")["typos:0.5"]
+    again = _perturbed(TextClassification(), split, "typos:0.5")["typos:0.5"]
+    other = _perturbed(TextClassification(), split, "typos:0.5", seed=1)["typos:0.5"]
     assert first.texts == again.texts != other.texts != split.texts
     assert first.labels == split.labels and first.lines == split.lines
-    dropped = _perturbed(text_classification, split, "drop_words:0.5")["drop_words:0.5"]
+    dropped = _perturbed(TextClassification(), split, "drop_words:0.5")["drop_words:0.5"]
     assert all(len(d.split()) < len(t.split()) or d == t for d, t in zip(dropped.texts, TEXTS))
-    upper = _perturbed(text_classification, split, "case")["case:1"]
+    upper = _perturbed(TextClassification(), split, "case")["case:1"]
     assert upper.texts == [t.upper() for t in TEXTS]
 
 
@@ -54,14 +56,14 @@ def test_ner_perturbations_stay_inside_words_and_drop_words_is_refused():
     sentence = conll.Sentence(["John", "said", "in", "Paris", "."],
                               ["B-PER", "O", "O", "B-LOC", "O"], [1, 2, 3, 4, 5])
     split = token_classification.Split("dev.txt", [sentence] * 20)
-    noisy = _perturbed(token_classification, split, "typos:0.5")["typos:0.5"]
+    noisy = _perturbed(TokenClassification(), split, "typos:0.5")["typos:0.5"]
     assert any(s.words != sentence.words for s in noisy.sentences)
     for s in noisy.sentences:
         assert len(s.words) == 5 and s.words[-1] == "." and s.tags == sentence.tags
     with pytest.raises(UserError, match="--perturb=drop_words changes the number of words, which "
                                         "would misalign the per-word labels of "
                                         "--task=token_classification; use typos or case."):
-        _perturbed(token_classification, split, "drop_words:0.1")
+        _perturbed(TokenClassification(), split, "drop_words:0.1")
 
 
 def test_report_counts_changed_inputs_and_lists_the_flipped_examples():
@@ -75,7 +77,7 @@ def test_report_counts_changed_inputs_and_lists_the_flipped_examples():
         accuracy = sum(p == l for p, l in zip(predicted, s.labels)) / len(s)
         return base.Evaluation(accuracy, {"accuracy": accuracy}, "", predictions=records)
 
-    perturbed = _perturbed(text_classification, split, "case,drop_words:0.0")
+    perturbed = _perturbed(TextClassification(), split, "case,drop_words:0.0")
     clean, result = robustness.report(split, perturbed, score, 0)
     assert clean.score == result["clean"]["score"] == 1.0
     case = result["perturbations"]["case:1"]

@@ -23,17 +23,17 @@ def trained(tmp_path_factory):
         eval_data=helpers.write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
         test_data=helpers.write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
         export_dir=str(root / "export"))
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks.text_classification import TextClassification
 
     evaluated = []
-    original = text_classification.evaluate
+    original = TextClassification.evaluate
 
-    def counting_evaluate(run, split):
+    def counting_evaluate(task, run, split):
         evaluated.append(os.path.basename(split.source))
-        return original(run, split)
+        return original(task, run, split)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(text_classification, "evaluate", counting_evaluate)
+        patch.setattr(TextClassification, "evaluate", counting_evaluate)
         metrics = workflow.train(cfg)
     # The final eval in the loop is reused for the report, not run twice.
     assert evaluated == ["eval.csv", "test.csv"]
@@ -107,22 +107,22 @@ def test_evaluate_predict_and_second_export(trained, tmp_path):
 
 
 def test_holdout_when_no_eval_data(tmp_path):
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks.text_classification import TextClassification
 
     cfg = helpers.experiment(tmp_path, train_data=helpers.write_table(
         tmp_path, "t.csv", helpers.sentiment_rows(50) + [("", "0"), ("dup", "1"), ("dup", "1")]),
         holdout_fraction=0.2)
-    data = text_classification.load_data(cfg)
+    data = TextClassification().load_data(cfg)
     assert len(data.eval) == 10 and len(data.train) == 41
     assert not set(data.eval.texts) & set(data.train.texts)
-    again = text_classification.load_data(cfg)
+    again = TextClassification().load_data(cfg)
     assert again.eval.texts == data.eval.texts  # seeded
 
 
 
 def test_eval_and_test_texts_seen_in_training_are_counted_in_a_warning(tmp_path, caplog):
     """SST-2's test sentences are Rotten Tomatoes snippets: a leak users must hear about."""
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks.text_classification import TextClassification
 
     train = [("A fine film.", "1"), ("It's dull.", "0"), ("great fun", "1"), ("awful", "0")]
     cfg = helpers.experiment(
@@ -131,7 +131,7 @@ def test_eval_and_test_texts_seen_in_training_are_counted_in_a_warning(tmp_path,
         test_data=helpers.write_table(tmp_path, "test.csv",
                                       [("a fine film", "1"), ("it 's dull", "0"), ("other", "0")]))
     with caplog.at_level("WARNING", logger="absl"):
-        text_classification.load_data(cfg)
+        TextClassification().load_data(cfg)
     assert "test.csv: 2 of its 3 texts are also in the training data" in caplog.text
     assert "eval.csv" not in caplog.text
 
@@ -180,23 +180,24 @@ def test_model_dir_of_another_experiment_is_refused(trained):
 
 def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
     import tensorflow as tf
-    from tfimitate.tasks import base, text_classification
+    from tfimitate.tasks import base
+    from tfimitate.tasks.text_classification import TextClassification
 
+    task = TextClassification()
     path = helpers.write_lines(tmp_path, "pairs.jsonl", [
         json.dumps({"premise": f"the film {i}", "hypothesis": h, "label": l})
         for i, (h, l) in enumerate([("good", "yes"), ("bad", "no")] * 6)])
     cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_bert_preset(tmp_path), train_data=path,
                              text_column="premise", text_pair_column="hypothesis",
                              export_dir=str(tmp_path / "export"))
-    data = text_classification.load_data(cfg)
+    data = task.load_data(cfg)
     assert data.labels == ("no", "yes") and data.train.pairs is not None
     cfg = cfg.replace(labels=data.labels)
-    model = workflow.build_model(text_classification, cfg, len(data.labels), [])
-    run = base.Run(cfg, model, text_classification.make_preprocessor(cfg), tf.distribute.get_strategy())
-    features, labels = next(iter(text_classification.train_dataset(run, data.train)))
+    model = workflow.build_model(task, cfg, len(data.labels), [])
+    run = base.Run(cfg, model, task.make_preprocessor(cfg), tf.distribute.get_strategy())
+    features, labels = next(iter(task.train_dataset(run, data.train)))
     assert features["segment_ids"].numpy().max() == 1  # the pair is the second segment
-    path = workflow.export_model(text_classification, run,
-                                 text_classification.serving_examples(data.eval), step=0)
+    path = workflow.export_model(task, run, task.serving_examples(data.eval), step=0)
     serve = tf.saved_model.load(path).signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"text", "text_pair"}
     out = serve(text=tf.constant(["the film"]), text_pair=tf.constant(["good"]))
@@ -207,21 +208,23 @@ def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
 def test_byte_pair_roberta_backbone_batches_and_exports_raw_strings(tmp_path):
     """A RoBERTa backbone: BPE tokenizer, <s>/</s> packing and no segment_ids input."""
     import tensorflow as tf
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks import base
+    from tfimitate.tasks.text_classification import TextClassification
 
+    task = TextClassification()
     cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_preset(tmp_path, "bpe"),
                              train_data=helpers.write_table(tmp_path, "train.csv",
                                                             helpers.sentiment_rows(16)),
                              export_dir=str(tmp_path / "export"))
-    data = text_classification.load_data(cfg)
-    preprocessor = text_classification.make_preprocessor(cfg)
-    features, _ = next(iter(text_classification.train_dataset(
-        data.train, preprocessor, cfg, data.labels)))
+    data = task.load_data(cfg)
+    cfg = cfg.replace(labels=data.labels)
+    preprocessor = task.make_preprocessor(cfg)
+    run = base.Run(cfg, workflow.build_model(task, cfg, len(data.labels), []), preprocessor,
+                   tf.distribute.get_strategy())
+    features, _ = next(iter(task.train_dataset(run, data.train)))
     assert set(features) == {"token_ids", "padding_mask"}
     assert (features["token_ids"].numpy()[:, 0] == preprocessor.tokenizer.start_token_id).all()
-    model = text_classification.build_model(cfg, len(data.labels))
-    path = workflow.export_model(text_classification, model, preprocessor,
-                                 cfg.replace(labels=data.labels), data.eval)  # parity-checked
+    path = workflow.export_model(task, run, task.serving_examples(data.eval), step=0)  # parity-checked
     serve = tf.saved_model.load(path).signatures["serving_default"]
     out = serve(text=tf.constant(["the film was good", "Zürich !"]))
     assert out["probabilities"].shape == [2, 2]

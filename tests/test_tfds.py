@@ -14,7 +14,10 @@ import image_helpers
 from tfimitate import workflow
 from tfimitate.data import images, readers, tfds_source
 from tfimitate.errors import UserError
-from tfimitate.tasks import image_classification, text_classification, token_classification
+from tfimitate.tasks import get_task
+from tfimitate.tasks.image_classification import ImageClassification
+from tfimitate.tasks.text_classification import TextClassification
+from tfimitate.tasks.token_classification import TokenClassification
 
 # Tag and class names in an order no data sorting gives; B-/I-MISC and "unused" never occur.
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
@@ -100,7 +103,7 @@ def test_a_split_is_read_as_rows_with_class_label_names(data_dir):
 def test_the_text_task_takes_tfds_splits_and_the_class_label_names(data_dir, tmp_path):
     cfg = helpers.experiment(tmp_path, train_data="tfds:tiny_reviews", eval_data="tfds:tiny_reviews",
                              text_column="sentence", tfds_data_dir=data_dir)
-    data = text_classification.load_data(cfg)
+    data = TextClassification().load_data(cfg)
     assert data.labels == ("negative", "positive")
     assert len(data.eval) == 6 and set(data.train.labels) <= {"negative", "positive"}
 
@@ -109,13 +112,13 @@ def test_ner_sentences_and_the_class_label_tag_set_come_from_tfds(data_dir, tmp_
     cfg = helpers.experiment(tmp_path, task="token_classification", train_data="tfds:tiny_ner",
                              eval_data="tfds:tiny_ner:dev", text_column="tokens",
                              label_column="ner", tfds_data_dir=data_dir)
-    data = token_classification.load_data(cfg)
+    data = TokenClassification().load_data(cfg)
     assert data.labels == tuple(NER_TAGS)  # the ClassLabel names, MISC too
     expected = ner_sentences(4, 1)[1:]  # the empty example is skipped
     assert [(s.words, s.tags) for s in data.eval.sentences] == expected
     assert data.eval.sentences[0].lines == [2] * len(expected[0][0])  # the example's index
     assert len(data.train) == 24
-    words = token_classification.read_file("tfds:tiny_ner:test", cfg, "--input", with_labels=False)
+    words = TokenClassification().read_file("tfds:tiny_ner:test", cfg, "--input", with_labels=False)
     assert [s.words for s in words.sentences] == [w for w, _ in ner_sentences(3, 2)[1:]]
 
 
@@ -130,11 +133,11 @@ def test_images_and_the_class_label_names_come_from_tfds(data_dir, tmp_path):
     for i, (image, _) in enumerate(expected):  # the stored PNG, as the task decodes it
         assert np.array_equal(images.decode(split.read(i)).numpy(), np.repeat(image, 3, -1))
     assert split.subset([1], "x").read(0) == split.read(1)
-    served = image_classification.serving_examples(split)["image_bytes"]
+    served = ImageClassification().serving_examples(split)["image_bytes"]
     assert served == [split.read(i) for i in range(4)]  # the stored PNGs, as TF Serving gets them
     cfg = helpers.experiment(tmp_path, task="image_classification", train_data="tfds:tiny_images",
                              image_column="image", tfds_data_dir=data_dir)
-    assert image_classification.load_data(cfg).labels == tuple(CLASSES)
+    assert ImageClassification().load_data(cfg).labels == tuple(CLASSES)
     assert tf.io.gfile.listdir(str(tmp_path)) == []  # nothing written beside the data
     with pytest.raises(UserError, match=r"--test_data=tfds:tiny_images:unlabelled: example 1 has "
                                         r"class id -1 in feature 'label', not one of its 3 "
@@ -210,7 +213,6 @@ def test_a_missing_or_wrong_kind_of_feature_names_its_flag(data_dir, tmp_path, t
     name = "tiny_ner" if task == "token_classification" else "tiny_images"
     cfg = helpers.experiment(tmp_path, task=task, train_data=f"tfds:{name}",
                              tfds_data_dir=data_dir, **flags)
-    module = token_classification if task == "token_classification" else image_classification
     with pytest.raises(UserError, match=message):
-        module.load_data(cfg)
+        get_task(task).load_data(cfg)
     assert not os.path.exists(cfg.model_dir)

@@ -91,8 +91,9 @@ def test_first_piece_carries_the_tag_and_long_sentences_become_windows(preset):
 
 def test_loss_ignores_masked_pieces():
     import tensorflow as tf
-    from tfimitate.tasks import token_classification as task
+    from tfimitate.tasks.token_classification import TokenClassification
 
+    task = TokenClassification()
     labels = tf.constant([[0, 2, 0, 1, 0]])
     logits = tf.random.stateless_normal([1, 5, 3], seed=[1, 2])
     noise = tf.constant([[[9.0] * 3, [0.0] * 3, [-7.0] * 3, [0.0] * 3, [5.0] * 3]]) * [[[1, -1, 2]]]
@@ -146,15 +147,16 @@ def test_training_logs_and_writes_entity_metrics(trained):
 
 def test_every_word_of_a_long_sentence_is_scored(trained):
     from tfimitate import workflow
-    from tfimitate.tasks import token_classification as task
+    from tfimitate.data import conll
+    from tfimitate.tasks import token_classification
 
     evaluation = trained[1]
-    _, run, _ = workflow.restore(trained[0].model_dir)
+    task, run, _ = workflow.restore(trained[0].model_dir)
     words, tags = evaluation[-1]
-    split = task.Split("long", [task.conll.Sentence(words, tags, list(range(len(words))))])
+    split = token_classification.Split("long", [conll.Sentence(words, tags, list(range(len(words))))])
     probs = task.probabilities(run, split)
     assert probs.shape[0] == 1000 and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-4)
-    predicted = task._sentence_tags(probs, split, run.labels)[0]
+    predicted = token_classification._sentence_tags(probs, split, run.labels)[0]
     assert np.mean([p == t for p, t in zip(predicted, tags)]) > 0.8
 
 

@@ -108,12 +108,12 @@ def test_an_output_folder_that_is_a_file_fails_before_training(run, tmp_path, fi
 
 
 def test_ctrl_c_during_training_says_how_to_resume(run, tmp_path, monkeypatch):
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks.text_classification import TextClassification
 
-    def interrupt(run, split):
+    def interrupt(task, run, split):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(text_classification, "evaluate", interrupt)
+    monkeypatch.setattr(TextClassification, "evaluate", interrupt)
     cfg = run.replace(model_dir=str(tmp_path / "run"), eval_steps=2)
     with pytest.raises(UserError, match=r"interrupted at step 2; re-run the same command to "
                                         r"resume from the last checkpoint \(step 2\)"):

@@ -2,7 +2,7 @@
 
 Entry points (`python -m tfimitate.train` ...) only parse flags and call these,
 so everything here runs the same from Python. Everything task-specific goes
-through the task protocol (tasks/base.py), everything technique-specific through
+through the task's class (tasks/base.py Task), everything technique-specific through
 the technique hooks (training/techniques.py).
 
 Example:
@@ -109,7 +109,7 @@ def _train(task, cfg, data, strategy):
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     phases = techniques.phases(chosen, cfg, total_steps)
     with strategy.scope():
-        model = build_model(task, cfg, len(data.labels), chosen)
+        model = build_model(task, cfg, task.num_outputs(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
             loss_scale=cfg.precision == "mixed_float16", phases=phases,
@@ -118,7 +118,8 @@ def _train(task, cfg, data, strategy):
     total = sum(int(v.shape.num_elements()) for v in model.weights)
     logging.info("Trainable parameters: %s of %s (%.2f%%).", f"{trainable:,}", f"{total:,}",
                  100.0 * trainable / total)
-    run = base.Run(cfg, model, preprocessor, strategy, optimizer, tuple(chosen))
+    run = base.Run(cfg, model, preprocessor, strategy, optimizer,
+                   text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep))
     techniques.initialize(chosen, run)
     # Built before anything is written: a technique hook may refuse the flags.
     train_ds = techniques.adapt_dataset(
@@ -186,7 +187,8 @@ def restore(model_dir):
     runtime.set_precision(cfg.precision)
     chosen = techniques.chosen(cfg)
     keep = techniques.checkpoint_filter(chosen)  # None: checkpoints hold every weight
-    model = build_model(task, cfg, len(cfg.labels), chosen, load_weights=keep is not None)
+    model = build_model(task, cfg, task.num_outputs(cfg.labels), chosen,
+                        load_weights=keep is not None)
     step = loop.restore_latest(model, model_dir, keep=keep)
     if step is None:
         raise UserError(f"--model_dir={model_dir} has no checkpoint yet; train first.")

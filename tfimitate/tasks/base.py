@@ -1,23 +1,28 @@
-"""The task protocol: what every task module provides, checked when it is registered.
+"""The task base class: what every task provides, checked when it is registered.
 
-A task is one module under tfimitate/tasks/ holding that task's whole story (data,
-head, loss, metrics, serving signatures). The workflow (train, evaluate, predict,
-export) and the training loop only call the names of `Task`, so a new task is one
-module plus one line in the registry (`tasks/__init__.py`); the contract test
-(tests/test_contract.py) then runs it through train, evaluate, predict, export and resume.
+A task is a class (one module under tfimitate/tasks/ holding its whole story: data,
+head, loss, metrics, serving signatures) derived from `Task`, whose defaults cover what
+most tasks share (refusing perturbation, the label vocabulary as a serving asset,
+one output per label). The workflow (train, evaluate, predict, export) and the training
+loop only call the members of `Task`, so a new task is one module plus one line in the
+registry (`tasks/__init__.py`); the contract test (tests/test_contract.py) then runs it
+through train, evaluate, predict, export and resume. Classification tasks derive from
+`tasks.classification.ClassificationTask`, which holds the label-set story.
 
 Example:
-    task = tasks.get_task("text_classification")
+    task = tasks.get_task("text_classification")   # a TextClassification instance
     run = Run(cfg, model, task.make_preprocessor(cfg), strategy)
     evaluation = task.evaluate(run, data.eval)
     evaluation.score, evaluation.metrics["accuracy"]
 """
 
+import abc
 import dataclasses
+import inspect
 import math
 import types
-from typing import (Any, Callable, Dict, List, Mapping, Protocol, Sequence, Tuple,
-                    runtime_checkable)
+from typing import (Any, Callable, ClassVar, Dict, List, Mapping, Optional, Protocol,
+                    Sequence, Tuple, runtime_checkable)
 
 from tfimitate.errors import UserError
 
@@ -38,8 +43,16 @@ class Run:
         strategy: the tf.distribute strategy the model was built under.
         optimizer: while training, the Keras optimizer (a technique's step may need its
             loss scale or step count); None for a restored model.
-        techniques: while training, the chosen techniques (training/techniques.py); a
-            task's training pipeline applies their `text_transform`s (tasks/common.py).
+        text_transform: a function of `keep_word_count` that returns fn(words, seed) ->
+            words, what the training pipeline does to each raw text before tokenization,
+            anew on every pass (tasks/common.py `training_batches`), or None to leave texts
+            as they are (the default). The workflow composes it from the chosen techniques
+            (e.g. augmentation); with `keep_word_count` the labels follow the words, so fn
+            keeps their number.
+
+    Example:
+        Run(cfg, model, preprocessor, strategy, optimizer,
+            text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep))
     """
 
     cfg: Any
@@ -47,7 +60,7 @@ class Run:
     preprocessor: Any
     strategy: Any
     optimizer: Any = None
-    techniques: Tuple[Any, ...] = ()
+    text_transform: Callable[[bool], Optional[Callable]] = lambda keep_word_count: None
 
     @property
     def labels(self):
@@ -95,40 +108,66 @@ class Evaluation:
         return found
 
 
-@runtime_checkable
-class Task(Protocol):
-    """Every task module provides these names (`check_task` enforces it at registration).
+class Task(abc.ABC):
+    """The base of every task: the members the workflow and the loop call.
 
-    Splits are the task's own types (anything with `len()`, `.source` and
-    `.subset(indices, source)`, plus `.labels`, one label per example, where the task has
-    one: cross-validation stratifies its folds by them); `Data` is `tfimitate.data.splits.Data`.
+    A subclass sets NAME (its registry name) and implements the abstract methods; the
+    others have defaults. Splits are the task's own types (anything with `len()`,
+    `.source` and `.subset(indices, source)`, plus `.labels`, one label per example, where
+    the task has one: cross-validation stratifies its folds by them); `Data` is
+    `tfimitate.data.splits.Data`. A task holds no state: `get_task` makes a new one.
 
+    Example:
+        class TextRegression(Task):
+            NAME = "text_regression"
+            RESUME_FIELDS = ("text_column", "label_column")
+            READS = "text"
+
+            def load_data(self, cfg): ...
+            # ... the other abstract methods, and `perturbed` (it reads text)
     """
 
-    NAME: str
+    NAME: ClassVar[str]
     # Experiment fields, besides COMMON_RESUME_FIELDS, that a resumed run must keep.
-    RESUME_FIELDS: Tuple[str, ...]
+    RESUME_FIELDS: ClassVar[Tuple[str, ...]] = ()
+    # The signatures `serving_module` exports (multi-task renames them per subtask).
+    SIGNATURES: ClassVar[Tuple[str, ...]] = ("serving_default",)
+    # What the model reads, for messages ("text", "images"); a task reading text also
+    # implements `perturbed`.
+    READS: ClassVar[str] = "no text"
 
     def validate(self, cfg) -> None:
-        """Raises UserError for flags this task cannot train with (before any work)."""
+        """Raises UserError for flags this task cannot train with (before any work).
+        Default: none."""
+        del cfg
 
+    @abc.abstractmethod
     def load_data(self, cfg) -> Any:
         """Reads and checks train/eval/test data; returns a splits.Data with the label set."""
 
+    @abc.abstractmethod
     def read_file(self, path, cfg, flag, with_labels=True) -> Any:
         """One file as a Split: labelled (checked against cfg.labels) for evaluation,
         or unlabelled inputs to predict (with_labels=False)."""
 
+    @abc.abstractmethod
     def make_preprocessor(self, cfg) -> Any:
         """The host-side preprocessing (tokenizer, image converter ...)."""
 
+    def num_outputs(self, labels) -> int:
+        """The size of the head's outputs for the label set `labels`. Default: one per label."""
+        return len(labels)
+
+    @abc.abstractmethod
     def build_head(self, cfg, backbone, num_outputs) -> Any:
         """The Keras model: `backbone` plus this task's head with float32 outputs."""
 
+    @abc.abstractmethod
     def example_loss(self, labels, outputs) -> Any:
         """Per-example loss of a batch (float32 [batch]); 0 for examples without a label
         (tasks with SoftTargets)."""
 
+    @abc.abstractmethod
     def train_dataset(self, run: Run, split, extras=None) -> Any:
         """Endless tf.data of (inputs, labels) batches, in the same order on every run.
 
@@ -138,9 +177,11 @@ class Task(Protocol):
         absent, e.g. a word's other pieces): the labels are then a dict
         {"labels": <the task's labels>, name: [batch, (positions,) ...] ...}."""
 
+    @abc.abstractmethod
     def evaluate(self, run: Run, split) -> Evaluation:
         """Scores the model on a labelled split (with one `predictions` record per example)."""
 
+    @abc.abstractmethod
     def evaluate_saved_model(self, saved_model, split, labels) -> Evaluation:
         """Scores an exported SavedModel of this task (`tf.saved_model.load`ed) on a
         labelled split through its serving signatures, like `evaluate`; `labels` are the
@@ -149,19 +190,37 @@ class Task(Protocol):
     def perturbed(self, split, change) -> Any:
         """A copy of the labelled `split` whose texts are replaced by
         `change(word_lists, keep_word_count)` (lists of words in, lists out; with
-        `keep_word_count` the task's labels follow the words, which must keep their number)."""
+        `keep_word_count` the task's labels follow the words, which must keep their number).
 
+        Default: refused in one sentence (the task reads no words to perturb)."""
+        del split, change
+        raise UserError(f"--perturb changes the words of texts; --task={self.NAME} reads "
+                        f"{self.READS}, so evaluate it without --perturb.")
+
+    @abc.abstractmethod
     def predict(self, run: Run, split) -> List[Dict[str, Any]]:
         """One JSON-ready record per input of an unlabelled split."""
 
+    @abc.abstractmethod
     def serving_module(self, run: Run, labels_file) -> Any:
-        """A tf.Module whose `serving_signatures()` maps signature names (with
-        'serving_default') to tf.functions with input signatures; TF Serving runs these."""
+        """A tf.Module whose `serving_signatures()` maps signature names (SIGNATURES, with
+        'serving_default') to tf.functions with input signatures; TF Serving runs these.
+        It holds `serving_assets(labels_file)` as attributes."""
 
+    def serving_assets(self, labels_file) -> Dict[str, Any]:
+        """Attribute name -> tf.saved_model.Asset: files the SavedModel ships in assets/.
+        Default: the run's label set `labels_file` (labels.txt, one per line) as
+        `labels_asset`."""
+        import tensorflow as tf
+
+        return {"labels_asset": tf.saved_model.Asset(labels_file)}
+
+    @abc.abstractmethod
     def serving_examples(self, split) -> Dict[str, list]:
         """Up to 32 real examples of `split` as raw `serving_default` inputs
         (input name -> list of str/bytes): parity checks and warmup requests."""
 
+    @abc.abstractmethod
     def parity(self, run: Run, examples) -> Dict[str, Tuple[dict, dict]]:
         """signature name -> (input tensors, expected NumPy outputs of the in-memory
         model) built from `serving_examples`; the reloaded SavedModel must reproduce them."""
@@ -170,7 +229,8 @@ class Task(Protocol):
 @runtime_checkable
 class SoftTargets(Protocol):
     """What a task provides so that techniques can train it on per-unit soft targets
-    (distillation from a teacher; pseudo-labelling): optional, checked by the technique.
+    (distillation from a teacher; pseudo-labelling): optional methods of a Task, checked
+    on the task instance by the technique (`missing_members(task, SoftTargets)`).
 
     Label units: what a task assigns one label to, in a fixed order over a split:
     an example (text classification) or a word, flat in sentence order (token
@@ -198,39 +258,43 @@ class SoftTargets(Protocol):
         """Scores per-unit class `probabilities` (columns: `labels`) on a labelled split."""
 
 
-def check_task(module, name):
-    """Raises TypeError unless `module` provides the whole Task protocol under `name`.
+def check_task(task_class, name):
+    """Raises TypeError unless `task_class` is a complete Task registered as `name`;
+    returns it.
 
     Example:
-        check_task(importlib.import_module("tfimitate.tasks.text_classification"),
-                   "text_classification")
+        check_task(TextClassification, "text_classification")
     """
-    missing = [member for member in _members() if not hasattr(module, member)]
-    if missing:
-        raise TypeError(f"task module {module.__name__} lacks {', '.join(missing)} "
+    where = f"{task_class.__module__}.{task_class.__qualname__}" \
+        if isinstance(task_class, type) else repr(task_class)
+    if not (isinstance(task_class, type) and issubclass(task_class, Task)):
+        raise TypeError(f"task {name}: {where} is not a class derived from "
+                        "tfimitate.tasks.base.Task")
+    if inspect.isabstract(task_class):
+        raise TypeError(f"task class {where} lacks "
+                        f"{', '.join(sorted(task_class.__abstractmethods__))} "
                         "(see tfimitate/tasks/base.py Task)")
-    not_callable = [member for member in _members()
-                    if member not in ("NAME", "RESUME_FIELDS")
-                    and not callable(getattr(module, member))]
-    if not_callable:
-        raise TypeError(f"task module {module.__name__}: {', '.join(not_callable)} must be functions")
-    if module.NAME != name:
-        raise TypeError(f"task module {module.__name__} is registered as {name} but NAME is {module.NAME}")
-    if not isinstance(module.RESUME_FIELDS, tuple):
-        raise TypeError(f"task module {module.__name__}: RESUME_FIELDS must be a tuple of field names")
-    return module
+    if getattr(task_class, "NAME", None) != name:
+        raise TypeError(f"task class {where} is registered as {name} but NAME is "
+                        f"{getattr(task_class, 'NAME', None)}")
+    for field in ("RESUME_FIELDS", "SIGNATURES"):
+        if not isinstance(getattr(task_class, field), tuple):
+            raise TypeError(f"task class {where}: {field} must be a tuple of names")
+    if "serving_default" not in task_class.SIGNATURES:
+        raise TypeError(f"task class {where}: SIGNATURES must hold serving_default")
+    return task_class
 
 
-def _members(protocol=None):
-    protocol = protocol or Task
-    return sorted(set(getattr(protocol, "__annotations__", {})) | {
-        k for k, v in vars(protocol).items()
-        if isinstance(v, types.FunctionType) and not k.startswith("_")})
+def missing_members(task, protocol):
+    """The members of the optional `protocol` (e.g. SoftTargets) that the task instance
+    `task` lacks.
 
-
-def missing_members(module, protocol):
-    """The members of `protocol` (e.g. SoftTargets) that task `module` lacks."""
-    return [member for member in _members(protocol) if not hasattr(module, member)]
+    Example:
+        missing_members(get_task("image_classification"), SoftTargets)  # ["add_unlabeled"]
+    """
+    members = sorted(k for k, v in vars(protocol).items()
+                     if isinstance(v, types.FunctionType) and not k.startswith("_"))
+    return [member for member in members if not callable(getattr(task, member, None))]
 
 
 def resume_fields(task):

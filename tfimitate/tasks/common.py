@@ -68,9 +68,9 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
     """Endless, reshuffled-per-pass training batches of raw `examples` (static shapes when
     the strategy needs them, e.g. TPU; a few padded lengths under --jit_compile).
 
-    Examples are encoded once and cached, unless the run's techniques change texts
-    (`Technique.text_transform`, e.g. augmentation): then the `texts` of each example
-    are changed before encoding, anew on every pass, with seeds that replay on resume.
+    Examples are encoded once and cached, unless the run changes texts
+    (`Run.text_transform`, e.g. augmentation): then the `texts` of each example are
+    changed before encoding, anew on every pass, with seeds that replay on resume.
 
     Args:
         run: the tasks.base.Run being trained.
@@ -87,11 +87,10 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
     import tensorflow as tf
 
     from tfimitate import runtime
-    from tfimitate.training import techniques
 
     cfg = run.cfg
     static = runtime.needs_static_shapes(run.strategy)
-    transform = techniques.text_transform(run.techniques, cfg, keep_word_count)
+    transform = run.text_transform(keep_word_count)
     if transform is None:
         features = pipelines.encoded(tf.data.Dataset.from_tensor_slices(examples), encode,
                                      length_key, untrimmed=untrimmed)

@@ -4,7 +4,7 @@
 each subtask flagfile holds that subtask's own flags (SUBTASK_FIELDS: its --task, data,
 columns, labels, --subtask_name, --loss_weight); backbone, training and runtime flags come
 from the main flagfile and are refused in a subtask file. Every subtask is a registered
-task module (text or token classification) doing its own part of the story: each one
+task (text or token classification) doing its own part of the story: each one
 reads its data, builds its head on the shared backbone, batches its own training data,
 scores and serves itself; this module only combines them:
 
@@ -31,7 +31,6 @@ Example:
 
 import contextlib
 import dataclasses
-import importlib
 import os
 import re
 import weakref
@@ -43,8 +42,6 @@ from tfimitate import files
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 
-NAME = "multi_task"
-RESUME_FIELDS = ("subtasks", "task_sampling", "task_temperature")
 # The flags a subtask flagfile may set; all others are shared and belong in the main one.
 SUBTASK_FIELDS = ("task", "train_data", "eval_data", "test_data", "text_column",
                   "text_pair_column", "label_column", "labels", "drop_unlisted_labels",
@@ -56,20 +53,22 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 @dataclasses.dataclass(frozen=True)
 class Subtask:
-    """One subtask: its name, task module, experiment (the main one with the subtask's
-    own fields) and the flagfile it comes from."""
+    """One subtask: its name, task (a tasks.base.Task), experiment (the main one with the
+    subtask's own fields) and the flagfile it comes from."""
 
     name: str
-    module: Any
+    task: Any
     cfg: Any
     source: str
 
 
 @dataclasses.dataclass(eq=False)
 class Split:
-    """One split of every subtask (name -> that task's own Split), in subtask order."""
+    """One split of every subtask (name -> that task's own Split), in subtask order, and
+    the task each part belongs to (name -> its tasks.base.Task)."""
 
     parts: Dict[str, Any]
+    tasks: Dict[str, Any]
 
     @property
     def source(self):
@@ -117,14 +116,14 @@ def subtasks(cfg):
             sub = sub.replace(labels=known.get(name))
         from tfimitate.tasks import get_task
 
-        module = get_task(sub.task)
-        for signature in (_exported_name(name, s) for s in module.SIGNATURES):
+        task = get_task(sub.task)
+        for signature in (_exported_name(name, s) for s in task.SIGNATURES):
             if signature in exported:
                 raise UserError(f"{path}: the subtask name '{name}' would export the signature "
                                 f"'{signature}', which {exported[signature]}; set another "
                                 "--subtask_name.")
             exported[signature] = f"subtask '{name}' ({path}) exports too"
-        found.append(Subtask(name, module, sub, path))
+        found.append(Subtask(name, task, sub, path))
     return found
 
 
@@ -165,45 +164,6 @@ def _within(subtask):
         raise UserError(f"subtask {subtask.name} ({subtask.source}): {error}") from None
 
 
-def validate(cfg):
-    """Data flags belong in the subtask files; every subtask must be valid for its task."""
-    defaults = type(cfg)()
-    for field in SUBTASK_FIELDS[1:]:
-        if field != "labels" and getattr(cfg, field) != getattr(defaults, field):
-            raise UserError(f"--{field} belongs in a subtask flagfile with --task=multi_task "
-                            "(each subtask has its own); move it into one of the --subtasks files.")
-    names = [subtask.name for subtask in subtasks(cfg)]
-    for entry in cfg.labels or ():  # a run's flags.cfg lists them as subtask:label
-        if entry.partition(":")[0] not in names:
-            raise UserError(f"--labels: '{entry}' names no subtask; give each subtask's labels "
-                            "in its flagfile.")
-    if cfg.task_sampling not in SAMPLING:
-        raise UserError(f"--task_sampling={cfg.task_sampling} is unknown; use "
-                        f"{', '.join(SAMPLING)}.")
-    if not cfg.task_temperature >= 1.0:
-        raise UserError(f"--task_temperature={cfg.task_temperature} must be at least 1 "
-                        "(1 is proportional sampling).")
-    for subtask in subtasks(cfg):
-        with _within(subtask):
-            subtask.module.validate(subtask.cfg)
-
-
-def load_data(cfg):
-    """Every subtask's data (read and checked by its own task); labels are `name:label`."""
-    parts = {}
-    for subtask in subtasks(cfg):
-        with _within(subtask):
-            parts[subtask.name] = subtask.module.load_data(subtask.cfg)
-    from tfimitate.data import splits
-
-    tests = {name: data.test for name, data in parts.items() if data.test is not None}
-    return splits.Data(Split({name: data.train for name, data in parts.items()}),
-                       Split({name: data.eval for name, data in parts.items()}),
-                       Split(tests) if tests else None,
-                       tuple(f"{name}:{label}" for name, data in parts.items()
-                             for label in data.labels))
-
-
 def _file_spec(path, names, flag):
     """`NAME=FILE,...` -> {name: file}; a plain path is every subtask's file."""
     entries = [entry.partition("=") for entry in path.split(",")]
@@ -213,24 +173,6 @@ def _file_spec(path, names, flag):
                             f"with subtask names ({', '.join(names)}).")
         return {name: path for name in names}
     return {name: file for name, _, file in entries}
-
-
-def read_file(path, cfg, flag, with_labels=True):
-    """A file for every subtask (`path`), or per subtask (`NAME=FILE,...`: only those)."""
-    chosen = subtasks(cfg)
-    spec = _file_spec(path, [s.name for s in chosen], flag)
-    parts = {}
-    for subtask in chosen:
-        if subtask.name in spec:
-            with _within(subtask):
-                parts[subtask.name] = subtask.module.read_file(spec[subtask.name], subtask.cfg,
-                                                               flag, with_labels)
-    return Split(parts)
-
-
-def make_preprocessor(cfg):
-    """Each subtask's preprocessor, by name."""
-    return Preprocessor({s.name: s.module.make_preprocessor(s.cfg) for s in subtasks(cfg)})
 
 
 class _SharedBackbone:
@@ -249,49 +191,8 @@ class _SharedBackbone:
         return getattr(self._backbone, name)
 
 
-def build_head(cfg, backbone, num_outputs):
-    """Backbone + each subtask's head (built by its task): outputs {name: outputs}.
-
-    A backbone layer a head turns off (a tagger freezes the pooler it does not use)
-    trains if any subtask keeps it on."""
-    import keras
-
-    del num_outputs  # each head has its own: the subtask's labels
-    shared = _SharedBackbone(backbone)
-    layers = backbone.layers
-    before = [layer.trainable for layer in layers]
-    after = [False] * len(layers)
-    labels = _split_labels(cfg.labels)
-    outputs = {}
-    for subtask in subtasks(cfg):
-        for layer, trainable in zip(layers, before):
-            layer.trainable = trainable
-        with keras.name_scope(subtask.name):  # weight paths <name>/logits/kernel ...
-            head = subtask.module.build_head(subtask.cfg, shared, len(labels[subtask.name]))
-        after = [old or layer.trainable for old, layer in zip(after, layers)]
-        for layer in head.layers:
-            if layer is not backbone and not isinstance(layer, keras.layers.InputLayer):
-                layer.name = f"{subtask.name}_{layer.name}"  # unique in the joint model
-        outputs[subtask.name] = head.output
-    for layer, trainable in zip(layers, after):
-        layer.trainable = trainable
-    return keras.Model(backbone.input, outputs, name="multi_task")
-
-
 def _label_key(subtask):
     return f"{subtask.cfg.task}/{subtask.name}"
-
-
-def example_loss(labels, outputs):
-    """Sum over subtasks of weight x the subtask task's own per-example loss; labels are
-    {"<task>/<name>": {"labels": ..., "weight": float32 [batch]}}."""
-    from tfimitate.tasks import get_task
-
-    total = 0.0
-    for key, part in labels.items():
-        task, name = key.split("/", 1)
-        total += part["weight"] * get_task(task).example_loss(part["labels"], outputs[name])
-    return total
 
 
 def sampling_weights(sizes, sampling, temperature):
@@ -323,57 +224,7 @@ def _runs(run, chosen):
             models[subtask.name] = keras.Model(run.model.input, run.model.output[subtask.name],
                                                name=subtask.name)
     return {s.name: base.Run(s.cfg, models[s.name], run.preprocessor.parts[s.name],
-                             run.strategy, run.optimizer, run.techniques) for s in chosen}
-
-
-def train_dataset(run, split, extras=None):
-    """Endless batches, each from one subtask's own `train_dataset`, picked by
-    --task_sampling with --seed; every batch holds every subtask's inputs and labels
-    (zeros where absent, weight 0), so they share one structure."""
-
-    if extras:
-        raise UserError("--task=multi_task cannot take per-example training extras (e.g. a "
-                        "teacher's outputs); train without that technique.")
-    cfg = run.cfg
-    chosen = subtasks(cfg)
-    runs = _runs(run, chosen)
-    datasets = [s.module.train_dataset(runs[s.name], split.parts[s.name]) for s in chosen]
-    input_specs = {}
-    for dataset in datasets:
-        for key, spec in dataset.element_spec[0].items():
-            input_specs.setdefault(key, spec)
-    label_specs = [dataset.element_spec[1] for dataset in datasets]
-
-    def common(index):
-        def to_common(inputs, labels):
-            first = inputs[sorted(inputs)[0]]
-            batch, length = tf.shape(first)[0], tf.shape(first)[1]
-
-            def zeros(spec):
-                shape = [batch] + [length if d is None else d for d in spec.shape[1:]]
-                return tf.zeros(tf.stack(shape), spec.dtype)
-
-            inputs = {key: tf.cast(inputs[key], spec.dtype) if key in inputs else zeros(spec)
-                      for key, spec in input_specs.items()}
-            joint = {}
-            for i, (subtask, specs) in enumerate(zip(chosen, label_specs)):
-                own = i == index
-                joint[_label_key(subtask)] = {
-                    "labels": labels if own else tf.nest.map_structure(zeros, specs),
-                    "weight": tf.fill([batch], subtask.cfg.loss_weight if own else 0.0)}
-            return inputs, joint
-
-        return to_common
-
-    mapped = [dataset.map(common(i)) for i, dataset in enumerate(datasets)]
-    if cfg.task_sampling == "round_robin":
-        stream = tf.data.Dataset.choose_from_datasets(
-            mapped, tf.data.Dataset.range(len(mapped)).repeat())
-    else:
-        weights = sampling_weights([len(split.parts[s.name]) for s in chosen],
-                                   cfg.task_sampling, cfg.task_temperature)
-        stream = tf.data.Dataset.sample_from_datasets(mapped, weights, seed=cfg.seed)
-    return stream.prefetch(tf.data.AUTOTUNE)
+                             run.strategy, run.optimizer, run.text_transform) for s in chosen}
 
 
 def _combined(evaluations):
@@ -389,14 +240,6 @@ def _combined(evaluations):
     predictions = [dict(record, subtask=name) for name, e in evaluations.items()
                    for record in e.predictions]
     return base.Evaluation(score, metrics, report, figures, predictions)
-
-
-def evaluate(run, split):
-    """Each subtask's own evaluation of its part of `split`; the score is their mean."""
-    chosen = [s for s in subtasks(run.cfg) if s.name in split.parts]
-    runs = _runs(run, chosen)
-    return _combined({s.name: s.module.evaluate(runs[s.name], split.parts[s.name])
-                      for s in chosen})
 
 
 def _exported_name(subtask_name, signature):
@@ -415,56 +258,15 @@ class _SubtaskSignatures:
                 self.signatures[name[len(subtask_name) + 1:]] = function
 
 
-def evaluate_saved_model(saved_model, split, labels):
-    """Each subtask's own saved-model evaluation through its renamed signatures."""
-    known = _split_labels(labels)
-    return _combined({
-        name: _module_of(part).evaluate_saved_model(
-            _SubtaskSignatures(saved_model, name), part, known[name])
-        for name, part in split.parts.items()})
-
-
-def _module_of(part):
-    """The task module a subtask's split comes from (the module defining its Split)."""
-    return importlib.import_module(type(part).__module__)
-
-
-def perturbed(split, change):
-    """Every subtask's split perturbed by its own task."""
-    return Split({name: _module_of(part).perturbed(part, change)
-                  for name, part in split.parts.items()})
-
-
-def predict(run, split):
-    """Every subtask's predictions; when all read the same file, one record per input
-    ({input: ..., <subtask>: its record}), else each subtask's records with `subtask`."""
-    chosen = [s for s in subtasks(run.cfg) if s.name in split.parts]
-    runs = _runs(run, chosen)
-    found = {s.name: s.module.predict(runs[s.name], split.parts[s.name]) for s in chosen}
-    if len({part.source for part in split.parts.values()}) > 1 or \
-            len({len(records) for records in found.values()}) > 1:
-        return [dict(record, subtask=name) for name, records in found.items()
-                for record in records]
-    merged = []
-    for rows in zip(*found.values()):
-        record = {}
-        for name, row in zip(found, rows):
-            row = dict(row)
-            key = next(iter(row))
-            record.setdefault(key, row.pop(key))
-            record[name] = row
-        merged.append(record)
-    return merged
-
-
 class MultiTaskServer(tf.Module):
     """What TF Serving runs: each subtask's own serving module, its signatures renamed
     `<name>` (its serving_default) and `<name>_<signature>`; serving_default is the
     first subtask's. The run's `name:label` list and each subtask's labels are assets."""
 
-    def __init__(self, servers, labels_file):
+    def __init__(self, servers, assets):
         super().__init__()
-        self.labels_asset = tf.saved_model.Asset(labels_file)
+        for name, asset in assets.items():
+            setattr(self, name, asset)
         self.servers = list(servers.values())
         self._names = list(servers)
 
@@ -478,36 +280,225 @@ class MultiTaskServer(tf.Module):
         return signatures
 
 
-def serving_module(run, labels_file):
-    """The MultiTaskServer of every subtask's own serving module (its labels written
-    beside `labels_file`)."""
-    chosen = subtasks(run.cfg)
-    runs = _runs(run, chosen)
-    servers = {}
-    for subtask in chosen:
-        own_labels = os.path.join(os.path.dirname(labels_file), f"labels_{subtask.name}.txt")
-        with open(own_labels, "w") as f:
-            f.write("\n".join(subtask.cfg.labels) + "\n")
-        servers[subtask.name] = subtask.module.serving_module(runs[subtask.name], own_labels)
-    return MultiTaskServer(servers, labels_file)
+class MultiTask(base.Task):
+    """Multi-task learning: the subtasks' own tasks, combined (see the module)."""
 
+    NAME = "multi_task"
+    RESUME_FIELDS = ("subtasks", "task_sampling", "task_temperature")
+    READS = "text"
 
-def serving_examples(split):
-    """Each subtask's serving examples, keyed `<name>/<input>`."""
-    return {f"{name}/{key}": values for name, part in split.parts.items()
-            for key, values in _module_of(part).serving_examples(part).items()}
+    def validate(self, cfg):
+        """Data flags belong in the subtask files; every subtask must be valid for its task."""
+        defaults = type(cfg)()
+        for field in SUBTASK_FIELDS[1:]:
+            if field != "labels" and getattr(cfg, field) != getattr(defaults, field):
+                raise UserError(f"--{field} belongs in a subtask flagfile with --task=multi_task "
+                                "(each subtask has its own); move it into one of the --subtasks files.")
+        names = [subtask.name for subtask in subtasks(cfg)]
+        for entry in cfg.labels or ():  # a run's flags.cfg lists them as subtask:label
+            if entry.partition(":")[0] not in names:
+                raise UserError(f"--labels: '{entry}' names no subtask; give each subtask's labels "
+                                "in its flagfile.")
+        if cfg.task_sampling not in SAMPLING:
+            raise UserError(f"--task_sampling={cfg.task_sampling} is unknown; use "
+                            f"{', '.join(SAMPLING)}.")
+        if not cfg.task_temperature >= 1.0:
+            raise UserError(f"--task_temperature={cfg.task_temperature} must be at least 1 "
+                            "(1 is proportional sampling).")
+        for subtask in subtasks(cfg):
+            with _within(subtask):
+                subtask.task.validate(subtask.cfg)
 
+    def load_data(self, cfg):
+        """Every subtask's data (read and checked by its own task); labels are `name:label`."""
+        chosen = subtasks(cfg)
+        parts = {}
+        for subtask in chosen:
+            with _within(subtask):
+                parts[subtask.name] = subtask.task.load_data(subtask.cfg)
+        from tfimitate.data import splits
 
-def parity(run, examples):
-    """Each subtask's own parity checks under its exported signature names, and
-    serving_default's (the first subtask's)."""
-    chosen = subtasks(run.cfg)
-    runs = _runs(run, chosen)
-    checks = {}
-    for subtask in chosen:
-        own = {key.split("/", 1)[1]: values for key, values in examples.items()
-               if key.split("/", 1)[0] == subtask.name}
-        for name, check in subtask.module.parity(runs[subtask.name], own).items():
-            checks[_exported_name(subtask.name, name)] = check
-    checks["serving_default"] = checks[chosen[0].name]
-    return checks
+        tasks = {subtask.name: subtask.task for subtask in chosen}
+        tests = {name: data.test for name, data in parts.items() if data.test is not None}
+        return splits.Data(Split({name: data.train for name, data in parts.items()}, tasks),
+                           Split({name: data.eval for name, data in parts.items()}, tasks),
+                           Split(tests, tasks) if tests else None,
+                           tuple(f"{name}:{label}" for name, data in parts.items()
+                                 for label in data.labels))
+
+    def read_file(self, path, cfg, flag, with_labels=True):
+        """A file for every subtask (`path`), or per subtask (`NAME=FILE,...`: only those)."""
+        chosen = subtasks(cfg)
+        spec = _file_spec(path, [s.name for s in chosen], flag)
+        parts = {}
+        for subtask in chosen:
+            if subtask.name in spec:
+                with _within(subtask):
+                    parts[subtask.name] = subtask.task.read_file(spec[subtask.name], subtask.cfg,
+                                                                 flag, with_labels)
+        return Split(parts, {subtask.name: subtask.task for subtask in chosen})
+
+    def make_preprocessor(self, cfg):
+        """Each subtask's preprocessor, by name."""
+        return Preprocessor({s.name: s.task.make_preprocessor(s.cfg) for s in subtasks(cfg)})
+
+    def build_head(self, cfg, backbone, num_outputs):
+        """Backbone + each subtask's head (built by its task): outputs {name: outputs}.
+
+        A backbone layer a head turns off (a tagger freezes the pooler it does not use)
+        trains if any subtask keeps it on."""
+        import keras
+
+        del num_outputs  # each head has its own: the subtask's labels
+        shared = _SharedBackbone(backbone)
+        layers = backbone.layers
+        before = [layer.trainable for layer in layers]
+        after = [False] * len(layers)
+        labels = _split_labels(cfg.labels)
+        outputs = {}
+        for subtask in subtasks(cfg):
+            for layer, trainable in zip(layers, before):
+                layer.trainable = trainable
+            with keras.name_scope(subtask.name):  # weight paths <name>/logits/kernel ...
+                head = subtask.task.build_head(subtask.cfg, shared, len(labels[subtask.name]))
+            after = [old or layer.trainable for old, layer in zip(after, layers)]
+            for layer in head.layers:
+                if layer is not backbone and not isinstance(layer, keras.layers.InputLayer):
+                    layer.name = f"{subtask.name}_{layer.name}"  # unique in the joint model
+            outputs[subtask.name] = head.output
+        for layer, trainable in zip(layers, after):
+            layer.trainable = trainable
+        return keras.Model(backbone.input, outputs, name="multi_task")
+
+    def example_loss(self, labels, outputs):
+        """Sum over subtasks of weight x the subtask task's own per-example loss; labels are
+        {"<task>/<name>": {"labels": ..., "weight": float32 [batch]}}."""
+        from tfimitate.tasks import get_task
+
+        total = 0.0
+        for key, part in labels.items():
+            task, name = key.split("/", 1)
+            total += part["weight"] * get_task(task).example_loss(part["labels"], outputs[name])
+        return total
+
+    def train_dataset(self, run, split, extras=None):
+        """Endless batches, each from one subtask's own `train_dataset`, picked by
+        --task_sampling with --seed; every batch holds every subtask's inputs and labels
+        (zeros where absent, weight 0), so they share one structure."""
+
+        if extras:
+            raise UserError("--task=multi_task cannot take per-example training extras (e.g. a "
+                            "teacher's outputs); train without that technique.")
+        cfg = run.cfg
+        chosen = subtasks(cfg)
+        runs = _runs(run, chosen)
+        datasets = [s.task.train_dataset(runs[s.name], split.parts[s.name]) for s in chosen]
+        input_specs = {}
+        for dataset in datasets:
+            for key, spec in dataset.element_spec[0].items():
+                input_specs.setdefault(key, spec)
+        label_specs = [dataset.element_spec[1] for dataset in datasets]
+
+        def common(index):
+            def to_common(inputs, labels):
+                first = inputs[sorted(inputs)[0]]
+                batch, length = tf.shape(first)[0], tf.shape(first)[1]
+
+                def zeros(spec):
+                    shape = [batch] + [length if d is None else d for d in spec.shape[1:]]
+                    return tf.zeros(tf.stack(shape), spec.dtype)
+
+                inputs = {key: tf.cast(inputs[key], spec.dtype) if key in inputs else zeros(spec)
+                          for key, spec in input_specs.items()}
+                joint = {}
+                for i, (subtask, specs) in enumerate(zip(chosen, label_specs)):
+                    own = i == index
+                    joint[_label_key(subtask)] = {
+                        "labels": labels if own else tf.nest.map_structure(zeros, specs),
+                        "weight": tf.fill([batch], subtask.cfg.loss_weight if own else 0.0)}
+                return inputs, joint
+
+            return to_common
+
+        mapped = [dataset.map(common(i)) for i, dataset in enumerate(datasets)]
+        if cfg.task_sampling == "round_robin":
+            stream = tf.data.Dataset.choose_from_datasets(
+                mapped, tf.data.Dataset.range(len(mapped)).repeat())
+        else:
+            weights = sampling_weights([len(split.parts[s.name]) for s in chosen],
+                                       cfg.task_sampling, cfg.task_temperature)
+            stream = tf.data.Dataset.sample_from_datasets(mapped, weights, seed=cfg.seed)
+        return stream.prefetch(tf.data.AUTOTUNE)
+
+    def evaluate(self, run, split):
+        """Each subtask's own evaluation of its part of `split`; the score is their mean."""
+        chosen = [s for s in subtasks(run.cfg) if s.name in split.parts]
+        runs = _runs(run, chosen)
+        return _combined({s.name: s.task.evaluate(runs[s.name], split.parts[s.name])
+                          for s in chosen})
+
+    def evaluate_saved_model(self, saved_model, split, labels):
+        """Each subtask's own saved-model evaluation through its renamed signatures."""
+        known = _split_labels(labels)
+        return _combined({
+            name: split.tasks[name].evaluate_saved_model(
+                _SubtaskSignatures(saved_model, name), part, known[name])
+            for name, part in split.parts.items()})
+
+    def perturbed(self, split, change):
+        """Every subtask's split perturbed by its own task."""
+        return Split({name: split.tasks[name].perturbed(part, change)
+                      for name, part in split.parts.items()}, split.tasks)
+
+    def predict(self, run, split):
+        """Every subtask's predictions; when all read the same file, one record per input
+        ({input: ..., <subtask>: its record}), else each subtask's records with `subtask`."""
+        chosen = [s for s in subtasks(run.cfg) if s.name in split.parts]
+        runs = _runs(run, chosen)
+        found = {s.name: s.task.predict(runs[s.name], split.parts[s.name]) for s in chosen}
+        if len({part.source for part in split.parts.values()}) > 1 or \
+                len({len(records) for records in found.values()}) > 1:
+            return [dict(record, subtask=name) for name, records in found.items()
+                    for record in records]
+        merged = []
+        for rows in zip(*found.values()):
+            record = {}
+            for name, row in zip(found, rows):
+                row = dict(row)
+                key = next(iter(row))
+                record.setdefault(key, row.pop(key))
+                record[name] = row
+            merged.append(record)
+        return merged
+
+    def serving_module(self, run, labels_file):
+        """The MultiTaskServer of every subtask's own serving module (its labels written
+        beside `labels_file`)."""
+        chosen = subtasks(run.cfg)
+        runs = _runs(run, chosen)
+        servers = {}
+        for subtask in chosen:
+            own_labels = os.path.join(os.path.dirname(labels_file), f"labels_{subtask.name}.txt")
+            with open(own_labels, "w") as f:
+                f.write("\n".join(subtask.cfg.labels) + "\n")
+            servers[subtask.name] = subtask.task.serving_module(runs[subtask.name], own_labels)
+        return MultiTaskServer(servers, self.serving_assets(labels_file))
+
+    def serving_examples(self, split):
+        """Each subtask's serving examples, keyed `<name>/<input>`."""
+        return {f"{name}/{key}": values for name, part in split.parts.items()
+                for key, values in split.tasks[name].serving_examples(part).items()}
+
+    def parity(self, run, examples):
+        """Each subtask's own parity checks under its exported signature names, and
+        serving_default's (the first subtask's)."""
+        chosen = subtasks(run.cfg)
+        runs = _runs(run, chosen)
+        checks = {}
+        for subtask in chosen:
+            own = {key.split("/", 1)[1]: values for key, values in examples.items()
+                   if key.split("/", 1)[0] == subtask.name}
+            for name, check in subtask.task.parity(runs[subtask.name], own).items():
+                checks[_exported_name(subtask.name, name)] = check
+        checks["serving_default"] = checks[chosen[0].name]
+        return checks

@@ -12,8 +12,9 @@ sentences (`text`) and returns words, tags, scores and entity spans with byte
 offsets; `tag_words` takes pre-split words.
 
 Example:
-    data = load_data(cfg)
-    evaluation = evaluate(Run(cfg, model, make_preprocessor(cfg), strategy), data.eval)
+    task = TokenClassification()
+    data = task.load_data(cfg)
+    evaluation = task.evaluate(Run(cfg, model, task.make_preprocessor(cfg), strategy), data.eval)
 """
 
 import dataclasses
@@ -28,14 +29,10 @@ from tfimitate import backbones
 from tfimitate.data import conll, pipelines, readers, splits, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.serving.module import ServingModule
-from tfimitate.tasks import base, common, ner_skew, ner_words
+from tfimitate.tasks import base, common, inference, ner_skew, ner_words
 from tfimitate.tasks.entity_spans import entity_spans
-from tfimitate.training import inference
 
-NAME = "token_classification"
-RESUME_FIELDS = ("tagging_scheme",)
 PREDICT_BATCH = 64
-SIGNATURES = ("serving_default", "tag_words")  # what serving_module exports
 # Served entity F1 this far below the in-framework F1 is worth a warning.
 SKEW_WARNING = 0.005
 
@@ -66,6 +63,214 @@ class Preprocessor:
         self.windows = backbones.word_piece_windows(cfg.backbone, cfg.sequence_length)
         self.tokenizer = self.windows.tokenizer
         self.labels = tuple(cfg.labels or ())
+
+
+class TokenClassification(base.Task):
+    """Token classification: one tag per word (see the module)."""
+
+    NAME = "token_classification"
+    RESUME_FIELDS = ("tagging_scheme",)
+    SIGNATURES = ("serving_default", "tag_words")  # what serving_module exports
+    READS = "text"
+
+    def validate(self, cfg):
+        """--labels, if given, must be tags: O or B-/I-/E-/S-TYPE."""
+        for label in cfg.labels or ():
+            if not conll.TAG_PATTERN.match(label):
+                raise UserError(f"--labels: '{label}' is not O or B-/I-/E-/S-TYPE; fix the list.")
+
+    def load_data(self, cfg):
+        """Reads and checks train/eval/test data; holds out eval data if none is given. The tag
+        set is --labels, the names of a TFDS ClassLabel --label_column, or the training tags."""
+        cfg = cfg.replace(labels=cfg.labels or tfds_source.class_names(cfg))
+        train = read_split(cfg.train_data, cfg, "--train_data")
+        labels = cfg.labels or tag_set(train, scheme(cfg, [t for s in train.sentences for t in s.tags]))
+        train = _check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
+        if not any(tag != "O" for s in train.sentences for tag in s.tags):
+            raise UserError(
+                f"--train_data={cfg.train_data}: every tag is O, so there is no entity to learn; "
+                "check the tag column (the last one) and the file.")
+        cfg = cfg.replace(labels=tuple(labels))
+        train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: _check_labels(
+            read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
+        return splits.Data(train, evaluation, test, tuple(labels))
+
+    def read_file(self, path, cfg, flag, with_labels=True):
+        """A labelled CoNLL/JSONL file checked against the model's tags, or sentences to tag:
+        a .txt file (one raw sentence per line) or CoNLL/JSONL words."""
+        if with_labels:
+            return _check_labels(read_split(path, cfg, flag), cfg.labels, flag, cfg.drop_unlisted_labels)
+        if readers.base_suffix(path) != ".txt":
+            return Split(path, read_sentences(path, cfg, flag, with_tags=False))
+        return Split(path, [], [line for _, line in common.read_text_lines(path, flag, "sentence")])
+
+    def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()):
+        """`split` plus untagged sentences of `path`: a .txt file (one raw sentence per line,
+        split into words as serving splits them) or CoNLL/JSONL words (`column` is not used);
+        sentences already in `split` or an `exclude` split (ignoring case), and repeats, are
+        dropped."""
+        del column
+        if readers.base_suffix(path) == ".txt":
+            lines = common.read_text_lines(path, flag, "sentence")
+            words = ner_words.split_words(tf.constant([line for _, line in lines])).words.to_list()
+            extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row))
+                     for (number, _), row in zip(lines, words) if row]
+        else:
+            extra = [s._replace(tags=None) for s in read_sentences(path, cfg, flag, with_tags=False)]
+        key = lambda sentence: tuple(word.lower() for word in sentence.words)
+        seen = {key(s) for part in (split, *exclude) for s in part.sentences}
+        keep = []
+        for sentence in extra:
+            if key(sentence) not in seen:
+                seen.add(key(sentence))
+                keep.append(sentence)
+        if len(keep) < len(extra):
+            logging.warning("%s: dropped %d unlabelled sentences that repeat a sentence of the "
+                            "training, eval or test data (or of the file itself).", path,
+                            len(extra) - len(keep))
+        if not keep:
+            raise UserError(f"{flag}={path}: every sentence is already in the training, eval or "
+                            "test data; give other unlabelled text.")
+        return Split(f"{split.source} + {path} (unlabelled)", split.sentences + keep)
+
+    def make_preprocessor(self, cfg):
+        """Tokenizer, word-piece windows of --sequence_length and the tag set."""
+        return Preprocessor(cfg)
+
+    def build_head(self, cfg, backbone, num_outputs):
+        """Backbone + dropout + float32 logits per word piece."""
+        for layer in backbone.layers:
+            if layer.name == "pooled_dense":  # a tagger never uses the pooled output: no gradient
+                layer.trainable = False
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+        logits = common.logits_head(sequence, cfg, num_outputs, "tagger")
+        return keras.Model(inputs, logits, name="token_classifier")
+
+    def example_loss(self, labels, outputs):
+        """Per-example mean cross-entropy over first pieces; labels are tag id + 1, 0 = ignored."""
+        mask = tf.cast(labels > 0, tf.float32)
+        losses = keras.losses.sparse_categorical_crossentropy(
+            tf.maximum(labels - 1, 0), outputs, from_logits=True)
+        return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+
+    def train_dataset(self, run, split, extras=None):
+        """Endless, reshuffled-per-pass batches of (features, per-piece labels), or of
+        (features, {"labels": ..., **extras}) with per-word `extras` put on first pieces; the
+        run's text transforms (augmentation) may change words every pass, never their number."""
+        extras = dict(extras or {})
+        examples = _examples(split.sentences, {"labels": tag_ids(split, run.labels), **extras})
+        return common.training_batches(run, examples, _encoder(run.preprocessor),
+                                       _pads(run.preprocessor), texts=("words",),
+                                       keep_word_count=True, split_labels=("labels", *extras))
+
+    def probabilities(self, run, split):
+        """Tag probabilities of every word of `split` ([words, tags], flat, file order), via
+        its first piece."""
+        total = sum(len(s.words) for s in split.sentences)
+        features = _windows(split.sentences, run.preprocessor, {"word_ids": range(1, total + 1)})
+        dataset = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length,
+                                    _pads(run.preprocessor), split_labels=("word_ids",))
+        result = np.zeros([total, run.model.output.shape[-1]], np.float32)
+        for logits, word_ids in inference.collect_outputs(run.model, dataset, run.strategy):
+            first = word_ids > 0
+            result[word_ids[first] - 1] = tf.nn.softmax(logits[first]).numpy()
+        return result
+
+    def served_probabilities(self, split, predict):
+        """Tag probabilities of a served tagger for every word of `split` ([words, tags]),
+        from its `tag_words` signature (per sentence: [padded words, tags])."""
+        rows = predict("tag_words", {"words": [s.words for s in split.sentences]})
+        return np.concatenate([row[:len(s.words)] for row, s in zip(rows, split.sentences)]
+                              ).astype(np.float32)
+
+    def score_probabilities(self, split, probs, labels):
+        """Entity-level metrics of per-word tag probabilities `probs` on `split`; the score
+        is the micro F1."""
+        metrics = entity_metrics([s.tags for s in split.sentences],
+                                 _sentence_tags(probs, split, labels))
+        report = metrics.pop("report")
+        return base.Evaluation(metrics["f1"], metrics, report)
+
+    def evaluate(self, run, split):
+        """Entity-level metrics of the model on `split`; the score is the micro F1.
+
+        Also what serving does to these sentences (`served_skew`): `served_word_match` and
+        `served_f1`, with a warning when serving loses more than half a point of F1.
+        """
+        probs = self.probabilities(run, split)
+        predicted = _sentence_tags(probs, split, run.labels)
+        evaluation = self.score_probabilities(split, probs, run.labels)
+        metrics, report = dict(evaluation.metrics), evaluation.report
+        match, served = served_skew(run, split, predicted)
+        metrics.update(served_word_match=match.share, served_f1=served["f1"])
+        report += (f"\nServed from raw text (sentences joined by spaces): {match.share:.2%} split "
+                   f"into the file's words; entity span F1 {served['f1']:.4f} "
+                   f"(P {served['precision']:.4f}, R {served['recall']:.4f}).\n")
+        if metrics["f1"] - served["f1"] > SKEW_WARNING:
+            logging.warning(
+                "%s: served from raw text, entity F1 drops from %.4f to %.4f: %d of %d sentences "
+                "split into other words than the file's, e.g. %s", split.source, metrics["f1"],
+                served["f1"], match.mismatched, match.sentences,
+                "; ".join(f"{e['words']} -> {e['split']}" for e in match.examples[:3]))
+        return base.Evaluation(metrics["f1"], metrics, report,
+                               predictions=_records(split, predicted))
+
+    def evaluate_saved_model(self, saved_model, split, labels):
+        """Entity-level metrics of an exported tagger, from the tags its `tag_words` signature
+        gives the split's words (so perturbed words stay aligned with the gold tags)."""
+        del labels  # seqeval compares tag strings
+        tag = saved_model.signatures["tag_words"]
+        predicted = []
+        for start in range(0, len(split), PREDICT_BATCH):
+            batch = [s.words for s in split.sentences[start:start + PREDICT_BATCH]]
+            tags = tag(words=tf.ragged.constant(batch).to_tensor(""))["tags"].numpy()
+            predicted += [[t.decode() for t in row[:len(words)]] for words, row in zip(batch, tags)]
+        metrics = entity_metrics([s.tags for s in split.sentences], predicted)
+        report = metrics.pop("report")
+        return base.Evaluation(metrics["f1"], metrics, report, predictions=_records(split, predicted))
+
+    def perturbed(self, split, change):
+        """A copy of `split` whose sentences' words are `change`d, never their number."""
+        words = change([s.words for s in split.sentences], True)
+        if any(len(new) != len(s.words) for new, s in zip(words, split.sentences)):
+            raise ValueError("a perturbation changed the number of words of a sentence")
+        return Split(f"{split.source} (perturbed)",
+                     [s._replace(words=list(new)) for s, new in zip(split.sentences, words)])
+
+    def predict(self, run, split):
+        """One record per sentence: words, tags, per-word scores and entities."""
+        tagger = Tagger(run.model, run.preprocessor)  # runs on the default device
+        if split.texts is not None:
+            tag, inputs, key = tf.function(tagger.tag_text), split.texts, "text"
+        else:
+            tag, inputs, key = tf.function(tagger.tag_words), [s.words for s in split.sentences], "words"
+        records = []
+        for start in range(0, len(inputs), PREDICT_BATCH):
+            batch = inputs[start:start + PREDICT_BATCH]
+            tensor = tf.constant(batch) if key == "text" else tf.ragged.constant(batch).to_tensor("")
+            outputs = {k: v.numpy() for k, v in tag(tensor).items()}
+            for i, item in enumerate(batch):
+                records.append(_record(key, item, outputs, i))
+        return records
+
+    def serving_module(self, run, labels_file):
+        """The tf.Module to save: `serving_default` tags raw sentences, `tag_words` split words."""
+        return TokenTaggerServer(run.model, run.preprocessor, self.serving_assets(labels_file))
+
+    def serving_examples(self, split):
+        """Up to 32 real sentences (words joined by spaces) as `serving_default`'s `text`."""
+        return {"text": [" ".join(s.words) for s in split.sentences[:common.SERVING_EXAMPLES]]}
+
+    def parity(self, run, examples):
+        """Both signatures' inputs and the in-memory model's outputs for them, run eagerly."""
+        tagger = Tagger(run.model, run.preprocessor)
+        text = tf.constant(examples["text"])
+        words = {"words": ner_words.split_words(text).words.to_tensor("")}
+        numpy = lambda outputs: {k: v.numpy() for k, v in outputs.items()}
+        return {"serving_default": ({"text": text}, numpy(tagger.tag_text(text))),
+                "tag_words": (words, numpy(tagger.tag_words(words["words"])))}
 
 
 def scheme(cfg, tags):
@@ -100,53 +305,6 @@ def _check_labels(split, labels, flag, drop_unlisted):
                                     "add its type to the training data")
 
 
-def read_file(path, cfg, flag, with_labels=True):
-    """A labelled CoNLL/JSONL file checked against the model's tags, or sentences to tag:
-    a .txt file (one raw sentence per line) or CoNLL/JSONL words."""
-    if with_labels:
-        return _check_labels(read_split(path, cfg, flag), cfg.labels, flag, cfg.drop_unlisted_labels)
-    if readers.base_suffix(path) != ".txt":
-        return Split(path, read_sentences(path, cfg, flag, with_tags=False))
-    return Split(path, [], [line for _, line in common.read_text_lines(path, flag, "sentence")])
-
-
-def add_unlabeled(split, path, cfg, flag, column=None, exclude=()):
-    """`split` plus untagged sentences of `path`: a .txt file (one raw sentence per line,
-    split into words as serving splits them) or CoNLL/JSONL words (`column` is not used);
-    sentences already in `split` or an `exclude` split (ignoring case), and repeats, are
-    dropped."""
-    del column
-    if readers.base_suffix(path) == ".txt":
-        lines = common.read_text_lines(path, flag, "sentence")
-        words = ner_words.split_words(tf.constant([line for _, line in lines])).words.to_list()
-        extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row))
-                 for (number, _), row in zip(lines, words) if row]
-    else:
-        extra = [s._replace(tags=None) for s in read_sentences(path, cfg, flag, with_tags=False)]
-    key = lambda sentence: tuple(word.lower() for word in sentence.words)
-    seen = {key(s) for part in (split, *exclude) for s in part.sentences}
-    keep = []
-    for sentence in extra:
-        if key(sentence) not in seen:
-            seen.add(key(sentence))
-            keep.append(sentence)
-    if len(keep) < len(extra):
-        logging.warning("%s: dropped %d unlabelled sentences that repeat a sentence of the "
-                        "training, eval or test data (or of the file itself).", path,
-                        len(extra) - len(keep))
-    if not keep:
-        raise UserError(f"{flag}={path}: every sentence is already in the training, eval or "
-                        "test data; give other unlabelled text.")
-    return Split(f"{split.source} + {path} (unlabelled)", split.sentences + keep)
-
-
-def validate(cfg):
-    """--labels, if given, must be tags: O or B-/I-/E-/S-TYPE."""
-    for label in cfg.labels or ():
-        if not conll.TAG_PATTERN.match(label):
-            raise UserError(f"--labels: '{label}' is not O or B-/I-/E-/S-TYPE; fix the list.")
-
-
 def tag_set(split, tagging_scheme):
     """O, then every prefix of the scheme for each entity type in `split`.
 
@@ -157,48 +315,6 @@ def tag_set(split, tagging_scheme):
     types = sorted({tag[2:] for s in split.sentences for tag in s.tags if tag != "O"})
     prefixes = "BIES" if tagging_scheme == "iobes" else "BI"
     return ("O",) + tuple(f"{p}-{kind}" for kind in types for p in prefixes)
-
-
-def load_data(cfg):
-    """Reads and checks train/eval/test data; holds out eval data if none is given. The tag
-    set is --labels, the names of a TFDS ClassLabel --label_column, or the training tags."""
-    cfg = cfg.replace(labels=cfg.labels or tfds_source.class_names(cfg))
-    train = read_split(cfg.train_data, cfg, "--train_data")
-    labels = cfg.labels or tag_set(train, scheme(cfg, [t for s in train.sentences for t in s.tags]))
-    train = _check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
-    if not any(tag != "O" for s in train.sentences for tag in s.tags):
-        raise UserError(
-            f"--train_data={cfg.train_data}: every tag is O, so there is no entity to learn; "
-            "check the tag column (the last one) and the file.")
-    cfg = cfg.replace(labels=tuple(labels))
-    train, evaluation, test = splits.eval_and_test(train, cfg, lambda path, flag: _check_labels(
-        read_split(path, cfg, flag), labels, flag, cfg.drop_unlisted_labels))
-    return splits.Data(train, evaluation, test, tuple(labels))
-
-
-def make_preprocessor(cfg):
-    """Tokenizer, word-piece windows of --sequence_length and the tag set."""
-    return Preprocessor(cfg)
-
-
-def build_head(cfg, backbone, num_outputs):
-    """Backbone + dropout + float32 logits per word piece."""
-    for layer in backbone.layers:
-        if layer.name == "pooled_dense":  # a tagger never uses the pooled output: no gradient
-            layer.trainable = False
-    inputs = backbone.input
-    outputs = backbone(inputs)
-    sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
-    logits = common.logits_head(sequence, cfg, num_outputs, "tagger")
-    return keras.Model(inputs, logits, name="token_classifier")
-
-
-def example_loss(labels, outputs):
-    """Per-example mean cross-entropy over first pieces; labels are tag id + 1, 0 = ignored."""
-    mask = tf.cast(labels > 0, tf.float32)
-    losses = keras.losses.sparse_categorical_crossentropy(
-        tf.maximum(labels - 1, 0), outputs, from_logits=True)
-    return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
 
 
 def _examples(sentences, values):
@@ -236,33 +352,8 @@ def tag_ids(split, labels):
             for s in split.sentences for tag in (s.tags or s.words)]
 
 
-def train_dataset(run, split, extras=None):
-    """Endless, reshuffled-per-pass batches of (features, per-piece labels), or of
-    (features, {"labels": ..., **extras}) with per-word `extras` put on first pieces; the
-    run's text transforms (augmentation) may change words every pass, never their number."""
-    extras = dict(extras or {})
-    examples = _examples(split.sentences, {"labels": tag_ids(split, run.labels), **extras})
-    return common.training_batches(run, examples, _encoder(run.preprocessor),
-                                   _pads(run.preprocessor), texts=("words",),
-                                   keep_word_count=True, split_labels=("labels", *extras))
-
-
 def _pads(preprocessor):
     return {"token_ids": preprocessor.tokenizer.pad_token_id}
-
-
-def probabilities(run, split):
-    """Tag probabilities of every word of `split` ([words, tags], flat, file order), via
-    its first piece."""
-    total = sum(len(s.words) for s in split.sentences)
-    features = _windows(split.sentences, run.preprocessor, {"word_ids": range(1, total + 1)})
-    dataset = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length,
-                                _pads(run.preprocessor), split_labels=("word_ids",))
-    result = np.zeros([total, run.model.output.shape[-1]], np.float32)
-    for logits, word_ids in inference.collect_outputs(run.model, dataset, run.strategy):
-        first = word_ids > 0
-        result[word_ids[first] - 1] = tf.nn.softmax(logits[first]).numpy()
-    return result
 
 
 def _sentence_tags(probs, split, labels):
@@ -297,75 +388,9 @@ def entity_metrics(true, predicted):
     }
 
 
-def served_probabilities(split, predict):
-    """Tag probabilities of a served tagger for every word of `split` ([words, tags]),
-    from its `tag_words` signature (per sentence: [padded words, tags])."""
-    rows = predict("tag_words", {"words": [s.words for s in split.sentences]})
-    return np.concatenate([row[:len(s.words)] for row, s in zip(rows, split.sentences)]
-                          ).astype(np.float32)
-
-
-def score_probabilities(split, probs, labels):
-    """Entity-level metrics of per-word tag probabilities `probs` on `split`; the score
-    is the micro F1."""
-    metrics = entity_metrics([s.tags for s in split.sentences],
-                             _sentence_tags(probs, split, labels))
-    report = metrics.pop("report")
-    return base.Evaluation(metrics["f1"], metrics, report)
-
-
-def evaluate(run, split):
-    """Entity-level metrics of the model on `split`; the score is the micro F1.
-
-    Also what serving does to these sentences (`served_skew`): `served_word_match` and
-    `served_f1`, with a warning when serving loses more than half a point of F1.
-    """
-    probs = probabilities(run, split)
-    predicted = _sentence_tags(probs, split, run.labels)
-    evaluation = score_probabilities(split, probs, run.labels)
-    metrics, report = dict(evaluation.metrics), evaluation.report
-    match, served = served_skew(run, split, predicted)
-    metrics.update(served_word_match=match.share, served_f1=served["f1"])
-    report += (f"\nServed from raw text (sentences joined by spaces): {match.share:.2%} split "
-               f"into the file's words; entity span F1 {served['f1']:.4f} "
-               f"(P {served['precision']:.4f}, R {served['recall']:.4f}).\n")
-    if metrics["f1"] - served["f1"] > SKEW_WARNING:
-        logging.warning(
-            "%s: served from raw text, entity F1 drops from %.4f to %.4f: %d of %d sentences "
-            "split into other words than the file's, e.g. %s", split.source, metrics["f1"],
-            served["f1"], match.mismatched, match.sentences,
-            "; ".join(f"{e['words']} -> {e['split']}" for e in match.examples[:3]))
-    return base.Evaluation(metrics["f1"], metrics, report,
-                           predictions=_records(split, predicted))
-
-
 def _records(split, predicted):
     return [{"words": s.words, "tags": s.tags, "predicted": tags}
             for s, tags in zip(split.sentences, predicted)]
-
-
-def evaluate_saved_model(saved_model, split, labels):
-    """Entity-level metrics of an exported tagger, from the tags its `tag_words` signature
-    gives the split's words (so perturbed words stay aligned with the gold tags)."""
-    del labels  # seqeval compares tag strings
-    tag = saved_model.signatures["tag_words"]
-    predicted = []
-    for start in range(0, len(split), PREDICT_BATCH):
-        batch = [s.words for s in split.sentences[start:start + PREDICT_BATCH]]
-        tags = tag(words=tf.ragged.constant(batch).to_tensor(""))["tags"].numpy()
-        predicted += [[t.decode() for t in row[:len(words)]] for words, row in zip(batch, tags)]
-    metrics = entity_metrics([s.tags for s in split.sentences], predicted)
-    report = metrics.pop("report")
-    return base.Evaluation(metrics["f1"], metrics, report, predictions=_records(split, predicted))
-
-
-def perturbed(split, change):
-    """A copy of `split` whose sentences' words are `change`d, never their number."""
-    words = change([s.words for s in split.sentences], True)
-    if any(len(new) != len(s.words) for new, s in zip(words, split.sentences)):
-        raise ValueError("a perturbation changed the number of words of a sentence")
-    return Split(f"{split.source} (perturbed)",
-                 [s._replace(words=list(new)) for s, new in zip(split.sentences, words)])
 
 
 def served_skew(run, split, predicted_tags):
@@ -445,23 +470,6 @@ def _outputs(words, tags, probs, spans, entity_text, start, end):
     }
 
 
-def predict(run, split):
-    """One record per sentence: words, tags, per-word scores and entities."""
-    tagger = Tagger(run.model, run.preprocessor)  # runs on the default device
-    if split.texts is not None:
-        tag, inputs, key = tf.function(tagger.tag_text), split.texts, "text"
-    else:
-        tag, inputs, key = tf.function(tagger.tag_words), [s.words for s in split.sentences], "words"
-    records = []
-    for start in range(0, len(inputs), PREDICT_BATCH):
-        batch = inputs[start:start + PREDICT_BATCH]
-        tensor = tf.constant(batch) if key == "text" else tf.ragged.constant(batch).to_tensor("")
-        outputs = {k: v.numpy() for k, v in tag(tensor).items()}
-        for i, item in enumerate(batch):
-            records.append(_record(key, item, outputs, i))
-    return records
-
-
 def _record(key, item, outputs, i):
     n = int(np.sum(outputs["words"][i] != b""))
     entities = [{"text": text.decode(), "type": kind.decode(), "start": int(start), "end": int(end)}
@@ -477,10 +485,11 @@ def _record(key, item, outputs, i):
 class TokenTaggerServer(ServingModule):
     """What TF Serving runs: `serving_default` on raw sentences, `tag_words` on split words."""
 
-    def __init__(self, model, preprocessor, labels_file):
+    def __init__(self, model, preprocessor, assets):
         super().__init__(model=model)
         self.tokenizer = preprocessor.tokenizer
-        self.labels_asset = tf.saved_model.Asset(labels_file)  # ships labels.txt with the model
+        for name, asset in assets.items():  # ships labels.txt with the model
+            setattr(self, name, asset)
         tagger = Tagger(model, preprocessor)
         self.serve = tf.function(tagger.tag_text, input_signature=[
             tf.TensorSpec([None], tf.string, name="text")])
@@ -489,24 +498,6 @@ class TokenTaggerServer(ServingModule):
 
     def serving_signatures(self):
         """Signature name -> tf.function, as saved in the SavedModel."""
-        return dict(zip(SIGNATURES, (self.serve, self.tag_words)))
+        return dict(zip(TokenClassification.SIGNATURES, (self.serve, self.tag_words)))
 
 
-def serving_module(run, labels_file):
-    """The tf.Module to save: `serving_default` tags raw sentences, `tag_words` split words."""
-    return TokenTaggerServer(run.model, run.preprocessor, labels_file)
-
-
-def serving_examples(split):
-    """Up to 32 real sentences (words joined by spaces) as `serving_default`'s `text`."""
-    return {"text": [" ".join(s.words) for s in split.sentences[:common.SERVING_EXAMPLES]]}
-
-
-def parity(run, examples):
-    """Both signatures' inputs and the in-memory model's outputs for them, run eagerly."""
-    tagger = Tagger(run.model, run.preprocessor)
-    text = tf.constant(examples["text"])
-    words = {"words": ner_words.split_words(text).words.to_tensor("")}
-    numpy = lambda outputs: {k: v.numpy() for k, v in outputs.items()}
-    return {"serving_default": ({"text": text}, numpy(tagger.tag_text(text))),
-            "tag_words": (words, numpy(tagger.tag_words(words["words"])))}

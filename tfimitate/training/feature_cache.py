@@ -98,7 +98,8 @@ class FeatureCache(techniques.Technique):
     def initialize(self, run):
         import tensorflow as tf
 
-        from tfimitate.training import inference, transfer
+        from tfimitate.tasks import inference
+        from tfimitate.training import transfer
 
         features, self.head = frozen_part(run.model, transfer.backbone_of(run.model))
         rows, width = len(self.split), int(features.output.shape[-1])

@@ -1,5 +1,8 @@
 """Run a model over a finite dataset under any strategy and collect outputs on the host.
 
+The tasks' `probabilities` (evaluation, prediction, teachers) run through it; techniques
+above tasks (the frozen-feature cache) may too.
+
 Example:
     batches = collect_outputs(model, eval_ds, strategy)
     logits = np.concatenate([logits for logits, _ in batches])
