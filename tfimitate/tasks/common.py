@@ -87,7 +87,7 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
     import tensorflow as tf
 
     from tfimitate import runtime
-    from tfimitate.training import techniques
+    from tfimitate import techniques
 
     cfg = run.cfg
     static = runtime.needs_static_shapes(run.strategy)

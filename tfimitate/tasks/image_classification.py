@@ -24,13 +24,15 @@ import os
 import numpy as np
 
 from tfimitate import backbones, reports
-from tfimitate.data import image_augment, images, splits, tfds_source
+from tfimitate.data import images, splits, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common
 
 NAME = "image_classification"
 RESUME_FIELDS = ("image_column", "label_column", "backbone_layer", "image_size",
                  "image_normalization")
+# What its training batches are made of (the techniques it takes: techniques.INPUTS).
+INPUTS = ("images",)
 # --image_normalization: pixels (0..255) * scale + offset.
 NORMALIZATIONS = {
     "raw": ((1.0,) * 3, (0.0,) * 3),
@@ -55,7 +57,6 @@ def validate(cfg):
     if cfg.image_size and cfg.image_size < 8:
         raise UserError(f"--image_size={cfg.image_size} is too small; give at least 8 pixels "
                         "(or 0 for the backbone's own size).")
-    image_augment.parse(cfg.image_augment)
     if cfg.backbone_layer and not backbones.is_keras_file(cfg.backbone):
         raise UserError(f"--backbone_layer={cfg.backbone_layer} cuts a Keras model file, but "
                         f"--backbone={cfg.backbone} is not a .keras/.h5 file; drop --backbone_layer.")

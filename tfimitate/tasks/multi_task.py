@@ -46,6 +46,8 @@ from tfimitate.tasks import base
 
 NAME = "multi_task"
 RESUME_FIELDS = ("subtasks", "task_sampling", "task_temperature")
+# What its training batches are made of (the techniques it takes: techniques.INPUTS).
+INPUTS = ("text", "word_pieces")
 # The flags a subtask flagfile may set; all others are shared and belong in the main one.
 SUBTASK_FIELDS = ("task", "train_data", "eval_data", "test_data", "text_column",
                   "text_pair_column", "label_column", "labels", "drop_unlisted_labels",

@@ -32,6 +32,8 @@ from tfimitate.training import inference
 
 NAME = "text_classification"
 RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
+# What its training batches are made of (the techniques it takes: techniques.INPUTS).
+INPUTS = ("text", "word_pieces")
 PREDICT_BATCH = 64
 SIGNATURES = ("serving_default",)  # what serving_module exports
 

@@ -34,6 +34,8 @@ from tfimitate.training import inference
 
 NAME = "token_classification"
 RESUME_FIELDS = ("tagging_scheme",)
+# What its training batches are made of (the techniques it takes: techniques.INPUTS).
+INPUTS = ("text", "word_pieces")
 PREDICT_BATCH = 64
 SIGNATURES = ("serving_default", "tag_words")  # what serving_module exports
 # Served entity F1 this far below the in-framework F1 is worth a warning.
