@@ -140,8 +140,8 @@ def test_non_finite_loss_stops_training_and_exports_nothing(tmp_path):
     with pytest.raises(loop.NonFiniteLossError, match=r"the training loss became (nan|inf) at step (\d+)") as error:
         workflow.train(cfg)
     failed_step = int(error.value.args[0].split("at step ")[1].split(",")[0])
-    checkpoints = tf.train.get_checkpoint_state(os.path.join(cfg.model_dir, checkpoints.CHECKPOINT_SUBDIR))
-    saved = [int(p.rsplit("-", 1)[1]) for p in checkpoints.all_model_checkpoint_paths] if checkpoints else []
+    state = tf.train.get_checkpoint_state(os.path.join(cfg.model_dir, checkpoints.CHECKPOINT_SUBDIR))
+    saved = [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths] if state else []
     assert all(step < failed_step for step in saved)
     assert not os.path.exists(cfg.export_dir)
     assert not os.path.exists(os.path.join(cfg.model_dir, "eval"))
