@@ -50,7 +50,8 @@ cfg = Experiment.load(sys.argv[1])
 _LOOP_PER_STRATEGY = """
 from tfimitate import runtime, workflow
 from tfimitate.tasks import base, get_task
-from tfimitate.training import loop, optim, techniques
+from tfimitate import techniques
+from tfimitate.training import hooks, loop, optim
 task = get_task(cfg.task)
 data = task.load_data(cfg)
 chosen = techniques.chosen(cfg)
@@ -64,7 +65,7 @@ for name in ("one_device", "mirrored"):
                                          cfg.weight_decay)
     run = base.Run(cfg, model, task.make_preprocessor(cfg), strategy, optimizer,
                    text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep))
-    loop.train_loop(model, optimizer, techniques.wrap_loss(chosen, techniques.supervised_loss(task), run),
+    loop.train_loop(model, optimizer, techniques.wrap_loss(chosen, hooks.supervised_loss(task), run),
                     task.train_dataset(run, data.train), None,
                     cfg.replace(model_dir=f"{cfg.model_dir}-{name}"), strategy,
                     steps_per_epoch=100, total_steps=cfg.max_steps)

@@ -10,7 +10,8 @@ import processes
 from tfimitate import workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import get_task
-from tfimitate.training import adversarial, techniques
+from tfimitate.techniques import adversarial
+from tfimitate.training import hooks
 
 EPSILON = 0.5
 TEXTS = ["the film was good", "an awful boring plot"]  # no word piece twice in a text
@@ -39,7 +40,7 @@ def _step_loss(cfg, task, model, **changes):
     from tfimitate.tasks.base import Run
 
     chosen = adversarial.from_config(cfg.replace(**changes))
-    return chosen.wrap_loss(techniques.supervised_loss(task), Run(cfg, model, None, None))
+    return chosen.wrap_loss(hooks.supervised_loss(task), Run(cfg, model, None, None))
 
 
 def _reference_fgm(task, model, inputs, labels):
@@ -112,7 +113,7 @@ def test_pgd_of_one_step_of_epsilon_is_fgm_and_more_steps_raise_the_loss(tiny):
 
 def test_freelb_averages_its_steps_and_a_tiny_ball_is_the_clean_loss(tiny):
     cfg, task, model, inputs, labels = tiny
-    clean = techniques.supervised_loss(task)(model, inputs, labels).numpy()
+    clean = hooks.supervised_loss(task)(model, inputs, labels).numpy()
     free = _step_loss(cfg, task, model, adversarial="freelb", adv_steps=2, adv_alpha=1e-6,
                       adv_epsilon=1e-6)(model, inputs, labels)
     np.testing.assert_allclose(free["loss"].numpy(), clean, rtol=1e-4)
@@ -189,7 +190,7 @@ def test_mixed_float16_scales_the_adversarial_gradient_and_matches_float32(tiny)
         optimizer.build(half.trainable_variables)
         assert float(optimizer.scale_loss(1.0)) > 1.0
         step_loss = adversarial.from_config(cfg).wrap_loss(
-            techniques.supervised_loss(task), Run(cfg, half, None, None, optimizer))
+            hooks.supervised_loss(task), Run(cfg, half, None, None, optimizer))
         got = step_loss(half, inputs, labels)
     finally:
         runtime.set_precision("float32")

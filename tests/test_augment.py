@@ -1,4 +1,4 @@
-"""Text noise (data/noise.py) and training augmentation (training/augment.py): what each
+"""Text noise (data/noise.py) and training augmentation (techniques/augment.py): what each
 operation does, seeded streams that replay on resume, NER labels kept aligned, and the
 errors a user can cause."""
 
@@ -13,7 +13,8 @@ from tfimitate import workflow
 from tfimitate.data import noise
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common, get_task
-from tfimitate.training import augment, techniques
+from tfimitate import techniques
+from tfimitate.techniques import augment
 
 WORDS = [f"word{c}{c}x" for c in "abcdefghijklmnopqrst"] + [",", "Paris", "é"]
 

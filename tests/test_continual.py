@@ -15,7 +15,7 @@ from tfimitate import workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
-from tfimitate.training import l2sp, replay
+from tfimitate.techniques import l2sp, replay
 
 
 def _relabel(directory, name, rows, names):

@@ -204,9 +204,10 @@ def test_contract_robust_techniques_train_a_text_task_or_are_refused(trained, tm
         assert metrics["step"] == 2
         assert sorted(processes.loss_curve(run.model_dir, "adversarial_loss")) == [1, 2]
         return
-    for changes, message in ((dict(augment="char_noise:0.3"), "change texts, which --task"),
-                             (dict(augment="mask:0.3"), "replace word pieces, which --task"),
-                             (dict(adversarial="fgm"), "perturbs token embeddings, but")):
+    for changes, message in (
+            (dict(augment="char_noise:0.3"), "--augment needs text as training inputs, but --task"),
+            (dict(augment="mask:0.3"), "--augment needs word pieces as training inputs, but"),
+            (dict(adversarial="fgm"), "--adversarial needs word pieces as training inputs, but")):
         with pytest.raises(UserError, match=message):
             workflow.train(run.replace(**changes))
         assert not os.path.exists(run.model_dir)
@@ -259,12 +260,12 @@ def test_contract_technique_hooks_are_called_and_compose(tmp_path, monkeypatch):
     the loss by zero leaves the head's weights as initialised."""
     import numpy as np
 
-    from tfimitate import runtime
-    from tfimitate.training import techniques
+    from tfimitate import runtime, techniques
+    from tfimitate.training import hooks
 
     calls = []
 
-    class Probe(techniques.Technique):
+    class Probe(hooks.Technique):
         name = "probe"
 
         def adapt_model(self, model, cfg):
@@ -307,7 +308,7 @@ def test_contract_per_unit_outputs_extras_and_unlabelled_examples(trained):
     import tensorflow as tf
 
     from tfimitate.tasks import base
-    from tfimitate.training import distillation
+    from tfimitate.techniques import distillation
 
     cfg, _, predict_input = trained
     task = tasks.get_task(cfg.task)

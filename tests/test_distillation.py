@@ -69,17 +69,18 @@ def test_distil_from_a_run_with_unlabelled_text_reports_teacher_and_student(teac
 
 def test_saved_model_and_grpc_teachers_give_the_run_teachers_outputs(teacher, tmp_path):
     from tfimitate.serving.devserver import DevServer
-    from tfimitate.training import teachers
+    from tfimitate.techniques.distillation import teachers
 
     teacher_cfg, version_dir = teacher
     task = get_task("text_classification")
     split = task.load_data(teacher_cfg).train
     cfg = student(teacher_cfg, tmp_path, teacher_batch_size=5)
-    expected = teachers.open_teacher(teacher_cfg.model_dir, task, cfg).probabilities(split)
+    expected = teachers.open_teacher(teacher_cfg.model_dir, task, cfg,
+                                     workflow.restore).probabilities(split)
     server = DevServer("sentiment", teacher_cfg.export_dir, port=0).start()
     try:
         for spec in (version_dir, teacher_cfg.export_dir, f"grpc://{server.target}/sentiment"):
-            served = teachers.open_teacher(spec, task, cfg)
+            served = teachers.open_teacher(spec, task, cfg, workflow.restore)
             served.check(split)
             assert served.labels == ("0", "1") and not served.logits
             np.testing.assert_allclose(served.probabilities(split), expected, atol=1e-4)
@@ -116,7 +117,7 @@ def test_cached_outputs_survive_a_kill_and_are_reused(tmp_path):
         import dataclasses, sys, time
         import numpy as np
         sys.path.insert(0, {os.getcwd()!r})
-        from tfimitate.training import teacher_cache
+        from tfimitate.techniques.distillation import teacher_cache
 
         @dataclasses.dataclass
         class Split:
@@ -162,7 +163,7 @@ def _chunks(cache):
 def test_distillation_loss_is_temperature_scaled_kl_over_present_units():
     import tensorflow as tf
 
-    from tfimitate.training.distillation import distillation_loss
+    from tfimitate.techniques.distillation import distillation_loss
 
     teacher = np.array([[0.9, 0.1], [0.5, 0.5]], np.float32)
     logits = np.array([[0.0, 1.0], [2.0, 0.0]], np.float32)
@@ -191,7 +192,7 @@ def test_unlabelled_examples_learn_from_the_teacher_only():
 
 
 def test_label_map_moves_teacher_columns_to_the_student():
-    from tfimitate.training import distillation
+    from tfimitate.techniques import distillation
 
     matrix = distillation.label_matrix(("neg", "neu", "pos"), ("bad", "good"),
                                        ("neg:bad", "pos:good"), "t")
@@ -202,7 +203,8 @@ def test_label_map_moves_teacher_columns_to_the_student():
 
 @pytest.mark.slow
 def test_cut_student_keeps_every_other_layer_of_the_teacher(teacher, tmp_path):
-    from tfimitate.training import cut_layers
+    from tfimitate.techniques import parts
+    from tfimitate.techniques.distillation import cut_layers
 
     teacher_cfg, _ = teacher
     assert cut_layers.kept_layers(6, 3, "every_other") == [1, 3, 5]
@@ -213,7 +215,7 @@ def test_cut_student_keeps_every_other_layer_of_the_teacher(teacher, tmp_path):
     workflow.train(cfg)
     _, run, _ = workflow.restore(cfg.model_dir)
     _, teacher_run, _ = workflow.restore(teacher_cfg.model_dir)
-    small, big = cut_layers.find_backbone(run.model), cut_layers.find_backbone(teacher_run.model)
+    small, big = parts.find_backbone(run.model), parts.find_backbone(teacher_run.model)
     assert cut_layers.num_layers(run.model) == 1
     for got, want in ((small.get_layer("transformer_layer_0"), big.get_layer("transformer_layer_1")),
                       (small.get_layer("token_embedding"), big.get_layer("token_embedding")),
@@ -227,7 +229,7 @@ def test_cut_student_keeps_every_other_layer_of_the_teacher(teacher, tmp_path):
 
 @pytest.mark.parametrize("case", ["labels", "signature", "unreachable", "empty", "cut_saved_model"])
 def test_bad_input_is_one_clear_error_and_writes_nothing(case, teacher, tmp_path, monkeypatch):
-    from tfimitate.training import teachers
+    from tfimitate.techniques.distillation import teachers
 
     monkeypatch.setattr(teachers, "GRPC_BACKOFF_SECONDS", 0.01)
     teacher_cfg, version_dir = teacher
@@ -260,7 +262,7 @@ def test_a_signature_without_class_scores_is_refused(tmp_path):
     """A SavedModel whose signature returns only strings cannot teach."""
     import tensorflow as tf
 
-    from tfimitate.training import teachers
+    from tfimitate.techniques.distillation import teachers
 
     class Labeller(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -274,7 +276,7 @@ def test_a_signature_without_class_scores_is_refused(tmp_path):
     split = task.read_file(helpers.write_table(tmp_path, "d.csv", helpers.sentiment_rows(4)), cfg, "--x")
     with pytest.raises(UserError, match="returns no probabilities or logits .outputs: label.; name "
                                         "its class-score output with --teacher_output"):
-        teachers.open_teacher(str(tmp_path / "m"), task, cfg).check(split)
+        teachers.open_teacher(str(tmp_path / "m"), task, cfg, workflow.restore).check(split)
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ from tfimitate import backbones, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 from tfimitate.tasks.image_classification import ImageClassification
-from tfimitate.training import feature_cache, loop, techniques, transfer
+from tfimitate import techniques
+from tfimitate.techniques import feature_cache, transfer
+from tfimitate.training import checkpoints, hooks, loop
 
 task = ImageClassification()
 
@@ -46,7 +48,7 @@ def test_the_cut_gives_inference_mode_features_and_the_same_outputs(tmp_path, mo
     run = base.Run(cfg.replace(labels=data.labels), model, task.make_preprocessor(cfg),
                    tf.distribute.get_strategy())
     cache = feature_cache.FeatureCache()
-    cache.adapt_examples(techniques.Examples(data.train), task, data, cfg)
+    cache.adapt_examples(hooks.Examples(data.train), task, data, cfg)
     table_bytes = len(data.train) * features.output.shape[-1] * 4
     monkeypatch.setattr(feature_cache, "MAX_BYTES", table_bytes - 1)
     cache.initialize(run)
@@ -55,7 +57,7 @@ def test_the_cut_gives_inference_mode_features_and_the_same_outputs(tmp_path, mo
 
 def forget_step_3(model_dir):
     """As if the run had been killed right after step 2's checkpoint."""
-    directory = os.path.join(model_dir, loop.CHECKPOINT_SUBDIR)
+    directory = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
     for name in os.listdir(directory):
         if name.startswith("ckpt-3"):
             os.remove(os.path.join(directory, name))
@@ -65,14 +67,14 @@ def forget_step_3(model_dir):
 def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp_path,
                                                                              monkeypatch):
     traced = []  # the model each traced step runs: the head alone while the table serves
-    supervised = techniques.supervised_loss
+    supervised = hooks.supervised_loss
 
     def recording(task_):
         inner = supervised(task_)
         return lambda model, inputs, labels: traced.append(model.name) or inner(
             model, inputs, labels)
 
-    monkeypatch.setattr(techniques, "supervised_loss", recording)
+    monkeypatch.setattr(hooks, "supervised_loss", recording)
     # 16 training images, batch 4: phase 1's 3 steps see 12 of them (a partial table).
     plain = image_experiment(tmp_path, freeze_backbone_steps=3, max_steps=3, checkpoint_steps=2,
                              model_dir=str(tmp_path / "plain"))

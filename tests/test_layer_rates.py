@@ -16,7 +16,9 @@ from test_contract import TASK_DATA
 from tfimitate import runtime, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
-from tfimitate.training import backbone_parts, l2sp, layer_decay, optim
+from tfimitate.techniques import l2sp, layer_decay
+from tfimitate.techniques import parts as backbone_parts
+from tfimitate.training import optim
 
 TIMEOUT = 400
 

@@ -9,7 +9,7 @@ import tfimitate  # noqa: F401
 import keras
 import tensorflow as tf
 
-from tfimitate.training import loop, optim
+from tfimitate.training import checkpoints, loop, optim
 
 
 class PartlyUsedModel(keras.Model):
@@ -53,6 +53,6 @@ def test_restore_newest_reads_checkpoints_of_a_relative_model_dir(tmp_path, monk
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     tf.train.CheckpointManager(checkpoint, "run/checkpoints", max_to_keep=2).save(checkpoint_number=5)
     checkpoint.v.assign(0.0)
-    path, _ = loop.restore_newest(checkpoint, "run/checkpoints")
+    path, _ = checkpoints.restore_newest(checkpoint, "run/checkpoints")
     assert path == os.path.join("run", "checkpoints", "ckpt-5")
     assert checkpoint.v.numpy() == 1.0

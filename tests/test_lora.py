@@ -16,7 +16,8 @@ from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import export as export_lib
 from tfimitate.tasks import base, get_task
-from tfimitate.training import loop, lora
+from tfimitate.techniques import lora
+from tfimitate.training import checkpoints
 
 LORA = dict(lora_rank=4, lora_alpha=8.0, lora_targets=("query", "value"))
 
@@ -83,7 +84,7 @@ def test_adapter_only_checkpoint_resumes_to_the_uninterrupted_weights(lora_run, 
     cfg, _ = lora_run
     copy = str(tmp_path / "copy")
     shutil.copytree(cfg.model_dir, copy)
-    directory = os.path.join(copy, loop.CHECKPOINT_SUBDIR)
+    directory = os.path.join(copy, checkpoints.CHECKPOINT_SUBDIR)
     for name in os.listdir(directory):  # as if killed right after step 2's checkpoint
         if name.startswith("ckpt-4"):
             os.remove(os.path.join(directory, name))

@@ -21,7 +21,7 @@ import tensorflow as tf
 import helpers
 import processes
 from tfimitate import workflow
-from tfimitate.training import loop
+from tfimitate.training import checkpoints, loop
 
 MAX_STEPS = 30
 TIMEOUT = 240
@@ -50,7 +50,7 @@ def _run_until(command, condition, delay):
 
 
 def _checkpoint_files(model_dir, step):
-    directory = os.path.join(model_dir, loop.CHECKPOINT_SUBDIR)
+    directory = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
     return os.path.isdir(directory) and any(
         name.startswith(f"ckpt-{step}.") or name.startswith(f"ckpt-{step}_temp")
         for name in os.listdir(directory))
@@ -82,10 +82,10 @@ def runs(tmp_path_factory):
     kill_at, delay = rng.choice([10, 15, 20, 25]), rng.uniform(0.0, 0.05)
     print(f"TFIMITATE_KILL_SEED={seed}: SIGKILL {delay * 1000:.0f} ms after ckpt-{kill_at} appears")
     _run_until(command, lambda: _checkpoint_files(cfg.model_dir, kill_at), delay)
-    latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, loop.CHECKPOINT_SUBDIR))
+    latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, checkpoints.CHECKPOINT_SUBDIR))
     saved_step = int(latest.rsplit("-", 1)[1])
     for name, content in (("ckpt-95.index", b"torn"), ("ckpt-95.data-00000-of-00001", b"\0" * 7)):
-        with open(os.path.join(cfg.model_dir, loop.CHECKPOINT_SUBDIR, name), "wb") as f:
+        with open(os.path.join(cfg.model_dir, checkpoints.CHECKPOINT_SUBDIR, name), "wb") as f:
             f.write(content)
 
     temporary = lambda: any(n.startswith(".tmp-") for n in os.listdir(cfg.export_dir)) \
@@ -140,8 +140,8 @@ def test_non_finite_loss_stops_training_and_exports_nothing(tmp_path):
     with pytest.raises(loop.NonFiniteLossError, match=r"the training loss became (nan|inf) at step (\d+)") as error:
         workflow.train(cfg)
     failed_step = int(error.value.args[0].split("at step ")[1].split(",")[0])
-    checkpoints = tf.train.get_checkpoint_state(os.path.join(cfg.model_dir, loop.CHECKPOINT_SUBDIR))
-    saved = [int(p.rsplit("-", 1)[1]) for p in checkpoints.all_model_checkpoint_paths] if checkpoints else []
+    state = tf.train.get_checkpoint_state(os.path.join(cfg.model_dir, checkpoints.CHECKPOINT_SUBDIR))
+    saved = [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths] if state else []
     assert all(step < failed_step for step in saved)
     assert not os.path.exists(cfg.export_dir)
     assert not os.path.exists(os.path.join(cfg.model_dir, "eval"))

@@ -44,12 +44,12 @@ def _add_checkpoint(model_dir, step, corrupt):
     """Saves the run's weights as checkpoint `step`, changed by `corrupt(model)`."""
     import tensorflow as tf
 
-    from tfimitate.training import loop
+    from tfimitate.training import checkpoints
 
     _, restored, _ = workflow.restore(model_dir)
     corrupt(restored.model)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=restored.model),
-                                         os.path.join(model_dir, loop.CHECKPOINT_SUBDIR), 5)
+                                         os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR), 5)
     manager.save(checkpoint_number=step)
 
 

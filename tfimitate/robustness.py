@@ -31,7 +31,7 @@ def parse(spec):
         parse("typos:0.1,case")  # [("typos:0.1", noise.typos, 0.1, "typos"), ("case:1", ...)]
     """
     from tfimitate.data import noise
-    from tfimitate.training import augment
+    from tfimitate.techniques import augment
 
     operations = {"typos": noise.typos, "case": noise.change_case, "drop_words": noise.drop_words}
     rates = augment.parse_rates(spec, "--perturb", tuple(operations), DEFAULT_RATES)

@@ -3,7 +3,7 @@
 Entry points (`python -m tfimitate.train` ...) only parse flags and call these,
 so everything here runs the same from Python. Everything task-specific goes
 through the task's class (tasks/base.py Task), everything technique-specific through
-the technique hooks (training/techniques.py).
+the technique hooks (tfimitate/techniques/, on training/hooks.py).
 
 Example:
     from tfimitate.config import Experiment
@@ -37,8 +37,7 @@ SERVING_EXAMPLES_FILE = "serving_examples.json"
 def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
     """The one place a model is built: backbone, the task's head, then the techniques'
     model hooks. Call under the strategy's scope when training."""
-    from tfimitate import backbones
-    from tfimitate.training import techniques
+    from tfimitate import backbones, techniques
 
     backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights,
                                        layer=cfg.backbone_layer)
@@ -58,7 +57,7 @@ def _check_sequence_length(cfg):
 
 def _check_model_dir(task, cfg):
     """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
-    from tfimitate.training import techniques
+    from tfimitate import techniques
 
     if files.isfile(os.path.join(cfg.model_dir, "experiment.json")):
         base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
@@ -73,9 +72,8 @@ def train(cfg):
     files.check_writable_dir(cfg.model_dir, "--model_dir")
     if cfg.export_dir:
         files.check_writable_dir(cfg.export_dir, "--export_dir")
-    from tfimitate import crossval, runtime
+    from tfimitate import crossval, runtime, techniques
     from tfimitate.serving import export as export_lib
-    from tfimitate.training import techniques
 
     if cfg.cv_folds and cfg.cv_fold < 0:
         return crossval.train_folds(cfg, train)
@@ -97,14 +95,14 @@ def train(cfg):
 
 
 def _train(task, cfg, data, strategy):
-    from tfimitate import reports, runtime
-    from tfimitate.training import loop, optim, techniques
+    from tfimitate import reports, runtime, techniques
+    from tfimitate.training import hooks, loop, optim
 
     runtime.set_precision(cfg.precision)
     runtime.set_seeds(cfg.seed)
     preprocessor = task.make_preprocessor(cfg)
-    chosen = techniques.chosen(cfg)
-    training = techniques.adapt_examples(chosen, techniques.Examples(data.train), task, data, cfg)
+    chosen = techniques.chosen(cfg, restore_run=restore)
+    training = techniques.adapt_examples(chosen, hooks.Examples(data.train), task, data, cfg)
     steps_per_epoch = max(1, math.ceil(len(training.split) / cfg.batch_size))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     phases = techniques.phases(chosen, cfg, total_steps)
@@ -124,7 +122,7 @@ def _train(task, cfg, data, strategy):
     # Built before anything is written: a technique hook may refuse the flags.
     train_ds = techniques.adapt_dataset(
         chosen, task.train_dataset(run, training.split, dict(training.extras)), cfg)
-    step_loss = techniques.wrap_loss(chosen, techniques.supervised_loss(task), run)
+    step_loss = techniques.wrap_loss(chosen, hooks.supervised_loss(task), run)
     evaluate_fn = lambda: techniques.extend_evaluation(chosen, task.evaluate(run, data.eval), run)
     examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
@@ -179,8 +177,8 @@ def restore(model_dir):
     """
     import tensorflow as tf
 
-    from tfimitate import runtime
-    from tfimitate.training import loop, techniques
+    from tfimitate import runtime, techniques
+    from tfimitate.training import checkpoints, loop
 
     cfg = Experiment.load(model_dir).replace(model_dir=model_dir)
     task = get_task(cfg.task)
@@ -189,7 +187,7 @@ def restore(model_dir):
     keep = techniques.checkpoint_filter(chosen)  # None: checkpoints hold every weight
     model = build_model(task, cfg, task.num_outputs(cfg.labels), chosen,
                         load_weights=keep is not None)
-    step = loop.restore_latest(model, model_dir, keep=keep)
+    step = checkpoints.restore_latest(model, model_dir, keep=keep)
     if step is None:
         raise UserError(f"--model_dir={model_dir} has no checkpoint yet; train first.")
     loop.check_finite_weights(model, f"--model_dir={model_dir}: the checkpoint of step {step}")
@@ -354,9 +352,9 @@ def export_model(task, run, examples, step, version=None):
     Unless a `version` is asked for, a checkpoint already exported (same run, same
     step) is not exported again: TF Serving would switch to an identical new version.
     """
+    from tfimitate import techniques
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import warmup
-    from tfimitate.training import techniques
 
     source = {"model_dir": files.abspath(run.cfg.model_dir), "step": int(step)}
     existing = export_lib.version_exported_from(run.cfg.export_dir, source)

@@ -160,7 +160,7 @@ def _copy_checkpoints(parent_dir, trial_dir):
 
 
 def _checkpoint_dirs(run_dir):
-    from tfimitate.training.loop import CHECKPOINT_SUBDIR
+    from tfimitate.training.checkpoints import CHECKPOINT_SUBDIR
 
     found = [CHECKPOINT_SUBDIR] if files.isdir(os.path.join(run_dir, CHECKPOINT_SUBDIR)) else []
     folds = os.path.join(run_dir, FOLDS_SUBDIR)
@@ -182,7 +182,7 @@ def check_trials(base_cfg, dimensions):
     the smallest label of the training data."""
     from tfimitate import config, crossval
     from tfimitate.tasks import get_task
-    from tfimitate.training import techniques
+    from tfimitate import techniques
 
     for dimension in dimensions:
         for value in dimension.values:

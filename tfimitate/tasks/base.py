@@ -121,7 +121,7 @@ class Task(abc.ABC):
         class TextRegression(Task):
             NAME = "text_regression"
             RESUME_FIELDS = ("text_column", "label_column")
-            READS = "text"
+            INPUTS = ("text", "word_pieces")
 
             def load_data(self, cfg): ...
             # ... the other abstract methods, and `perturbed` (it reads text)
@@ -132,9 +132,11 @@ class Task(abc.ABC):
     RESUME_FIELDS: ClassVar[Tuple[str, ...]] = ()
     # The signatures `serving_module` exports (multi-task renames them per subtask).
     SIGNATURES: ClassVar[Tuple[str, ...]] = ("serving_default",)
-    # What the model reads, for messages ("text", "images"); a task reading text also
-    # implements `perturbed`.
-    READS: ClassVar[str] = "no text"
+    # What its training batches are made of: "text" (raw texts, changed by text
+    # techniques through Run.text_transform), "word_pieces", "images". The technique
+    # check (tfimitate.techniques.check) refuses a technique needing other inputs; a task
+    # reading text also implements `perturbed`.
+    INPUTS: ClassVar[Tuple[str, ...]] = ()
 
     def validate(self, cfg) -> None:
         """Raises UserError for flags this task cannot train with (before any work).
@@ -194,8 +196,9 @@ class Task(abc.ABC):
 
         Default: refused in one sentence (the task reads no words to perturb)."""
         del split, change
+        reads = " and ".join(kind.replace("_", " ") for kind in self.INPUTS) or "no text"
         raise UserError(f"--perturb changes the words of texts; --task={self.NAME} reads "
-                        f"{self.READS}, so evaluate it without --perturb.")
+                        f"{reads}, so evaluate it without --perturb.")
 
     @abc.abstractmethod
     def predict(self, run: Run, split) -> List[Dict[str, Any]]:

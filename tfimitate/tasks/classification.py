@@ -26,7 +26,7 @@ Example (a minimal topic classifier of texts; plus its line in tasks/__init__.py
     from tfimitate.tasks.classification import ClassificationTask
 
     class Topics(ClassificationTask):
-        NAME, READS, RESUME_FIELDS = "topics", "text", ("text_column", "label_column")
+        NAME, INPUTS, RESUME_FIELDS = "topics", ("text",), ("text_column", "label_column")
 
         def read(self, path, cfg, flag, with_labels=True):
             return text_classification.read_split(path, cfg, flag, with_labels)

@@ -51,7 +51,7 @@ class ImageClassification(ClassificationTask):
     NAME = "image_classification"
     RESUME_FIELDS = ("image_column", "label_column", "backbone_layer", "image_size",
                      "image_normalization")
-    READS = "images"
+    INPUTS = ("images",)
     ONE_LABEL_ADVICE = " (one sub-folder per label, or check --label_column)"
 
     def validate(self, cfg):

@@ -285,7 +285,7 @@ class MultiTask(base.Task):
 
     NAME = "multi_task"
     RESUME_FIELDS = ("subtasks", "task_sampling", "task_temperature")
-    READS = "text"
+    INPUTS = ("text", "word_pieces")
 
     def validate(self, cfg):
         """Data flags belong in the subtask files; every subtask must be valid for its task."""

@@ -89,7 +89,7 @@ class TextClassification(ClassificationTask):
 
     NAME = "text_classification"
     RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
-    READS = "text"
+    INPUTS = ("text", "word_pieces")
 
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table, or texts to predict: a .txt file (one per line) or a table

@@ -71,7 +71,7 @@ class TokenClassification(base.Task):
     NAME = "token_classification"
     RESUME_FIELDS = ("tagging_scheme",)
     SIGNATURES = ("serving_default", "tag_words")  # what serving_module exports
-    READS = "text"
+    INPUTS = ("text", "word_pieces")
 
     def validate(self, cfg):
         """--labels, if given, must be tags: O or B-/I-/E-/S-TYPE."""

@@ -32,9 +32,9 @@ from tfimitate import runtime
 from tfimitate.errors import UserError
 from tfimitate.tasks.base import Evaluation
 from tfimitate.training import optim
+from tfimitate.training.checkpoints import (BEST_SUBDIR, CHECKPOINT_SUBDIR, make_checkpoint,
+                                            restore_newest)
 
-CHECKPOINT_SUBDIR = "checkpoints"
-BEST_SUBDIR = "checkpoints/best"
 # TensorBoard logs: `loss` (and other step_loss terms), `learning_rate`, `eval/score`, `eval/<metric>`.
 LOG_SUBDIR = "logs/train"
 
@@ -68,69 +68,6 @@ def check_finite_weights(model, what):
             "lower --learning_rate.")
 
 
-def model_state(model, keep=None):
-    """What a checkpoint holds of `model`: all of it, or (with a `keep(variable)`
-    predicate, e.g. LoRA adapters only) those weights by path."""
-    if keep is None:
-        return {"model": model}
-    weights = {v.path: v for v in model.weights if keep(v)}
-    if len(weights) != len([v for v in model.weights if keep(v)]):
-        raise RuntimeError("two weights of the model share a path; please report this.")
-    return {"weights": weights}
-
-
-def make_checkpoint(model, optimizer, keep=None):
-    """The tf.train.Checkpoint holding what a resume needs.
-
-    Besides weights (all, or those `keep` picks: see model_state) and optimizer slots it
-    holds the dropout seed states (Keras does not track them), so a resumed run draws
-    the masks an uninterrupted one would, and `batches_consumed`, the loop's step: a
-    mixed_float16 step skipped for overflowing uses its batch but does not advance
-    `optimizer.iterations`.
-    """
-    seeds = [v for v in model.variables if "seed_generator_state" in v.path]
-    return tf.train.Checkpoint(optimizer=optimizer, dropout_seeds=seeds,
-                               batches_consumed=tf.Variable(0, dtype=tf.int64, trainable=False),
-                               **model_state(model, keep))
-
-
-def restore_newest(checkpoint, directory):
-    """Restores the newest complete, readable checkpoint in `directory` into `checkpoint`.
-
-    A checkpoint whose files are damaged (e.g. truncated by a full disk) is skipped with
-    a warning, falling back to the previous one. Returns the restored path, or None.
-    """
-    state = tf.train.get_checkpoint_state(directory)
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    for newer, path in zip([None] + paths[::-1], paths[::-1]):  # already joined to `directory`
-        try:
-            status = checkpoint.restore(path)
-        except Exception as error:  # a torn file fails in many ways (OpError, IndexError ...)
-            logging.warning("Checkpoint %s cannot be read (%s); falling back to the previous one.",
-                            path, str(error).strip().splitlines()[0][:200])
-            continue
-        if newer is not None:
-            logging.warning("Skipped damaged newer checkpoints; restored %s.", path)
-        return path, status
-    if paths:
-        raise UserError(f"{directory}: none of its checkpoints can be read (see the warnings "
-                        "above); train into a new --model_dir.")
-    return None, None
-
-
-def restore_latest(model, model_dir, optimizer=None, keep=None):
-    """Restores the newest complete checkpoint under `model_dir` (of the weights `keep`
-    picks, see model_state); returns its step or None."""
-    for subdir in (BEST_SUBDIR, CHECKPOINT_SUBDIR):
-        checkpoint = tf.train.Checkpoint(**model_state(model, keep)) if optimizer is None \
-            else make_checkpoint(model, optimizer, keep)
-        path, status = restore_newest(checkpoint, os.path.join(model_dir, subdir))
-        if path:
-            status.expect_partial()
-            return int(path.rsplit("-", 1)[1])
-    return None
-
-
 def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                steps_per_epoch, total_steps, phases=(), keep=None):
     """Trains `model` (built under `strategy.scope()`) for `total_steps` optimizer steps.
@@ -146,13 +83,13 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
         strategy: the tf.distribute strategy the model was built under.
         steps_per_epoch: optimizer steps counted as one epoch.
         total_steps: optimizer steps to train for.
-        phases: techniques.Phase list (e.g. a frozen backbone, then fine-tuning): each
+        phases: hooks.Phase list (e.g. a frozen backbone, then fine-tuning): each
             phase's `prepare(model)` runs when it begins (or when a resumed run restarts in
             it) and the step is traced again for its trainable weights. The optimizer must
             be built over every weight any phase trains (the loop builds it before the
             first phase's `prepare`).
         keep: None (checkpoints hold the whole model) or a predicate(variable) picking the
-            weights checkpoints hold (see model_state).
+            weights checkpoints hold (see checkpoints.model_state).
     """
     out_dir = runtime.write_dir(cfg.model_dir, strategy)
     try:

@@ -116,7 +116,7 @@ def make_optimizer(learning_rate, total_steps, warmup_ratio, weight_decay,
                    loss_scale=False, phases=None, factors=None):
     """AdamW on the warmup/decay schedule; no decay on biases and LayerNorm.
 
-    With `phases` (techniques.Phase list), each phase warms up and decays to its own
+    With `phases` (hooks.Phase list), each phase warms up and decays to its own
     peak learning rate over its own steps (`learning_rate` is then unused). With
     `factors` ({variable path: function of the step}, see FactoredAdamW) some weights
     train at their own multiple of the rate.

@@ -30,7 +30,8 @@ import numpy as np
 from absl import logging
 
 from tfimitate.errors import UserError
-from tfimitate.training import techniques
+from tfimitate.techniques import transfer
+from tfimitate.training.hooks import Examples, Technique
 
 # The extra (per training example) holding its row in the feature table.
 INDEX_EXTRA = "frozen_feature_row"
@@ -75,16 +76,19 @@ def phase_one_done(model_dir, freeze_steps):
     backbone, as without a table.)"""
     import tensorflow as tf
 
-    from tfimitate.training import loop
+    from tfimitate.training import checkpoints
 
-    newest = tf.train.latest_checkpoint(os.path.join(model_dir, loop.CHECKPOINT_SUBDIR))
+    newest = tf.train.latest_checkpoint(os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR))
     return newest is not None and int(newest.rsplit("-", 1)[1]) >= freeze_steps
 
 
-class FeatureCache(techniques.Technique):
+class FeatureCache(Technique):
     """Trains the head on cached features while the backbone is frozen (module doc)."""
 
-    name = "feature_cache"
+    # Last: it numbers the final training split and wraps the others' losses.
+    name, flag, order = "feature_cache", "--cache_frozen_features", 130
+    excludes = {"changed_inputs": "{flag} caches the features of unchanged inputs, but {other} "
+                                  "changes them at every step; drop one of the two."}
 
     def __init__(self):
         self.task = self.split = self.extras = None
@@ -93,13 +97,12 @@ class FeatureCache(techniques.Technique):
     def adapt_examples(self, examples, task, data, cfg):
         self.task, self.split = task, examples.split
         self.extras = dict(examples.extras, **{INDEX_EXTRA: np.arange(len(examples.split))})
-        return techniques.Examples(examples.split, self.extras)
+        return Examples(examples.split, self.extras)
 
     def initialize(self, run):
         import tensorflow as tf
 
         from tfimitate.tasks import inference
-        from tfimitate.training import transfer
 
         features, self.head = frozen_part(run.model, transfer.backbone_of(run.model))
         rows, width = len(self.split), int(features.output.shape[-1])
@@ -132,8 +135,6 @@ class FeatureCache(techniques.Technique):
     def wrap_loss(self, step_loss, run):
         import tensorflow as tf
 
-        from tfimitate.training import transfer
-
         def cached(model, inputs, labels):
             rows = labels[INDEX_EXTRA]
             rest = {k: v for k, v in labels.items() if k != INDEX_EXTRA}
@@ -146,15 +147,10 @@ class FeatureCache(techniques.Technique):
 
 
 def from_config(cfg):
-    """FeatureCache with --cache_frozen_features (its flag combinations checked), else None."""
+    """FeatureCache with --cache_frozen_features (with a frozen phase 1), else None."""
     if not cfg.cache_frozen_features:
         return None
     if not cfg.freeze_backbone_steps:
         raise UserError("--cache_frozen_features caches features of the frozen backbone; set "
                         "--freeze_backbone_steps=N for a frozen phase 1.")
-    for flag, value in (("image_augment", cfg.image_augment), ("augment", cfg.augment),
-                        ("adversarial", cfg.adversarial != "none")):
-        if value:
-            raise UserError(f"--cache_frozen_features caches the features of unchanged inputs, "
-                            f"but --{flag} changes them at every step; drop one of the two.")
     return FeatureCache()

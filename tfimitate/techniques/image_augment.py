@@ -13,7 +13,7 @@ Example:
 """
 
 from tfimitate.errors import UserError
-from tfimitate.training.techniques import Technique
+from tfimitate.training.hooks import Technique
 
 # name -> (default strength, what the strength means)
 AUGMENTATIONS = {
@@ -85,7 +85,9 @@ def make_layers(augmentations, height, width, seed):
 class ImageAugment(Technique):
     """Augments (images [batch, height, width, 3], class ids) training batches."""
 
-    name = "image_augment"
+    name, flag, order = "image_augment", "--image_augment", 90
+    inputs = {"images"}
+    claims = {"changed_inputs"}
 
     def __init__(self, augmentations):
         self.augmentations = augmentations
@@ -93,10 +95,7 @@ class ImageAugment(Technique):
     def adapt_dataset(self, dataset, cfg):
         import tensorflow as tf
 
-        images, labels = dataset.element_spec
-        if not isinstance(images, tf.TensorSpec) or images.shape.rank != 4:
-            raise UserError(f"--image_augment needs image inputs, but --task={cfg.task} trains "
-                            "on other inputs; drop --image_augment.")
+        images, _ = dataset.element_spec
         height, width = images.shape[1], images.shape[2]
         layers = make_layers(self.augmentations, height, width, cfg.seed)
         mixing = any(name in LABEL_MIXING for name, _ in self.augmentations)

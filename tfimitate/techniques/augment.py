@@ -10,7 +10,8 @@ A training example is augmented on a pass with probability --augment_prob (drawn
 separately for the word operations and for the word-piece ones). Word operations
 change raw texts before tokenization (`text_transform`, applied by the task's
 training pipeline every pass); word-piece operations change the batches
-(`adapt_dataset`). Every draw comes from a stateless seed (the run's seed, the pass
+(`adapt_dataset`), so they need a task that trains on text, and on word pieces (declared
+as `inputs`; other tasks refuse them before any work). Every draw comes from a stateless seed (the run's seed, the pass
 or batch, the example), so a resumed run replays the stream of an uninterrupted
 one. Tasks whose labels follow the words (NER) take only the operations that keep
 them. Evaluation, prediction and export never see augmentation.
@@ -21,7 +22,7 @@ Example:
 """
 
 from tfimitate.errors import UserError
-from tfimitate.training.techniques import Technique
+from tfimitate.training.hooks import Technique
 
 WORD_OPERATIONS = ("word_dropout", "swap", "char_noise")  # in the order they are applied
 PIECE_OPERATIONS = ("mask", "unk")
@@ -65,18 +66,20 @@ def parse_rates(spec, flag, known, defaults=None):
 class Augment(Technique):
     """Word-level noise on raw texts and word-piece masking on batches."""
 
-    name = "augment"
+    name, flag, order = "augment", "--augment", 100
+    claims = {"changed_inputs"}
 
     def __init__(self, rates, probability, seed):
         self.rates, self.probability, self.seed = rates, probability, seed
-        self.texts_transformed = False  # set when a task's pipeline asks for the transform
+        # Word operations change raw texts, word-piece ones the batches' token_ids.
+        self.inputs = ({"text"} if any(name in rates for name in WORD_OPERATIONS) else set()) | (
+            {"word_pieces"} if any(name in rates for name in PIECE_OPERATIONS) else set())
 
     def text_transform(self, cfg, keep_word_count):
         import tensorflow as tf
 
         from tfimitate.data import noise
 
-        self.texts_transformed = True
         moving = [name for name in MOVES_WORDS if name in self.rates]
         if keep_word_count and moving:
             raise UserError(
@@ -109,17 +112,9 @@ class Augment(Technique):
         from tfimitate import backbones
         from tfimitate.data import noise
 
-        words = [name for name in WORD_OPERATIONS if name in self.rates]
-        if words and not self.texts_transformed:  # the task's pipeline reads no text
-            raise UserError(f"--augment={cfg.augment}: {' and '.join(words)} change texts, "
-                            f"which --task={cfg.task} does not read; drop them.")
         chosen = [name for name in PIECE_OPERATIONS if name in self.rates]
         if not chosen:
             return dataset
-        inputs_spec = dataset.element_spec[0]
-        if not isinstance(inputs_spec, dict) or not {"token_ids", "padding_mask"} <= set(inputs_spec):
-            raise UserError(f"--augment={cfg.augment}: {' and '.join(chosen)} replace word "
-                            f"pieces, which --task={cfg.task} does not feed its model; drop them.")
         tokenizer = backbones.load_tokenizer(cfg.backbone)
         special = tf.constant(sorted(tokenizer.special_token_ids), tf.int32)
         unk_id = tokenizer.token_to_id(tokenizer.oov_token)

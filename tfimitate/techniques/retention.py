@@ -14,13 +14,13 @@ Example:
 
 import dataclasses
 
-from tfimitate.training.techniques import Technique
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("retain_eval_data",)
 
 
 class Retention(Technique):
-    name = "retention"
+    name, flag, order = "retention", "--retain_eval_data", 80
 
     def __init__(self, path):
         self.path = path

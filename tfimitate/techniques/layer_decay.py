@@ -10,14 +10,14 @@ Example:
 """
 
 from tfimitate.errors import UserError
-from tfimitate.training.backbone_parts import Parts
-from tfimitate.training.techniques import Technique
+from tfimitate.techniques.parts import Parts
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("layer_lr_decay",)
 
 
 class LayerDecay(Technique):
-    name = "layer_decay"
+    name, flag, order = "layer_decay", "--layer_lr_decay", 50
 
     def __init__(self, decay):
         self.decay = decay

@@ -11,15 +11,17 @@ Example:
     python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --l2sp=0.01
 """
 
-from tfimitate.errors import UserError
-from tfimitate.training.backbone_parts import find_backbone
-from tfimitate.training.techniques import Technique
+from tfimitate.techniques import parts
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("l2sp",)
 
 
 class L2SP(Technique):
-    name = "l2sp"
+    name, flag, order = "l2sp", "--l2sp", 60
+    excludes = {"frozen_backbone": "{flag} with {other}: {other} keeps the backbone's weights "
+                                   "where they started, so there is nothing to pull back; drop "
+                                   "one of them."}
 
     def __init__(self, strength):
         self.strength = strength
@@ -27,9 +29,7 @@ class L2SP(Technique):
     def wrap_loss(self, step_loss, run):
         import tensorflow as tf
 
-        backbone = find_backbone(run.model)
-        if backbone is None:
-            raise UserError("--l2sp: the model has no keras-hub backbone to anchor; drop --l2sp.")
+        backbone = parts.require_backbone(run.model, self.flag, "to anchor")
         weights = [v for v in backbone.trainable_weights]
         with run.strategy.scope():
             anchors = [tf.Variable(tf.identity(v), trainable=False, name="l2sp_anchor")
@@ -48,9 +48,4 @@ class L2SP(Technique):
 
 def from_config(cfg):
     """L2SP when --l2sp > 0, else None."""
-    if not cfg.l2sp:
-        return None
-    if cfg.lora_rank:
-        raise UserError("--l2sp with --lora_rank: LoRA keeps the backbone's weights where they "
-                        "started, so there is nothing to pull back; drop one of them.")
-    return L2SP(cfg.l2sp)
+    return L2SP(cfg.l2sp) if cfg.l2sp else None

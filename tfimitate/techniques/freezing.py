@@ -2,7 +2,7 @@
 
 `--freeze=embeddings,layers:0-3` makes those weights non-trainable: they get no gradient,
 no optimizer slots and no update, so they stay bit-for-bit as loaded (names:
-training/backbone_parts.py). `--unfreeze_every_steps=N` starts with the whole backbone
+techniques/parts.py). `--unfreeze_every_steps=N` starts with the whole backbone
 held still and lets one more part train every N steps, from the top: at step 0 the head
 (and what lies above the numbered layers, like the pooler), at N the top layer, ..., the
 embeddings last. Parts waiting their turn get a learning-rate factor of 0 (their Adam
@@ -14,27 +14,29 @@ Example:
 """
 
 from tfimitate.errors import UserError
-from tfimitate.training.backbone_parts import Parts
-from tfimitate.training.techniques import Technique
+from tfimitate.techniques import parts as backbone_parts
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("freeze", "unfreeze_every_steps")
 
 
 class Freezing(Technique):
-    name = "freezing"
+    name, order = "freezing", 40
+    claims = {"trainable_weights"}
 
     def __init__(self, freeze, unfreeze_every_steps):
         self.freeze = freeze
         self.unfreeze_every_steps = unfreeze_every_steps
+        self.flag = "--freeze" if freeze else "--unfreeze_every_steps"
 
     def adapt_model(self, model, cfg):
         if self.freeze:
-            parts = Parts(model, "--freeze")
+            parts = backbone_parts.Parts(model, "--freeze")
             frozen = parts.select(self.freeze, "--freeze")
             for variable in frozen:
                 variable.trainable = False
             ids = {id(v) for v in frozen}
-            for layer in parts.backbone._flatten_layers(include_self=False):
+            for layer in backbone_parts.sublayers(parts.backbone):
                 if layer.weights and all(id(v) in ids for v in layer.weights):
                     layer.trainable = False  # e.g. a BatchNormalization then runs in inference mode
             if not model.trainable_weights:
@@ -46,7 +48,7 @@ class Freezing(Technique):
             return {}
         import tensorflow as tf
 
-        parts = Parts(model, "--unfreeze_every_steps")
+        parts = backbone_parts.Parts(model, "--unfreeze_every_steps")
         top = len(parts.layers) + 1
         factors = {}
         for variable in parts.weights:
@@ -61,9 +63,6 @@ def from_config(cfg):
     """Freezing when --freeze or --unfreeze_every_steps ask for it, else None."""
     if not cfg.freeze and not cfg.unfreeze_every_steps:
         return None
-    if cfg.lora_rank:
-        raise UserError("--freeze/--unfreeze_every_steps with --lora_rank: LoRA already freezes "
-                        "the whole backbone; drop one of them.")
     freeze = tuple(name.strip() for name in cfg.freeze or () if name.strip())
     if cfg.freeze and not freeze:
         raise UserError("--freeze is empty; name parts like embeddings,layers:0-3.")

@@ -21,8 +21,8 @@ import os
 import tempfile
 
 from tfimitate.errors import UserError
-from tfimitate.training.backbone_parts import find_backbone
-from tfimitate.training.techniques import Technique
+from tfimitate.techniques import parts
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "save_adapters_only")
 LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
@@ -33,19 +33,22 @@ def is_lora_weight(variable):
 
 
 class LoRA(Technique):
-    name = "lora"
+    name, flag, order = "lora", "--lora_rank", 30
 
     def __init__(self, rank, alpha, targets, adapters_only):
         self.rank = rank
         self.alpha = alpha
         self.targets = targets
         self.adapters_only = adapters_only
+        # Only adapters train; the backbone stays as loaded (and, with --save_adapters_only,
+        # is rebuilt from --backbone, not from checkpoints).
+        self.claims = {"trainable_weights": self.flag, "frozen_backbone": self.flag}
+        if adapters_only:
+            self.claims["partial_checkpoints"] = "--save_adapters_only"
 
     def adapt_model(self, model, cfg):
-        backbone = find_backbone(model)
-        if backbone is None:
-            raise UserError("--lora_rank: the model has no keras-hub backbone; drop --lora_rank.")
-        layers = [layer for layer in backbone._flatten_layers(include_self=False)
+        backbone = parts.require_backbone(model, self.flag, "to put adapters on")
+        layers = [layer for layer in parts.sublayers(backbone)
                   if hasattr(layer, "enable_lora") and layer.weights]
         for target in self.targets:
             if not any(layer.name == target for layer in layers):

@@ -18,7 +18,7 @@ import dataclasses
 from absl import logging
 
 from tfimitate.errors import UserError
-from tfimitate.training.techniques import Technique
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("replay_data", "replay_fraction")
 
@@ -39,7 +39,7 @@ def join_batches(new, old):
 
 
 class Replay(Technique):
-    name = "replay"
+    name, flag, order = "replay", "--replay_data", 70
 
     def __init__(self, path, fraction):
         self.path = path

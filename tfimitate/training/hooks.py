@@ -1,4 +1,4 @@
-"""Technique hooks: ways of changing how a step learns, never what is served.
+"""The technique hook protocol: ways of changing how a step learns, never what is served.
 
 A technique (LoRA, freezing, distillation, adversarial training, augmentation,
 L2-SP ...) is a `Technique` with these hooks, each a no-op by default:
@@ -44,28 +44,22 @@ learning_rate_factors, initialize, text_transform, adapt_dataset, wrap_loss, the
 extend_evaluation at every evaluation and finish at the end. A wrapped step_loss may run
 the step on another Keras model that shares the model's weights (feature_cache: the head
 alone, on cached features, while the backbone is frozen): the loop differentiates with
-respect to the model's trainable weights, whichever model computed the loss. Hooks may raise UserError
-for flags they cannot serve: the workflow calls them all before anything is written.
+respect to the model's trainable weights, whichever model computed the loss. Hooks may
+raise UserError for flags they cannot serve: the workflow calls them all before anything
+is written.
 
-A technique module may also list `RESUME_FIELDS`: experiment fields a resumed run must keep.
+Besides hooks, a technique declares what it needs and does (read by the one check of
+`tfimitate.techniques`, which refuses a bad combination before any work): `flag`, `order`,
+`inputs`, `claims` and `excludes` (see `Technique`). The loop knows no technique.
 
-Techniques are chosen by flags: each module named in `TECHNIQUES` has a
-`from_config(cfg)` returning its Technique, or None when its flags leave it off;
-`chosen(cfg)` returns the active ones in registry order, and their hooks compose
-in that order. The loop and the workflow know no technique by name.
-
-Example (tfimitate/training/double.py, registered as TECHNIQUES["double"]):
+Example (a technique that doubles the loss):
     class Double(Technique):
-        name = "double"
+        name, flag = "double", "--double_loss"
         def wrap_loss(self, step_loss, run):
             return lambda model, inputs, labels: 2.0 * step_loss(model, inputs, labels)
-
-    def from_config(cfg):
-        return Double() if cfg.double_loss else None
 """
 
 import dataclasses
-import importlib
 from typing import Any, Callable, Mapping
 
 
@@ -96,9 +90,30 @@ class Examples:
 
 
 class Technique:
-    """Base class: every hook returns its input unchanged."""
+    """Base class: every hook returns its input unchanged; nothing needed or claimed.
+
+    Declarations (class attributes, or set per instance by the module's from_config):
+        name: the technique's registry name.
+        flag: the flag that chose it (e.g. "--lora_rank"), named in refusals.
+        order: where its hooks run among the chosen techniques (lower first).
+        inputs: what the task must train on, a set of "text" (raw texts it applies
+            text transforms to), "word_pieces" (token_ids/padding_mask batches from a
+            word-piece backbone), "images" (image batches).
+        claims: what it does to the run (names in `tfimitate.techniques.CLAIMS`); a set,
+            or claim -> the flag making that claim when it is not `flag`.
+        excludes: claim -> the one-sentence refusal when another chosen technique holds
+            that claim ("{flag}" and "{other}" name the two flags).
+        restore_run: set by `tfimitate.techniques.chosen`: the workflow's
+            restore(model_dir) -> (task, Run, step), for techniques that read another run.
+    """
 
     name = "technique"
+    flag = ""
+    order = 100
+    inputs = frozenset()
+    claims = frozenset()
+    excludes = {}
+    restore_run = None
 
     def adapt_model(self, model, cfg):
         """Returns the model to train (called under the strategy scope)."""
@@ -137,7 +152,8 @@ class Technique:
         return step_loss
 
     def phases(self, cfg, total_steps):
-        """Returns a list of Phase (starts increasing from 0), or None for one plain phase."""
+        """Returns a list of Phase (starts increasing from 0), or None for one plain phase.
+        A technique that sets phases claims "trainable_weights" (so only one does)."""
         del cfg, total_steps
         return None
 
@@ -166,134 +182,6 @@ class Technique:
     def finish(self, task, run, data, write):
         """Runs after training on every worker; only writes files when `write` (the chief)."""
         del task, run, data, write
-
-
-# name -> module with from_config(cfg) -> Technique or None (not asked for by the flags).
-TECHNIQUES = {
-    "init_from": "tfimitate.training.init_from",
-    "transfer": "tfimitate.training.transfer",
-    "lora": "tfimitate.training.lora",
-    "freezing": "tfimitate.training.freezing",
-    "layer_decay": "tfimitate.training.layer_decay",
-    "l2sp": "tfimitate.training.l2sp",
-    "replay": "tfimitate.training.replay",
-    "retention": "tfimitate.training.retention",
-    "image_augment": "tfimitate.data.image_augment",
-    "augment": "tfimitate.training.augment",
-    "adversarial": "tfimitate.training.adversarial",
-    "distillation": "tfimitate.training.distillation",
-    # Last: it numbers the final training split and wraps the others' losses.
-    "feature_cache": "tfimitate.training.feature_cache",
-}
-
-
-def chosen(cfg):
-    """The techniques `cfg` asks for, in registry order."""
-    found = (importlib.import_module(module).from_config(cfg) for module in TECHNIQUES.values())
-    return [technique for technique in found if technique is not None]
-
-
-def adapt_model(techniques, model, cfg):
-    for technique in techniques:
-        model = technique.adapt_model(model, cfg)
-    return model
-
-
-def initialize(techniques, run):
-    for technique in techniques:
-        technique.initialize(run)
-
-
-def adapt_examples(techniques, examples, task, data, cfg):
-    for technique in techniques:
-        examples = technique.adapt_examples(examples, task, data, cfg)
-    return examples
-
-
-def text_transform(techniques, cfg, keep_word_count):
-    """The techniques' text transforms composed in order (each with its own seed), or None."""
-    import tensorflow as tf
-
-    transforms = [technique.text_transform(cfg, keep_word_count) for technique in techniques]
-    transforms = [transform for transform in transforms if transform is not None]
-    if not transforms:
-        return None
-
-    def transform(words, seed):
-        for index, one in enumerate(transforms):
-            words = one(words, tf.random.experimental.stateless_fold_in(seed, index))
-        return words
-
-    return transform
-
-
-def adapt_dataset(techniques, dataset, cfg):
-    for technique in techniques:
-        dataset = technique.adapt_dataset(dataset, cfg)
-    return dataset
-
-
-def wrap_loss(techniques, step_loss, run):
-    for technique in techniques:
-        step_loss = technique.wrap_loss(step_loss, run)
-    return step_loss
-
-
-def phases(techniques, cfg, total_steps):
-    """The training phases: those of the one technique that sets them, else a single
-    phase at --learning_rate that trains every trainable weight."""
-    found = [(t.name, p) for t in techniques for p in [t.phases(cfg, total_steps)] if p]
-    if len(found) > 1:
-        from tfimitate.errors import UserError
-
-        raise UserError(f"{found[0][0]} and {found[1][0]} both schedule which weights train; "
-                        "use one of them.")
-    return found[0][1] if found else [Phase(0, cfg.learning_rate, lambda model: None)]
-
-
-def learning_rate_factors(techniques, model, cfg):
-    """The techniques' factors per variable path, multiplied, each a function of the step."""
-    combined = {}
-    for technique in techniques:
-        for path, factor in technique.learning_rate_factors(model, cfg).items():
-            factor = factor if callable(factor) else (lambda step, value=float(factor): value)
-            before = combined.get(path)
-            combined[path] = factor if before is None else (
-                lambda step, a=before, b=factor: a(step) * b(step))
-    return combined
-
-
-def checkpoint_filter(techniques):
-    """None (checkpoints hold every weight) or a predicate: a weight is saved if any
-    technique's filter keeps it."""
-    filters = [technique.checkpoint_filter() for technique in techniques]
-    filters = [f for f in filters if f is not None]
-    if not filters:
-        return None
-    return lambda variable: any(f(variable) for f in filters)
-
-
-def prepare_export(techniques, model, cfg):
-    for technique in techniques:
-        model = technique.prepare_export(model, cfg)
-    return model
-
-
-def extend_evaluation(techniques, evaluation, run):
-    for technique in techniques:
-        evaluation = technique.extend_evaluation(evaluation, run)
-    return evaluation
-
-
-def finish(techniques, task, run, data, write):
-    for technique in techniques:
-        technique.finish(task, run, data, write)
-
-
-def resume_fields():
-    """Experiment fields of every registered technique that a resumed run must keep."""
-    return tuple(field for module in TECHNIQUES.values()
-                 for field in getattr(importlib.import_module(module), "RESUME_FIELDS", ()))
 
 
 def supervised_loss(task):

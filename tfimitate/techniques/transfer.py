@@ -7,8 +7,8 @@ pitfall of fine-tuning. Phase 2 unfreezes the backbone, all of it or only its to
 `--fine_tune_layers` layers with weights, at `--fine_tune_learning_rate` (default: a tenth
 of --learning_rate), with its own warmup and decay.
 
-The backbone is the largest Keras model nested in the task's model (a keras-hub Backbone
-or the cut Keras model file), so the recipe works for every task.
+The backbone is the task model's keras-hub Backbone or its cut Keras model file
+(techniques/parts.py), so the recipe works for every task.
 
 Example:
     technique = from_config(cfg.replace(freeze_backbone_steps=500))
@@ -19,27 +19,16 @@ Example:
 import functools
 
 from tfimitate.errors import UserError
-from tfimitate.training.techniques import Phase, Technique
+from tfimitate.techniques import parts
+from tfimitate.training.hooks import Phase, Technique
 
 RESUME_FIELDS = ("freeze_backbone_steps", "fine_tune_layers", "fine_tune_learning_rate")
+FLAGS = "--freeze_backbone_steps/--fine_tune_layers"
 
 
 def backbone_of(model):
-    """The largest Keras model nested in `model` (by weight count)."""
-    import keras
-
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if not nested:
-        raise UserError("--freeze_backbone_steps/--fine_tune_layers: the model has no nested "
-                        "backbone model to freeze; drop these flags.")
-    return max(nested, key=lambda layer: sum(int(w.shape.num_elements() or 0)
-                                             for w in layer.weights))
-
-
-def layers_with_weights(backbone):
-    """The backbone's innermost layers that own weights, input to output."""
-    return [layer for layer in backbone._flatten_layers(include_self=False)
-            if not list(layer._flatten_layers(include_self=False)) and layer.weights]
+    """The backbone the recipe freezes (parts.find_backbone, any kind); UserError if none."""
+    return parts.require_backbone(model, FLAGS, "to freeze", keras_hub=False)
 
 
 def freeze_backbone(model):
@@ -52,7 +41,7 @@ def unfreeze_backbone(model, top_layers=0):
     backbone = backbone_of(model)
     backbone.trainable = True
     if top_layers:
-        layers = layers_with_weights(backbone)
+        layers = parts.innermost_layers(backbone)
         for layer in layers[:-top_layers]:
             layer.trainable = False
 
@@ -60,9 +49,11 @@ def unfreeze_backbone(model, top_layers=0):
 class Transfer(Technique):
     """Frozen-backbone phase then fine-tuning (see the module docstring)."""
 
-    name = "transfer"
+    name, order = "transfer", 20
+    claims = {"trainable_weights"}
 
     def __init__(self, freeze_steps, fine_tune_layers, fine_tune_learning_rate):
+        self.flag = "--freeze_backbone_steps" if freeze_steps else "--fine_tune_layers"
         self.freeze_steps = freeze_steps
         self.fine_tune_layers = fine_tune_layers
         self.fine_tune_learning_rate = fine_tune_learning_rate
@@ -84,10 +75,6 @@ def from_config(cfg):
             raise UserError("--fine_tune_learning_rate sets phase 2 of the transfer recipe; "
                             "also set --freeze_backbone_steps (or --fine_tune_layers).")
         return None
-    if cfg.lora_rank or cfg.freeze or cfg.unfreeze_every_steps:
-        raise UserError("--freeze_backbone_steps/--fine_tune_layers set which backbone layers "
-                        "train, and so do --lora_rank, --freeze and --unfreeze_every_steps; "
-                        "use one of them.")
     learning_rate = cfg.fine_tune_learning_rate or (
         cfg.learning_rate / 10 if cfg.freeze_backbone_steps else cfg.learning_rate)
     return Transfer(cfg.freeze_backbone_steps, cfg.fine_tune_layers, learning_rate)

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from tfimitate.errors import UserError
-from tfimitate.training import techniques
+from tfimitate.training.hooks import Examples, Technique
 
 CACHE_SUBDIR = "teacher_outputs"
 # The transfer set and the student's shape: a resumed run must keep them.
@@ -61,9 +61,6 @@ def from_config(cfg):
     if lacking:
         raise UserError(f"--teacher: the {cfg.task} task cannot learn from a teacher yet (it has "
                         f"no {', '.join(lacking)}); distil text or token classifiers.")
-    if cfg.adversarial != "none":
-        raise UserError("--teacher with --adversarial: distillation and adversarial training "
-                        "each wrap the loss of the student's forward pass; use one of them.")
     label_map(cfg.teacher_label_map)  # checks its form
     return Distillation()
 
@@ -157,10 +154,11 @@ def distillation_loss(teacher_probs, logits, temperature):
     return temperature ** 2 * kl
 
 
-class Distillation(techniques.Technique):
+class Distillation(Technique):
     """Trains the student on the teacher's outputs (see the module doc)."""
 
-    name = "distillation"
+    name, flag, order = "distillation", "--teacher", 120
+    claims = {"student_forward"}
 
     def __init__(self):
         self.teacher = None
@@ -171,14 +169,14 @@ class Distillation(techniques.Technique):
         if not cfg.student_layers:
             return model
         from tfimitate.tasks import get_task
-        from tfimitate.training import cut_layers
+        from tfimitate.techniques.distillation import cut_layers
 
         task, outputs = get_task(cfg.task), model.output.shape[-1]
         return cut_layers.cut_model(model, cfg.student_layers, cfg.student_layer_choice,
                                     lambda backbone: task.build_head(cfg, backbone, outputs))
 
     def adapt_examples(self, examples, task, data, cfg):
-        from tfimitate.training import teacher_cache, teachers
+        from tfimitate.techniques.distillation import teacher_cache, teachers
 
         split = examples.split
         labelled = len(split)
@@ -186,7 +184,7 @@ class Distillation(techniques.Technique):
             split = task.add_unlabeled(
                 split, cfg.unlabeled_data, cfg, "--unlabeled_data", cfg.unlabeled_column,
                 exclude=[s for s in (data.eval, data.test) if s is not None])
-        teacher = teachers.open_teacher(cfg.teacher, task, cfg)
+        teacher = teachers.open_teacher(cfg.teacher, task, cfg, self.restore_run)
         if cfg.student_layers:
             self._check_cut_student(teacher, cfg)
         teacher.check(split)
@@ -202,11 +200,11 @@ class Distillation(techniques.Technique):
                          "unlabelled": len(split) - labelled}
         logging.info("Distilling from %s (%s) on %d examples (%d without a label).",
                      cfg.teacher, teacher.kind, len(split), len(split) - labelled)
-        return techniques.Examples(split, dict(examples.extras, teacher=self.outputs["train"]))
+        return Examples(split, dict(examples.extras, teacher=self.outputs["train"]))
 
     @staticmethod
     def _check_cut_student(teacher, cfg):
-        from tfimitate.training import cut_layers
+        from tfimitate.techniques.distillation import cut_layers
 
         if teacher.kind != "run":
             raise UserError(f"--student_layers cuts the teacher's backbone, which needs a "
@@ -225,7 +223,7 @@ class Distillation(techniques.Technique):
         run then restores its own checkpoint over them)."""
         cfg = run.cfg
         if cfg.student_layers:
-            from tfimitate.training import cut_layers
+            from tfimitate.techniques.distillation import cut_layers
 
             cut_layers.copy_weights(self.teacher.run.model, run.model, cfg.student_layer_choice)
             logging.info("Initialised the %d-layer student from the teacher's layers %s.",

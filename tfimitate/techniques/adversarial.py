@@ -26,26 +26,20 @@ import contextlib
 import threading
 
 from tfimitate.errors import UserError
-from tfimitate.training.techniques import Technique
+from tfimitate.techniques import parts
+from tfimitate.training.hooks import Technique
 
 METHODS = ("fgm", "pgd", "freelb")
 
 
 def token_embedding(model, cfg):
     """The token embedding layer of the keras-hub backbone in `model`; UserError if none."""
-    import keras
-    import keras_hub
-
-    pending = [model]
-    while pending:
-        layer = pending.pop()
-        if isinstance(layer, keras_hub.models.Backbone) and layer.token_embedding is not None:
-            return layer.token_embedding
-        if isinstance(layer, keras.Model):
-            pending.extend(layer.layers)
-    raise UserError(
-        f"--adversarial={cfg.adversarial} perturbs token embeddings, but --backbone="
-        f"{cfg.backbone} has none (it does not read word pieces); train without --adversarial.")
+    layer = parts.token_embedding(model)
+    if layer is None:
+        raise UserError(
+            f"--adversarial={cfg.adversarial} perturbs token embeddings, but --backbone="
+            f"{cfg.backbone} has none (it does not read word pieces); train without --adversarial.")
+    return layer
 
 
 class EmbeddingPerturbation:
@@ -88,7 +82,9 @@ class EmbeddingPerturbation:
 class Adversarial(Technique):
     """Adds an adversarial loss on perturbed token embeddings to every training step."""
 
-    name = "adversarial"
+    name, flag, order = "adversarial", "--adversarial", 110
+    inputs = {"word_pieces"}
+    claims = {"student_forward", "changed_inputs"}
 
     def __init__(self, method, epsilon, alpha, steps, seed):
         self.method, self.epsilon, self.alpha, self.steps, self.seed = (

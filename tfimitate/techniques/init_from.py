@@ -1,7 +1,8 @@
 """Continue another run's model (a technique): `--init_from=RUN_DIR [--label_map=NEW=OLD,...]`.
 
 Before training, the newest checkpoint of RUN_DIR (a run of the same task and backbone)
-is restored as that run would serve it (LoRA adapters merged) and its weights are copied
+is restored (through `restore_run`, the workflow's restore lent by techniques.chosen)
+as that run would serve it (LoRA adapters merged), and its weights are copied
 into this run's model by name. The head is kept when both runs have the same labels;
 otherwise every label of this run must be one of RUN_DIR's, by name or through
 --label_map (NEW=OLD pairs), and its head row is copied from that label's. A resumed run
@@ -17,16 +18,19 @@ import os
 
 from absl import logging
 
-from tfimitate import files
+from tfimitate import files, techniques
 from tfimitate.errors import UserError
-from tfimitate.training import techniques
-from tfimitate.training.backbone_parts import find_backbone
+from tfimitate.techniques import parts
+from tfimitate.training.hooks import Technique
 
 RESUME_FIELDS = ("init_from", "label_map")
 
 
-class InitFrom(techniques.Technique):
-    name = "init_from"
+class InitFrom(Technique):
+    name, flag, order = "init_from", "--init_from", 10
+    excludes = {"partial_checkpoints": "{flag} with {other}: checkpoints holding only some "
+                                       "weights rebuild the rest from --backbone, not from the "
+                                       "{flag} run; drop one of them."}
 
     def __init__(self, run_dir, label_map):
         self.run_dir = run_dir
@@ -35,7 +39,7 @@ class InitFrom(techniques.Technique):
     def initialize(self, run):
         import numpy as np
 
-        from tfimitate import runtime, workflow
+        from tfimitate import runtime
         from tfimitate.config import EXPERIMENT_FILE, Experiment
 
         cfg, flag = run.cfg, f"--init_from={self.run_dir}"
@@ -54,11 +58,11 @@ class InitFrom(techniques.Technique):
         columns = _label_columns(cfg.labels, previous.labels, self.label_map, flag)
         remap = tuple(cfg.labels) != tuple(previous.labels) or bool(self.label_map)
         try:
-            _, old, step = workflow.restore(self.run_dir)
+            _, old, step = self.restore_run(self.run_dir)
         finally:
             runtime.set_precision(cfg.precision)  # restore sets the old run's policy
         source = techniques.prepare_export(techniques.chosen(old.cfg), old.model, old.cfg)
-        backbone = {id(v) for v in find_backbone(run.model).weights}
+        backbone = {id(v) for v in parts.find_backbone(run.model, keras_hub=False).weights}
         old_weights = {v.path: v for v in source.weights}
         copied = 0
         for variable in run.model.weights:
@@ -109,7 +113,4 @@ def from_config(cfg):
         if not new.strip() or not old.strip() or new != new.strip() or old != old.strip():
             raise UserError(f"--label_map: '{entry}' is not NEW=OLD; write pairs like "
                             "fresh=1,rotten=0.")
-    if cfg.save_adapters_only:
-        raise UserError("--save_adapters_only with --init_from: adapter-only checkpoints rebuild "
-                        "the rest from --backbone, not from the --init_from run; drop one of them.")
     return InitFrom(cfg.init_from, cfg.label_map)

@@ -1,5 +1,7 @@
-"""Names for the parts of a model's pretrained keras-hub backbone, for techniques that
-treat them differently (freezing, layer-wise learning rates, L2-SP, LoRA).
+"""The backbone in a task's model and its parts, found one way for every technique.
+
+The backbone is the model's keras-hub Backbone (at any depth), else the largest Keras
+model nested in it (a Keras model file cut at a layer). Its parts, as flags name them:
 
     embeddings   the backbone's weights before its first numbered layer
     layers:I-J   its numbered layers I..J, 0-based and inclusive (`layers:I` is one layer,
@@ -9,6 +11,7 @@ treat them differently (freezing, layer-wise learning rates, L2-SP, LoRA).
 Weights outside the backbone are the task's head.
 
 Example:
+    backbone = find_backbone(model)                 # keras-hub Backbone, or None
     parts = Parts(model)
     frozen = parts.select(["embeddings", "layers:0-3"], "--freeze")   # [Variable, ...]
     parts.depth(frozen[0])            # 0 for embeddings, i + 1 for layer i, L + 1 above
@@ -23,18 +26,50 @@ _NUMBERED = re.compile(r"^(.*\D)_?(\d+)$")
 _RANGE = re.compile(r"^layers(?::(\d+)(?:-(\d+))?)?$")
 
 
-def find_backbone(model):
-    """The keras-hub Backbone inside `model`, or None."""
-    import keras_hub
+def find_backbone(model, keras_hub=True):
+    """The keras-hub Backbone inside `model`; without `keras_hub`, else the largest Keras
+    model nested in it (by weight count). None if there is none."""
+    import keras
+    import keras_hub as hub
 
-    for layer in [model] + list(model._flatten_layers(include_self=False)):
-        if isinstance(layer, keras_hub.models.Backbone):
+    for layer in [model] + sublayers(model):
+        if isinstance(layer, hub.models.Backbone):
             return layer
-    return None
+    if keras_hub:
+        return None
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return max(nested, default=None,
+               key=lambda layer: sum(int(w.shape.num_elements() or 0) for w in layer.weights))
+
+
+def require_backbone(model, flag, purpose, keras_hub=True):
+    """find_backbone, or UserError naming `flag` and what it needed the backbone `purpose`."""
+    backbone = find_backbone(model, keras_hub)
+    if backbone is None:
+        kind = "keras-hub backbone" if keras_hub else "nested backbone model"
+        raise UserError(f"{flag}: the model has no {kind} {purpose}; drop {flag}.")
+    return backbone
+
+
+def sublayers(layer):
+    """Every layer inside `layer` (at any depth), input to output."""
+    return list(layer._flatten_layers(include_self=False))
+
+
+def innermost_layers(backbone):
+    """The backbone's innermost layers that own weights, input to output."""
+    return [layer for layer in sublayers(backbone) if not sublayers(layer) and layer.weights]
+
+
+def token_embedding(model):
+    """The token embedding layer of the keras-hub backbone in `model`, or None (a backbone
+    that reads no word pieces)."""
+    backbone = find_backbone(model)
+    return getattr(backbone, "token_embedding", None)
 
 
 class Parts:
-    """The backbone of `model` split into embeddings, numbered layers and the rest."""
+    """The keras-hub backbone of `model` split into embeddings, numbered layers and the rest."""
 
     def __init__(self, model, flag="--backbone"):
         self.model = model
@@ -58,7 +93,7 @@ class Parts:
     def _numbered_layers(self):
         """The largest family of sibling layers named PREFIX_0, PREFIX_1 ... holding weights."""
         families = collections.defaultdict(dict)
-        for layer in self.backbone._flatten_layers(include_self=False):
+        for layer in sublayers(self.backbone):
             match = _NUMBERED.match(layer.name)
             if match and layer.weights:
                 families[match.group(1)][int(match.group(2))] = layer

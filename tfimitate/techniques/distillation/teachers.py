@@ -13,8 +13,11 @@ A served model's label names come from its assets/labels.txt (every tfimitate ex
 has one), else from a string output naming each row's top class (`label`, `tags`) on
 the probe examples, else they are the column numbers ("0", "1", ...).
 
+A run teacher is restored with `restore_run` (the workflow's restore, lent to the
+technique by techniques.chosen; techniques import no workflow).
+
 Example:
-    teacher = open_teacher("runs/sst2_minilm", task, cfg)
+    teacher = open_teacher("runs/sst2_minilm", task, cfg, restore_run)
     teacher.check(split)                   # probes it: UserError before anything is written
     probs = teacher.probabilities(split)   # float32 [label units, len(teacher.labels)]
 """
@@ -36,8 +39,9 @@ GRPC_RETRIES = 3
 GRPC_BACKOFF_SECONDS = 1.0
 
 
-def open_teacher(spec, task, cfg):
-    """The teacher `spec` names (--teacher), for a student of `task`."""
+def open_teacher(spec, task, cfg, restore_run):
+    """The teacher `spec` names (--teacher), for a student of `task`; a run teacher is
+    restored with restore_run(model_dir) -> (task, Run, step) when first needed."""
     if spec.startswith(GRPC_PREFIX):
         return GrpcTeacher(spec, task, cfg)
     path = os.path.expanduser(spec)
@@ -47,7 +51,7 @@ def open_teacher(spec, task, cfg):
     from tfimitate.config import EXPERIMENT_FILE
 
     if files.isfile(os.path.join(path, EXPERIMENT_FILE)):
-        return RunTeacher(spec, path, task)
+        return RunTeacher(spec, path, task, restore_run)
     version = saved_model_dir(path)
     if version is None:
         raise UserError(f"--teacher={spec} holds neither a tfimitate run (experiment.json) nor "
@@ -81,17 +85,18 @@ class RunTeacher:
 
     kind = "run"
 
-    def __init__(self, spec, path, task):
+    def __init__(self, spec, path, task, restore_run):
         from tfimitate.config import Experiment
-        from tfimitate.training import loop
+        from tfimitate.training import checkpoints
 
         self.spec, self.path, self.task = spec, path, task
+        self.restore_run = restore_run
         self.cfg = Experiment.load(path)
         if self.cfg.task != task.NAME:
             raise UserError(f"--teacher={spec} is a {self.cfg.task} run but the student is "
                             f"{task.NAME}; distil from a run of the same task.")
         checkpoint = None
-        for subdir in (loop.BEST_SUBDIR, loop.CHECKPOINT_SUBDIR):
+        for subdir in (checkpoints.BEST_SUBDIR, checkpoints.CHECKPOINT_SUBDIR):
             checkpoint = checkpoint or _latest_checkpoint(os.path.join(path, subdir))
         if checkpoint is None:
             raise UserError(f"--teacher={spec} has no checkpoint yet; train the teacher first.")
@@ -105,11 +110,9 @@ class RunTeacher:
         if self._run is None:
             import keras
 
-            from tfimitate import workflow
-
             policy = keras.mixed_precision.global_policy()  # restore sets the teacher's
             try:
-                _, self._run, _ = workflow.restore(self.path)
+                _, self._run, _ = self.restore_run(self.path)
             finally:
                 keras.mixed_precision.set_global_policy(policy)
         return self._run
