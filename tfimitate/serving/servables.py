@@ -182,10 +182,10 @@ class ModelVersions:
                 self._failed(newest, failures + 1, f"{type(error).__name__}: {error}")
                 return current
             self._failures.pop(newest, None)
-            self._current = servable
-            self.states[newest] = (State.AVAILABLE, "")
-            if current is not None:
+            self.states[newest] = (State.AVAILABLE, "")  # before traffic moves: a client
+            if current is not None:                      # served by it sees it AVAILABLE
                 self.states[current] = (State.END, "")
+            self._current = servable
             logging.info("Serving %s version %d from %s", self.name, newest, servable.path)
             return newest
 
