@@ -97,7 +97,7 @@ def test_parse_rates_refuses_unknown_names_repeats_and_bad_rates():
 
 def _run(tmp_path, task_name, **changes):
     """A Run (tiny backbone, no model) of `task_name` with `changes`, and its training split."""
-    from test_contract import TASK_DATA
+    from samples import TASK_DATA
 
     flags, _ = TASK_DATA[task_name](tmp_path)
     cfg = helpers.experiment(tmp_path, task=task_name, backbone=helpers.tiny_bert_preset(tmp_path),
@@ -176,7 +176,7 @@ def _tag_rows(split, labels):
 
 @pytest.mark.parametrize("spec", ["word_dropout:0.1", "swap:0.05,char_noise:0.1"])
 def test_ner_refuses_augmentation_that_moves_words_before_writing(tmp_path, spec):
-    from test_contract import TASK_DATA
+    from samples import TASK_DATA
 
     (tmp_path / "data").mkdir()
     flags, _ = TASK_DATA["token_classification"](tmp_path / "data")

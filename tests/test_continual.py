@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from test_contract import TASK_DATA, TEXT_TASKS
+from samples import TASK_DATA, TEXT_TASKS
 from tfimitate import workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError

@@ -1,12 +1,11 @@
 """The task contract, run over every registered task on a tiny backbone: train a few
 steps, evaluate, predict, export with reload parity, refuse a mismatched resume and a
 bad flag. A new task gets these tests by being registered and adding its sample data
-to TASK_DATA; the technique hooks are checked once, with a probe technique.
+to TASK_DATA in tests/samples.py; the technique hooks are checked once, with a probe technique.
 """
 
 import json
 import os
-import random
 import sys
 import types
 
@@ -14,75 +13,11 @@ import pytest
 
 import helpers
 import processes
+from samples import TASK_DATA, text_classification_data
 from tfimitate import tasks, workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import warmup
-
-
-def text_classification_data(directory):
-    """Flags and a predict input for a small sentiment task."""
-    return dict(
-        train_data=helpers.write_table(directory, "train.csv", helpers.sentiment_rows(48)),
-        eval_data=helpers.write_table(directory, "eval.csv", helpers.sentiment_rows(16, seed=1)),
-        test_data=helpers.write_table(directory, "test.csv", helpers.sentiment_rows(8, seed=2)),
-    ), helpers.write_lines(directory, "input.txt", ["a good film", "an awful plot"])
-
-
-def token_classification_data(directory):
-    """Flags and a predict input for a small NER task (CoNLL files)."""
-    rng = random.Random(0)
-
-    def sentences(n):
-        rows = []
-        for _ in range(n):
-            name, place = rng.choice(["john", "smith"]), rng.choice(["paris", "london"])
-            rows += [f"{name} B-PER", "said O", "in O", f"{place} B-LOC", ". O", ""]
-        return rows
-
-    return dict(
-        train_data=helpers.write_lines(directory, "train.txt", sentences(40)),
-        eval_data=helpers.write_lines(directory, "dev.txt", sentences(8)),
-        test_data=helpers.write_lines(directory, "test.txt", sentences(4)),
-    ), helpers.write_lines(directory, "input.txt", ["john said hello in paris .", "the eu"])
-
-
-def image_classification_data(directory):
-    """Flags (a tiny image backbone too) and a predict input for a small image task."""
-    import image_helpers
-
-    counts = {"dark": 8, "light": 8}
-    image_helpers.write_image_folder(directory / "input", {"any": 2})
-    return dict(
-        backbone=image_helpers.tiny_image_preset(directory),
-        train_data=image_helpers.write_image_folder(directory / "train", counts),
-        eval_data=image_helpers.write_image_folder(directory / "eval", {"dark": 3, "light": 3}),
-        test_data=image_helpers.write_image_folder(directory / "test", {"dark": 2, "light": 2}),
-    ), str(directory / "input")
-
-
-def multi_task_data(directory):
-    """Flags (two subtask flagfiles: sentiment, NER) and a predict input for both."""
-    subtasks = []
-    for name, make, task in (("sentiment", text_classification_data, "text_classification"),
-                             ("entities", token_classification_data, "token_classification")):
-        (directory / name).mkdir()
-        data, _ = make(directory / name)
-        lines = [f"--task={task}", f"--subtask_name={name}"]
-        lines += [f"--{flag}={path}" for flag, path in data.items()]
-        subtasks.append(helpers.write_lines(directory, f"{name}.cfg", lines))
-    return dict(subtasks=tuple(subtasks)), helpers.write_lines(
-        directory, "input.txt", ["john said a good film in paris", "an awful plot"])
-
-
-TASK_DATA = {
-    "text_classification": text_classification_data,
-    "token_classification": token_classification_data,
-    "image_classification": image_classification_data,
-    "multi_task": multi_task_data,
-}
-# Tasks on a transformer text backbone (LoRA targets, layers to freeze, text to replay).
-TEXT_TASKS = ("text_classification", "token_classification")
 
 
 def _eval_split(task, cfg):

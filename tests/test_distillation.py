@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import helpers
-from test_contract import text_classification_data
+from samples import text_classification_data
 from tfimitate import workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import get_task
@@ -283,7 +283,7 @@ def test_a_signature_without_class_scores_is_refused(tmp_path):
 def test_ner_student_learns_each_words_tag_distribution_from_a_tag_words_saved_model(tmp_path):
     """Token-level distillation: a tiny NER run is exported; a student distils from the
     SavedModel's tag_words signature on the CoNLL data plus unlabelled raw sentences."""
-    from test_contract import token_classification_data
+    from samples import token_classification_data
 
     flags, raw_sentences = token_classification_data(tmp_path)
     preset = helpers.tiny_bert_preset(tmp_path)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import helpers
 import processes
-from test_contract import TASK_DATA
+from samples import TASK_DATA
 from tfimitate import runtime, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task

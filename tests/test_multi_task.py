@@ -9,7 +9,7 @@ import os
 import pytest
 
 import helpers
-from test_contract import multi_task_data
+from samples import multi_task_data
 from tfimitate import tasks, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import multi_task

@@ -14,7 +14,7 @@ import os
 import pytest
 
 import helpers
-from test_contract import TASK_DATA
+from samples import TASK_DATA
 from tfimitate import workflow
 from tfimitate.serving import compat, op_audit
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import helpers
-from test_contract import image_classification_data, text_classification_data
+from samples import image_classification_data, text_classification_data
 from tfimitate import tasks, techniques, workflow
 from tfimitate.errors import UserError
 from tfimitate.training import hooks
