@@ -85,7 +85,7 @@ def passes(run, items, texts, count=PASSES, cpu_seconds=time.process_time):
 def tf_variant(variant, scratch):
     import tfimitate  # noqa: F401  (environment before TensorFlow)
     import tensorflow as tf
-    from tfimitate import workflow
+    from tfimitate import runs
     from tfimitate.config import Experiment
     from tfimitate.serving import lengths
     from tfimitate.tasks.base import Run
@@ -103,10 +103,8 @@ def tf_variant(variant, scratch):
                      labels=("0", "1"), text_column="0", label_column="1")
     task = TextClassification()
     preprocessor = task.make_preprocessor(cfg)
-    model = workflow.build_model(task, cfg, 2, ())
-    labels_file = os.path.join(scratch, "labels.txt")
-    with open(labels_file, "w") as f:
-        f.write("0\n1\n")
+    model = runs.build_model(task, cfg, 2, ())
+    labels_file = runs.write_labels(scratch, cfg.labels)
     module = task.serving_module(Run(cfg, model, preprocessor, tf.distribute.get_strategy()),
                                  labels_file)
     batches = dev_batches()

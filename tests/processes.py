@@ -48,7 +48,7 @@ cfg = Experiment.load(sys.argv[1])
 # cfg trained by the bare loop with its techniques, once per strategy, into
 # <model_dir>-one_device and <model_dir>-mirrored (prints each strategy's replica count).
 _LOOP_PER_STRATEGY = """
-from tfimitate import runtime, workflow
+from tfimitate import runs, runtime
 from tfimitate.tasks import base, get_task
 from tfimitate import techniques
 from tfimitate.training import hooks, loop, optim
@@ -60,7 +60,7 @@ for name in ("one_device", "mirrored"):
     strategy = runtime.make_strategy(name)
     print("replicas", name, strategy.num_replicas_in_sync, file=sys.stderr)
     with strategy.scope():
-        model = workflow.build_model(task, cfg, 2, chosen)
+        model = runs.build_model(task, cfg, 2, chosen)
         optimizer = optim.make_optimizer(cfg.learning_rate, cfg.max_steps, cfg.warmup_ratio,
                                          cfg.weight_decay)
     run = base.Run(cfg, model, task.make_preprocessor(cfg), strategy, optimizer,

@@ -7,7 +7,7 @@ import pytest
 
 import helpers
 import processes
-from tfimitate import workflow
+from tfimitate import runs, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import get_task
 from tfimitate.techniques import adversarial
@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
                              adv_epsilon=EPSILON)
     task = get_task(cfg.task)
     tf.keras.utils.set_random_seed(0)
-    model = workflow.build_model(task, cfg, 2, [])
+    model = runs.build_model(task, cfg, 2, [])
     preprocessor = task.make_preprocessor(cfg)
     inputs = preprocessor(x=tf.constant(TEXTS))
     longest = int(tf.reduce_max(tf.reduce_sum(tf.cast(inputs["padding_mask"], tf.int32), 1)))
@@ -184,7 +184,7 @@ def test_mixed_float16_scales_the_adversarial_gradient_and_matches_float32(tiny)
     want = _step_loss(cfg, task, model)(model, inputs, labels)
     runtime.set_precision("mixed_float16")
     try:
-        half = workflow.build_model(task, cfg, 2, [])
+        half = runs.build_model(task, cfg, 2, [])
         half.set_weights(model.get_weights())
         optimizer = optim.make_optimizer(1e-3, 10, 0.0, 0.0, loss_scale=True)
         optimizer.build(half.trainable_variables)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import helpers
 from samples import TASK_DATA, TEXT_TASKS
-from tfimitate import workflow
+from tfimitate import runs, workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
@@ -53,8 +53,8 @@ def test_continued_run_starts_from_the_old_weights_with_head_rows_mapped(old_run
     monkeypatch.setattr(l2sp, "from_config", lambda cfg: made.append(original(cfg)) or made[-1])
     metrics = workflow.train(cfg)
 
-    _, old, _ = workflow.restore(old_cfg.model_dir)
-    _, new, _ = workflow.restore(cfg.model_dir)
+    _, old, _ = runs.restore(old_cfg.model_dir)
+    _, new, _ = runs.restore(cfg.model_dir)
     assert new.labels == ("a", "b")
     old_weights = {v.path: v.numpy() for v in old.model.weights}
     for v in new.model.weights:

@@ -14,7 +14,7 @@ import pytest
 import helpers
 import processes
 from samples import TASK_DATA, text_classification_data
-from tfimitate import tasks, workflow
+from tfimitate import runs, tasks, workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import warmup
@@ -87,7 +87,7 @@ def test_contract_the_saved_model_scores_and_predicts_like_the_checkpoint(traine
     import tensorflow as tf
 
     cfg, _, _ = trained
-    task, run, _ = workflow.restore(cfg.model_dir)
+    task, run, _ = runs.restore(cfg.model_dir)
     split = _eval_split(task, run.cfg)
     evaluation = task.evaluate(run, split)
     assert len(evaluation.predictions) == len(split)
@@ -225,10 +225,10 @@ def test_contract_technique_hooks_are_called_and_compose(tmp_path, monkeypatch):
                              weight_decay=0.0, **flags)
     workflow.train(cfg)
     assert calls == ["model", "dataset", "loss"]
-    _, run, _ = workflow.restore(cfg.model_dir)  # restore builds the model through the hook too
+    _, run, _ = runs.restore(cfg.model_dir)  # restore builds the model through the hook too
     assert calls[-1] == "model"
     runtime.set_seeds(cfg.seed)  # as train did before building the model
-    initial = workflow.build_model(tasks.get_task(cfg.task), cfg, 2, [])
+    initial = runs.build_model(tasks.get_task(cfg.task), cfg, 2, [])
     np.testing.assert_array_equal(run.model.get_layer("logits").kernel.numpy(),
                                   initial.get_layer("logits").kernel.numpy())
 
@@ -251,7 +251,7 @@ def test_contract_per_unit_outputs_extras_and_unlabelled_examples(trained):
         with pytest.raises(UserError, match="cannot learn from a teacher"):
             distillation.from_config(cfg.replace(teacher=cfg.model_dir))
         return
-    _, run, _ = workflow.restore(cfg.model_dir)
+    _, run, _ = runs.restore(cfg.model_dir)
     data = task.load_data(cfg)
     probs = task.probabilities(run, data.eval)
     assert task.score_probabilities(data.eval, probs, run.labels).score == task.evaluate(

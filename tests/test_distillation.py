@@ -14,7 +14,7 @@ import pytest
 
 import helpers
 from samples import text_classification_data
-from tfimitate import workflow
+from tfimitate import runs, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import get_task
 
@@ -76,11 +76,11 @@ def test_saved_model_and_grpc_teachers_give_the_run_teachers_outputs(teacher, tm
     split = task.load_data(teacher_cfg).train
     cfg = student(teacher_cfg, tmp_path, teacher_batch_size=5)
     expected = teachers.open_teacher(teacher_cfg.model_dir, task, cfg,
-                                     workflow.restore).probabilities(split)
+                                     runs.restore).probabilities(split)
     server = DevServer("sentiment", teacher_cfg.export_dir, port=0).start()
     try:
         for spec in (version_dir, teacher_cfg.export_dir, f"grpc://{server.target}/sentiment"):
-            served = teachers.open_teacher(spec, task, cfg, workflow.restore)
+            served = teachers.open_teacher(spec, task, cfg, runs.restore)
             served.check(split)
             assert served.labels == ("0", "1") and not served.logits
             np.testing.assert_allclose(served.probabilities(split), expected, atol=1e-4)
@@ -213,8 +213,8 @@ def test_cut_student_keeps_every_other_layer_of_the_teacher(teacher, tmp_path):
     cfg = student(teacher_cfg, tmp_path, student_layers=1, max_steps=1, learning_rate=0.0,
                   warmup_ratio=0.0)
     workflow.train(cfg)
-    _, run, _ = workflow.restore(cfg.model_dir)
-    _, teacher_run, _ = workflow.restore(teacher_cfg.model_dir)
+    _, run, _ = runs.restore(cfg.model_dir)
+    _, teacher_run, _ = runs.restore(teacher_cfg.model_dir)
     small, big = parts.find_backbone(run.model), parts.find_backbone(teacher_run.model)
     assert cut_layers.num_layers(run.model) == 1
     for got, want in ((small.get_layer("transformer_layer_0"), big.get_layer("transformer_layer_1")),
@@ -276,7 +276,7 @@ def test_a_signature_without_class_scores_is_refused(tmp_path):
     split = task.read_file(helpers.write_table(tmp_path, "d.csv", helpers.sentiment_rows(4)), cfg, "--x")
     with pytest.raises(UserError, match="returns no probabilities or logits .outputs: label.; name "
                                         "its class-score output with --teacher_output"):
-        teachers.open_teacher(str(tmp_path / "m"), task, cfg, workflow.restore).check(split)
+        teachers.open_teacher(str(tmp_path / "m"), task, cfg, runs.restore).check(split)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import helpers
 import processes
-from tfimitate import runtime, workflow
+from tfimitate import runs, runtime, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, text_classification
 
@@ -93,7 +93,7 @@ def test_mixed_bfloat16_trains_and_keeps_float32_outputs(data, float32_afterward
                              export_dir=str(directory / "bf16_export"))
     metrics = workflow.train(cfg)
     assert metrics["step"] == 4 and np.isfinite(metrics["accuracy"])
-    _, run, _ = workflow.restore(cfg.model_dir)
+    _, run, _ = runs.restore(cfg.model_dir)
     model = run.model
     assert model.get_layer("logits").compute_dtype == "float32"
     assert {v.dtype for v in model.trainable_variables} == {"float32"}

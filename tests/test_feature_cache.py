@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import helpers
 import image_helpers
-from tfimitate import backbones, workflow
+from tfimitate import backbones, runs, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 from tfimitate.tasks.image_classification import ImageClassification
@@ -86,8 +86,8 @@ def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp
     forget_step_3(cached.model_dir)
     workflow.train(cached)  # resumes at step 2: the table is computed again
     assert set(traced) == {"head_on_features"}
-    _, plain_run, _ = workflow.restore(plain.model_dir)
-    _, cached_run, _ = workflow.restore(cached.model_dir)
+    _, plain_run, _ = runs.restore(plain.model_dir)
+    _, cached_run, _ = runs.restore(cached.model_dir)
     for a, b in zip(plain_run.model.get_layer("logits").weights,
                     cached_run.model.get_layer("logits").weights):
         assert not np.allclose(b.numpy(), 0) and np.allclose(a.numpy(), b.numpy(), atol=1e-5)
@@ -96,7 +96,7 @@ def test_cached_phase_one_trains_the_same_head_then_resumes_into_fine_tuning(tmp
     traced.clear()
     workflow.train(cached.replace(max_steps=5))  # resumes at step 3: phase 2, no table
     assert set(traced) == {"image_classifier"}
-    _, run, step = workflow.restore(cached.model_dir)
+    _, run, step = runs.restore(cached.model_dir)
     after = transfer.backbone_of(run.model).weights
     assert step == 5 and not all(np.array_equal(b, a.numpy()) for b, a in zip(before, after))
 
@@ -124,7 +124,7 @@ def test_a_text_classifier_head_trains_the_same_on_cached_features(tmp_path):
     cached = base.replace(model_dir=str(tmp_path / "cached"), cache_frozen_features=True)
     workflow.train(base)
     workflow.train(cached)
-    heads = [workflow.restore(cfg.model_dir)[1].model.get_layer("logits").get_weights()
+    heads = [runs.restore(cfg.model_dir)[1].model.get_layer("logits").get_weights()
              for cfg in (base, cached)]
     for a, b in zip(*heads):
         np.testing.assert_allclose(a, b, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 
 import helpers
 import image_helpers
-from tfimitate import workflow
+from tfimitate import runs, workflow
 from tfimitate.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,12 +79,12 @@ def test_frozen_phase_leaves_the_backbone_as_loaded_and_resumes_into_fine_tuning
                              freeze_backbone_steps=2, max_steps=2, checkpoint_steps=1)
     workflow.train(cfg)
     pretrained = backbones.load_backbone(shared["preset"])
-    _, run, _ = workflow.restore(cfg.model_dir)
+    _, run, _ = runs.restore(cfg.model_dir)
     trained = transfer.backbone_of(run.model)
     # Phase 1: no weight and no BatchNorm moving statistic moved; the head did.
     assert all(np.array_equal(a, b) for a, b in zip(pretrained.get_weights(), trained.get_weights()))
     workflow.train(cfg.replace(max_steps=4))  # resumes at step 2: phase 2 fine-tunes
-    _, run, step = workflow.restore(cfg.model_dir)
+    _, run, step = runs.restore(cfg.model_dir)
     assert step == 4
     assert not all(np.array_equal(a, b) for a, b in zip(
         pretrained.get_weights(), transfer.backbone_of(run.model).get_weights()))

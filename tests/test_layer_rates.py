@@ -13,7 +13,7 @@ import tensorflow as tf
 import helpers
 import processes
 from samples import TASK_DATA
-from tfimitate import runtime, workflow
+from tfimitate import runs, runtime, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
 from tfimitate.techniques import l2sp, layer_decay
@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
 
 def _model(cfg, techniques=()):
     runtime.set_seeds(cfg.seed)
-    return workflow.build_model(get_task(cfg.task), cfg, 2, list(techniques))
+    return runs.build_model(get_task(cfg.task), cfg, 2, list(techniques))
 
 
 def _variable(path, value):
@@ -118,9 +118,9 @@ def test_frozen_and_waiting_weights_stay_bit_for_bit(task_name, tmp_path):
                              max_steps=3, freeze=("embeddings",), unfreeze_every_steps=2,
                              layer_lr_decay=0.8, l2sp=0.01, **dict(flags, test_data=None))
     workflow.train(cfg)
-    task, run, _ = workflow.restore(cfg.model_dir)
+    task, run, _ = runs.restore(cfg.model_dir)
     runtime.set_seeds(cfg.seed)
-    start = {v.path: v.numpy() for v in workflow.build_model(task, cfg, len(run.labels), []).weights}
+    start = {v.path: v.numpy() for v in runs.build_model(task, cfg, len(run.labels), []).weights}
     trained = {"transformer_layer_1", "logits"} | (
         {"pooled_dense"} if task_name == "text_classification" else set())
     for v in run.model.weights:
@@ -155,7 +155,7 @@ def test_l2sp_anchor_is_the_pretrained_backbone_after_a_resume(setup, tmp_path, 
     workflow.train(run_cfg.replace(max_steps=3))  # resumes from step 2
     anchors = next(t for t in made if hasattr(t, "anchors")).anchors
     pretrained = {v.path: v.numpy() for v in _model(cfg).weights}
-    _, trained, _ = workflow.restore(run_cfg.model_dir)
+    _, trained, _ = runs.restore(run_cfg.model_dir)
     assert anchors and set(anchors) <= set(pretrained)
     for path, anchor in anchors.items():
         assert anchor.numpy().tobytes() == pretrained[path].tobytes(), path

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import helpers
 from samples import TASK_DATA, TEXT_TASKS
-from tfimitate import runtime, workflow
+from tfimitate import runs, runtime, workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 from tfimitate.serving import export as export_lib
@@ -37,7 +37,7 @@ def lora_run(request, tmp_path_factory):
 
 def _pretrained(cfg):
     runtime.set_seeds(cfg.seed)
-    return workflow.build_model(get_task(cfg.task), cfg, len(cfg.labels), [])
+    return runs.build_model(get_task(cfg.task), cfg, len(cfg.labels), [])
 
 
 @pytest.mark.parametrize("lora_run", ["text_classification"], indirect=True)
@@ -48,7 +48,7 @@ def test_only_adapters_and_head_train_and_the_backbone_stays_as_loaded(lora_run,
     full = cfg.replace(model_dir=str(tmp_path / "full"), save_adapters_only=False, max_steps=2)
     with caplog.at_level("INFO", logger="absl"):
         workflow.train(full)
-    _, run, step = workflow.restore(full.model_dir)
+    _, run, step = runs.restore(full.model_dir)
     assert step == 2
     trainable = [v for v in run.model.trainable_weights]
     assert trainable and all(lora.is_lora_weight(v) or v.path.startswith("logits/")
@@ -90,8 +90,8 @@ def test_adapter_only_checkpoint_resumes_to_the_uninterrupted_weights(lora_run, 
             os.remove(os.path.join(directory, name))
     tf.compat.v1.train.update_checkpoint_state(directory, "ckpt-2", ["ckpt-2"])
     workflow.train(cfg.replace(model_dir=copy))
-    _, resumed, _ = workflow.restore(copy)
-    _, uninterrupted, _ = workflow.restore(cfg.model_dir)
+    _, resumed, _ = runs.restore(copy)
+    _, uninterrupted, _ = runs.restore(cfg.model_dir)
     for a, b in zip(resumed.model.trainable_weights, uninterrupted.model.trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
 
@@ -112,12 +112,12 @@ def _op_counts(saved_model_dir):
 def test_export_merges_adapters_into_the_kernels(lora_run, tmp_path):
     """The adapters are made large so that merging them wrongly would show."""
     cfg, _ = lora_run
-    task, run, step = workflow.restore(cfg.model_dir)
+    task, run, step = runs.restore(cfg.model_dir)
     rng = np.random.default_rng(0)
     for v in run.model.weights:
         if lora.is_lora_weight(v):
             v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
-    examples = workflow._load_examples(task, cfg)
+    examples = runs.load_serving_examples(task, cfg)
     unmerged = task.parity(run, examples)
     merged_model = lora.LoRA(4, 8.0, ("query", "value"), True).prepare_export(run.model, cfg)
     assert not any(lora.is_lora_weight(v) for v in merged_model.weights)

@@ -10,7 +10,7 @@ import pytest
 
 import helpers
 from samples import multi_task_data
-from tfimitate import tasks, workflow
+from tfimitate import runs, tasks, workflow
 from tfimitate.errors import UserError
 from tfimitate.tasks import multi_task
 
@@ -85,7 +85,7 @@ def test_batches_follow_the_sampling_share_one_structure_and_replay(tmp_path):
     data = task.load_data(cfg)
     cfg = cfg.replace(labels=data.labels)
 
-    run = base.Run(cfg, workflow.build_model(task, cfg, len(data.labels), []),
+    run = base.Run(cfg, runs.build_model(task, cfg, len(data.labels), []),
                    task.make_preprocessor(cfg), tf.distribute.get_strategy())
 
     def owners(dataset, n):
@@ -147,11 +147,11 @@ def test_init_from_another_multi_task_run_keeps_its_heads(tmp_path):
     import numpy as np
 
     source = _train_and_check(tmp_path)
-    _, old, _ = workflow.restore(source.model_dir)
+    _, old, _ = runs.restore(source.model_dir)
     cfg = source.replace(model_dir=str(tmp_path / "continued"), export_dir=None,
                          init_from=source.model_dir, max_steps=1, learning_rate=0.0)
     workflow.train(cfg)
-    _, new, _ = workflow.restore(cfg.model_dir)
+    _, new, _ = runs.restore(cfg.model_dir)
     for layer in ("sentiment_logits", "entities_logits"):
         np.testing.assert_array_equal(new.model.get_layer(layer).kernel.numpy(),
                                       old.model.get_layer(layer).kernel.numpy())

@@ -93,7 +93,7 @@ def test_served_f1_reads_padded_tagger_outputs_in_batches():
 
 def tiny_tagger_run(tmp_path, seed):
     """A Run of an untrained tiny tagger over PER/LOC/ORG tags."""
-    from tfimitate import workflow
+    from tfimitate import runs
     from tfimitate.tasks import base
     from tfimitate.tasks.token_classification import TokenClassification
 
@@ -102,7 +102,7 @@ def tiny_tagger_run(tmp_path, seed):
     cfg = experiment(tmp_path, task="token_classification", backbone=tiny_bert_preset(tmp_path),
                      labels=labels, sequence_length=32)
     keras.utils.set_random_seed(seed)
-    model = workflow.build_model(task, cfg, len(labels), [])
+    model = runs.build_model(task, cfg, len(labels), [])
     return base.Run(cfg, model, task.make_preprocessor(cfg), tf.distribute.get_strategy())
 
 

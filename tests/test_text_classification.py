@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import helpers
-from tfimitate import workflow
+from tfimitate import runs, workflow
 from tfimitate.config import Experiment
 from tfimitate.errors import UserError
 
@@ -193,7 +193,7 @@ def test_text_pair_task_reads_pairs_and_exports_both_inputs(tmp_path):
     data = task.load_data(cfg)
     assert data.labels == ("no", "yes") and data.train.pairs is not None
     cfg = cfg.replace(labels=data.labels)
-    model = workflow.build_model(task, cfg, len(data.labels), [])
+    model = runs.build_model(task, cfg, len(data.labels), [])
     run = base.Run(cfg, model, task.make_preprocessor(cfg), tf.distribute.get_strategy())
     features, labels = next(iter(task.train_dataset(run, data.train)))
     assert features["segment_ids"].numpy().max() == 1  # the pair is the second segment
@@ -219,7 +219,7 @@ def test_byte_pair_roberta_backbone_batches_and_exports_raw_strings(tmp_path):
     data = task.load_data(cfg)
     cfg = cfg.replace(labels=data.labels)
     preprocessor = task.make_preprocessor(cfg)
-    run = base.Run(cfg, workflow.build_model(task, cfg, len(data.labels), []), preprocessor,
+    run = base.Run(cfg, runs.build_model(task, cfg, len(data.labels), []), preprocessor,
                    tf.distribute.get_strategy())
     features, _ = next(iter(task.train_dataset(run, data.train)))
     assert set(features) == {"token_ids", "padding_mask"}

@@ -146,12 +146,12 @@ def test_training_logs_and_writes_entity_metrics(trained):
 
 
 def test_every_word_of_a_long_sentence_is_scored(trained):
-    from tfimitate import workflow
+    from tfimitate import runs
     from tfimitate.data import conll
     from tfimitate.tasks import token_classification
 
     evaluation = trained[1]
-    task, run, _ = workflow.restore(trained[0].model_dir)
+    task, run, _ = runs.restore(trained[0].model_dir)
     words, tags = evaluation[-1]
     split = token_classification.Split("long", [conll.Sentence(words, tags, list(range(len(words))))])
     probs = task.probabilities(run, split)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import helpers
-from tfimitate import files, workflow
+from tfimitate import files, runs, workflow
 from tfimitate.errors import UserError
 
 
@@ -46,7 +46,7 @@ def _add_checkpoint(model_dir, step, corrupt):
 
     from tfimitate.training import checkpoints
 
-    _, restored, _ = workflow.restore(model_dir)
+    _, restored, _ = runs.restore(model_dir)
     corrupt(restored.model)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=restored.model),
                                          os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR), 5)

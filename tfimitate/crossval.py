@@ -15,17 +15,14 @@ Example:
 
 import collections
 import dataclasses
-import json
-import os
 
 import numpy as np
 from absl import logging
 
-from tfimitate import files
+from tfimitate import runs
 from tfimitate.errors import UserError
 
-FOLDS_SUBDIR = "folds"
-CV_METRICS = "cv_metrics.json"
+CV_METRICS = "cv_metrics"  # eval/cv_metrics.json
 
 
 def check(cfg):
@@ -78,11 +75,10 @@ def train_folds(cfg, train_one):
     check(cfg)
     results = []
     for fold in range(cfg.cv_folds):
-        fold_dir = os.path.join(cfg.model_dir, FOLDS_SUBDIR, str(fold))
-        results.append(train_one(cfg.replace(model_dir=fold_dir, cv_fold=fold)))
+        results.append(train_one(cfg.replace(model_dir=runs.fold_dir(cfg.model_dir, fold),
+                                             cv_fold=fold)))
     summary = summarize(results)
-    path = files.write_atomically(os.path.join(cfg.model_dir, "eval", CV_METRICS),
-                                  json.dumps(summary, indent=2))
+    path = runs.save_evaluation(cfg.model_dir, CV_METRICS, summary)
     print(f"\n{cfg.cv_folds}-fold cross-validation ({path}):\n{format_summary(summary)}",
           flush=True)
     return summary

@@ -3,7 +3,8 @@
 Entry points (`python -m tfimitate.train` ...) only parse flags and call these,
 so everything here runs the same from Python. Everything task-specific goes
 through the task's class (tasks/base.py Task), everything technique-specific through
-the technique hooks (tfimitate/techniques/, on training/hooks.py).
+the technique hooks (tfimitate/techniques/, on training/hooks.py), and everything about
+the run directory (its layout, building and restoring a model) through runs.py.
 
 Example:
     from tfimitate.config import Experiment
@@ -11,7 +12,6 @@ Example:
                      label_column="1", max_steps=100))
 """
 
-import base64
 import contextlib
 import csv
 import dataclasses
@@ -23,26 +23,9 @@ import tempfile
 
 from absl import logging
 
-from tfimitate import config, files
-from tfimitate.config import Experiment
+from tfimitate import config, files, runs
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
-
-EVAL_SUBDIR = "eval"
-LABELS_FILE = "labels.txt"
-# Real eval examples saved with the run, so export needs no training data.
-SERVING_EXAMPLES_FILE = "serving_examples.json"
-
-
-def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
-    """The one place a model is built: backbone, the task's head, then the techniques'
-    model hooks. Call under the strategy's scope when training."""
-    from tfimitate import backbones, techniques
-
-    backbone = backbones.load_backbone(cfg.backbone, load_weights=load_weights,
-                                       layer=cfg.backbone_layer)
-    model = task.build_head(cfg, backbone, num_outputs)
-    return techniques.adapt_model(chosen_techniques, model, cfg)
 
 
 def _check_sequence_length(cfg):
@@ -53,14 +36,6 @@ def _check_sequence_length(cfg):
     if limit and cfg.sequence_length > limit:
         raise UserError(f"--sequence_length={cfg.sequence_length} is longer than --backbone="
                         f"{cfg.backbone} allows ({limit}); give at most {limit}.")
-
-
-def _check_model_dir(task, cfg):
-    """Refuses a model_dir that holds a different experiment (resuming it would mix runs)."""
-    from tfimitate import techniques
-
-    if files.isfile(os.path.join(cfg.model_dir, "experiment.json")):
-        base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
 
 
 def train(cfg):
@@ -84,7 +59,7 @@ def train(cfg):
     _check_sequence_length(cfg)
     # First, before other TensorFlow work: multi-worker collectives are set up at startup.
     strategy = runtime.make_strategy(cfg.strategy, cfg.tpu)
-    _check_model_dir(task, cfg)
+    runs.check_resume(task, cfg)
     data = task.load_data(cfg)
     if cfg.cv_folds:
         data = crossval.fold_data(data, cfg)
@@ -101,13 +76,13 @@ def _train(task, cfg, data, strategy):
     runtime.set_precision(cfg.precision)
     runtime.set_seeds(cfg.seed)
     preprocessor = task.make_preprocessor(cfg)
-    chosen = techniques.chosen(cfg, restore_run=restore)
+    chosen = techniques.chosen(cfg, restore_run=runs.restore)
     training = techniques.adapt_examples(chosen, hooks.Examples(data.train), task, data, cfg)
     steps_per_epoch = max(1, math.ceil(len(training.split) / cfg.batch_size))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     phases = techniques.phases(chosen, cfg, total_steps)
     with strategy.scope():
-        model = build_model(task, cfg, task.num_outputs(data.labels), chosen)
+        model = runs.build_model(task, cfg, task.num_outputs(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
             loss_scale=cfg.precision == "mixed_float16", phases=phases,
@@ -130,8 +105,7 @@ def _train(task, cfg, data, strategy):
         if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
             cfg.save(cfg.model_dir)
-            files.write_atomically(os.path.join(cfg.model_dir, SERVING_EXAMPLES_FILE),
-                                   _dump_examples(examples))
+            runs.save_serving_examples(cfg.model_dir, examples)
         logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
                      len(training.split), len(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
@@ -145,8 +119,8 @@ def _train(task, cfg, data, strategy):
                     chief)
         techniques.finish(chosen, task, run, data, chief)
         if chief:
-            reports.plot_curves(os.path.join(cfg.model_dir, loop.LOG_SUBDIR),
-                                os.path.join(cfg.model_dir, EVAL_SUBDIR, "curves.png"))
+            reports.plot_curves(runs.log_dir(cfg.model_dir),
+                                runs.eval_path(cfg.model_dir, "curves.png"))
         if cfg.export_dir and chief:
             export_model(task, run, examples, result.step)
     if chief:
@@ -160,39 +134,9 @@ def _report(evaluation, split, cfg, step, name, write):
     metrics = dict(evaluation.metrics, score=evaluation.score, step=step, data=split.source)
     print(f"\n{name} on {split.source} at step {step}:\n{evaluation.report}", flush=True)
     if write:
-        directory = os.path.join(cfg.model_dir, EVAL_SUBDIR)
-        path = files.write_atomically(os.path.join(directory, f"{name}.json"),
-                                      json.dumps(metrics, indent=2))
-        for figure, draw in evaluation.figures.items():
-            draw(os.path.join(directory, f"{name}_{figure}.png"))
+        path = runs.save_evaluation(cfg.model_dir, name, metrics, evaluation.figures)
         logging.info("Wrote %s", path)
     return metrics
-
-
-def restore(model_dir):
-    """The task and a Run of the newest checkpoint of the run in `model_dir`.
-
-    `model_dir` is the run, wherever it now lives: the model_dir recorded in its
-    experiment.json (a copy's or a moved run's original place) is not used.
-    """
-    import tensorflow as tf
-
-    from tfimitate import runtime, techniques
-    from tfimitate.training import checkpoints, loop
-
-    cfg = Experiment.load(model_dir).replace(model_dir=model_dir)
-    task = get_task(cfg.task)
-    runtime.set_precision(cfg.precision)
-    chosen = techniques.chosen(cfg)
-    keep = techniques.checkpoint_filter(chosen)  # None: checkpoints hold every weight
-    model = build_model(task, cfg, task.num_outputs(cfg.labels), chosen,
-                        load_weights=keep is not None)
-    step = checkpoints.restore_latest(model, model_dir, keep=keep)
-    if step is None:
-        raise UserError(f"--model_dir={model_dir} has no checkpoint yet; train first.")
-    loop.check_finite_weights(model, f"--model_dir={model_dir}: the checkpoint of step {step}")
-    run = base.Run(cfg, model, task.make_preprocessor(cfg), tf.distribute.get_strategy())
-    return task, run, step
 
 
 def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_model=None):
@@ -207,11 +151,11 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
 
     if saved_model:
         saved_model = _saved_model_version(saved_model)
-        model_dir = model_dir or _exported_from(saved_model)
+        model_dir = model_dir or runs.exported_run(saved_model)
     if not model_dir:
         raise UserError("--model_dir is required: give the folder of a tfimitate.train run "
                         "(or --saved_model=DIR of an exported model).")
-    cfg = Experiment.load(model_dir).replace(model_dir=model_dir)
+    cfg = runs.experiment(model_dir)
     task = get_task(cfg.task)
     perturbations = robustness.parse(perturb) if perturb else []
     if eval_data:
@@ -224,9 +168,10 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
 
         loaded = tf.saved_model.load(saved_model)
         score = lambda s: task.evaluate_saved_model(loaded, s, cfg.labels)
-        step, prefix, model = _export_step(saved_model), "saved_model_", files.abspath(saved_model)
+        step = runs.exported_from(saved_model).get("step")
+        prefix, model = "saved_model_", files.abspath(saved_model)
     else:
-        task, run, step = restore(model_dir)
+        task, run, step = runs.restore(model_dir)
         score = lambda s: task.evaluate(run, s)
         prefix, model = "", "checkpoint"
     clean, result = robustness.report(split, perturbed, score, perturb_seed)
@@ -234,7 +179,7 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
     if perturbations:
         print("\n" + robustness.summary(result), flush=True)
         path = files.write_atomically(
-            os.path.join(model_dir, EVAL_SUBDIR, f"{prefix}robustness.json"),
+            runs.eval_path(model_dir, f"{prefix}robustness.json"),
             json.dumps(dict(result, model=model, step=step), indent=2, ensure_ascii=False))
         print(f"Wrote {path}", flush=True)
     return metrics
@@ -255,28 +200,6 @@ def _saved_model_version(path):
     return os.path.join(path, str(max(versions)))
 
 
-def _export_record(saved_model):
-    from tfimitate.serving import export as export_lib
-
-    path = os.path.join(saved_model, export_lib.SOURCE_FILE)
-    if not files.isfile(path):
-        return {}
-    return json.loads(files.read_bytes(path))
-
-
-def _exported_from(saved_model):
-    """The run folder `saved_model` was exported from, if it still exists."""
-    model_dir = _export_record(saved_model).get("model_dir")
-    if not model_dir or not files.isfile(os.path.join(model_dir, "experiment.json")):
-        raise UserError(f"--saved_model={saved_model} does not name a run that still exists; "
-                        "give --model_dir=RUN of a run with its task, labels and eval data.")
-    return model_dir
-
-
-def _export_step(saved_model):
-    return _export_record(saved_model).get("step")
-
-
 def predict(model_dir, input_path, output_path, columns=None):
     """Writes one prediction per input row to `output_path` (.jsonl or .csv).
 
@@ -291,10 +214,10 @@ def predict(model_dir, input_path, output_path, columns=None):
                         "the input: choose another output path.")
     files.check_writable_file(output_path, "--output")
     config.check_input_exists(input_path, "--input")
-    cfg = Experiment.load(model_dir).replace(**(columns or {}))
+    cfg = runs.experiment(model_dir).replace(**(columns or {}))
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)
-    task, run, _ = restore(model_dir)
+    task, run, _ = runs.restore(model_dir)
     records = task.predict(run, split)
     files.write_atomically(output_path, _format_records(records, output_path))
     logging.info("Wrote %d predictions to %s", len(records), output_path)
@@ -323,27 +246,11 @@ def export(model_dir, export_dir, version=None, serving_version=None):
     if serving_version is not None:
         releases.release(serving_version)
     export_lib.next_version(export_dir, version)  # fail before loading anything
-    task, run, step = restore(model_dir)
+    task, run, step = runs.restore(model_dir)
     cfg = run.cfg.replace(export_dir=export_dir,
                           serving_version=serving_version or run.cfg.serving_version)
     run = base.Run(cfg, run.model, run.preprocessor, run.strategy)
-    return export_model(task, run, _load_examples(task, run.cfg), step, version)
-
-
-def _dump_examples(examples):
-    """JSON of serving examples; bytes values are written as {"b64": ...} (TF Serving's REST form)."""
-    encode = lambda v: {"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
-    return json.dumps({name: [encode(v) for v in values] for name, values in examples.items()})
-
-
-def _load_examples(task, cfg):
-    """The serving examples saved by training (runs from before they were saved: the eval data)."""
-    path = os.path.join(cfg.model_dir, SERVING_EXAMPLES_FILE)
-    if not files.isfile(path):
-        return task.serving_examples(task.load_data(cfg).eval)
-    examples = json.loads(files.read_bytes(path))
-    decode = lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict) else v
-    return {name: [decode(v) for v in values] for name, values in examples.items()}
+    return export_model(task, run, runs.load_serving_examples(task, run.cfg), step, version)
 
 
 def export_model(task, run, examples, step, version=None):
@@ -356,7 +263,7 @@ def export_model(task, run, examples, step, version=None):
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import warmup
 
-    source = {"model_dir": files.abspath(run.cfg.model_dir), "step": int(step)}
+    source = runs.export_source(run.cfg.model_dir, step)
     existing = export_lib.version_exported_from(run.cfg.export_dir, source)
     if existing and version is None:
         print(f"Step {step} of this run is already exported as {existing}; nothing to do "
@@ -369,9 +276,7 @@ def export_model(task, run, examples, step, version=None):
             directory, {name: inputs for name, (inputs, _) in checks.items()}, model_name)
 
     with tempfile.TemporaryDirectory() as scratch:
-        labels_file = os.path.join(scratch, LABELS_FILE)
-        with open(labels_file, "w") as f:
-            f.write("\n".join(run.labels) + "\n")
+        labels_file = runs.write_labels(scratch, run.labels)
         # The served model may differ from the trained one (LoRA merges its adapters):
         # the parity check holds the reloaded export to the trained model's outputs.
         checks = task.parity(run, examples)

@@ -25,8 +25,7 @@ import time
 import keras_tuner
 from absl import logging
 
-from tfimitate import files, workflow
-from tfimitate.crossval import FOLDS_SUBDIR
+from tfimitate import files, runs, workflow
 from tfimitate.errors import UserError
 from tfimitate.search import results, space, trials
 
@@ -151,7 +150,7 @@ def _base_flags(cfg):
 def _copy_checkpoints(parent_dir, trial_dir):
     """Starts a Hyperband trial from its parent trial's checkpoints (each run's, each fold's).
     The checkpoint index is copied last, so a copy stopped half-way is not taken as done."""
-    for relative in _checkpoint_dirs(parent_dir):
+    for relative in runs.checkpoint_dirs(parent_dir):
         target = os.path.join(trial_dir, relative)
         if files.isfile(os.path.join(target, CHECKPOINT_INDEX)):
             continue  # copied before this trial was interrupted
@@ -159,20 +158,9 @@ def _copy_checkpoints(parent_dir, trial_dir):
         logging.info("Continuing trial %s from %s.", trial_dir, os.path.join(parent_dir, relative))
 
 
-def _checkpoint_dirs(run_dir):
-    from tfimitate.training.checkpoints import CHECKPOINT_SUBDIR
-
-    found = [CHECKPOINT_SUBDIR] if files.isdir(os.path.join(run_dir, CHECKPOINT_SUBDIR)) else []
-    folds = os.path.join(run_dir, FOLDS_SUBDIR)
-    for fold in sorted(files.listdir(folds)) if files.isdir(folds) else []:
-        found += [os.path.join(FOLDS_SUBDIR, fold, relative)
-                  for relative in _checkpoint_dirs(os.path.join(folds, fold))]
-    return found
-
-
 def _fold_steps(model_dir):
     """The training steps of fold 0 of a cross-validated trial."""
-    path = os.path.join(model_dir, FOLDS_SUBDIR, "0", "eval", "metrics.json")
+    path = runs.eval_path(runs.fold_dir(model_dir, 0), "metrics.json")
     return json.loads(files.read_bytes(path))["step"]
 
 

@@ -84,11 +84,16 @@ def record_serving(version_dir, release, requested):
     }, indent=1))
 
 
+def read_source(version_dir):
+    """What record_source wrote in `version_dir` ({} if nothing)."""
+    path = os.path.join(version_dir, SOURCE_FILE)
+    return json.loads(files.read_bytes(path)) if files.isfile(path) else {}
+
+
 def version_exported_from(export_dir, source):
     """The version directory under `export_dir` exported from `source`, or None."""
     for version in sorted(existing_versions(export_dir), reverse=True):
-        path = os.path.join(export_dir, str(version), SOURCE_FILE)
-        if files.isfile(path) and json.loads(files.read_bytes(path)) == source:
+        if read_source(os.path.join(export_dir, str(version))) == source:
             return os.path.join(export_dir, str(version))
     return None
 

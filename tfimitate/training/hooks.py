@@ -103,8 +103,8 @@ class Technique:
             or claim -> the flag making that claim when it is not `flag`.
         excludes: claim -> the one-sentence refusal when another chosen technique holds
             that claim ("{flag}" and "{other}" name the two flags).
-        restore_run: set by `tfimitate.techniques.chosen`: the workflow's
-            restore(model_dir) -> (task, Run, step), for techniques that read another run.
+        restore_run: set by `tfimitate.techniques.chosen` to tfimitate.runs.restore,
+            restore_run(model_dir) -> (task, Run, step), for techniques that read another run.
     """
 
     name = "technique"
