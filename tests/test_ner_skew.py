@@ -108,7 +108,8 @@ def tiny_tagger_run(tmp_path, seed):
 
 def test_served_f1_equals_in_framework_f1_when_every_word_survives_splitting(tmp_path):
     """The raw-text Tagger of the export graph, scored on spans, agrees with seqeval on words."""
-    from tfimitate.tasks.token_classification import Split, Tagger, TokenClassification
+    from tfimitate.tasks.tagger import Tagger
+    from tfimitate.tasks.token_classification import Split, TokenClassification
 
     rows = ["john/B-PER smith/I-PER 's/O company/O ,/O google/B-ORG ,/O said/O n't/O ./O",
             "the/O u.s./B-LOC and/O the/O eu/B-ORG met/O on/O 1996-12-06/O in/O paris/B-LOC ./O",
@@ -130,7 +131,8 @@ def test_served_f1_equals_in_framework_f1_when_every_word_survives_splitting(tmp
 def test_evaluation_reports_the_served_skew_as_the_full_raw_text_path_measures_it(tmp_path):
     """evaluate() serves only re-split sentences through tag_text; its served F1 must equal
     scoring every sentence through tag_text."""
-    from tfimitate.tasks.token_classification import Split, Tagger, TokenClassification
+    from tfimitate.tasks.tagger import Tagger
+    from tfimitate.tasks.token_classification import Split, TokenClassification
 
     rows = ["john/B-PER smith,jr/I-PER said/O in/O paris/B-LOC",   # "smith,jr" is re-split
             "the/O eu/B-ORG met/O in/O london/B-LOC ./O",

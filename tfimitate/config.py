@@ -1,5 +1,14 @@
 """The resolved experiment: one frozen record built from the flags and saved with the model.
 
+Every option is declared once, by its owner: the core options below (read by several
+owners: data, model, training, runtime), each task class (`OPTIONS` of its class, see
+tasks/base.py) and each technique module (its module-level `OPTIONS`). `OPTIONS` is
+assembled from them, core first, then the tasks and the techniques in registry order,
+and the frozen `Experiment` has one field per option, with the same flat name as its flag
+(tfimitate/flags.py generates the absl flags from the same list). Assembling imports the
+task and technique modules, which import no TensorFlow, so a flag mistake is answered in
+about a second.
+
 Library code reads flagfiles of its own (multi-task subtask files, search spaces) with the
 typed reader here (`read_flagfile`, `parse_value`), never through absl's flags.
 
@@ -15,18 +24,15 @@ import json
 import math
 import os
 
-from tfimitate import files, options
+from tfimitate import files, options, techniques
 from tfimitate.errors import UserError
-from tfimitate.tasks import TASKS
+from tfimitate.tasks import TASKS, task_class
 
 EXPERIMENT_FILE = "experiment.json"
 FLAGFILE = "flags.cfg"
 
-
-# Every option of an experiment (D2 of issue 24 moves each group to its owner: a task
-# class, a technique module). The Experiment's fields and the absl flags are made from
-# these; section comments name the owner.
-OPTIONS = options.merge((
+# The options of the experiment that no single task or technique owns.
+CORE_OPTIONS = (
     # --- Experiment -----------------------------------------------------------
     options.choice(
         "task", "text_classification", sorted(TASKS),
@@ -47,29 +53,26 @@ OPTIONS = options.merge((
         "and attributes are audited against that release's TensorFlow and TF Text. Default: "
         "the oldest release that has every op of the graph (written to "
         "assets.extra/tfimitate_serving.json)."),
-    # --- Data -----------------------------------------------------------------
-    options.string(
-        "train_data", None,
+    # --- Data (every task reads these) ----------------------------------------
+    options.data(
+        "train_data",
         "Training file: .csv, .tsv or .jsonl (optionally .gz/.bz2), or CoNLL for "
         "token_classification. `package:NAME/path` reads a file shipped inside an "
         "installed Python package; `tfds:NAME[/CONFIG][:SPLIT]` a prepared TensorFlow "
         "Datasets split (every task; the column flags name its features; see "
         "--tfds_data_dir). Local or gs:// paths."),
-    options.string(
-        "eval_data", None,
+    options.data(
+        "eval_data",
         "Evaluation file, same format as --train_data. If unset, a seeded "
         "--holdout_fraction of the training data is held out instead."),
-    options.string(
-        "test_data", None,
+    options.data(
+        "test_data",
         "Optional test file, evaluated once after training."),
     options.string(
         "text_column", "text",
         "Column holding the text: a header name, or a 0-based index for files "
         "without a header row (tfds: inputs: a feature key; token_classification: its "
         "Sequence(Text) of words)."),
-    options.string(
-        "text_pair_column", None,
-        "Column holding the second text of pair tasks (entailment, paraphrase)."),
     options.string(
         "label_column", "label",
         "Column holding the label: a name or a 0-based index (tfds: inputs: a feature key, "
@@ -82,23 +85,15 @@ OPTIONS = options.merge((
         "drop_unlisted_labels", False,
         "With --labels: drop (and count) rows whose label is not listed, instead "
         "of stopping with an error."),
-    options.choice(
-        "tagging_scheme", "auto", ["auto", "iob2", "iobes"],
-        "token_classification: tag scheme of the data. auto: iobes if any tag starts "
-        "with E- or S-, else iob2. I- tags that follow O (IOB1) become B- with a warning."),
     options.number(
         "holdout_fraction", 0.1,
         "Fraction of the training data held out for evaluation when --eval_data "
         "is not given.", lower=0.0, upper=0.5),
     options.string(
-        "image_column", "path",
-        "image_classification listings (.csv/.tsv/.jsonl): column holding the image path, "
-        "relative to the listing's folder (a name or a 0-based index); tfds: inputs: the "
-        "Image feature's key."),
-    options.boolean(
-        "strict_images", False,
-        "image_classification: stop with an error on files that are not decodable images "
-        "instead of skipping them (they are counted and named in the log either way)."),
+        "tfds_data_dir", None,
+        "Where prepared TensorFlow Datasets are (local or gs://) for data flags of the form "
+        "tfds:NAME[/CONFIG][:SPLIT]; default TFDS's own (~/tensorflow_datasets). Nothing is "
+        "downloaded: prepare the dataset there first (tfds build NAME --data_dir=DIR)."),
     # --- Model ----------------------------------------------------------------
     options.string(
         "backbone", "minilm_l6",
@@ -112,19 +107,6 @@ OPTIONS = options.merge((
     options.number(
         "dropout", 0.1,
         "Dropout before the classification head.", lower=0.0, upper=0.9),
-    options.string(
-        "backbone_layer", None,
-        "With a Keras model file as --backbone (.keras/.h5): the layer whose output feeds the "
-        "new head (default: the last feature/pooling layer before the model's classifier)."),
-    options.integer(
-        "image_size", 0,
-        "image_classification: side of the square images the model sees (0: the backbone's "
-        "own input size). Smaller is much faster on CPU.", lower=0),
-    options.choice(
-        "image_normalization", "auto", ["auto", "raw", "unit", "symmetric", "imagenet"],
-        "image_classification: how 0..255 pixels are scaled for the backbone. auto: the keras-hub "
-        "preset's image converter (a Keras model file must contain a Rescaling layer); raw: "
-        "0..255; unit: 0..1; symmetric: -1..1; imagenet: ImageNet mean/std."),
     # --- Training -------------------------------------------------------------
     options.integer(
         "batch_size", 32,
@@ -161,157 +143,7 @@ OPTIONS = options.merge((
     options.integer(
         "keep_checkpoints", 3,
         "How many recent checkpoints to keep.", lower=1),
-    options.integer(
-        "freeze_backbone_steps", 0,
-        "Transfer recipe, phase 1: train only the head for this many steps, the backbone frozen "
-        "(its BatchNorm layers in inference mode) at --learning_rate; then phase 2 fine-tunes "
-        "at --fine_tune_learning_rate. 0: no frozen phase.", lower=0),
-    options.integer(
-        "fine_tune_layers", 0,
-        "Transfer recipe, phase 2: unfreeze only the top N backbone layers that have weights "
-        "(0: all of them).", lower=0),
-    options.number(
-        "fine_tune_learning_rate", 0.0,
-        "Transfer recipe, phase 2: peak learning rate after the frozen phase (0: --learning_rate "
-        "/ 10).", lower=0.0),
-    options.names(
-        "image_augment", None,
-        "image_classification: training-only, seeded augmentation with Keras preprocessing "
-        "layers, as name[:strength] items: flip, rotation:0.1, zoom:0.1, translation:0.1, "
-        "crop:0.1, contrast:0.2, brightness:0.2, mixup:0.2, cutmix:1.0."),
-    # --- Technique: robust fine-tuning (adversarial training, augmentation, robustness report) ---
-    options.string(
-        "adversarial", "none",
-        "Adversarial training on the token embeddings: fgm (one step of size --adv_epsilon), "
-        "pgd (--adv_steps steps of --adv_alpha, projected onto --adv_epsilon), freelb "
-        "(--adv_steps steps, their losses averaged), or none. Roughly 2x (fgm) to "
-        "(steps+1)x the time per step."),
-    options.number(
-        "adv_epsilon", 0.1,
-        "Largest L2 norm of one example's embedding perturbation (all its positions); "
-        "MiniLM-L6's token embeddings have norms near 1, and 0.3 already slowed SST-2 training."),
-    options.number(
-        "adv_alpha", 0.03,
-        "Size of each pgd/freelb ascent step (and freelb's random start)."),
-    options.integer(
-        "adv_steps", 3,
-        "Ascent steps of pgd and freelb."),
-    options.string(
-        "augment", "",
-        "Text augmentation of the training data, NAME:RATE,...: word_dropout (delete words), "
-        "swap (swap neighbouring words), char_noise (a typo in a word), mask / unk (replace "
-        "word pieces with [MASK] / [UNK]); RATE is per word or piece. token_classification "
-        "takes only char_noise, mask and unk (they keep words and tags aligned). Seeded, "
-        "new every pass, training only."),
-    options.number(
-        "augment_prob", 0.5,
-        "Probability that a training example is augmented on a pass."),
-    # --- Technique: careful fine-tuning (LoRA, freezing, layer rates, L2-SP, continual) ---
-    options.integer(
-        "lora_rank", 0,
-        "If > 0, train low-rank adapters (LoRA) of this rank on the --lora_targets layers of "
-        "the backbone, which is otherwise frozen; only the adapters and the head train. The "
-        "export merges the adapters into the dense kernels.", lower=0),
-    options.number(
-        "lora_alpha", None,
-        "LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B "
-        "(default: lora_rank, a scale of 1).", lower=0.0),
-    options.names(
-        "lora_targets", ["query", "value"],
-        "Names of the backbone's dense layers that get adapters (e.g. query,key,value,"
-        "attention_output,feedforward_intermediate_dense)."),
-    options.boolean(
-        "save_adapters_only", False,
-        "With --lora_rank: checkpoints hold only the weights that train (adapters and head); "
-        "the frozen backbone is reloaded from --backbone when resuming or exporting."),
-    options.names(
-        "freeze", None,
-        "Backbone parts that never train: `embeddings`, `layers:I-J` (0-based, inclusive) or "
-        "`layers:I`, `backbone`, or a backbone layer's name (e.g. pooled_dense)."),
-    options.integer(
-        "unfreeze_every_steps", 0,
-        "If > 0, gradual unfreezing: training starts with the backbone frozen and every this "
-        "many steps the next layer from the top starts to train (embeddings last).", lower=0),
-    options.number(
-        "layer_lr_decay", 1.0,
-        "Layer-wise learning-rate decay: layer i of L trains at rate * decay^(L - i), the "
-        "embeddings at decay^(L + 1), the head at the full rate. 1.0: off.", lower=0.0, upper=1.0),
-    options.number(
-        "l2sp", 0.0,
-        "L2-SP: adds l2sp/2 * squared distance of the backbone's weights to their starting "
-        "(pretrained) values to the loss, alongside --weight_decay. 0: off.", lower=0.0),
-    options.string(
-        "init_from", None,
-        "Start from the newest checkpoint of another run (its model_dir) of the same task and "
-        "backbone instead of the pretrained backbone; the head is kept when the labels match "
-        "(or are mapped with --label_map). With --l2sp the anchor is that run's weights."),
-    options.names(
-        "label_map", None,
-        "With --init_from: NEW=OLD pairs naming, for labels of this run, the label of the "
-        "--init_from run whose head row they continue (e.g. fresh=1,rotten=0)."),
-    options.string(
-        "replay_data", None,
-        "Old training data (same format, columns and labels as --train_data) mixed into every "
-        "batch, against forgetting it."),
-    options.number(
-        "replay_fraction", 0.2,
-        "With --replay_data: share of every batch that is old data (added to --batch_size new "
-        "examples).", lower=0.0, upper=0.9),
-    options.string(
-        "retain_eval_data", None,
-        "Old evaluation data (same format as --eval_data), scored before training and at every "
-        "evaluation; metrics.json and TensorBoard get retain_score and forgetting (before - now)."),
-    # --- Technique: knowledge distillation -------------------------------------
-    options.string(
-        "teacher", None,
-        "Distil from this teacher (off when unset): a tfimitate run directory (its best or "
-        "newest checkpoint), a SavedModel (version directory, or the folder of numbered "
-        "versions: the newest) whose signature takes strings and returns class probabilities "
-        "or logits, or a TF Serving model grpc://HOST:PORT/MODEL[:SIGNATURE]."),
-    options.string(
-        "teacher_signature", None,
-        "Signature of a SavedModel/served teacher (default: serving_default; tag_words for "
-        "token_classification)."),
-    options.string(
-        "teacher_output", None,
-        "Output of the teacher's signature holding class probabilities or logits (default: "
-        "`probabilities`, else `logits`)."),
-    options.names(
-        "teacher_label_map", None,
-        "TEACHER:STUDENT label pairs when the teacher's labels differ from the student's "
-        "(several teacher labels may map to one student label; unmapped ones are dropped)."),
-    options.integer(
-        "teacher_batch_size", 64,
-        "Examples per teacher call (one Predict request).", lower=1),
-    options.number(
-        "teacher_timeout", 60.0,
-        "grpc:// teacher: deadline of each Predict request in seconds (retried 3 times with "
-        "backoff).", lower=0.001),
-    options.string(
-        "unlabeled_data", None,
-        "Unlabelled text added to the transfer set (learned from the teacher only): .txt one "
-        "text per line, or a table read with --unlabeled_column (token_classification: .txt "
-        "sentences or CoNLL/JSONL words)."),
-    options.string(
-        "unlabeled_column", None,
-        "Column of --unlabeled_data holding the text (default: --text_column)."),
-    options.number(
-        "distill_temperature", 2.0,
-        "Softmax temperature of teacher and student in the KL term (scaled by T^2).", lower=0.01),
-    options.number(
-        "distill_alpha", 0.5,
-        "Weight of the cross-entropy on gold labels (where present); the KL to the teacher "
-        "gets 1 - alpha.", lower=0.0, upper=1.0),
-    options.integer(
-        "student_layers", 0,
-        "If > 0, the student is the teacher's backbone (--backbone, which must be the "
-        "teacher's) cut to this many transformer layers, initialised from the teacher run's "
-        "weights.", lower=0),
-    options.choice(
-        "student_layer_choice", "every_other", ["every_other", "bottom"],
-        "Which teacher layers a cut student keeps: spread evenly up to the top layer "
-        "(every_other: 2nd, 4th, 6th of 6) or the bottom K."),
-    # --- Search and cross-validation -------------------------------------------
+    # --- Search and cross-validation ------------------------------------------
     options.integer(
         "cv_folds", 0,
         "If >= 2, train: K-fold cross-validation of the training data (seeded by --seed, "
@@ -322,40 +154,6 @@ OPTIONS = options.merge((
         "cv_fold", -1,
         "With --cv_folds: train only this fold (0-based; what each fold's flags.cfg says); "
         "-1 trains them all.", lower=-1),
-    # --- Task: multi-task learning ---------------------------------------------
-    options.names(
-        "subtasks", None,
-        "--task=multi_task: subtask flagfiles (e.g. configs/subtasks/sentiment.cfg,configs/subtasks/"
-        "entities.cfg), each with that subtask's --task, data, columns, labels, --subtask_name and "
-        "--loss_weight; backbone, training and runtime flags stay in the main flagfile. The first "
-        "subtask is the export's serving_default."),
-    options.choice(
-        "task_sampling", "proportional", ["proportional", "temperature", "round_robin"],
-        "--task=multi_task: which subtask each training batch comes from: proportional to the "
-        "subtasks' training examples, temperature (size^(1/--task_temperature)) or round_robin."),
-    options.number(
-        "task_temperature", 2.0,
-        "--task_sampling=temperature: 1 is proportional, larger evens the subtasks out.",
-        lower=1.0),
-    options.string(
-        "subtask_name", None,
-        "In a subtask flagfile: the subtask's name (its metrics.json section and signature name; "
-        "default: the file name without .cfg)."),
-    options.number(
-        "loss_weight", 1.0,
-        "In a subtask flagfile: multiplies the subtask's loss.", lower=0.0),
-    # --- Technique: cached frozen features (image transfer recipe) -----------
-    options.boolean(
-        "cache_frozen_features", False,
-        "While --freeze_backbone_steps keeps the backbone frozen, train the head on the "
-        "backbone's features computed once per training example (inference mode) instead of "
-        "running the backbone at every step. Not with --image_augment/--augment/--adversarial."),
-    # --- Platform: TensorFlow Datasets ----------------------------------------
-    options.string(
-        "tfds_data_dir", None,
-        "Where prepared TensorFlow Datasets are (local or gs://) for data flags of the form "
-        "tfds:NAME[/CONFIG][:SPLIT]; default TFDS's own (~/tensorflow_datasets). Nothing is "
-        "downloaded: prepare the dataset there first (tfds build NAME --data_dir=DIR)."),
     # --- Runtime --------------------------------------------------------------
     options.choice(
         "strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
@@ -374,7 +172,26 @@ OPTIONS = options.merge((
     options.integer(
         "steps_per_execution", 1,
         "Optimizer steps run inside one tf.function call (fewer host round trips).", lower=1),
-))
+)
+
+
+def declared_options():
+    """(owner, its options) for the core, every registered task class and every
+    registered technique module, in that order: what OPTIONS is assembled from.
+
+    Example:
+        dict(declared_options())["task image_classification"]  # (Option("image_column", ...), ...)
+    """
+    yield "core", CORE_OPTIONS
+    for name in TASKS:
+        yield f"task {name}", task_class(name).OPTIONS
+    for name in techniques.TECHNIQUES:
+        yield f"technique {name}", getattr(techniques.module(name), "OPTIONS", ())
+
+
+_DECLARED = tuple(declared_options())
+OPTIONS = options.merge(*(group for _, group in _DECLARED),
+                        owners=[owner for owner, _ in _DECLARED])
 OPTION = {option.name: option for option in OPTIONS}
 
 
@@ -564,9 +381,8 @@ def experiment_from_flags():
     return cfg
 
 
-# Data flags a user gives as paths; checked before TensorFlow is imported.
-DATA_FLAGS = ("train_data", "eval_data", "test_data", "replay_data", "retain_eval_data",
-              "unlabeled_data")
+# Data flags a user gives as paths (options.data); checked before TensorFlow is imported.
+DATA_FLAGS = tuple(option.name for option in OPTIONS if option.data)
 
 
 def check_inputs_exist(cfg, names=DATA_FLAGS):

@@ -1,12 +1,13 @@
 """Options, declared once by their owner; absl flags and config.Experiment are made from them.
 
-The core (config.py), each task class, each technique module and the entry points
-declare their options as a tuple of `Option`s (name, default, help, bounds). The
-command-line flags are generated from them (`define_flags`), and so are the fields of
-the frozen `config.Experiment` (same flat names), so a default lives in one place.
-No TensorFlow here: a flag mistake is answered in about a second.
+The core (config.py `CORE_OPTIONS`), each task class (its `OPTIONS` class attribute),
+each technique module (its module-level `OPTIONS`) and the entry points (flags.py
+`CLI_OPTIONS`) declare their options as a tuple of `Option`s (name, default, help,
+bounds). The command-line flags are generated from them (`define_flags`), and so are the
+fields of the frozen `config.Experiment` (same flat names), so a default lives in one
+place. No TensorFlow here: a flag mistake is answered in about a second.
 
-Example:
+Example (tfimitate/techniques/lora.py):
     OPTIONS = (
         options.integer("lora_rank", 0, "Rank of the LoRA adapters; 0: off.", lower=0),
         options.names("lora_targets", ("query", "value"), "Dense layers that get adapters."),
@@ -24,7 +25,9 @@ KINDS = ("string", "integer", "float", "bool", "enum", "list")
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One option: `kind` is string, integer, float, bool, enum (one of `choices`) or list
-    (comma-separated names, a tuple in the Experiment); `lower`/`upper` bound numbers."""
+    (comma-separated names, a tuple in the Experiment); `lower`/`upper` bound numbers;
+    `data` marks a data input (a path or `tfds:` spec) that training checks exists
+    before TensorFlow is imported (config.check_inputs_exist)."""
 
     name: str
     default: Any
@@ -33,6 +36,7 @@ class Option:
     choices: Tuple[str, ...] = ()
     lower: Any = None
     upper: Any = None
+    data: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -65,6 +69,12 @@ def string(name, default, help):
     return Option(name, default, help)
 
 
+def data(name, help):
+    """A data input (path or `tfds:` spec, unset by default), checked to exist before
+    training loads TensorFlow."""
+    return Option(name, None, help, data=True)
+
+
 def integer(name, default, help, lower=None, upper=None):
     return Option(name, default, help, "integer", lower=lower, upper=upper)
 
@@ -85,14 +95,24 @@ def names(name, default, help):
     return Option(name, None if default is None else tuple(default), help, "list")
 
 
-def merge(*groups):
-    """One tuple of the options of `groups`; a name declared twice is a bug of its owners."""
-    found = {}
-    for group in groups:
+def merge(*groups, owners=None):
+    """One tuple of the options of `groups`, in order. A name declared twice is a bug of
+    its owners (`owners`: one name per group, for the message); the same declaration met
+    twice (a task class inheriting its parent's OPTIONS) counts once.
+
+    Example:
+        merge(CORE_OPTIONS, TextClassification.OPTIONS, owners=["core", "task text_classification"])
+    """
+    found, owner_of = {}, {}
+    for index, group in enumerate(groups):
         for option in group:
             if option.name in found:
-                raise ValueError(f"option --{option.name} is declared twice")
+                if found[option.name] is option:
+                    continue
+                by = f" (by {owner_of[option.name]} and {owners[index]})" if owners else ""
+                raise ValueError(f"option --{option.name} is declared twice{by}")
             found[option.name] = option
+            owner_of[option.name] = owners[index] if owners else None
     return tuple(found.values())
 
 

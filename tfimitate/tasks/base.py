@@ -24,6 +24,7 @@ import types
 from typing import (Any, Callable, ClassVar, Dict, List, Mapping, Optional, Protocol,
                     Sequence, Tuple, runtime_checkable)
 
+from tfimitate import options
 from tfimitate.errors import UserError
 
 # Experiment fields every resumed run must keep; a task adds its own in RESUME_FIELDS.
@@ -120,7 +121,8 @@ class Task(abc.ABC):
     Example:
         class TextRegression(Task):
             NAME = "text_regression"
-            RESUME_FIELDS = ("text_column", "label_column")
+            OPTIONS = (options.boolean("standardize", False, "Scale targets to mean 0, std 1."),)
+            RESUME_FIELDS = ("text_column", "label_column", "standardize")
             INPUTS = ("text", "word_pieces")
 
             def load_data(self, cfg): ...
@@ -128,6 +130,9 @@ class Task(abc.ABC):
     """
 
     NAME: ClassVar[str]
+    # The options (tfimitate.options.Option) only this task reads, e.g. its own columns;
+    # config.Experiment gets a field and the command line a flag of the same name for each.
+    OPTIONS: ClassVar[Tuple[Any, ...]] = ()
     # Experiment fields, besides COMMON_RESUME_FIELDS, that a resumed run must keep.
     RESUME_FIELDS: ClassVar[Tuple[str, ...]] = ()
     # The signatures `serving_module` exports (multi-task renames them per subtask).
@@ -283,6 +288,9 @@ def check_task(task_class, name):
     for field in ("RESUME_FIELDS", "SIGNATURES"):
         if not isinstance(getattr(task_class, field), tuple):
             raise TypeError(f"task class {where}: {field} must be a tuple of names")
+    if not (isinstance(task_class.OPTIONS, tuple)
+            and all(isinstance(option, options.Option) for option in task_class.OPTIONS)):
+        raise TypeError(f"task class {where}: OPTIONS must be a tuple of tfimitate.options.Option")
     if "serving_default" not in task_class.SIGNATURES:
         raise TypeError(f"task class {where}: SIGNATURES must hold serving_default")
     return task_class

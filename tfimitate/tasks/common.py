@@ -8,7 +8,7 @@ Example:
 
 from absl import logging
 
-from tfimitate.data import pipelines, readers
+from tfimitate.data import readers
 from tfimitate.errors import UserError
 
 # Real examples kept for the export's parity check and warmup requests.
@@ -64,7 +64,7 @@ def logits_head(features, cfg, num_outputs, name):
 
 
 def training_batches(run, examples, encode, pad_values, texts, keep_word_count=False,
-                     length_key=pipelines.LENGTH_KEY, split_labels=("labels",), untrimmed=()):
+                     split_labels=("labels",), untrimmed=()):
     """Endless, reshuffled-per-pass training batches of raw `examples` (static shapes when
     the strategy needs them, e.g. TPU; a few padded lengths under --jit_compile).
 
@@ -82,22 +82,22 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
         keep_word_count: the labels follow the words, so transforms must keep them.
         split_labels: the features that form the labels (one: the tensor itself; several:
             a dict).
-        untrimmed, length_key: as for `pipelines.encoded`.
+        untrimmed: as for `pipelines.encoded`.
     """
     import tensorflow as tf
 
     from tfimitate import runtime
+    from tfimitate.data import pipelines
 
     cfg = run.cfg
     static = runtime.needs_static_shapes(run.strategy)
     transform = run.text_transform(keep_word_count)
     if transform is None:
         features = pipelines.encoded(tf.data.Dataset.from_tensor_slices(examples), encode,
-                                     length_key, untrimmed=untrimmed)
+                                     untrimmed=untrimmed)
         return pipelines.batches(features, cfg.batch_size, cfg.sequence_length, pad_values,
-                                 shuffle_seed=cfg.seed, repeat=True, length_key=length_key,
-                                 static_length=static, split_labels=split_labels,
-                                 few_shapes=cfg.jit_compile)
+                                 shuffle_seed=cfg.seed, repeat=True, static_length=static,
+                                 split_labels=split_labels, few_shapes=cfg.jit_compile)
 
     def change_texts(example, seed):
         example = dict(example)
@@ -112,6 +112,5 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
 
     return pipelines.transformed_batches(examples, change_texts, encode, cfg.batch_size,
                                          cfg.sequence_length, pad_values, cfg.seed,
-                                         static_length=static, length_key=length_key,
-                                         split_labels=split_labels, untrimmed=untrimmed,
-                                         few_shapes=cfg.jit_compile)
+                                         static_length=static, split_labels=split_labels,
+                                         untrimmed=untrimmed, few_shapes=cfg.jit_compile)

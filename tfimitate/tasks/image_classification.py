@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from tfimitate import backbones, reports
+from tfimitate import backbones, options, reports
 from tfimitate.data import images
 from tfimitate.errors import UserError
 from tfimitate.tasks import common
@@ -49,6 +49,30 @@ class ImageClassification(ClassificationTask):
     """Image classification: the images' side of the classification story (see the module)."""
 
     NAME = "image_classification"
+    OPTIONS = (
+        options.string(
+            "image_column", "path",
+            "image_classification listings (.csv/.tsv/.jsonl): column holding the image path, "
+            "relative to the listing's folder (a name or a 0-based index); tfds: inputs: the "
+            "Image feature's key."),
+        options.boolean(
+            "strict_images", False,
+            "image_classification: stop with an error on files that are not decodable images "
+            "instead of skipping them (they are counted and named in the log either way)."),
+        options.string(
+            "backbone_layer", None,
+            "With a Keras model file as --backbone (.keras/.h5): the layer whose output feeds the "
+            "new head (default: the last feature/pooling layer before the model's classifier)."),
+        options.integer(
+            "image_size", 0,
+            "image_classification: side of the square images the model sees (0: the backbone's "
+            "own input size). Smaller is much faster on CPU.", lower=0),
+        options.choice(
+            "image_normalization", "auto", ["auto", "raw", "unit", "symmetric", "imagenet"],
+            "image_classification: how 0..255 pixels are scaled for the backbone. auto: the "
+            "keras-hub preset's image converter (a Keras model file must contain a Rescaling "
+            "layer); raw: 0..255; unit: 0..1; symmetric: -1..1; imagenet: ImageNet mean/std."),
+    )
     RESUME_FIELDS = ("image_column", "label_column", "backbone_layer", "image_size",
                      "image_normalization")
     INPUTS = ("images",)

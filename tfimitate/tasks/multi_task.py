@@ -31,14 +31,13 @@ Example:
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import weakref
 from typing import Any, Dict
 
-import tensorflow as tf
-
-from tfimitate import files
+from tfimitate import files, options
 from tfimitate.errors import UserError
 from tfimitate.tasks import base
 
@@ -258,32 +257,62 @@ class _SubtaskSignatures:
                 self.signatures[name[len(subtask_name) + 1:]] = function
 
 
-class MultiTaskServer(tf.Module):
-    """What TF Serving runs: each subtask's own serving module, its signatures renamed
-    `<name>` (its serving_default) and `<name>_<signature>`; serving_default is the
-    first subtask's. The run's `name:label` list and each subtask's labels are assets."""
+@functools.lru_cache(maxsize=1)
+def _server_class():
+    import tensorflow as tf
 
-    def __init__(self, servers, assets):
-        super().__init__()
-        for name, asset in assets.items():
-            setattr(self, name, asset)
-        self.servers = list(servers.values())
-        self._names = list(servers)
+    class MultiTaskServer(tf.Module):
+        """What TF Serving runs: each subtask's own serving module, its signatures renamed
+        `<name>` (its serving_default) and `<name>_<signature>`; serving_default is the
+        first subtask's. The run's `name:label` list and each subtask's labels are assets."""
 
-    def serving_signatures(self):
-        """Signature name -> tf.function, as saved in the SavedModel."""
-        signatures = {}
-        for name, server in zip(self._names, self.servers):
-            for signature, function in server.serving_signatures().items():
-                signatures[_exported_name(name, signature)] = function
-        signatures["serving_default"] = signatures[self._names[0]]
-        return signatures
+        def __init__(self, servers, assets):
+            super().__init__()
+            for name, asset in assets.items():
+                setattr(self, name, asset)
+            self.servers = list(servers.values())
+            self._names = list(servers)
+
+        def serving_signatures(self):
+            """Signature name -> tf.function, as saved in the SavedModel."""
+            signatures = {}
+            for name, server in zip(self._names, self.servers):
+                for signature, function in server.serving_signatures().items():
+                    signatures[_exported_name(name, signature)] = function
+            signatures["serving_default"] = signatures[self._names[0]]
+            return signatures
+
+    return MultiTaskServer
 
 
 class MultiTask(base.Task):
     """Multi-task learning: the subtasks' own tasks, combined (see the module)."""
 
     NAME = "multi_task"
+    OPTIONS = (
+        options.names(
+            "subtasks", None,
+            "--task=multi_task: subtask flagfiles (e.g. configs/subtasks/sentiment.cfg,"
+            "configs/subtasks/entities.cfg), each with that subtask's --task, data, columns, "
+            "labels, --subtask_name and --loss_weight; backbone, training and runtime flags stay "
+            "in the main flagfile. The first subtask is the export's serving_default."),
+        options.choice(
+            "task_sampling", "proportional", ["proportional", "temperature", "round_robin"],
+            "--task=multi_task: which subtask each training batch comes from: proportional to "
+            "the subtasks' training examples, temperature (size^(1/--task_temperature)) or "
+            "round_robin."),
+        options.number(
+            "task_temperature", 2.0,
+            "--task_sampling=temperature: 1 is proportional, larger evens the subtasks out.",
+            lower=1.0),
+        options.string(
+            "subtask_name", None,
+            "In a subtask flagfile: the subtask's name (its metrics.json section and signature "
+            "name; default: the file name without .cfg)."),
+        options.number(
+            "loss_weight", 1.0,
+            "In a subtask flagfile: multiplies the subtask's loss.", lower=0.0),
+    )
     RESUME_FIELDS = ("subtasks", "task_sampling", "task_temperature")
     INPUTS = ("text", "word_pieces")
 
@@ -385,6 +414,7 @@ class MultiTask(base.Task):
         """Endless batches, each from one subtask's own `train_dataset`, picked by
         --task_sampling with --seed; every batch holds every subtask's inputs and labels
         (zeros where absent, weight 0), so they share one structure."""
+        import tensorflow as tf
 
         if extras:
             raise UserError("--task=multi_task cannot take per-example training extras (e.g. a "
@@ -482,7 +512,7 @@ class MultiTask(base.Task):
             with open(own_labels, "w") as f:
                 f.write("\n".join(subtask.cfg.labels) + "\n")
             servers[subtask.name] = subtask.task.serving_module(runs[subtask.name], own_labels)
-        return MultiTaskServer(servers, self.serving_assets(labels_file))
+        return _server_class()(servers, self.serving_assets(labels_file))
 
     def serving_examples(self, split):
         """Each subtask's serving examples, keyed `<name>/<input>`."""

@@ -18,15 +18,12 @@ import functools
 import re
 from typing import List, Optional
 
-import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from tfimitate import backbones
-from tfimitate.data import pipelines, readers
+from tfimitate import backbones, options
+from tfimitate.data import readers
 from tfimitate.errors import UserError
-from tfimitate.serving import lengths
 from tfimitate.tasks import common
 from tfimitate.tasks.classification import ClassificationTask
 
@@ -88,6 +85,11 @@ class TextClassification(ClassificationTask):
     """Text classification: the texts' side of the classification story (see the module)."""
 
     NAME = "text_classification"
+    OPTIONS = (
+        options.string(
+            "text_pair_column", None,
+            "Column holding the second text of pair tasks (entailment, paraphrase)."),
+    )
     RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
     INPUTS = ("text", "word_pieces")
 
@@ -154,6 +156,8 @@ class TextClassification(ClassificationTask):
 
     def build_head(self, cfg, backbone, num_outputs):
         """Backbone + dropout + float32 logits on the pooled output (or the first token)."""
+        import keras
+
         inputs = backbone.input
         outputs = backbone(inputs)
         if isinstance(outputs, dict):
@@ -193,6 +197,10 @@ class TextClassification(ClassificationTask):
     def serving_signature(self, run):
         """Raw strings `text` (and `text_pair` with --text_pair_column), tokenized in the
         graph (TF Text ops) and cut to the batch's longest text (serving/lengths.py)."""
+        import tensorflow as tf
+
+        from tfimitate.serving import lengths
+
         preprocessor = run.preprocessor
         specs = {"text": tf.TensorSpec([None], tf.string, name="text")}
         if run.cfg.text_pair_column:
@@ -259,6 +267,8 @@ def _warn_shared_texts(train, scored):
 
 def _examples(split, extra):
     """The split's raw examples: `text` (and `pair`) strings plus the `extra` per-example values."""
+    import tensorflow as tf
+
     examples = {"text": tf.constant(split.texts)}
     if split.pairs is not None:
         examples["pair"] = tf.constant(split.pairs)
@@ -286,6 +296,10 @@ def _pads(preprocessor):
 @functools.lru_cache(maxsize=8)
 def _prediction_batches(split, preprocessor, batch_size, sequence_length):
     """Tokenized, cached batches of (features, example index), built once per split."""
+    import tensorflow as tf
+
+    from tfimitate.data import pipelines
+
     features = pipelines.encoded(
         tf.data.Dataset.from_tensor_slices(
             _examples(split, {"index": np.arange(len(split), dtype=np.int64)})),

@@ -9,7 +9,8 @@ cut into windows, so every word is tagged and scored. Model: a keras-hub
 backbone, dropout and float32 per-piece logits. Metrics: seqeval entity-level
 precision/recall/F1, micro and per type. Serving: `serving_default` takes raw
 sentences (`text`) and returns words, tags, scores and entity spans with byte
-offsets; `tag_words` takes pre-split words.
+offsets; `tag_words` takes pre-split words. The tagging graph both run (and `predict`)
+is tasks/tagger.py.
 
 Example:
     task = TokenClassification()
@@ -20,17 +21,13 @@ Example:
 import dataclasses
 from typing import List, Optional
 
-import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from tfimitate import backbones
-from tfimitate.data import conll, pipelines, readers, splits, tfds_source
+from tfimitate import backbones, options
+from tfimitate.data import conll, readers, splits, tfds_source
 from tfimitate.errors import UserError
-from tfimitate.serving.module import ServingModule
-from tfimitate.tasks import base, common, inference, ner_skew, ner_words
-from tfimitate.tasks.entity_spans import entity_spans
+from tfimitate.tasks import base, common
 
 PREDICT_BATCH = 64
 # Served entity F1 this far below the in-framework F1 is worth a warning.
@@ -69,6 +66,12 @@ class TokenClassification(base.Task):
     """Token classification: one tag per word (see the module)."""
 
     NAME = "token_classification"
+    OPTIONS = (
+        options.choice(
+            "tagging_scheme", "auto", ["auto", "iob2", "iobes"],
+            "token_classification: tag scheme of the data. auto: iobes if any tag starts "
+            "with E- or S-, else iob2. I- tags that follow O (IOB1) become B- with a warning."),
+    )
     RESUME_FIELDS = ("tagging_scheme",)
     SIGNATURES = ("serving_default", "tag_words")  # what serving_module exports
     INPUTS = ("text", "word_pieces")
@@ -111,6 +114,10 @@ class TokenClassification(base.Task):
         dropped."""
         del column
         if readers.base_suffix(path) == ".txt":
+            import tensorflow as tf
+
+            from tfimitate.tasks import ner_words
+
             lines = common.read_text_lines(path, flag, "sentence")
             words = ner_words.split_words(tf.constant([line for _, line in lines])).words.to_list()
             extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row))
@@ -139,6 +146,8 @@ class TokenClassification(base.Task):
 
     def build_head(self, cfg, backbone, num_outputs):
         """Backbone + dropout + float32 logits per word piece."""
+        import keras
+
         for layer in backbone.layers:
             if layer.name == "pooled_dense":  # a tagger never uses the pooled output: no gradient
                 layer.trainable = False
@@ -150,6 +159,9 @@ class TokenClassification(base.Task):
 
     def example_loss(self, labels, outputs):
         """Per-example mean cross-entropy over first pieces; labels are tag id + 1, 0 = ignored."""
+        import keras
+        import tensorflow as tf
+
         mask = tf.cast(labels > 0, tf.float32)
         losses = keras.losses.sparse_categorical_crossentropy(
             tf.maximum(labels - 1, 0), outputs, from_logits=True)
@@ -168,6 +180,11 @@ class TokenClassification(base.Task):
     def probabilities(self, run, split):
         """Tag probabilities of every word of `split` ([words, tags], flat, file order), via
         its first piece."""
+        import tensorflow as tf
+
+        from tfimitate.data import pipelines
+        from tfimitate.tasks import inference
+
         total = sum(len(s.words) for s in split.sentences)
         features = _windows(split.sentences, run.preprocessor, {"word_ids": range(1, total + 1)})
         dataset = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length,
@@ -220,6 +237,8 @@ class TokenClassification(base.Task):
     def evaluate_saved_model(self, saved_model, split, labels):
         """Entity-level metrics of an exported tagger, from the tags its `tag_words` signature
         gives the split's words (so perturbed words stay aligned with the gold tags)."""
+        import tensorflow as tf
+
         del labels  # seqeval compares tag strings
         tag = saved_model.signatures["tag_words"]
         predicted = []
@@ -241,6 +260,10 @@ class TokenClassification(base.Task):
 
     def predict(self, run, split):
         """One record per sentence: words, tags, per-word scores and entities."""
+        import tensorflow as tf
+
+        from tfimitate.tasks.tagger import Tagger
+
         tagger = Tagger(run.model, run.preprocessor)  # runs on the default device
         if split.texts is not None:
             tag, inputs, key = tf.function(tagger.tag_text), split.texts, "text"
@@ -257,6 +280,8 @@ class TokenClassification(base.Task):
 
     def serving_module(self, run, labels_file):
         """The tf.Module to save: `serving_default` tags raw sentences, `tag_words` split words."""
+        from tfimitate.tasks.tagger import TokenTaggerServer
+
         return TokenTaggerServer(run.model, run.preprocessor, self.serving_assets(labels_file))
 
     def serving_examples(self, split):
@@ -265,6 +290,11 @@ class TokenClassification(base.Task):
 
     def parity(self, run, examples):
         """Both signatures' inputs and the in-memory model's outputs for them, run eagerly."""
+        import tensorflow as tf
+
+        from tfimitate.tasks import ner_words
+        from tfimitate.tasks.tagger import Tagger
+
         tagger = Tagger(run.model, run.preprocessor)
         text = tf.constant(examples["text"])
         words = {"words": ner_words.split_words(text).words.to_tensor("")}
@@ -320,6 +350,8 @@ def tag_set(split, tagging_scheme):
 def _examples(sentences, values):
     """Raw examples: each sentence's `words` and, per name of `values` (one int, or one
     float row, per word, flat, in order), its words' values, as ragged rows."""
+    import tensorflow as tf
+
     lengths = [len(s.words) for s in sentences]
     rows = lambda flat, dtype: tf.RaggedTensor.from_row_lengths(tf.constant(flat, dtype), lengths)
     examples = {"words": rows([w for s in sentences for w in s.words], tf.string)}
@@ -341,6 +373,10 @@ def _encoder(preprocessor):
 
 def _windows(sentences, preprocessor, values):
     """Cached tf.data of word-piece windows, one element each, trimmed to its length."""
+    import tensorflow as tf
+
+    from tfimitate.data import pipelines
+
     return pipelines.encoded(tf.data.Dataset.from_tensor_slices(_examples(sentences, values)),
                              _encoder(preprocessor))
 
@@ -401,6 +437,11 @@ def served_skew(run, split, predicted_tags):
     the export graph's `Tagger.tag_text`. The span scores are ner_skew.span_scores'
     (type, byte start, byte end) P/R/F1 against the gold entities.
     """
+    import tensorflow as tf
+
+    from tfimitate.tasks import ner_skew
+    from tfimitate.tasks.tagger import Tagger
+
     match = ner_skew.word_match(split.sentences)
     predicted = [ner_skew.gold_spans(sentence._replace(tags=tags))
                  for sentence, tags in zip(split.sentences, predicted_tags)]
@@ -414,62 +455,6 @@ def served_skew(run, split, predicted_tags):
     return match, ner_skew.span_scores([ner_skew.gold_spans(s) for s in split.sentences], predicted)
 
 
-class Tagger:
-    """Words in, tags and entity spans out, in TF ops: the export graph and `predict`.
-
-    Example:
-        outputs = Tagger(model, preprocessor).tag_text(tf.constant(["Peter lives in Paris ."]))
-        # outputs["tags"] [[b"B-PER", b"O", b"O", b"B-LOC", b"O"]], outputs["entity_start"] [[0, 15]]
-    """
-
-    def __init__(self, model, preprocessor):
-        self.model = model
-        self.windows = preprocessor.windows
-        self.labels = tf.constant(preprocessor.labels)
-
-    def _tag(self, words):
-        flat_ids = tf.range(1, tf.size(words.flat_values, out_type=tf.int64) + 1)
-        features = self.windows(words, {"word_ids": flat_ids})
-        logits = self.model({k: features[k] for k in self.windows.input_names}, training=False)
-        probs = tf.nn.softmax(tf.boolean_mask(tf.cast(logits, tf.float32), features["word_ids"] > 0))
-        tags = words.with_flat_values(tf.gather(self.labels, tf.argmax(probs, axis=-1)))
-        return tags, words.with_flat_values(probs)
-
-    def tag_text(self, text):
-        """Splits raw sentences (tf.string [B]) into words; entity offsets are bytes of `text`."""
-        words, starts, ends = ner_words.split_words(text)  # as NER corpora split words
-        tags, probs = self._tag(words)
-        spans = entity_spans(tags)
-        start = tf.gather(starts.flat_values, spans.first)
-        end = tf.gather(ends.flat_values, spans.last)
-        entity_text = tf.strings.substr(tf.gather(text, spans.rows), start, end - start)
-        return _outputs(words, tags, probs, spans, entity_text, start, end)
-
-    def tag_words(self, words):
-        """Tags pre-split words (tf.string [B, W], "" padded); entity offsets are word indices."""
-        words = tf.RaggedTensor.from_tensor(words, padding="").with_row_splits_dtype(tf.int64)
-        tags, probs = self._tag(words)
-        spans = entity_spans(tags)
-        row_start = tf.gather(words.row_splits, spans.rows)
-        entity_words = tf.gather(words.flat_values, tf.ragged.range(spans.first, spans.last + 1))
-        entity_text = tf.strings.reduce_join(entity_words, axis=-1, separator=" ")
-        return _outputs(words, tags, probs, spans, entity_text, spans.first - row_start,
-                        spans.last + 1 - row_start)
-
-
-def _outputs(words, tags, probs, spans, entity_text, start, end):
-    per_entity = lambda values, pad: tf.RaggedTensor.from_value_rowids(
-        values, spans.rows, nrows=words.nrows()).to_tensor(pad)
-    return {
-        "words": words.to_tensor(""), "tags": tags.to_tensor(""),
-        "scores": tf.reduce_max(probs, axis=-1).to_tensor(0.0),
-        "probabilities": probs.to_tensor(0.0),
-        "entity_text": per_entity(entity_text, ""), "entity_type": per_entity(spans.types, ""),
-        "entity_start": per_entity(tf.cast(start, tf.int64), -1),
-        "entity_end": per_entity(tf.cast(end, tf.int64), -1),
-    }
-
-
 def _record(key, item, outputs, i):
     n = int(np.sum(outputs["words"][i] != b""))
     entities = [{"text": text.decode(), "type": kind.decode(), "start": int(start), "end": int(end)}
@@ -480,24 +465,3 @@ def _record(key, item, outputs, i):
             "tags": [t.decode() for t in outputs["tags"][i][:n]],
             "scores": [round(float(s), 6) for s in outputs["scores"][i][:n]],
             "entities": entities}
-
-
-class TokenTaggerServer(ServingModule):
-    """What TF Serving runs: `serving_default` on raw sentences, `tag_words` on split words."""
-
-    def __init__(self, model, preprocessor, assets):
-        super().__init__(model=model)
-        self.tokenizer = preprocessor.tokenizer
-        for name, asset in assets.items():  # ships labels.txt with the model
-            setattr(self, name, asset)
-        tagger = Tagger(model, preprocessor)
-        self.serve = tf.function(tagger.tag_text, input_signature=[
-            tf.TensorSpec([None], tf.string, name="text")])
-        self.tag_words = tf.function(tagger.tag_words, input_signature=[
-            tf.TensorSpec([None, None], tf.string, name="words")])
-
-    def serving_signatures(self):
-        """Signature name -> tf.function, as saved in the SavedModel."""
-        return dict(zip(TokenClassification.SIGNATURES, (self.serve, self.tag_words)))
-
-

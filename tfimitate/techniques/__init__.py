@@ -2,9 +2,12 @@
 
 One module per technique (distillation a sub-package), each with the hooks of
 `tfimitate.training.hooks.Technique` and a `from_config(cfg)` returning its Technique,
-or None when its flags leave it off (UserError for flags it cannot take). A module may
-also list `RESUME_FIELDS`: experiment fields a resumed run must keep. `parts.py` finds
-the backbone and its parts (embeddings, layers, pooler) for all of them.
+or None when its flags leave it off (UserError for flags it cannot take). A module
+declares its own options in a module-level `OPTIONS` tuple (tfimitate/options.py; they
+become config.Experiment fields and flags of the same names) and may list
+`RESUME_FIELDS`: experiment fields a resumed run must keep. A technique module imports
+TensorFlow only inside what uses it (config imports every module to read its OPTIONS).
+`parts.py` finds the backbone and its parts (embeddings, layers, pooler) for all of them.
 
 `chosen(cfg)` returns the techniques the flags ask for, sorted by their `order`, after
 one check that refuses, in one sentence naming both flags, before any work:
@@ -17,6 +20,8 @@ workflow know no technique by name. This module imports no TensorFlow.
 
 Adding a technique is one module plus one line in TECHNIQUES (and its sample flags in
 tests/test_technique_contract.py), e.g. tfimitate/techniques/double.py:
+    OPTIONS = (options.boolean("double_loss", False, "Double the loss (a demo)."),)
+
     class Double(Technique):
         name, flag, order = "double", "--double_loss", 100
         claims = {"student_forward"}
@@ -77,14 +82,18 @@ def chosen(cfg, restore_run=None):
     """
     from tfimitate.tasks import get_task
 
-    found = [technique for module in TECHNIQUES.values()
-             for technique in [importlib.import_module(module).from_config(cfg)]
+    found = [technique for name in TECHNIQUES for technique in [module(name).from_config(cfg)]
              if technique is not None]
     found.sort(key=lambda technique: technique.order)
     check(found, cfg.task, get_task(cfg.task).INPUTS)
     for technique in found:
         technique.restore_run = restore_run
     return found
+
+
+def module(name):
+    """The module of the technique registered under `name` (imported, no TensorFlow)."""
+    return importlib.import_module(TECHNIQUES[name])
 
 
 def check(techniques, task_name, task_inputs):
@@ -224,5 +233,5 @@ def finish(techniques, task, run, data, write):
 
 def resume_fields():
     """Experiment fields of every registered technique that a resumed run must keep."""
-    return tuple(field for module in TECHNIQUES.values()
-                 for field in getattr(importlib.import_module(module), "RESUME_FIELDS", ()))
+    return tuple(field for name in TECHNIQUES
+                 for field in getattr(module(name), "RESUME_FIELDS", ()))

@@ -25,9 +25,29 @@ Example:
 import contextlib
 import threading
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques import parts
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.string(
+        "adversarial", "none",
+        "Adversarial training on the token embeddings: fgm (one step of size --adv_epsilon), "
+        "pgd (--adv_steps steps of --adv_alpha, projected onto --adv_epsilon), freelb "
+        "(--adv_steps steps, their losses averaged), or none. Roughly 2x (fgm) to "
+        "(steps+1)x the time per step."),
+    options.number(
+        "adv_epsilon", 0.1,
+        "Largest L2 norm of one example's embedding perturbation (all its positions); "
+        "MiniLM-L6's token embeddings have norms near 1, and 0.3 already slowed SST-2 training."),
+    options.number(
+        "adv_alpha", 0.03,
+        "Size of each pgd/freelb ascent step (and freelb's random start)."),
+    options.integer(
+        "adv_steps", 3,
+        "Ascent steps of pgd and freelb."),
+)
 
 METHODS = ("fgm", "pgd", "freelb")
 

@@ -21,8 +21,22 @@ Example:
         --augment=word_dropout:0.1,swap:0.05,mask:0.1,char_noise:0.05 --augment_prob=0.5
 """
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.string(
+        "augment", "",
+        "Text augmentation of the training data, NAME:RATE,...: word_dropout (delete words), "
+        "swap (swap neighbouring words), char_noise (a typo in a word), mask / unk (replace "
+        "word pieces with [MASK] / [UNK]); RATE is per word or piece. token_classification "
+        "takes only char_noise, mask and unk (they keep words and tags aligned). Seeded, "
+        "new every pass, training only."),
+    options.number(
+        "augment_prob", 0.5,
+        "Probability that a training example is augmented on a pass."),
+)
 
 WORD_OPERATIONS = ("word_dropout", "swap", "char_noise")  # in the order they are applied
 PIECE_OPERATIONS = ("mask", "unk")

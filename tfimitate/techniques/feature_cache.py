@@ -29,9 +29,18 @@ import time
 import numpy as np
 from absl import logging
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques import transfer
 from tfimitate.training.hooks import Examples, Technique
+
+OPTIONS = (
+    options.boolean(
+        "cache_frozen_features", False,
+        "While --freeze_backbone_steps keeps the backbone frozen, train the head on the "
+        "backbone's features computed once per training example (inference mode) instead of "
+        "running the backbone at every step. Not with --image_augment/--augment/--adversarial."),
+)
 
 # The extra (per training example) holding its row in the feature table.
 INDEX_EXTRA = "frozen_feature_row"

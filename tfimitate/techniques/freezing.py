@@ -13,9 +13,21 @@ Example:
     python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --freeze=embeddings,layers:0-2
 """
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques import parts as backbone_parts
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.names(
+        "freeze", None,
+        "Backbone parts that never train: `embeddings`, `layers:I-J` (0-based, inclusive) or "
+        "`layers:I`, `backbone`, or a backbone layer's name (e.g. pooled_dense)."),
+    options.integer(
+        "unfreeze_every_steps", 0,
+        "If > 0, gradual unfreezing: training starts with the backbone frozen and every this "
+        "many steps the next layer from the top starts to train (embeddings last).", lower=0),
+)
 
 RESUME_FIELDS = ("freeze", "unfreeze_every_steps")
 

@@ -12,8 +12,17 @@ Example:
     train_ds = technique.adapt_dataset(train_ds, cfg)
 """
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.names(
+        "image_augment", None,
+        "image_classification: training-only, seeded augmentation with Keras preprocessing "
+        "layers, as name[:strength] items: flip, rotation:0.1, zoom:0.1, translation:0.1, "
+        "crop:0.1, contrast:0.2, brightness:0.2, mixup:0.2, cutmix:1.0."),
+)
 
 # name -> (default strength, what the strength means)
 AUGMENTATIONS = {

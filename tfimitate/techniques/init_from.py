@@ -18,10 +18,22 @@ import os
 
 from absl import logging
 
-from tfimitate import files, techniques
+from tfimitate import files, options, techniques
 from tfimitate.errors import UserError
 from tfimitate.techniques import parts
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.string(
+        "init_from", None,
+        "Start from the newest checkpoint of another run (its model_dir) of the same task and "
+        "backbone instead of the pretrained backbone; the head is kept when the labels match "
+        "(or are mapped with --label_map). With --l2sp the anchor is that run's weights."),
+    options.names(
+        "label_map", None,
+        "With --init_from: NEW=OLD pairs naming, for labels of this run, the label of the "
+        "--init_from run whose head row they continue (e.g. fresh=1,rotten=0)."),
+)
 
 RESUME_FIELDS = ("init_from", "label_map")
 

@@ -11,8 +11,16 @@ Example:
     python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --l2sp=0.01
 """
 
+from tfimitate import options
 from tfimitate.techniques import parts
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.number(
+        "l2sp", 0.0,
+        "L2-SP: adds l2sp/2 * squared distance of the backbone's weights to their starting "
+        "(pretrained) values to the loss, alongside --weight_decay. 0: off.", lower=0.0),
+)
 
 RESUME_FIELDS = ("l2sp",)
 

@@ -9,9 +9,17 @@ Example:
     python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --layer_lr_decay=0.9
 """
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques.parts import Parts
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.number(
+        "layer_lr_decay", 1.0,
+        "Layer-wise learning-rate decay: layer i of L trains at rate * decay^(L - i), the "
+        "embeddings at decay^(L + 1), the head at the full rate. 1.0: off.", lower=0.0, upper=1.0),
+)
 
 RESUME_FIELDS = ("layer_lr_decay",)
 

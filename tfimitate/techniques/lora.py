@@ -20,9 +20,30 @@ Example:
 import os
 import tempfile
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques import parts
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.integer(
+        "lora_rank", 0,
+        "If > 0, train low-rank adapters (LoRA) of this rank on the --lora_targets layers of "
+        "the backbone, which is otherwise frozen; only the adapters and the head train. The "
+        "export merges the adapters into the dense kernels.", lower=0),
+    options.number(
+        "lora_alpha", None,
+        "LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B "
+        "(default: lora_rank, a scale of 1).", lower=0.0),
+    options.names(
+        "lora_targets", ["query", "value"],
+        "Names of the backbone's dense layers that get adapters (e.g. query,key,value,"
+        "attention_output,feedforward_intermediate_dense)."),
+    options.boolean(
+        "save_adapters_only", False,
+        "With --lora_rank: checkpoints hold only the weights that train (adapters and head); "
+        "the frozen backbone is reloaded from --backbone when resuming or exporting."),
+)
 
 RESUME_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "save_adapters_only")
 LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")

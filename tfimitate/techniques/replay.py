@@ -17,8 +17,20 @@ import dataclasses
 
 from absl import logging
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.data(
+        "replay_data",
+        "Old training data (same format, columns and labels as --train_data) mixed into every "
+        "batch, against forgetting it."),
+    options.number(
+        "replay_fraction", 0.2,
+        "With --replay_data: share of every batch that is old data (added to --batch_size new "
+        "examples).", lower=0.0, upper=0.9),
+)
 
 RESUME_FIELDS = ("replay_data", "replay_fraction")
 

@@ -14,7 +14,15 @@ Example:
 
 import dataclasses
 
+from tfimitate import options
 from tfimitate.training.hooks import Technique
+
+OPTIONS = (
+    options.data(
+        "retain_eval_data",
+        "Old evaluation data (same format as --eval_data), scored before training and at every "
+        "evaluation; metrics.json and TensorBoard get retain_score and forgetting (before - now)."),
+)
 
 RESUME_FIELDS = ("retain_eval_data",)
 

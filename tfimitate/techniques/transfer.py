@@ -18,9 +18,26 @@ Example:
 
 import functools
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques import parts
 from tfimitate.training.hooks import Phase, Technique
+
+OPTIONS = (
+    options.integer(
+        "freeze_backbone_steps", 0,
+        "Transfer recipe, phase 1: train only the head for this many steps, the backbone frozen "
+        "(its BatchNorm layers in inference mode) at --learning_rate; then phase 2 fine-tunes "
+        "at --fine_tune_learning_rate. 0: no frozen phase.", lower=0),
+    options.integer(
+        "fine_tune_layers", 0,
+        "Transfer recipe, phase 2: unfreeze only the top N backbone layers that have weights "
+        "(0: all of them).", lower=0),
+    options.number(
+        "fine_tune_learning_rate", 0.0,
+        "Transfer recipe, phase 2: peak learning rate after the frozen phase (0: --learning_rate "
+        "/ 10).", lower=0.0),
+)
 
 RESUME_FIELDS = ("freeze_backbone_steps", "fine_tune_layers", "fine_tune_learning_rate")
 FLAGS = "--freeze_backbone_steps/--fine_tune_layers"

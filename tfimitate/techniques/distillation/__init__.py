@@ -30,8 +30,61 @@ import os
 import numpy as np
 from absl import logging
 
+from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.training.hooks import Examples, Technique
+
+OPTIONS = (
+    options.string(
+        "teacher", None,
+        "Distil from this teacher (off when unset): a tfimitate run directory (its best or "
+        "newest checkpoint), a SavedModel (version directory, or the folder of numbered "
+        "versions: the newest) whose signature takes strings and returns class probabilities "
+        "or logits, or a TF Serving model grpc://HOST:PORT/MODEL[:SIGNATURE]."),
+    options.string(
+        "teacher_signature", None,
+        "Signature of a SavedModel/served teacher (default: serving_default; tag_words for "
+        "token_classification)."),
+    options.string(
+        "teacher_output", None,
+        "Output of the teacher's signature holding class probabilities or logits (default: "
+        "`probabilities`, else `logits`)."),
+    options.names(
+        "teacher_label_map", None,
+        "TEACHER:STUDENT label pairs when the teacher's labels differ from the student's "
+        "(several teacher labels may map to one student label; unmapped ones are dropped)."),
+    options.integer(
+        "teacher_batch_size", 64,
+        "Examples per teacher call (one Predict request).", lower=1),
+    options.number(
+        "teacher_timeout", 60.0,
+        "grpc:// teacher: deadline of each Predict request in seconds (retried 3 times with "
+        "backoff).", lower=0.001),
+    options.data(
+        "unlabeled_data",
+        "Unlabelled text added to the transfer set (learned from the teacher only): .txt one "
+        "text per line, or a table read with --unlabeled_column (token_classification: .txt "
+        "sentences or CoNLL/JSONL words)."),
+    options.string(
+        "unlabeled_column", None,
+        "Column of --unlabeled_data holding the text (default: --text_column)."),
+    options.number(
+        "distill_temperature", 2.0,
+        "Softmax temperature of teacher and student in the KL term (scaled by T^2).", lower=0.01),
+    options.number(
+        "distill_alpha", 0.5,
+        "Weight of the cross-entropy on gold labels (where present); the KL to the teacher "
+        "gets 1 - alpha.", lower=0.0, upper=1.0),
+    options.integer(
+        "student_layers", 0,
+        "If > 0, the student is the teacher's backbone (--backbone, which must be the "
+        "teacher's) cut to this many transformer layers, initialised from the teacher run's "
+        "weights.", lower=0),
+    options.choice(
+        "student_layer_choice", "every_other", ["every_other", "bottom"],
+        "Which teacher layers a cut student keeps: spread evenly up to the top layer "
+        "(every_other: 2nd, 4th, 6th of 6) or the bottom K."),
+)
 
 CACHE_SUBDIR = "teacher_outputs"
 # The transfer set and the student's shape: a resumed run must keep them.
