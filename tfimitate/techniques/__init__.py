@@ -73,7 +73,7 @@ INPUTS = {"text": "text", "word_pieces": "word pieces", "images": "images"}
 def chosen(cfg, restore_run=None):
     """The techniques `cfg` asks for, in their order, checked together against the task.
 
-    `restore_run(model_dir) -> (task, Run, step)` (the workflow's restore) is lent to
+    `restore_run(model_dir) -> (task, Run, step)` (`tfimitate.runs.restore`) is lent to
     each technique as `restore_run`: init_from and a distillation teacher run read
     another run through it (techniques import no workflow). Checking flags needs none.
 

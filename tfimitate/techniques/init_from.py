@@ -1,7 +1,7 @@
 """Continue another run's model (a technique): `--init_from=RUN_DIR [--label_map=NEW=OLD,...]`.
 
 Before training, the newest checkpoint of RUN_DIR (a run of the same task and backbone)
-is restored (through `restore_run`, the workflow's restore lent by techniques.chosen)
+is restored (through `restore_run`, `tfimitate.runs.restore` lent by techniques.chosen)
 as that run would serve it (LoRA adapters merged), and its weights are copied
 into this run's model by name. The head is kept when both runs have the same labels;
 otherwise every label of this run must be one of RUN_DIR's, by name or through

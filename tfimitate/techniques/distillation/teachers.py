@@ -13,7 +13,7 @@ A served model's label names come from its assets/labels.txt (every tfimitate ex
 has one), else from a string output naming each row's top class (`label`, `tags`) on
 the probe examples, else they are the column numbers ("0", "1", ...).
 
-A run teacher is restored with `restore_run` (the workflow's restore, lent to the
+A run teacher is restored with `restore_run` (`tfimitate.runs.restore`, lent to the
 technique by techniques.chosen; techniques import no workflow).
 
 Example:
