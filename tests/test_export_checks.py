@@ -34,10 +34,15 @@ def checks(x, y):
     return {"serving_default": ({"x": tf.constant(x)}, {"y": np.array(y)})}
 
 
-def test_servable_ops_include_core_and_tf_text_but_not_python_callbacks():
-    ops = op_audit.servable_ops()
-    assert {"MatMul", "StatefulPartitionedCall", "FastWordpieceTokenizeWithOffsets"} <= ops
-    assert not {"PyFunc", "EagerPyFunc"} & ops
+def test_every_release_lists_core_and_tf_text_ops_and_the_trim_only_from_tf_text_2_13():
+    from tfimitate.serving import releases
+
+    for release in releases.RELEASES:
+        ops = op_audit.op_list(release)["ops"]
+        assert {"MatMul", "StatefulPartitionedCall", "FastWordpieceTokenizeWithOffsets",
+                "SentencepieceOp", "DecodeImage"} <= set(ops), release
+        trims = "TFText>RoundRobinTrim" in ops
+        assert trims == (releases.RELEASES[release].tensorflow_text >= "2.13"), release
 
 
 def test_py_function_fails_the_export_and_leaves_nothing(tmp_path):

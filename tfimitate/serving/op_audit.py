@@ -50,32 +50,6 @@ class Node:
         return f"node '{self.name}'" + (f" of function {self.function}" if self.function else "")
 
 
-def tf_text_ops():
-    """Names of the ops registered by the installed tensorflow-text's kernel libraries."""
-    import glob
-
-    import tensorflow_text
-    from tensorflow.core.framework import op_def_pb2
-    from tensorflow.python.client import pywrap_tf_session
-
-    names = set()
-    library_dir = os.path.join(os.path.dirname(tensorflow_text.__file__), "python", "ops")
-    for path in glob.glob(os.path.join(library_dir, "*.so")):
-        handle = pywrap_tf_session.TF_LoadLibrary(path)
-        try:
-            op_list = op_def_pb2.OpList.FromString(pywrap_tf_session.TF_GetOpList(handle))
-        finally:
-            pywrap_tf_session.TF_DeleteLibraryHandle(handle)
-        names.update(op.name for op in op_list.op)
-    return names
-
-
-def servable_ops():
-    """Every op name the installed TensorFlow + TF Text register, minus Python callbacks."""
-    core = {name for name in dir(tf.raw_ops) if not name.startswith("_")}
-    return (core | tf_text_ops()) - PYTHON_OPS
-
-
 @functools.lru_cache(maxsize=None)
 def op_list(release):
     """{"tensorflow", "tensorflow_text", "ops": {op: {attr: [default text, allowed types]}}}."""
