@@ -32,7 +32,6 @@ import numpy as np
 from tfimitate.errors import UserError
 from tfimitate.serving import releases
 
-OP_LIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_lists")
 DEFAULT_ENVIRONMENTS = os.path.join(os.path.expanduser("~"), ".cache", "tfimitate", "serving-envs")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -60,7 +59,7 @@ def runtime_environment(release, root):
 
 
 def _dump(python, which):
-    script = os.path.join(OP_LIST_DIR, "dump_ops.py")
+    script = os.path.join(releases.OP_LIST_DIR, "dump_ops.py")
     result = subprocess.run([python, script, which], check=True, capture_output=True, text=True)
     return json.loads(result.stdout)
 
@@ -77,7 +76,7 @@ def build_op_lists(root, keep_environments=False):
         listing = {"serving_release": key, "tensorflow": core["tensorflow"],
                    "tensorflow_text": text["tensorflow_text"],
                    "ops": {**core["ops"], **text["ops"]}, "tf_text_ops": sorted(text["ops"])}
-        with gzip.open(os.path.join(OP_LIST_DIR, f"{key}.json.gz"), "wt") as f:
+        with gzip.open(os.path.join(releases.OP_LIST_DIR, f"{key}.json.gz"), "wt") as f:
             json.dump(listing, f, sort_keys=True)
         print(f"{key}: TensorFlow {core['tensorflow']} ({len(core['ops'])} ops) + TF Text "
               f"{text['tensorflow_text']} ({len(text['ops'])} ops)", flush=True)

@@ -27,7 +27,7 @@ from absl import logging
 from tfimitate import files
 from tfimitate.errors import UserError
 from tfimitate.serving import session_loader, trimming
-from tfimitate.serving.op_audit import ExportError, audit_saved_model, supported_releases
+from tfimitate.serving.op_audit import ExportError, audit
 
 TEMPORARY_PREFIX = ".tmp-"
 # Which run and checkpoint step a version was exported from (TF Serving ignores assets.extra).
@@ -74,12 +74,12 @@ def record_source(version_dir, source):
     files.write_atomically(os.path.join(version_dir, SOURCE_FILE), json.dumps(source))
 
 
-def record_serving(version_dir, release, requested):
+def record_serving(version_dir, release, requested, loads_on):
     """Writes the export's serving provenance: the target release (the one asked for, or the
     oldest that has every op), every release whose ops it uses, the checking TensorFlow."""
     files.write_atomically(os.path.join(version_dir, SERVING_FILE), json.dumps({
         "serving_version": release, "requested_serving_version": requested,
-        "loads_on": supported_releases(version_dir), "checked_with": {
+        "loads_on": loads_on, "checked_with": {
             "tensorflow": tf.__version__, "loader": "C++ LoadSavedModel (TF C API session)"},
     }, indent=1))
 
@@ -135,12 +135,12 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
             signatures = {name: function.get_concrete_function()
                           for name, function in functions.items()}
             tf.saved_model.save(module, temporary, signatures=signatures)  # may trace again
-        release = audit_saved_model(temporary, serving_version)
+        release, loads_on = audit(temporary, serving_version)
         reloaded = tf.saved_model.load(temporary)
         for name, (inputs, expected) in checks.items():
             check_parity(reloaded.signatures[name], inputs, expected, name)
         check_session_parity(temporary, checks)
-        record_serving(temporary, release, serving_version)
+        record_serving(temporary, release, serving_version, loads_on)
         if write_extras is not None:
             write_extras(temporary)
         if files.is_remote(final):

@@ -8,7 +8,7 @@ and changes the computation otherwise. `tf.py_function` calls back into Python,
 which no server has. The op lists per release are `op_lists/<release>.json.gz`.
 
 Example:
-    release = audit_saved_model("saved_models/sst2/.tmp-3")          # oldest it loads on
+    release, loads_on = audit("saved_models/sst2/.tmp-3")  # oldest it loads on, and all
     audit_saved_model("saved_models/sst2/.tmp-3", serving_version="2.12")  # or ExportError
 """
 
@@ -31,7 +31,6 @@ PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 # Attributes that only name or describe a node: an older TensorFlow drops them unharmed
 # (VarHandleOp's debug_name, written from TF 2.15, seen loading on TF 2.12.1).
 NAMING_ATTRS = frozenset({"debug_name"})
-OP_LIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_lists")
 
 
 class ExportError(UserError):
@@ -53,7 +52,7 @@ class Node:
 @functools.lru_cache(maxsize=None)
 def op_list(release):
     """{"tensorflow", "tensorflow_text", "ops": {op: {attr: [default text, allowed types]}}}."""
-    with gzip.open(os.path.join(OP_LIST_DIR, f"{release}.json.gz"), "rt") as f:
+    with gzip.open(os.path.join(releases.OP_LIST_DIR, f"{release}.json.gz"), "rt") as f:
         return json.load(f)
 
 
@@ -86,12 +85,21 @@ def _producer_defaults(meta_graph):
 
 def problems(meta_graph, release):
     """Sentences naming what `release` cannot run as exported (empty: it loads)."""
+    return _problems(graph_nodes(meta_graph), _producer_defaults(meta_graph), release)
+
+
+def release_problems(meta_graph):
+    """{release: its problems} for every release, oldest first, the graph walked once."""
+    nodes, defaults = graph_nodes(meta_graph), _producer_defaults(meta_graph)
+    return {release: _problems(nodes, defaults, release) for release in releases.RELEASES}
+
+
+def _problems(nodes, defaults, release):
     listing = op_list(release)
     server = (f"TF Serving {release} (TensorFlow {listing['tensorflow']} + TF Text "
               f"{listing['tensorflow_text']})")
-    defaults = _producer_defaults(meta_graph)
     found = []
-    for node in graph_nodes(meta_graph):
+    for node in nodes:
         known = listing["ops"].get(node.op)
         if node.op in PYTHON_OPS:
             found.append(f"op {node.op} ({node.where()}) calls back into Python, which no "
@@ -121,23 +129,30 @@ def problems(meta_graph, release):
 
 def supported_releases(export_path):
     """The releases (oldest first) whose TensorFlow + TF Text have every op the export uses."""
-    meta_graph = _read(export_path)
-    return [release for release in releases.RELEASES if not problems(meta_graph, release)]
+    return [release for release, found in release_problems(_read(export_path)).items()
+            if not found]
 
 
-def audit_saved_model(export_path, serving_version=None):
+def audit(export_path, serving_version=None):
     """Checks the export against `serving_version` (None: the oldest release that can load
-    it); returns that release, or raises ExportError naming the first problem."""
-    meta_graph = _read(export_path)
-    candidates = list(releases.RELEASES)
+    it); returns (that release, every release that loads it, oldest first), or raises
+    ExportError naming the first problem."""
+    found = release_problems(_read(export_path))
+    loads_on = [release for release, problems_of in found.items() if not problems_of]
     if serving_version is not None:
-        candidates = [releases.release(serving_version)]
-    for release in candidates:
-        found = problems(meta_graph, release)
-        if not found:
-            return release
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        target = releases.release(serving_version)
+    else:
+        target = loads_on[0] if loads_on else list(found)[-1]
+    if not found[target]:
+        return target, loads_on
+    first, more = found[target][0], len(found[target]) - 1
+    more = f" (and {more} more)" if more else ""
     advice = ("choose a newer --serving_version, or change the layer that emits it"
               if serving_version is not None else
               "no TF Serving release tfimitate knows can serve it; change the layer that emits it")
-    raise ExportError(f"the exported graph cannot be served: {found[0]}{more}; {advice}.")
+    raise ExportError(f"the exported graph cannot be served: {first}{more}; {advice}.")
+
+
+def audit_saved_model(export_path, serving_version=None):
+    """The release `audit` chooses (or ExportError)."""
+    return audit(export_path, serving_version)[0]

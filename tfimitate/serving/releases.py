@@ -13,8 +13,13 @@ Example:
 """
 
 import collections
+import os
 
 from tfimitate.errors import UserError
+
+# op_lists/<release>.json.gz: every op (and its attributes) a release's TensorFlow + TF Text
+# register (read by op_audit, written by compat --op_lists).
+OP_LIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_lists")
 
 Release = collections.namedtuple("Release", ["tensorflow", "tensorflow_text"])
 
