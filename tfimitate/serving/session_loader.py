@@ -105,10 +105,10 @@ class _Status:
     def __init__(self):
         self.handle = _c().TF_NewStatus()
 
-    def raise_if_failed(self, error, *prefix):
+    def failure(self):
+        """(TensorFlow status code, message) of a failed call, else None."""
         code = _c().TF_GetCode(self.handle)
-        if code:
-            raise error(*prefix, _c().TF_Message(self.handle).decode("utf-8", "replace"))
+        return (code, _c().TF_Message(self.handle).decode("utf-8", "replace")) if code else None
 
     def __del__(self):
         if _C is not None and self.handle:
@@ -150,7 +150,9 @@ class SessionModel:
         self._session = c.TF_LoadSessionFromSavedModel(
             options, None, os.fsencode(path), tags, 1, self._graph, None, status.handle)
         c.TF_DeleteSessionOptions(options)
-        status.raise_if_failed(LoadError)
+        failure = status.failure()
+        if failure:
+            raise LoadError(failure[1])
 
     def run(self, signature_name, inputs, output_names=()):
         """Feeds `inputs` (alias -> NumPy array) to a signature; returns {output alias: array}.
@@ -171,9 +173,9 @@ class SessionModel:
         try:
             _c().TF_SessionRun(self._session, None, input_array, values, len(feeds),
                                output_array, results, len(fetches), None, 0, None, status.handle)
-            code = _c().TF_GetCode(status.handle)
-            if code:
-                raise RunError(code, _c().TF_Message(status.handle).decode("utf-8", "replace"))
+            failure = status.failure()
+            if failure:
+                raise RunError(*failure)
             return {name: _to_numpy(result) for name, result in zip(output_names, results)}
         finally:
             for _, tensor in feeds:
