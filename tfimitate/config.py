@@ -294,11 +294,7 @@ def parse_value(name, text, where):
             value, problem = None, "not an integer" if kind is int else "not a number"
     else:
         value = text
-    if problem is None:
-        try:
-            OPTION[name].check(value, where)
-        except UserError as error:
-            problem = str(error).rsplit(": ", 1)[-1].rstrip(".")
+    problem = problem or OPTION[name].problem(value)
     if problem:
         raise UserError(f"{where}: '{text}' is not a valid --{name} ({problem}); fix the value.")
     return value

@@ -17,8 +17,6 @@ Example (tfimitate/techniques/lora.py):
 import dataclasses
 from typing import Any, Optional, Tuple
 
-from tfimitate.errors import UserError
-
 KINDS = ("string", "integer", "float", "bool", "enum", "list")
 
 
@@ -49,20 +47,17 @@ class Option:
                 "list": Tuple[str, ...]}[self.kind]
         return Optional[base] if self.default is None else base
 
-    def check(self, value, where):
-        """Raises UserError (naming `where`) when `value` is out of bounds or not a choice."""
+    def problem(self, value):
+        """Why `value` is out of bounds or not a choice (e.g. "it must be at least 1"), or None."""
         if value is None:
-            return value
-        problem = None
+            return None
         if self.kind == "enum" and value not in self.choices:
-            problem = f"it must be one of {', '.join(self.choices)}"
-        elif self.lower is not None and value < self.lower:
-            problem = f"it must be at least {self.lower}"
-        elif self.upper is not None and value > self.upper:
-            problem = f"it must be at most {self.upper}"
-        if problem:
-            raise UserError(f"{where}: --{self.name}={value}: {problem}.")
-        return value
+            return f"it must be one of {', '.join(self.choices)}"
+        if self.lower is not None and value < self.lower:
+            return f"it must be at least {self.lower}"
+        if self.upper is not None and value > self.upper:
+            return f"it must be at most {self.upper}"
+        return None
 
 
 def string(name, default, help):
