@@ -71,3 +71,36 @@ def eval_and_test(train, cfg, read_checked):
         train, evaluation = hold_out(train, cfg.holdout_fraction, cfg.seed, cfg.train_data)
     test = read_checked(cfg.test_data, "--test_data") if cfg.test_data else None
     return train, evaluation, test
+
+
+HOLDOUT_BUCKETS = 1_000_000
+
+
+def held_out(keys, fraction, seed):
+    """Which examples a seeded hold-out of `fraction` takes: a keyed hash (SipHash, keyed by
+    `seed`) of each example's key, so a streamed shard and a list in memory (or a Beam
+    worker) pick the same examples, without reading the data twice.
+
+    Args:
+        keys: tf.string tensor (any shape) of example keys (`example_key`).
+        fraction: the share held out (about; exact only in expectation).
+        seed: the run's --seed.
+
+    Example:
+        held_out(tf.constant(["a good film", "dull"]), 0.1, 42)  # bool tensor, e.g. [False, False]
+    """
+    import tensorflow as tf
+
+    bucket = tf.strings.to_hash_bucket_strong(keys, HOLDOUT_BUCKETS, key=[seed, 0])
+    return bucket < int(round(fraction * HOLDOUT_BUCKETS))
+
+
+def example_key(text, pair=None):
+    """The hashed identity of a text (or text pair) example: tf.string, text TAB pair.
+
+    Example:
+        example_key(tf.constant(["a", "b"]), tf.constant(["x", "y"]))  # ["a\\tx", "b\\ty"]
+    """
+    import tensorflow as tf
+
+    return text if pair is None else tf.strings.join([text, pair], separator="\t")
