@@ -318,8 +318,10 @@ def examples(source, input_context=None, shuffle_seed=None):
         count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(paths) >= count:
             paths = paths[index::count]
-            logging.info("%s: input pipeline %d of %d reads %d of %d files.", source.flag,
-                         index + 1, count, len(paths), len(source.paths))
+            shown = ", ".join(os.path.basename(p) for p in paths[:4])
+            logging.info("%s: input pipeline %d of %d reads %d of %d files: %s%s.", source.flag,
+                         index + 1, count, len(paths), len(source.paths), shown,
+                         " ..." if len(paths) > 4 else "")
         else:
             by_rows = True
             logging.warning("%s: %d file(s) for %d input pipelines: every host reads every file "
