@@ -32,15 +32,24 @@ PATTERN = re.compile(r"[*?\[]")
 def main(argv, beam_args=()):
     if len(argv) > 1:
         raise UserError(f"unexpected argument '{argv[1]}'; every setting is a --flag (see --help).")
-    cfg = _experiment()
-    output_dir = _flags.value("output_dir")
+    run(_experiment(), _flags.value("output_dir"), _flags.value("num_shards"),
+        _flags.value("runner"), beam_args)
+
+
+def run(cfg, output_dir, num_shards=16, runner="DirectRunner", beam_args=()):
+    """Checks the flags and inputs, prepares `cfg`'s data into `output_dir` (new or empty)
+    and returns the Manifest; on any failure the shards written so far are removed.
+
+    Example:
+        run(Experiment(train_data="train.tsv", text_column="0", label_column="1"), "prepared/t")
+    """
     _check(cfg, output_dir)
-    options = pipeline_options(_flags.value("runner"), beam_args)
+    options = pipeline_options(runner, beam_args)
     inputs = {role: expand(getattr(cfg, f"{role}_data"), f"--{role}_data")
               for role in ("train", "eval", "test") if getattr(cfg, f"{role}_data")}
     created = _claim_output_dir(output_dir)
     try:
-        prepare(cfg, inputs, output_dir, _flags.value("num_shards"), options)
+        return prepare(cfg, inputs, output_dir, num_shards, options)
     except BaseException:
         _remove_outputs(output_dir, created)
         raise
