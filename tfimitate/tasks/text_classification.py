@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from tfimitate import backbones, options
-from tfimitate.data import readers, splits, streams
+from tfimitate.data import prepared, readers, splits, streams
 from tfimitate.errors import UserError
 from tfimitate.tasks import common, text_stream
 from tfimitate.tasks.classification import ClassificationTask
@@ -118,6 +118,8 @@ class TextClassification(ClassificationTask):
     def load_data(self, cfg):
         """Classification data (ClassificationTask.load_data), with a warning for eval or
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
+        if prepared.is_prepared(cfg.train_data):
+            return self._prepared_data(cfg)
         if streams.streamed(cfg.train_data, cfg.stream_data, "--train_data"):
             return self._stream_data(cfg)
         data = super().load_data(cfg)
@@ -159,9 +161,39 @@ class TextClassification(ClassificationTask):
         test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
         return splits.Data(train, evaluation, test, tuple(labels))
 
+    def _prepared_data(self, cfg):
+        """The shards of a tfimitate.prepare directory (its labels, counts and hold-out),
+        checked against this run's tokenizer."""
+        if cfg.cv_folds:
+            raise UserError(f"--cv_folds needs the training data in memory, but --train_data="
+                            f"{cfg.train_data} is a prepared directory; train without --cv_folds.")
+        manifest = self._manifest(cfg.train_data, cfg, "--train_data")
+        labels = tuple(cfg.labels or manifest.labels)
+        train = text_stream.open_prepared(manifest, "train", "--train_data", labels)
+        logging.info("--train_data=%s: prepared shards, %d examples (%s).", cfg.train_data,
+                     len(train), ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
+        cfg = cfg.replace(labels=labels)
+        if cfg.eval_data:
+            evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data")
+        else:
+            role = "eval" if "eval" in manifest.files else "holdout"
+            evaluation = text_stream.open_prepared(manifest, role, "--train_data", labels)
+        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
+        return splits.Data(train, evaluation, test, labels)
+
+    def _manifest(self, path, cfg, flag):
+        manifest = prepared.load(path, flag)
+        fingerprint = backbones.tokenizer_fingerprint(self.make_preprocessor(cfg))
+        prepared.check_tokenizer(manifest, fingerprint, flag, cfg)
+        return manifest
+
     def read_file(self, path, cfg, flag, with_labels=True):
         """ClassificationTask.read_file; a streamed file is checked against the model's labels
-        as it streams."""
+        as it streams; a prepared directory gives its eval (else test, else train) shards."""
+        if with_labels and prepared.is_prepared(path):
+            manifest = self._manifest(path, cfg, flag)
+            role = next(r for r in ("eval", "test", "holdout", "train") if r in manifest.files)
+            return text_stream.open_prepared(manifest, role, flag, cfg.labels)
         split = self.read(path, cfg, flag, with_labels)
         if isinstance(split, text_stream.StreamSplit):
             return text_stream.unchecked(split, cfg.labels, cfg.drop_unlisted_labels)
@@ -235,7 +267,7 @@ class TextClassification(ClassificationTask):
         transform (augmentation) may change texts and pairs every pass."""
         if isinstance(split, text_stream.StreamSplit):
             if extras or run.text_transform(False) is not None:
-                raise UserError(f"--train_data={split.stream.spec} is streamed, and the chosen "
+                raise UserError(f"--train_data={split.source} is streamed, and the chosen "
                                 "technique needs the training texts in memory (per-example "
                                 "values or changed texts); give one file under 64 MiB or "
                                 "train without it.")
@@ -258,7 +290,7 @@ class TextClassification(ClassificationTask):
         true, predicted = text_stream.predicted_ids(split, run, _encoder(run.preprocessor),
                                                     _pads(run.preprocessor))
         return classification.classification_evaluation(true, predicted, run.labels,
-                                                        split.stream.spec)
+                                                        split.source)
 
     def serving_examples(self, split):
         """The first 32 examples of `split` as serving_default inputs."""
