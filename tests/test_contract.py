@@ -64,10 +64,9 @@ def test_contract_evaluate_reproduces_the_training_report(trained):
 
 def test_contract_predict_gives_one_record_per_input(trained, tmp_path):
     cfg, _, predict_input = trained
-    records = workflow.predict(cfg.model_dir, predict_input, str(tmp_path / "out.jsonl"))
-    assert len(records) == 2
+    assert workflow.predict(cfg.model_dir, predict_input, str(tmp_path / "out.jsonl")) == 2
     lines = open(tmp_path / "out.jsonl").read().splitlines()
-    assert [json.loads(line) for line in lines] == records
+    assert len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
 
 
 def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trained, tmp_path):

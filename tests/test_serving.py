@@ -75,7 +75,8 @@ def test_warmup_file_holds_real_eval_examples(trained):
 
 def test_devserver_and_client_match_workflow_predict(trained, client, tmp_path):
     input_path = helpers.write_lines(tmp_path, "in.txt", TEXTS)
-    expected = workflow.predict(trained.model_dir, input_path, str(tmp_path / "out.jsonl"))
+    workflow.predict(trained.model_dir, input_path, str(tmp_path / "out.jsonl"))
+    expected = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     rows = []
     for prediction in client.predict_in_batches(MODEL, {"text": TEXTS}, batch_size=2):
         assert prediction.version == 1

@@ -134,6 +134,14 @@ def test_training_from_shards_evaluates_exports_and_resumes(tmp_path):
     assert os.path.isdir(tmp_path / "export" / "1")
     longer = workflow.train(cfg.replace(max_steps=6, export_dir=None))
     assert longer["step"] == 6
+    # Streamed predict: records in file order, written as they come.
+    output = str(tmp_path / "predictions.csv")
+    assert workflow.predict(cfg.model_dir, pattern, output) == 96
+    import csv
+    with open(output, newline="") as f:
+        written = list(csv.DictReader(f))
+    by_shard = [t for shard in range(3) for t, _ in rows[shard::3]]
+    assert [r["text"] for r in written] == by_shard and {r["label"] for r in written} <= {"0", "1"}
 
 
 def test_a_label_outside_labels_stops_the_stream_in_one_sentence(tmp_path):

@@ -218,8 +218,10 @@ def test_client_lays_out_served_ner_outputs_like_predict(trained, tmp_path):
 
     cfg = trained[0]
     texts = ["john smith said hello to london .", "the eu and google"]
-    expected = workflow.predict(cfg.model_dir, write_lines(tmp_path, "in.txt", texts),
-                                os.path.join(str(tmp_path), "out.jsonl"))
+    output = os.path.join(str(tmp_path), "out.jsonl")
+    workflow.predict(cfg.model_dir, write_lines(tmp_path, "in.txt", texts), output)
+    with open(output) as f:
+        expected = [json.loads(line) for line in f]
     server = DevServer("ner", cfg.export_dir, port=0).start()
     try:
         client = ServingClient(server.target, timeout=60)

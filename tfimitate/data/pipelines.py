@@ -98,9 +98,10 @@ def transformed_batches(examples, transform, encode, batch_size, sequence_length
 
 
 def padding_values(element_spec, pad_values=None):
-    """Padding value per feature: `pad_values[key]` if given, else zero/False."""
+    """Padding value per feature: `pad_values[key]` if given, else zero/False/""."""
     pad_values = pad_values or {}
-    return {key: tf.constant(pad_values.get(key, False if spec.dtype == tf.bool else 0), spec.dtype)
+    zero = lambda dtype: False if dtype == tf.bool else "" if dtype == tf.string else 0
+    return {key: tf.constant(pad_values.get(key, zero(spec.dtype)), spec.dtype)
             for key, spec in element_spec.items()}
 
 

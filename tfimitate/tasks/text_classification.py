@@ -103,8 +103,9 @@ class TextClassification(ClassificationTask):
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
         to predict: a .txt file (one per line) or a table read with --text_column."""
-        if with_labels and streams.streamed(path, cfg.stream_data, flag):
-            return text_stream.open_split(path, cfg, flag)
+        if (with_labels or readers.base_suffix(path) != ".txt") \
+                and streams.streamed(path, cfg.stream_data, flag):
+            return text_stream.open_split(path, cfg, flag, with_labels)
         if with_labels or readers.base_suffix(path) != ".txt":
             return read_split(path, cfg, flag, with_labels)
         numbered = common.read_text_lines(path, flag, "text")
@@ -199,10 +200,9 @@ class TextClassification(ClassificationTask):
             return text_stream.unchecked(split, cfg.labels, cfg.drop_unlisted_labels)
         return super().read_file(path, cfg, flag, with_labels)
 
-    def reading(self, data):
+    def reading(self, splits):
         """Turns a TensorFlow error of a streamed split into one UserError naming its file."""
-        streamed = [s for s in (data.train, data.eval, data.test)
-                    if isinstance(s, text_stream.StreamSplit)]
+        streamed = [s for s in splits if isinstance(s, text_stream.StreamSplit)]
         return text_stream.reading(streamed)
 
     def example(self, split, i):
@@ -291,6 +291,14 @@ class TextClassification(ClassificationTask):
                                                     _pads(run.preprocessor))
         return classification.classification_evaluation(true, predicted, run.labels,
                                                         split.source)
+
+    def predict(self, run, split):
+        """ClassificationTask.predict; a streamed split's records are made batch by batch
+        (a generator), in file order."""
+        if isinstance(split, text_stream.StreamSplit):
+            return text_stream.predictions(split, run, _encoder(run.preprocessor),
+                                           _pads(run.preprocessor))
+        return super().predict(run, split)
 
     def serving_examples(self, split):
         """The first 32 examples of `split` as serving_default inputs."""

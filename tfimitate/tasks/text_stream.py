@@ -112,12 +112,13 @@ def features(split, encode, input_context=None, shuffle_seed=None):
         lambda f: {k: v for k, v in f.items() if k not in raw})
 
 
-def rows(split, input_context=None, shuffle_seed=None):
+def rows(split, input_context=None, shuffle_seed=None, sequential=False):
     """The split's examples as tf.data: "text" (and "pair") strings and, for a labelled split
-    with known labels, "labels" class ids; empty texts and (per `holdout`) rows dropped."""
+    with known labels, "labels" class ids; empty texts and (per `holdout`) rows dropped.
+    `sequential`: file after file (streams.examples)."""
     import tensorflow as tf
 
-    ds = streams.examples(split.stream, input_context, shuffle_seed)
+    ds = streams.examples(split.stream, input_context, shuffle_seed, sequential)
     ds = ds.filter(lambda row: tf.strings.length(tf.strings.strip(row["text"])) > 0)
     if split.holdout is not None:
         fraction, seed, held = split.holdout
@@ -222,6 +223,33 @@ def predicted_ids(split, run, encode, pads):
         raise UserError(f"{split.source}: no examples to evaluate; check the files and "
                         "--holdout_fraction.")
     return np.concatenate(true), np.concatenate(predicted)
+
+
+def predictions(split, run, encode, pads):
+    """Yields a record per example of an unlabelled streamed split, in file order, batch by
+    batch: its text (and pair), the label and the probability of each class."""
+    import tensorflow as tf
+
+    from tfimitate.data import pipelines
+
+    def keep_raw(row):
+        return dict(row, raw_text=row["text"], **({"raw_pair": row["pair"]} if "pair" in row else {}))
+
+    features = pipelines.encoded(rows(split, sequential=True).map(keep_raw), encode, cache=False,
+                                 untrimmed=("raw_text", "raw_pair"))
+    batches = features.padded_batch(
+        run.cfg.batch_size, padding_values=pipelines.padding_values(features.element_spec, pads))
+    labels = run.labels
+    for batch in batches:
+        raw = {key: batch.pop(key).numpy() for key in ("raw_text", "raw_pair") if key in batch}
+        probabilities = tf.nn.softmax(tf.cast(run.model(batch, training=False), tf.float32)).numpy()
+        for i, probs in enumerate(probabilities):
+            record = {"text": raw["raw_text"][i].decode()}
+            if "raw_pair" in raw:
+                record["pair"] = raw["raw_pair"][i].decode()
+            record.update(label=labels[int(probs.argmax())], probability=float(probs.max()),
+                          probabilities={label: float(v) for label, v in zip(labels, probs)})
+            yield record
 
 
 def first_rows(split, count):
