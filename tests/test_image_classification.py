@@ -210,6 +210,9 @@ def test_tfrecord_shards_train_and_an_unknown_label_names_its_file_and_record(tm
     with pytest.raises(UserError, match=r"^[^*,]*test-1\.tfrecords\.gz:record 2: label '6' is not "
                                         r"one of the model's labels \(0, 1, 2\)"):
         task.load_data(cfg)
+    dropped = task.load_data(cfg.replace(labels=("0", "1", "2"), drop_unlisted_labels=True)).test
+    assert dropped.paths == [f"{test[0]}#1", f"{test[0]}#2", f"{test[1]}#1"]
+    assert dropped.where(2) == f"{test[1]}: record 1"
     data = task.load_data(cfg.replace(test_data=test[0]))
     assert data.labels == ("0", "1", "2") and len(data.train) + len(data.eval) == 12
     assert data.train.contents[0] == png(0, 0) and len(data.test) == 2
