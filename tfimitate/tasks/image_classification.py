@@ -4,10 +4,10 @@ Data: a folder with one sub-folder per label, a .csv/.tsv/.jsonl listing of
 `--image_column` (paths relative to the listing) and `--label_column`, TFRecord files of
 tf.Example whose `--image_column` bytes feature holds the encoded image (listings and
 TFRecord files also as a pattern or a comma-separated list; tfimitate/data/images.py), or
-a TFDS split with an Image and a label feature (tfimitate/data/tfds_source.py). Model: an image backbone (a keras-hub image preset or a
-Keras model file cut at `--backbone_layer`, see backbones.py) behind a rescaling layer
-that maps 0..255 pixels to what the backbone was trained on, then pooling, dropout and
-float32 logits. Metrics: those of text classification plus top-5 accuracy (more than 5
+a TFDS split with an Image and a label feature (tfimitate/data/tfds_source.py).
+Model: an image backbone (a keras-hub image preset or a Keras model file cut at
+`--backbone_layer`, see backbones.py) behind a rescaling layer that maps 0..255 pixels to
+what the backbone was trained on, then pooling, dropout and float32 logits. Metrics: those of text classification plus top-5 accuracy (more than 5
 classes) and a grid of misclassified images. Serving: `serving_default` takes encoded
 images (`image_bytes`, JPEG/PNG/GIF/BMP) and decodes, resizes and rescales them in the
 graph.
