@@ -200,7 +200,8 @@ def training_batches(split, run, encode, pads):
         batch = context.get_per_replica_batch_size(cfg.batch_size) if context else cfg.batch_size
         return pipelines.batches(features(split, encode, context, cfg.seed), batch, cfg.sequence_length, pads,
                                  shuffle_seed=cfg.seed, repeat=True, static_length=static,
-                                 few_shapes=cfg.jit_compile)
+                                 few_shapes=cfg.jit_compile,
+                                 shuffle_buffer=pipelines.STREAM_SHUFFLE_BUFFER)
 
     return streams.PerHost(build, split.source)
 
