@@ -119,68 +119,63 @@ class TextClassification(ClassificationTask):
     def load_data(self, cfg):
         """Classification data (ClassificationTask.load_data), with a warning for eval or
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
-        if prepared.is_prepared(cfg.train_data):
-            return self._prepared_data(cfg)
-        if streams.streamed(cfg.train_data, cfg.stream_data, "--train_data"):
-            return self._stream_data(cfg)
+        if prepared.is_prepared(cfg.train_data) or streams.streamed(
+                cfg.train_data, cfg.stream_data, "--train_data"):
+            return self._large_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
         return data
 
-    def _stream_data(self, cfg):
-        """Streamed training data: labels from --labels or one counting pass (skipped when
-        --labels and --max_steps are given), a hold-out by hash unless --eval_data."""
+    def _large_data(self, cfg):
+        """Streamed files or prepared shards (tasks/text_stream.py): train and held-out
+        eval splits, then --eval_data and --test_data."""
         if cfg.cv_folds:
             raise UserError(f"--cv_folds needs the training data in memory, but --train_data="
                             f"{cfg.train_data} is streamed; give one file under 64 MiB, or "
                             "train without --cv_folds.")
-        train = text_stream.open_split(cfg.train_data, cfg, "--train_data")
+        if prepared.is_prepared(cfg.train_data):
+            train, held = self._prepared_splits(cfg)
+        else:
+            train, held = self._streamed_splits(cfg)
+        cfg = cfg.replace(labels=train.labels)
+        evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data") if cfg.eval_data else held
+        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
+        return splits.Data(train, evaluation, test, train.labels)
+
+    def _streamed_splits(self, cfg):
+        """(train, held out or None) of streamed --train_data: labels from --labels or one
+        counting pass (none when --labels and --max_steps are given)."""
+        stream = text_stream.open_split(cfg.train_data, cfg, "--train_data")
         fraction = 0.0 if cfg.eval_data else cfg.holdout_fraction
+        counts = None
         if cfg.labels and cfg.max_steps:
             logging.info("--train_data: not counted (--labels and --max_steps given).")
-            train = text_stream.unchecked(train, cfg.labels, cfg.drop_unlisted_labels)
-            held = text_stream.unchecked(train, cfg.labels, cfg.drop_unlisted_labels)
-            labels = cfg.labels
         else:
-            counts = text_stream.tally(train, fraction, cfg.seed)
-            labels = cfg.labels or tuple(sorted(counts["train"]))
-            self.check_label_set(labels, cfg)
+            counts = text_stream.tally(stream, fraction, cfg.seed)
             splits.warn_rare_labels([label for label, n in counts["train"].items() if n == 1],
-                                    train.source)
-            held = text_stream.with_labels(train, labels, counts["held"], cfg.drop_unlisted_labels)
-            train = text_stream.with_labels(train, labels, counts["train"],
-                                            cfg.drop_unlisted_labels)
+                                    stream.source)
+        labels = tuple(cfg.labels or sorted(counts["train"]))
+        self.check_label_set(labels, cfg)
+        train, held = (stream, None) if cfg.eval_data else \
+            text_stream.hold_out(stream, fraction, cfg.seed)
+        label = lambda part, role: text_stream.with_labels(
+            part, labels, counts[role] if counts else None, cfg.drop_unlisted_labels)
+        train, held = label(train, "train"), None if held is None else label(held, "held")
+        if counts:
             logging.info("--train_data: %d examples (%s).", len(train),
                          ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
-        cfg = cfg.replace(labels=tuple(labels))
-        if cfg.eval_data:
-            evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data")
-        else:
-            train, evaluation = text_stream.hold_out(train, fraction, cfg.seed)
-            evaluation = dataclasses.replace(evaluation, count=held.count,
-                                             label_counts=held.label_counts)
-        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
-        return splits.Data(train, evaluation, test, tuple(labels))
+        return train, held
 
-    def _prepared_data(self, cfg):
-        """The shards of a tfimitate.prepare directory (its labels, counts and hold-out),
-        checked against this run's tokenizer."""
-        if cfg.cv_folds:
-            raise UserError(f"--cv_folds needs the training data in memory, but --train_data="
-                            f"{cfg.train_data} is a prepared directory; train without --cv_folds.")
+    def _prepared_splits(self, cfg):
+        """(train, eval or hold-out shards) of a tfimitate.prepare directory, checked against
+        this run's tokenizer."""
         manifest = self._manifest(cfg.train_data, cfg, "--train_data")
         labels = tuple(cfg.labels or manifest.labels)
         train = text_stream.open_prepared(manifest, "train", "--train_data", labels)
         logging.info("--train_data=%s: prepared shards, %d examples (%s).", cfg.train_data,
                      len(train), ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
-        cfg = cfg.replace(labels=labels)
-        if cfg.eval_data:
-            evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data")
-        else:
-            role = "eval" if "eval" in manifest.files else "holdout"
-            evaluation = text_stream.open_prepared(manifest, role, "--train_data", labels)
-        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
-        return splits.Data(train, evaluation, test, labels)
+        role = "eval" if "eval" in manifest.files else "holdout"
+        return train, text_stream.open_prepared(manifest, role, "--train_data", labels)
 
     def _manifest(self, path, cfg, flag):
         manifest = prepared.load(path, flag)
@@ -197,12 +192,12 @@ class TextClassification(ClassificationTask):
             return text_stream.open_prepared(manifest, role, flag, cfg.labels)
         split = self.read(path, cfg, flag, with_labels)
         if isinstance(split, text_stream.StreamSplit):
-            return text_stream.unchecked(split, cfg.labels, cfg.drop_unlisted_labels)
+            return text_stream.with_labels(split, cfg.labels, None, cfg.drop_unlisted_labels)
         return super().read_file(path, cfg, flag, with_labels)
 
-    def reading(self, splits):
+    def reading(self, parts):
         """Turns a TensorFlow error of a streamed split into one UserError naming its file."""
-        streamed = [s for s in splits if isinstance(s, text_stream.StreamSplit)]
+        streamed = [s for s in parts if isinstance(s, text_stream.StreamSplit)]
         return text_stream.reading(streamed)
 
     def example(self, split, i):

@@ -12,7 +12,7 @@ a record per example.
 
 Example:
     split = open_split("data/train-*.tsv", cfg, "--train_data")
-    split = with_counts(split, tally(split, cfg.holdout_fraction, cfg.seed)["train"])
+    split = with_labels(split, ("0", "1"), tally(split, 0.1, cfg.seed)["train"], False)
 """
 
 import collections
@@ -165,8 +165,15 @@ def tally(split, fraction, seed):
 
 
 def with_labels(split, labels, counts, drop_unlisted):
-    """`split` with the model's label set and its counts; a label outside `labels` is refused
-    naming it (or, with `drop_unlisted`, its rows are dropped and counted)."""
+    """`split` with the model's label set and (from `tally`) its label `counts`: a label
+    outside `labels` is refused naming it (or, with `drop_unlisted`, its rows are dropped and
+    counted). Without counts (None) rows are checked as they stream by, uncounted.
+
+    Example:
+        with_labels(split, ("neg", "pos"), tally(split, 0.1, 42)["train"], drop_unlisted=False)
+    """
+    if counts is None:
+        return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted)
     unknown = sorted(set(counts) - set(labels))
     if unknown and not drop_unlisted:
         raise UserError(f"{split.flag}={split.source}: label '{unknown[0]}' "
@@ -179,12 +186,6 @@ def with_labels(split, labels, counts, drop_unlisted):
     kept = {label: counts.get(label, 0) for label in labels}
     return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted,
                                count=sum(kept.values()), label_counts=kept)
-
-
-def unchecked(split, labels, drop_unlisted):
-    """`split` with the model's labels but no counting pass: its rows are checked as they
-    stream by (unknown: the count)."""
-    return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted)
 
 
 def training_batches(split, run, encode, pads):
