@@ -1,0 +1,376 @@
+"""Data at scale (issue 25): memory, start-up and throughput of training as the data grows,
+next to a plain tf.data pipeline over the same files.
+
+Data (made once under --scratch, reused): SST-2's real training sentences recombined
+(benchmarks/scale_data.py: the start of one sentence joined to the end of another, label
+from the first; ~107 bytes a row) into one TSV of 10 k, 1 M and 4 M rows, and the same
+4 M rows as 16 shards `train-000NN-of-00016.tsv`; each file has a `sentence<TAB>label`
+header (the dev file is SST-2's, copied with that header).
+
+Each measurement is its own child process, one at a time (benchmarks/proc_tree.py polls
+/proc every 0.1 s; CPU is user+sys of the child's whole process tree):
+  * ours: `python -m tfimitate.train` (text_classification, minilm_l6, sequence length
+    128, batch 32, --labels=0,1, dev as --eval_data, no export) for --max_steps steps:
+    peak memory of the tree; CPU and wall seconds when the log shows "Epoch 1/" (reading,
+    model and pipeline built: the loop starts) and "First call of the train step" (the
+    first step done); CPU at exit. Then the same for --steady_steps steps: steady
+    examples/s = (steady_steps - 5) * 32 / (wall time of the step-`steady_steps` loss
+    event - that of step 5), from the run's TensorBoard loss events (one per step), so
+    tracing, the first batches and the final evaluation are left out.
+  * baseline: TextLineDataset over the same file(s) (interleaved over shards, header
+    skipped) -> split on tab -> batch 1024 -> the backbone's keras-hub preprocessor
+    (`backbones.load_text_preprocessor("minilm_l6", 128)`) as a parallel map -> prefetch:
+    peak memory, seconds (and CPU seconds) from building the pipeline to its first batch,
+    and examples/s tokenized over --baseline_examples examples after the first batch.
+A row whose run fails (e.g. a file pattern before pattern support) records the error's
+last line instead of stopping the benchmark. Re-running some --datasets replaces those
+rows in benchmarks/results/data_scale.{json,md} and keeps the others.
+
+Targets (issue 25): peak memory (4 M rows in 16 shards) / (10 k) <= 1.2; time to the
+first step, same ratio, <= 1.5 (wall, and CPU shown beside it: the machine is shared);
+steady examples/s streamed (16 shards) / in-memory (--in_memory_reference) >= 0.95.
+
+Run from the repository root (the 10 k row takes ~3 minutes on 2 cores, all rows ~40):
+    python benchmarks/data_scale.py --datasets=10k
+    python benchmarks/data_scale.py            # 10k,1m,4m,4m_16
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+if not __package__:  # run as `python benchmarks/data_scale.py`: import from the root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags  # noqa: E402
+
+from benchmarks import harness, machine, proc_tree, scale_data  # noqa: E402
+
+NAME = "data_scale"
+BATCH, SEQUENCE_LENGTH, BACKBONE, WARMUP_STEPS = 32, 128, "minilm_l6", 5
+BASELINE_BATCH = 1024
+DATASETS = {"10k": (10_000, 1), "1m": (1_000_000, 1), "4m": (4_000_000, 1), "4m_16": (4_000_000, 16)}
+MARKS = {"loop_start": "Epoch 1/", "first_step": "First call of the train step"}
+
+_SCRATCH = flags.DEFINE_string("scratch", "/tmp/tfimitate-data-scale",
+                               "Where the data, run directories and logs go (data is reused).")
+_SST2 = flags.DEFINE_string(
+    "sst2_dir", os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2")),
+    "SST-2's headerless train.tsv and dev.tsv (text<TAB>label).")
+_DATASETS = flags.DEFINE_list("datasets", list(DATASETS), f"Rows to (re-)measure: {list(DATASETS)}.")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", 5, "Steps of the memory / start-up run.")
+_STEADY_STEPS = flags.DEFINE_integer(
+    "steady_steps", 60, f"Steps of the throughput run (0: skip it; else > {WARMUP_STEPS}).")
+_BASELINE_EXAMPLES = flags.DEFINE_integer(
+    "baseline_examples", 200_000, "Examples the tf.data baseline tokenizes (0: skip it).")
+_REFERENCE = flags.DEFINE_enum("in_memory_reference", "1m", ["10k", "1m", "4m"],
+                               "The single-file run whose examples/s the stream is compared to.")
+_NICE = flags.DEFINE_boolean("nice", True, "Run the children under `nice -n 10`.")
+_BASELINE_DATA = flags.DEFINE_string("baseline_data", None, "Internal: the baseline child's files.")
+_RESULT = flags.DEFINE_string("result", None, "Internal: where the baseline child writes JSON.")
+
+
+def make_data(scratch, name):
+    """The --train_data value of data set `name` (a file or a pattern), made if missing."""
+    rows, shards = DATASETS[name]
+    directory = os.path.join(scratch, "data")
+    os.makedirs(directory, exist_ok=True)
+    label = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+    single = os.path.join(directory, f"rows-{label}.tsv")
+    sharded = os.path.join(directory, f"rows-{label}-{shards}")
+    if os.path.exists(single if shards == 1 else sharded):
+        return single if shards == 1 else os.path.join(sharded, f"train-*-of-{shards:05d}.tsv")
+    source = scale_data.Sentences.from_tsv(os.path.join(_SST2.value, "train.tsv"))
+    if shards == 1:
+        return scale_data.write_tsv(source, rows, single)
+    return scale_data.write_shards(source, rows, sharded, shards)
+
+
+def dev_file(scratch):
+    """SST-2's dev file with the `sentence<TAB>label` header the column flags name."""
+    path = os.path.join(scratch, "data", "dev.tsv")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(os.path.join(_SST2.value, "dev.tsv"), "rb") as f:
+            rows = f.read()
+        with open(path + ".tmp", "wb") as f:
+            f.write(scale_data.HEADER + rows)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def files_of(data):
+    import glob
+
+    return sorted(glob.glob(data))
+
+
+def _child(command):
+    return (["nice", "-n", "10"] if _NICE.value else []) + command
+
+
+def _shown(command):
+    return " ".join(["python"] + command[command.index(sys.executable) + 1:]).replace(
+        harness.ROOT + os.sep, "")
+
+
+def train_flags(data, eval_data, model_dir, steps):
+    return ["--task=text_classification", f"--backbone={BACKBONE}", f"--train_data={data}",
+            f"--eval_data={eval_data}", "--text_column=sentence", "--label_column=label",
+            "--labels=0,1", f"--max_steps={steps}", f"--batch_size={BATCH}",
+            f"--sequence_length={SEQUENCE_LENGTH}", f"--model_dir={model_dir}"]
+
+
+def measure_train(scratch, name, data, steps):
+    """One training child: memory, CPU/wall marks, exit CPU, steady rate if steps allow."""
+    model_dir = os.path.join(scratch, "runs", f"{name}-{steps}")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.makedirs(os.path.dirname(model_dir), exist_ok=True)
+    command = _child([sys.executable, "-m", "tfimitate.train",
+                      *train_flags(data, dev_file(scratch), model_dir, steps)])
+    before = machine.load_average()
+    run = proc_tree.watch(command, MARKS, log=model_dir + ".log", cwd=harness.ROOT)
+    result = {"command": _shown(command), "load_before": before,
+              "load_after": machine.load_average(), "log": model_dir + ".log"}
+    result.update({key: run[key] for key in ("wall_s", "peak_rss_gib", "max_rss_gib", "cpu_s",
+                                             "marks")})
+    result["path_log"] = _path_lines(model_dir + ".log")
+    if run["returncode"] != 0:
+        result["error"] = _error_line(run["stderr_tail"])
+    elif steps > WARMUP_STEPS:
+        times = harness.loss_wall_times(model_dir)
+        result["steady_ex_per_s"] = round(
+            (steps - WARMUP_STEPS) * BATCH / (times[steps] - times[WARMUP_STEPS]), 1)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    return result
+
+
+def _error_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(no output)"])[-1]
+
+
+def _path_lines(log):
+    """tfimitate's log lines that say how the training data is read (streamed or in memory):
+    Python log lines (`... module.py:LINE] message`) naming a stream or memory."""
+    found = []
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            head, _, message = line.partition("] ")
+            if ".py:" in head and any(word in message.lower()
+                                      for word in ("stream", "in memory", "in-memory")):
+                found.append(message.strip())
+    return found[:3]
+
+
+def measure_baseline(scratch, name, data, examples):
+    """The plain tf.data baseline over `data` in its own child."""
+    result_path = os.path.join(scratch, "runs", f"baseline-{name}.json")
+    os.makedirs(os.path.dirname(result_path), exist_ok=True)
+    command = _child([sys.executable, os.path.abspath(__file__), f"--baseline_data={data}",
+                      f"--baseline_examples={examples}", f"--result={result_path}"])
+    before = machine.load_average()
+    run = proc_tree.watch(command, log=result_path[:-5] + ".log", cwd=harness.ROOT)
+    result = {"command": _shown(command), "load_before": before,
+              "load_after": machine.load_average(), "wall_s": run["wall_s"],
+              "peak_rss_gib": run["peak_rss_gib"], "max_rss_gib": run["max_rss_gib"],
+              "cpu_s": run["cpu_s"]}
+    if run["returncode"] != 0:
+        result["error"] = _error_line(run["stderr_tail"])
+    else:
+        with open(result_path, encoding="utf-8") as f:
+            result.update(json.load(f))
+    return result
+
+
+def baseline_child(data, examples, result_path):
+    """TextLineDataset -> split -> batch 1024 -> keras-hub preprocessor; writes timings."""
+    import tfimitate  # noqa: F401  (environment before TensorFlow)
+    import tensorflow as tf
+    from tfimitate.backbones import load_text_preprocessor
+
+    preprocessor = load_text_preprocessor(BACKBONE, SEQUENCE_LENGTH)
+    start, cpu_start = time.time(), time.process_time()
+    files = tf.io.gfile.glob(data)
+    lines = tf.data.Dataset.from_tensor_slices(files).interleave(
+        lambda path: tf.data.TextLineDataset(path).skip(1), cycle_length=len(files),
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+    def split(line):
+        fields = tf.strings.split(line, "\t")
+        return fields[0], tf.strings.to_number(fields[1], tf.int32)
+
+    batches = (lines.repeat().map(split, num_parallel_calls=tf.data.AUTOTUNE)
+               .batch(BASELINE_BATCH)
+               .map(lambda text, label: preprocessor(text, label),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
+    iterator = iter(batches)
+    next(iterator)
+    first, cpu_first = time.time(), time.process_time()
+    count = 0
+    while count < examples:
+        count += int(next(iterator)[1].shape[0])
+    end = time.time()
+    with open(result_path, "w", encoding="utf-8") as f:
+        json.dump({"first_batch_s": round(first - start, 2),
+                   "first_batch_cpu_s": round(cpu_first - cpu_start, 2),
+                   "cpu_s_at_first_batch": round(cpu_first, 2),
+                   "examples": count, "ex_per_s": round(count / (end - first), 1)}, f)
+
+
+def data_description(data):
+    files = files_of(data)
+    return {"train_data": data, "files": len(files),
+            "megabytes": round(sum(os.path.getsize(f) for f in files) / 1e6, 1)}
+
+
+def ratios(rows, reference):
+    """The issue's target ratios from the rows measured so far (None where a row is missing)."""
+    def get(name, *keys):
+        value = rows.get(name, {})
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+
+    return {
+        "peak_memory_4m_16_over_10k": ratio(get("4m_16", "train", "peak_rss_gib"),
+                                            get("10k", "train", "peak_rss_gib")),
+        "first_step_wall_4m_16_over_10k": ratio(get("4m_16", "train", "marks", "first_step", "wall_s"),
+                                                get("10k", "train", "marks", "first_step", "wall_s")),
+        "first_step_cpu_4m_16_over_10k": ratio(get("4m_16", "train", "marks", "first_step", "cpu_s"),
+                                               get("10k", "train", "marks", "first_step", "cpu_s")),
+        "steady_streamed_over_in_memory": ratio(get("4m_16", "steady", "steady_ex_per_s"),
+                                                get(reference, "steady", "steady_ex_per_s")),
+        "in_memory_reference": reference,
+    }
+
+
+TARGETS = (("peak_memory_4m_16_over_10k", "peak memory, 4 M rows in 16 shards / 10 k", "<=", 1.2),
+           ("first_step_wall_4m_16_over_10k", "wall s to the first step, 4 M in 16 shards / 10 k",
+            "<=", 1.5),
+           ("first_step_cpu_4m_16_over_10k", "CPU s to the first step, 4 M in 16 shards / 10 k",
+            "<=", 1.5),
+           ("steady_streamed_over_in_memory", "steady examples/s, streamed (16 shards) / in memory",
+            ">=", 0.95))
+
+
+def _cell(value, digits=1):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(summary):
+    rows, info = summary["rows"], summary["machine"]
+    lines = [f"# Data at scale: text classification on {BACKBONE}, batch {BATCH}, "
+             f"{summary['max_steps']} steps (throughput from {summary['steady_steps']})", "",
+             machine.markdown(info, summary["load_before"], summary["load_after"]), "",
+             f"`lscpu`: {summary['lscpu_model']}; avx512_bf16: "
+             f"{'yes' if 'avx512_bf16' in info['vector_extensions'] else 'no'}, AMX: "
+             f"{'yes' if 'amx_tile' in info['vector_extensions'] else 'no'}. `uptime` before: "
+             f"{summary['uptime_before']}; after: {summary['uptime_after']}.", "",
+             f"Command: `{summary['command']}` (rows measured at different times keep their "
+             "own load figures in the JSON). Method: benchmarks/data_scale.py's docstring.", "",
+             "| rows | file(s) | peak memory GiB | CPU s to loop start | CPU s at first step "
+             "| wall s to first step | CPU s at exit | steady ex/s | data path (log) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in DATASETS:
+        if name not in rows:
+            continue
+        row, train = rows[name], rows[name].get("train", {})
+        what = f"{row['data']['files']} × TSV, {row['data']['megabytes']:.0f} MB"
+        marks = train.get("marks", {})
+        if "error" in train:
+            lines.append(f"| {name} | {what} | {_cell(train.get('peak_rss_gib'), 2)} | "
+                         f"failed: {train['error'].replace('|', '/')} | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {what} | {_cell(train.get('peak_rss_gib'), 2)} | "
+            f"{_cell(marks.get('loop_start', {}).get('cpu_s'))} | "
+            f"{_cell(marks.get('first_step', {}).get('cpu_s'))} | "
+            f"{_cell(marks.get('first_step', {}).get('wall_s'))} | {_cell(train.get('cpu_s'))} | "
+            f"{_cell(row.get('steady', {}).get('steady_ex_per_s'))} | "
+            f"{'; '.join(train.get('path_log', [])) or '–'} |")
+    lines += ["", f"Plain tf.data baseline (TextLineDataset → split → batch {BASELINE_BATCH} → "
+              "keras-hub preprocessor, parallel map, prefetch):", "",
+              "| rows | peak memory GiB | s to first batch | CPU s to first batch | "
+              "tokenized ex/s |", "|---|---|---|---|---|"]
+    for name in DATASETS:
+        base = rows.get(name, {}).get("baseline")
+        if not base:
+            continue
+        if "error" in base:
+            lines.append(f"| {name} | failed: {base['error'].replace('|', '/')} | | | |")
+            continue
+        lines.append(f"| {name} | {_cell(base['peak_rss_gib'], 2)} | "
+                     f"{_cell(base['first_batch_s'])} | {_cell(base['first_batch_cpu_s'])} | "
+                     f"{base['ex_per_s']:,.0f} |")
+    target_ratios = summary["targets"]
+    lines += ["", f"Targets (in-memory reference for throughput: the "
+              f"{target_ratios['in_memory_reference']} single-file run):", "",
+              "| ratio | measured | target | met |", "|---|---|---|---|"]
+    for key, text, sign, bound in TARGETS:
+        value = target_ratios[key]
+        met = "–" if value is None else ("yes" if (value <= bound if sign == "<=" else value >= bound)
+                                         else "no")
+        lines.append(f"| {text} | {_cell(value, 2)} | {sign} {bound} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _lscpu_model():
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.startswith("Model name")), "unknown")
+
+
+def main(argv):
+    del argv
+    if _BASELINE_DATA.value:
+        baseline_child(_BASELINE_DATA.value, _BASELINE_EXAMPLES.value, _RESULT.value)
+        return
+    unknown = sorted(set(_DATASETS.value) - set(DATASETS))
+    if unknown:
+        raise app.UsageError(f"--datasets: unknown {unknown}; choose from {list(DATASETS)}")
+    if 0 < _STEADY_STEPS.value <= WARMUP_STEPS:
+        raise app.UsageError(f"--steady_steps must be 0 or more than {WARMUP_STEPS}")
+    scratch = _SCRATCH.value
+    summary = harness.load(NAME) or {"rows": {}}
+    summary.update(max_steps=_MAX_STEPS.value, steady_steps=_STEADY_STEPS.value,
+                   machine=machine.describe(), lscpu_model=_lscpu_model(),
+                   load_before=machine.load_average(), uptime_before=_uptime(),
+                   command="python benchmarks/data_scale.py " + " ".join(sys.argv[1:]))
+    for name in [name for name in DATASETS if name in _DATASETS.value]:
+        started = time.time()
+        data = make_data(scratch, name)
+        row = {"data": dict(data_description(data), rows=DATASETS[name][0],
+                            generated_s=round(time.time() - started, 1))}
+        print(f"{name}: {row['data']}", flush=True)
+        row["train"] = measure_train(scratch, name, data, _MAX_STEPS.value)
+        print(f"{name} train: {json.dumps(row['train'])}", flush=True)
+        if _STEADY_STEPS.value and "error" not in row["train"]:
+            row["steady"] = measure_train(scratch, name, data, _STEADY_STEPS.value)
+            print(f"{name} steady: {row['steady'].get('steady_ex_per_s', row['steady'].get('error'))}",
+                  flush=True)
+        if _BASELINE_EXAMPLES.value:
+            row["baseline"] = measure_baseline(scratch, name, data, _BASELINE_EXAMPLES.value)
+            print(f"{name} baseline: {json.dumps(row['baseline'])}", flush=True)
+        summary["rows"][name] = row
+    summary.update(load_after=machine.load_average(), uptime_after=_uptime(),
+                   targets=ratios(summary["rows"], _REFERENCE.value))
+    text = markdown(summary)
+    harness.save(NAME, summary, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
