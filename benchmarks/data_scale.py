@@ -35,6 +35,7 @@ Run from the repository root (the 10 k row takes ~3 minutes on 2 cores, all rows
     python benchmarks/data_scale.py            # 10k,1m,4m,4m_16
 """
 
+import glob
 import json
 import os
 import shutil
@@ -100,12 +101,6 @@ def dev_file(scratch):
             f.write(scale_data.HEADER + rows)
         os.replace(path + ".tmp", path)
     return path
-
-
-def files_of(data):
-    import glob
-
-    return sorted(glob.glob(data))
 
 
 def _child(command):
@@ -224,7 +219,7 @@ def baseline_child(data, examples, result_path):
 
 
 def data_description(data):
-    files = files_of(data)
+    files = sorted(glob.glob(data))
     return {"train_data": data, "files": len(files),
             "megabytes": round(sum(os.path.getsize(f) for f in files) / 1e6, 1)}
 
