@@ -57,7 +57,9 @@ CORE_OPTIONS = (
     options.data(
         "train_data",
         "Training file: .csv, .tsv or .jsonl (optionally .gz/.bz2), or CoNLL for "
-        "token_classification. `package:NAME/path` reads a file shipped inside an "
+        "token_classification; text_classification also takes a file pattern or a "
+        "comma-separated list (gs://b/train-*.tsv.gz) and TFRecord files of tf.Example "
+        "(see --stream_data). `package:NAME/path` reads a file shipped inside an "
         "installed Python package; `tfds:NAME[/CONFIG][:SPLIT]` a prepared TensorFlow "
         "Datasets split (every task; the column flags name its features; see "
         "--tfds_data_dir). Local or gs:// paths."),
@@ -89,6 +91,11 @@ CORE_OPTIONS = (
         "holdout_fraction", 0.1,
         "Fraction of the training data held out for evaluation when --eval_data "
         "is not given.", lower=0.0, upper=0.5),
+    options.choice(
+        "stream_data", "auto", ("auto", "on", "off"),
+        "Read data files as a stream (tf.data, bounded memory, each host its own files) "
+        "instead of into memory: auto streams several files, TFRecord files and splits over "
+        "64 MiB (text_classification; other tasks read files into memory)."),
     options.string(
         "tfds_data_dir", None,
         "Where prepared TensorFlow Datasets are (local or gs://) for data flags of the form "
@@ -398,12 +405,15 @@ def check_input_exists(spec, flag):
     Example:
         check_input_exists("tfds:glue/sst2:validation", "--input")  # parses the spec only
     """
-    from tfimitate.data import readers, tfds_source
+    from tfimitate.data import readers, streams, tfds_source
 
     if not spec or spec.startswith(readers.PACKAGE_PREFIX) or files.is_remote(spec):
         return
     if tfds_source.is_tfds(spec):
         tfds_source.parse(spec, flag)
+        return
+    if streams.is_file_list(spec):
+        streams.expand(spec, flag)  # a pattern matching no file is told now
         return
     path = os.path.expanduser(spec)
     if not os.path.exists(path):

@@ -78,7 +78,8 @@ def _train(task, cfg, data, strategy):
     preprocessor = task.make_preprocessor(cfg)
     chosen = techniques.chosen(cfg, restore_run=runs.restore)
     training = techniques.adapt_examples(chosen, hooks.Examples(data.train), task, data, cfg)
-    steps_per_epoch = max(1, math.ceil(len(training.split) / cfg.batch_size))
+    examples = base.size(training.split)  # None: a stream not counted (--max_steps given)
+    steps_per_epoch = max(1, math.ceil(examples / cfg.batch_size)) if examples else cfg.max_steps
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     phases = techniques.phases(chosen, cfg, total_steps)
     with strategy.scope():
@@ -99,15 +100,16 @@ def _train(task, cfg, data, strategy):
         chosen, task.train_dataset(run, training.split, dict(training.extras)), cfg)
     step_loss = techniques.wrap_loss(chosen, hooks.supervised_loss(task), run)
     evaluate_fn = lambda: techniques.extend_evaluation(chosen, task.evaluate(run, data.eval), run)
-    examples = task.serving_examples(data.eval)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
+        lock.enter_context(task.reading(data))
+        examples = task.serving_examples(data.eval)
         if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
             cfg.save(cfg.model_dir)
             runs.save_serving_examples(cfg.model_dir, examples)
-        logging.info("Training on %d examples, evaluating on %d (%s); %d steps of batch %d.",
-                     len(training.split), len(data.eval), data.eval.source, total_steps,
+        logging.info("Training on %s examples, evaluating on %s (%s); %d steps of batch %d.",
+                     _count(training.split), _count(data.eval), data.eval.source, total_steps,
                      cfg.batch_size)
         result = loop.train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy,
                                  steps_per_epoch, total_steps, phases,
@@ -127,6 +129,11 @@ def _train(task, cfg, data, strategy):
         print(f"Done at step {result.step}: checkpoints, TensorBoard logs and reports are in "
               f"{cfg.model_dir} (eval/metrics.json).", flush=True)
     return metrics
+
+
+def _count(split):
+    size = base.size(split)
+    return "an uncounted stream of" if size is None else f"{size:,}"
 
 
 def _report(evaluation, split, cfg, step, name, write):

@@ -27,21 +27,30 @@ class Data:
 def hold_out(split, fraction, seed, train_data):
     """Splits `split` (anything with len() and subset(indices, source)) into
     (train, held-out eval), both in file order; the same seed gives the same split.
-    At least one example is held out; a fraction of 0 holds out nothing, so it is refused."""
+    A split with `hold_out_keys()` (tf.string keys, see `example_key`) is split by the
+    keyed hash `held_out`, as a stream of the same file is; others (and a hash that holds
+    out none or all) by a seeded shuffle. At least one example is held out; a fraction of 0
+    holds out nothing, so it is refused."""
     if not fraction > 0:
         raise UserError(f"--holdout_fraction={fraction:g} holds no evaluation data out of "
                         "--train_data; give --eval_data=FILE, or a fraction above 0.")
     order = list(range(len(split)))
-    random.Random(seed).shuffle(order)
-    held = max(1, int(round(len(order) * fraction)))
+    chosen = []
+    if hasattr(split, "hold_out_keys"):  # the keyed hash a stream of the same file uses
+        mask = held_out(split.hold_out_keys(), fraction, seed).numpy()
+        chosen = [i for i in order if mask[i]]
+    if not chosen or len(chosen) == len(order):
+        random.Random(seed).shuffle(order)
+        chosen = order[:max(1, int(round(len(order) * fraction)))]
+    held = len(chosen)
     if held >= len(order):
         raise UserError(f"--train_data={train_data}: too few examples ({len(order)}) to hold out "
                         "an eval set; give --eval_data.")
-    evaluation = split.subset(sorted(order[:held]),
-                              f"{split.source} (held out: {held} of {len(order)})")
+    chosen = set(chosen)
+    evaluation = split.subset(sorted(chosen), f"{split.source} (held out: {held} of {len(order)})")
     logging.info("No --eval_data: held out %d of %d training examples (seed %d) for evaluation.",
                  held, len(order), seed)
-    return split.subset(sorted(order[held:]), split.source), evaluation
+    return split.subset([i for i in range(len(split)) if i not in chosen], split.source), evaluation
 
 
 def warn_rare_labels(labels, source):

@@ -17,6 +17,7 @@ Example:
 """
 
 import abc
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -174,9 +175,18 @@ class Task(abc.ABC):
         """Per-example loss of a batch (float32 [batch]); 0 for examples without a label
         (tasks with SoftTargets)."""
 
+    def reading(self, data) -> Any:
+        """A context manager around training and evaluation on `data` (a splits.Data) that
+        turns a failure of its data input (e.g. a malformed row met in a streamed file) into
+        one UserError naming the file. Default: nothing to translate."""
+        del data
+        return contextlib.nullcontext()
+
     @abc.abstractmethod
     def train_dataset(self, run: Run, split, extras=None) -> Any:
-        """Endless tf.data of (inputs, labels) batches, in the same order on every run.
+        """Endless tf.data of (inputs, labels) batches, in the same order on every run, or
+        (a split streamed from many files) a data/streams.py PerHost that builds each host's
+        per-replica batches from a tf.distribute.InputContext.
 
         `extras` (name -> NumPy array with one row per label unit of `split`, e.g. a
         teacher's outputs or a feature table's row numbers) ride
@@ -264,6 +274,16 @@ class SoftTargets(Protocol):
 
     def score_probabilities(self, split, probabilities, labels) -> Evaluation:
         """Scores per-unit class `probabilities` (columns: `labels`) on a labelled split."""
+
+
+def size(split):
+    """The number of examples of `split`, or None for a streamed split that was not counted
+    (--labels and --max_steps given: no counting pass).
+
+    Example:
+        size(data.train)  # 67349
+    """
+    return None if getattr(split, "count", 0) is None else len(split)
 
 
 def check_task(task_class, name):

@@ -137,20 +137,24 @@ class ClassificationTask(base.Task):
         The label set is --labels, a TFDS ClassLabel's names, or the training labels."""
         train = self.training_split(self.read(cfg.train_data, cfg, "--train_data"))
         labels = cfg.labels or tfds_source.class_names(cfg) or tuple(sorted(set(train.labels)))
-        for label in labels:
-            if not label or "\n" in label:
-                raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
         train = self.check_labels(train, labels, "--train_data", cfg.drop_unlisted_labels)
         splits.warn_rare_labels(train.labels, train.source)
-        if len(labels) < 2:
-            raise UserError(
-                f"--train_data={cfg.train_data}: only one label ({labels[0]}) in the data; a "
-                f"classifier needs at least two{self.ONE_LABEL_ADVICE}.")
+        self.check_label_set(labels, cfg)
         cfg = cfg.replace(labels=tuple(labels))
         train = self.usable(train, cfg, "--train_data")
         train, evaluation, test = splits.eval_and_test(
             train, cfg, lambda path, flag: self.read_file(path, cfg, flag))
         return splits.Data(train, evaluation, test, tuple(labels))
+
+    def check_label_set(self, labels, cfg):
+        """Refuses an empty label, one with a line break, or fewer than two labels."""
+        for label in labels:
+            if not label or "\n" in label:
+                raise UserError(f"--labels: label {label!r} is empty or has a line break; rename it.")
+        if len(labels) < 2:
+            raise UserError(
+                f"--train_data={cfg.train_data}: only one label ({labels[0]}) in the data; a "
+                f"classifier needs at least two{self.ONE_LABEL_ADVICE}.")
 
     def read_file(self, path, cfg, flag, with_labels=True):
         """A labelled file checked against the model's labels, or inputs to predict."""

@@ -22,9 +22,9 @@ import numpy as np
 from absl import logging
 
 from tfimitate import backbones, options
-from tfimitate.data import readers
+from tfimitate.data import readers, splits, streams
 from tfimitate.errors import UserError
-from tfimitate.tasks import common
+from tfimitate.tasks import common, text_stream
 from tfimitate.tasks.classification import ClassificationTask
 
 
@@ -48,6 +48,13 @@ class Split:
         pick = lambda values: None if values is None else [values[i] for i in indices]
         return Split(source, pick(self.texts), pick(self.pairs), pick(self.labels),
                      pick(self.lines))
+
+    def hold_out_keys(self):
+        """Each example's key for the hashed hold-out (data/splits.py `held_out`)."""
+        import tensorflow as tf
+
+        return splits.example_key(tf.constant(self.texts),
+                                  None if self.pairs is None else tf.constant(self.pairs))
 
 
 def read_split(path, cfg, flag, with_labels=True, column_flag="--text_column"):
@@ -94,8 +101,10 @@ class TextClassification(ClassificationTask):
     INPUTS = ("text", "word_pieces")
 
     def read(self, path, cfg, flag, with_labels=True):
-        """A labelled table, or texts to predict: a .txt file (one per line) or a table
-        read with --text_column."""
+        """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
+        to predict: a .txt file (one per line) or a table read with --text_column."""
+        if with_labels and streams.streamed(path, cfg.stream_data, flag):
+            return text_stream.open_split(path, cfg, flag)
         if with_labels or readers.base_suffix(path) != ".txt":
             return read_split(path, cfg, flag, with_labels)
         numbered = common.read_text_lines(path, flag, "text")
@@ -108,10 +117,61 @@ class TextClassification(ClassificationTask):
 
     def load_data(self, cfg):
         """Classification data (ClassificationTask.load_data), with a warning for eval or
-        test texts that are also training texts."""
+        test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
+        if streams.streamed(cfg.train_data, cfg.stream_data, "--train_data"):
+            return self._stream_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
         return data
+
+    def _stream_data(self, cfg):
+        """Streamed training data: labels from --labels or one counting pass (skipped when
+        --labels and --max_steps are given), a hold-out by hash unless --eval_data."""
+        if cfg.cv_folds:
+            raise UserError(f"--cv_folds needs the training data in memory, but --train_data="
+                            f"{cfg.train_data} is streamed; give one file under 64 MiB, or "
+                            "train without --cv_folds.")
+        train = text_stream.open_split(cfg.train_data, cfg, "--train_data")
+        fraction = 0.0 if cfg.eval_data else cfg.holdout_fraction
+        if cfg.labels and cfg.max_steps:
+            logging.info("--train_data: not counted (--labels and --max_steps given).")
+            train = text_stream.unchecked(train, cfg.labels, cfg.drop_unlisted_labels)
+            held = text_stream.unchecked(train, cfg.labels, cfg.drop_unlisted_labels)
+            labels = cfg.labels
+        else:
+            counts = text_stream.tally(train, fraction, cfg.seed)
+            labels = cfg.labels or tuple(sorted(counts["train"]))
+            self.check_label_set(labels, cfg)
+            splits.warn_rare_labels([label for label, n in counts["train"].items() if n == 1],
+                                    train.source)
+            held = text_stream.with_labels(train, labels, counts["held"], cfg.drop_unlisted_labels)
+            train = text_stream.with_labels(train, labels, counts["train"],
+                                            cfg.drop_unlisted_labels)
+            logging.info("--train_data: %d examples (%s).", len(train),
+                         ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
+        cfg = cfg.replace(labels=tuple(labels))
+        if cfg.eval_data:
+            evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data")
+        else:
+            train, evaluation = text_stream.hold_out(train, fraction, cfg.seed)
+            evaluation = dataclasses.replace(evaluation, count=held.count,
+                                             label_counts=held.label_counts)
+        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
+        return splits.Data(train, evaluation, test, tuple(labels))
+
+    def read_file(self, path, cfg, flag, with_labels=True):
+        """ClassificationTask.read_file; a streamed file is checked against the model's labels
+        as it streams."""
+        split = self.read(path, cfg, flag, with_labels)
+        if isinstance(split, text_stream.StreamSplit):
+            return text_stream.unchecked(split, cfg.labels, cfg.drop_unlisted_labels)
+        return super().read_file(path, cfg, flag, with_labels)
+
+    def reading(self, data):
+        """Turns a TensorFlow error of a streamed split into one UserError naming its file."""
+        streamed = [s for s in (data.train, data.eval, data.test)
+                    if isinstance(s, text_stream.StreamSplit)]
+        return text_stream.reading(streamed)
 
     def example(self, split, i):
         """{"text": ..., "pair": ...} (the pair for text pairs)."""
@@ -173,12 +233,38 @@ class TextClassification(ClassificationTask):
         """Endless, reshuffled-per-pass batches of (features, label ids), or of (features,
         {"labels": label ids, **extras}) with per-example `extras`; the run's text
         transform (augmentation) may change texts and pairs every pass."""
+        if isinstance(split, text_stream.StreamSplit):
+            if extras or run.text_transform(False) is not None:
+                raise UserError(f"--train_data={split.stream.spec} is streamed, and the chosen "
+                                "technique needs the training texts in memory (per-example "
+                                "values or changed texts); give one file under 64 MiB or "
+                                "train without it.")
+            return text_stream.training_batches(split, run, _encoder(run.preprocessor),
+                                                _pads(run.preprocessor))
         extras = dict(extras or {})
         examples = _examples(split, {"labels": self.label_ids(split, run.labels), **extras})
         texts = ("text",) if split.pairs is None else ("text", "pair")
         return common.training_batches(run, examples, _encoder(run.preprocessor),
                                        _pads(run.preprocessor), texts,
                                        split_labels=("labels", *extras), untrimmed=tuple(extras))
+
+    def evaluate(self, run, split):
+        """ClassificationTask.evaluate; a streamed split is scored batch by batch, without a
+        record per example."""
+        if not isinstance(split, text_stream.StreamSplit):
+            return super().evaluate(run, split)
+        from tfimitate.tasks import classification
+
+        true, predicted = text_stream.predicted_ids(split, run, _encoder(run.preprocessor),
+                                                    _pads(run.preprocessor))
+        return classification.classification_evaluation(true, predicted, run.labels,
+                                                        split.stream.spec)
+
+    def serving_examples(self, split):
+        """The first 32 examples of `split` as serving_default inputs."""
+        if isinstance(split, text_stream.StreamSplit):
+            return text_stream.first_rows(split, common.SERVING_EXAMPLES)
+        return super().serving_examples(split)
 
     def prediction_batches(self, run, split):
         """Tokenized batches of (features, example index), cached per split."""

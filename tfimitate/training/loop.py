@@ -77,7 +77,9 @@ def train_loop(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy
         optimizer: its Keras optimizer (built under the same scope).
         step_loss: (model, inputs, labels) -> per-example float32 loss of a replica's batch.
         train_ds: an endless tf.data.Dataset of (inputs, labels) batches, global
-            batch size, in the same order on every run (it is skipped ahead on resume).
+            batch size, in the same order on every run (it is skipped ahead on resume);
+            or a function of a tf.distribute.InputContext returning that host's endless
+            per-replica batches (see `_distribute`).
         evaluate_fn: () -> Evaluation of the current weights, or None to skip evaluation.
         cfg: the Experiment.
         strategy: the tf.distribute strategy the model was built under.
@@ -131,8 +133,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         logging.info("Training already reached step %d; nothing to do.", step)
         return LoopResult(step, None, False, resumed_from)
 
-    dist_ds = strategy.experimental_distribute_dataset(train_ds.skip(step))
-    iterator = iter(dist_ds)
+    iterator = iter(_distribute(train_ds, strategy, step))
     starts = [phase.start for phase in phases]
     train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
 
@@ -211,6 +212,21 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         final_evaluation = best
     return LoopResult(step, best, stopped_early,
                       resumed_from, final_evaluation)
+
+
+def _distribute(train_ds, strategy, step):
+    """The distributed training input, `step` global batches in: a tf.data.Dataset of global
+    batches (split over replicas by the strategy), or a function of a
+    tf.distribute.InputContext giving that host's per-replica batches (each host reads its
+    own files: data/streams.py PerHost)."""
+    if isinstance(train_ds, tf.data.Dataset):
+        return strategy.experimental_distribute_dataset(train_ds.skip(step))
+
+    def per_host(context):
+        per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+        return train_ds(context).skip(step * per_pipeline)
+
+    return strategy.distribute_datasets_from_function(per_host)
 
 
 def _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg):

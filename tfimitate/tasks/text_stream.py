@@ -1,0 +1,243 @@
+"""Text classification data read as a stream (data/streams.py), for splits too large to
+hold in memory or spread over many files.
+
+What a streamed split replaces of the in-memory story: the label set comes from --labels
+or one fast counting pass (`tally`, which also gives the class counts and the number of
+examples; skipped when --labels and --max_steps make it unneeded), the hold-out is the
+keyed hash of data/splits.py `held_out` (the in-memory path uses the same one),
+duplicates are kept and the eval/train overlap is not counted (tfimitate.prepare does
+both), a label outside --labels stops the run at its row (or is dropped with
+--drop_unlisted_labels), and evaluation counts class ids batch by batch instead of keeping
+a record per example.
+
+Example:
+    split = open_split("data/train-*.tsv", cfg, "--train_data")
+    split = with_counts(split, tally(split, cfg.holdout_fraction, cfg.seed)["train"])
+"""
+
+import collections
+import contextlib
+import dataclasses
+from typing import Mapping, Optional, Tuple
+
+import numpy as np
+from absl import logging
+
+from tfimitate.data import splits, streams
+from tfimitate.errors import UserError
+
+TALLY_BATCH = 1 << 16
+UNKNOWN_LABEL = "tfimitate: unknown label"  # marks the stream's label assertion
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamSplit:
+    """A split read from files as training goes (compared and hashed by identity).
+
+    Attributes:
+        source: what the split is, for messages and reports.
+        stream: the files (streams.Source): keys "text", "pair" (pairs), "label" (labelled).
+        holdout: (fraction, seed, held) keeps only the rows the hash holds out (held) or
+            those it leaves (not held); None keeps every row.
+        labels: the model's labels (class-id order) once known, else None.
+        drop_unlisted: drop rows whose label is not in `labels` instead of stopping.
+        count: the number of examples, if known (`tally`).
+        label_counts: label -> examples, if known.
+    """
+
+    source: str
+    stream: streams.Source
+    holdout: Optional[Tuple[float, int, bool]] = None
+    labels: Optional[Tuple[str, ...]] = None
+    drop_unlisted: bool = False
+    count: Optional[int] = None
+    label_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def pairs(self):
+        return "pair" in self.stream.keys
+
+    @property
+    def labelled(self):
+        return "label" in self.stream.keys
+
+    def __len__(self):
+        if self.count is None:
+            raise RuntimeError(f"{self.source}: the number of examples is not known (no tally)")
+        return self.count
+
+
+def open_split(path, cfg, flag, with_labels=True):
+    """The StreamSplit of the files `path` names, checked (columns, .gz integrity)."""
+    columns, keys = [cfg.text_column], ["text"]
+    if cfg.text_pair_column:
+        columns.append(cfg.text_pair_column)
+        keys.append("pair")
+    if with_labels:
+        columns.append(cfg.label_column)
+        keys.append("label")
+    return StreamSplit(path, streams.open_source(path, columns, keys, flag))
+
+
+def rows(split, input_context=None, shuffle_seed=None):
+    """The split's examples as tf.data: "text" (and "pair") strings and, for a labelled split
+    with known labels, "labels" class ids; empty texts and (per `holdout`) rows dropped."""
+    import tensorflow as tf
+
+    ds = streams.examples(split.stream, input_context, shuffle_seed)
+    ds = ds.filter(lambda row: tf.strings.length(tf.strings.strip(row["text"])) > 0)
+    if split.holdout is not None:
+        fraction, seed, held = split.holdout
+        ds = ds.filter(lambda row: tf.equal(
+            splits.held_out(splits.example_key(row["text"], row.get("pair")), fraction, seed), held))
+    if not split.labelled or split.labels is None:
+        return ds
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(split.labels), tf.range(len(split.labels), dtype=tf.int32)), -1)
+
+    def with_id(row):
+        row = dict(row)
+        label = tf.strings.strip(row.pop("label"))
+        row["labels"] = table.lookup(label)
+        if not split.drop_unlisted:
+            with tf.control_dependencies([tf.debugging.Assert(
+                    row["labels"] >= 0, [UNKNOWN_LABEL, label], name="known_label")]):
+                row["labels"] = tf.identity(row["labels"])
+        return row
+
+    ds = ds.map(with_id, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.filter(lambda row: row["labels"] >= 0) if split.drop_unlisted else ds
+
+
+def tally(split, fraction, seed):
+    """One fast pass over a labelled split: {"train": Counter, "held": Counter} of labels of
+    the rows the hold-out leaves and takes (`fraction` 0: all in "train")."""
+    import tensorflow as tf
+
+    counts = {"train": collections.Counter(), "held": collections.Counter()}
+
+    def mark(batch):
+        key = splits.example_key(batch["text"], batch.get("pair"))
+        held = splits.held_out(key, fraction, seed) if fraction > 0 else tf.zeros_like(key, tf.bool)
+        return tf.strings.strip(batch["label"]), held
+
+    ds = rows(dataclasses.replace(split, labels=None)).batch(TALLY_BATCH).map(
+        mark, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    for labels, held in ds.as_numpy_iterator():
+        for part, mask in (("train", ~held), ("held", held)):
+            values, numbers = np.unique(labels[mask], return_counts=True)
+            counts[part].update({v.decode(): int(n) for v, n in zip(values, numbers)})
+    return counts
+
+
+def with_labels(split, labels, counts, drop_unlisted):
+    """`split` with the model's label set and its counts; a label outside `labels` is refused
+    naming it (or, with `drop_unlisted`, its rows are dropped and counted)."""
+    unknown = sorted(set(counts) - set(labels))
+    if unknown and not drop_unlisted:
+        raise UserError(f"{split.stream.flag}={split.stream.spec}: label '{unknown[0]}' "
+                        f"({counts[unknown[0]]} rows) is not one of the model's labels "
+                        f"({', '.join(labels)}); fix the rows, add it to --labels, or pass "
+                        "--drop_unlisted_labels.")
+    if unknown:
+        logging.warning("%s: dropped %d examples whose label is not in --labels.", split.source,
+                        sum(counts[label] for label in unknown))
+    kept = {label: counts.get(label, 0) for label in labels}
+    return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted,
+                               count=sum(kept.values()), label_counts=kept)
+
+
+def unchecked(split, labels, drop_unlisted):
+    """`split` with the model's labels but no counting pass: its rows are checked as they
+    stream by (unknown: the count)."""
+    return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted)
+
+
+def training_batches(split, run, encode, pads):
+    """Endless training batches of a streamed split, built per host (streams.PerHost):
+    each host reads its own files, reshuffled per pass, tokenized as they come."""
+    from tfimitate import runtime
+    from tfimitate.data import pipelines
+
+    cfg = run.cfg
+    static = runtime.needs_static_shapes(run.strategy)
+
+    def build(context):
+        batch = context.get_per_replica_batch_size(cfg.batch_size) if context else cfg.batch_size
+        features = pipelines.encoded(rows(split, context, shuffle_seed=cfg.seed), encode,
+                                     cache=False)
+        return pipelines.batches(features, batch, cfg.sequence_length, pads,
+                                 shuffle_seed=cfg.seed, repeat=True, static_length=static,
+                                 few_shapes=cfg.jit_compile)
+
+    return streams.PerHost(build, split.source)
+
+
+def predicted_ids(split, run, encode, pads):
+    """(true class ids, predicted class ids) of every example of a labelled streamed split,
+    counted batch by batch (nothing else kept)."""
+    import tensorflow as tf
+
+    from tfimitate.data import pipelines
+
+    features = pipelines.encoded(rows(split), encode, cache=False)
+    batches = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length, pads)
+    true, predicted = [], []
+    for inputs, labels in batches:
+        logits = run.model(inputs, training=False)
+        true.append(labels.numpy())
+        predicted.append(tf.argmax(logits, axis=-1).numpy())
+    if not true:
+        raise UserError(f"{split.source}: no examples to evaluate; check the files and "
+                        "--holdout_fraction.")
+    return np.concatenate(true), np.concatenate(predicted)
+
+
+def first_rows(split, count):
+    """The first `count` examples as {"text": [...], ("text_pair": [...])} raw strings."""
+    inputs = {"text": []}
+    if split.pairs:
+        inputs["text_pair"] = []
+    for row in rows(dataclasses.replace(split, labels=None)).take(count).as_numpy_iterator():
+        inputs["text"].append(row["text"].decode())
+        if split.pairs:
+            inputs["text_pair"].append(row["pair"].decode())
+    return inputs
+
+
+def hold_out(split, fraction, seed):
+    """(train, held-out eval) of a streamed split, by the keyed hash of each example."""
+    if not fraction > 0:
+        raise UserError(f"--holdout_fraction={fraction:g} holds no evaluation data out of "
+                        f"{split.stream.flag}; give --eval_data=FILE, or a fraction above 0.")
+    train = dataclasses.replace(split, holdout=(fraction, seed, False))
+    held = dataclasses.replace(split, holdout=(fraction, seed, True),
+                               source=f"{split.source} (held out: {fraction:g}, by hash)")
+    return train, held
+
+
+@contextlib.contextmanager
+def reading(streamed):
+    """A context in which a TensorFlow error of a `streamed` split's input becomes one
+    UserError: an unknown label (with its value), else the first file a strict read of
+    the splits' files refuses (streams.diagnose)."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
+        if not streamed:
+            raise
+        message = error.message
+        if UNKNOWN_LABEL in message:
+            label = message.split(UNKNOWN_LABEL + "] [", 1)[-1].split("]")[0]
+            split = streamed[0]
+            flags = ", ".join(dict.fromkeys(s.stream.flag for s in streamed))
+            raise UserError(f"a row of {flags} has the label '{label}', which is not one of the model's labels "
+                            f"({', '.join(split.labels or ())}); fix the row, add it to "
+                            "--labels, or pass --drop_unlisted_labels.") from None
+        if "Expect" not in message and not isinstance(error, tf.errors.DataLossError) \
+                and "numpy_function" not in message and "PyFunc" not in message:
+            raise
+        found = [streams.diagnose(split.stream, error) for split in streamed]
+        raise next((f for f in found if not str(f).startswith("--")), found[0]) from None
