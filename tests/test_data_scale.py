@@ -61,7 +61,7 @@ def test_watch_sums_the_tree_and_notes_marks(tmp_path):
 def test_ratios_and_table_say_which_targets_are_met():
     def row(peak, first_wall, first_cpu, rate):
         return {"data": {"files": 1, "megabytes": 1.0},
-                "train": {"peak_rss_gib": peak, "cpu_s": 60.0, "path_log": [],
+                "train": {"peak_rss_gib": peak, "cpu_s": 60.0, "data_path": "in memory",
                           "marks": {"first_step": {"wall_s": first_wall, "cpu_s": first_cpu}}},
                 "steady": {"steady_ex_per_s": rate}}
 
@@ -69,11 +69,12 @@ def test_ratios_and_table_say_which_targets_are_met():
             "4m_16": row(2.2, 44.0, 50.0, 48.0)}
     rows["4m"] = {"data": {"files": 1, "megabytes": 427.0},
                   "train": {"peak_rss_gib": 4.5, "error": "error: out of | memory"}}
-    targets = data_scale.ratios(rows, "1m")
+    rows["1m_memory"] = rows.pop("1m")
+    targets = data_scale.ratios(rows, "1m_memory")
     assert targets["peak_memory_4m_16_over_10k"] == 1.1
     assert targets["first_step_cpu_4m_16_over_10k"] == 1.667
     assert targets["steady_streamed_over_in_memory"] == 0.96
-    assert data_scale.ratios({"10k": rows["10k"]}, "1m")["peak_memory_4m_16_over_10k"] is None
+    assert data_scale.ratios({"10k": rows["10k"]}, "1m_memory")["peak_memory_4m_16_over_10k"] is None
     info = {"cpu_model": "CPU", "cpu_vendor": "V", "cpu_family": "1", "cpu_model_number": "2",
             "cpu_class": "AVX2", "vector_extensions": ["avx2"], "cores": 2,
             "virtual_machine": False}
