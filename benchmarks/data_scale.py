@@ -292,11 +292,12 @@ def markdown(summary):
              f"{'yes' if 'avx512_bf16' in info['vector_extensions'] else 'no'}, AMX: "
              f"{'yes' if 'amx_tile' in info['vector_extensions'] else 'no'}. `uptime` before: "
              f"{summary['uptime_before']}; after: {summary['uptime_after']}.", "",
-             f"Command: `{summary['command']}` (rows measured at different times keep their "
-             "own load figures in the JSON). Method: benchmarks/data_scale.py's docstring.", "",
+             "Commands, in order (a later one re-measured some rows; each run keeps its own "
+             "load figures in the JSON): " + "; ".join(f"`{c}`" for c in summary["commands"])
+             + ". Method: benchmarks/data_scale.py's docstring.", "",
              "| rows | file(s) | peak memory GiB | CPU s to loop start | CPU s at first step "
-             "| wall s to first step | CPU s at exit | steady ex/s | data path (log) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| wall s to first step | CPU s at exit | steady ex/s | data path (log) "
+             "| 1-min load before/after |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in DATASETS:
         if name not in rows:
             continue
@@ -306,29 +307,28 @@ def markdown(summary):
         marks = train.get("marks", {})
         if "error" in train:
             lines.append(f"| {name} | {what} | {_cell(train.get('peak_rss_gib'), 2)} | "
-                         f"failed: {train['error'].replace('|', '/')} | | | | | |")
+                         f"failed: {train['error'].replace('|', '/')} | | | | | | |")
             continue
         lines.append(
             f"| {name} | {what} | {_cell(train.get('peak_rss_gib'), 2)} | "
             f"{_cell(marks.get('loop_start', {}).get('cpu_s'))} | "
             f"{_cell(marks.get('first_step', {}).get('cpu_s'))} | "
             f"{_cell(marks.get('first_step', {}).get('wall_s'))} | {_cell(train.get('cpu_s'))} | "
-            f"{_steady_cell(row)} | "
-            f"{train.get('data_path', '–')} |")
+            f"{_steady_cell(row)} | {train.get('data_path', '–')} | {_loads(train)} |")
     lines += ["", f"Plain tf.data baseline (TextLineDataset → split → batch {BASELINE_BATCH} → "
               "keras-hub preprocessor, parallel map, prefetch):", "",
               "| rows | peak memory GiB | s to first batch | CPU s to first batch | "
-              "tokenized ex/s |", "|---|---|---|---|---|"]
+              "tokenized ex/s | 1-min load before/after |", "|---|---|---|---|---|---|"]
     for name in DATASETS:
         base = rows.get(name, {}).get("baseline")
         if not base:
             continue
         if "error" in base:
-            lines.append(f"| {name} | failed: {base['error'].replace('|', '/')} | | | |")
+            lines.append(f"| {name} | failed: {base['error'].replace('|', '/')} | | | | |")
             continue
         lines.append(f"| {name} | {_cell(base['peak_rss_gib'], 2)} | "
                      f"{_cell(base['first_batch_s'])} | {_cell(base['first_batch_cpu_s'])} | "
-                     f"{base['ex_per_s']:,.0f} |")
+                     f"{base['ex_per_s']:,.0f} | {_loads(base)} |")
     target_ratios = summary["targets"]
     lines += ["", f"Targets (in-memory reference for throughput: the "
               f"{target_ratios['in_memory_reference']} run):", "",
@@ -346,6 +346,11 @@ def _steady_cell(row):
     rates = [run["steady_ex_per_s"] for run in row.get("steady_runs", []) if "steady_ex_per_s" in run]
     best = row.get("steady", {}).get("steady_ex_per_s")
     return _cell(best) + (f" (runs: {', '.join(f'{r:.1f}' for r in rates)})" if len(rates) > 1 else "")
+
+
+def _loads(run):
+    return (f"{run['load_before'][0]:.1f} / {run['load_after'][0]:.1f}"
+            if "load_before" in run else "–")
 
 
 def _uptime():
@@ -371,9 +376,10 @@ def main(argv):
     scratch = _SCRATCH.value
     names = [name for name in DATASETS if name in _DATASETS.value]
     summary = harness.load(NAME) or {"rows": {}}
+    command = "python benchmarks/data_scale.py " + " ".join(sys.argv[1:])
+    summary["commands"] = [c for c in summary.get("commands", []) if c != command] + [command]
     summary.update(machine=machine.describe(), lscpu_model=_lscpu_model(),
-                   load_before=machine.load_average(), uptime_before=_uptime(),
-                   command="python benchmarks/data_scale.py " + " ".join(sys.argv[1:]))
+                   load_before=machine.load_average(), uptime_before=_uptime())
     if _MAX_STEPS.value:
         summary["max_steps"] = _MAX_STEPS.value
     if _STEADY_STEPS.value:

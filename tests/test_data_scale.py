@@ -81,7 +81,7 @@ def test_ratios_and_table_say_which_targets_are_met():
     text = data_scale.markdown({"rows": rows, "machine": info, "max_steps": 5, "steady_steps": 60,
                                 "load_before": [1, 1, 1], "load_after": [2, 2, 2],
                                 "lscpu_model": "CPU", "uptime_before": "u", "uptime_after": "u",
-                                "command": "c", "targets": targets})
+                                "commands": ["c"], "targets": targets})
     assert "| peak memory, 4 M rows in 16 shards / 10 k | 1.10 | <= 1.2 | yes |" in text
     assert "| CPU s to the first step, 4 M in 16 shards / 10 k | 1.67 | <= 1.5 | no |" in text
     assert "failed: error: out of / memory" in text
