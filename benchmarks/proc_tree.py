@@ -11,8 +11,10 @@ Example:
                 marks={"first_step": "First call of the train step"}, log="/tmp/run.log")
     run["marks"]["first_step"]   # {"wall_s": 41.2, "cpu_s": 55.0}
     run["peak_rss_gib"], run["cpu_s"], run["returncode"]
+    cpu_at(run["cpu_series"], some_time_time)   # the tree's CPU seconds then
 """
 
+import bisect
 import os
 import subprocess
 import threading
@@ -67,19 +69,21 @@ def sample(pid):
 def watch(command, marks=(), log=None, interval=0.1, cwd=None, env=None):
     """Runs `command`; returns {"returncode", "wall_s", "peak_rss_gib" (tree, polled),
     "max_rss_gib" (largest process, kernel), "cpu_s" (tree at exit, kernel), "marks":
-    {name: {"wall_s", "cpu_s"}} for each mark seen, "stderr_tail"}; stdout and stderr go
-    to `log` (stdout first)."""
+    {name: {"wall_s", "cpu_s"}} for each mark seen, "stderr_tail", "cpu_series": [(wall
+    time, tree CPU s)] of every poll}; stderr goes to `log`, stdout to `log`.stdout."""
     out = open(log + ".stdout" if log else os.devnull, "w", encoding="utf-8")
     err_log = open(log if log else os.devnull, "w", encoding="utf-8")
     start = time.time()
     child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True,
                              errors="replace", cwd=cwd, env=env)
-    peak = [0]
+    peak, series = [0], []
     done = threading.Event()
 
     def poll():
         while not done.is_set():
-            peak[0] = max(peak[0], sample(child.pid)[0])
+            rss, cpu = sample(child.pid)
+            peak[0] = max(peak[0], rss)
+            series.append((time.time(), cpu))
             done.wait(interval)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -103,4 +107,15 @@ def watch(command, marks=(), log=None, interval=0.1, cwd=None, env=None):
             "peak_rss_gib": round(peak[0] / GIB, 3),
             "max_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "marks": seen,
-            "stderr_tail": "".join(tail)}
+            "stderr_tail": "".join(tail), "cpu_series": series}
+
+
+def cpu_at(series, moment):
+    """The tree's CPU seconds at wall time `moment`, from watch()'s "cpu_series" (linear
+    between the samples around it)."""
+    times = [t for t, _ in series]
+    i = bisect.bisect_left(times, moment)
+    if i == 0 or i == len(series):
+        raise ValueError(f"{moment} is outside the samples ({times[0]} to {times[-1]})")
+    (t0, c0), (t1, c1) = series[i - 1], series[i]
+    return c0 + (c1 - c0) * (moment - t0) / (t1 - t0)

@@ -55,6 +55,8 @@ def test_watch_sums_the_tree_and_notes_marks(tmp_path):
     assert run["peak_rss_gib"] > 0.29  # both processes' 150 MiB at once
     assert 0.14 < run["max_rss_gib"] < 0.25  # the kernel's figure is per process
     assert 0.5 < run["marks"]["ready"]["wall_s"] < run["wall_s"]
+    middle = run["cpu_series"][len(run["cpu_series"]) // 2][0]
+    assert 0 < proc_tree.cpu_at(run["cpu_series"], middle) <= run["cpu_s"]
     assert "ready to go" in (tmp_path / "child.log").read_text()
 
 
@@ -63,7 +65,7 @@ def test_ratios_and_table_say_which_targets_are_met():
         return {"data": {"files": 1, "megabytes": 1.0},
                 "train": {"peak_rss_gib": peak, "cpu_s": 60.0, "data_path": "in memory",
                           "marks": {"first_step": {"wall_s": first_wall, "cpu_s": first_cpu}}},
-                "steady": {"steady_ex_per_s": rate}}
+                "steady": {"steady_ex_per_s": rate}, "steady_cpu": rate / 100}
 
     rows = {"10k": row(2.0, 40.0, 30.0, 50.0), "1m": row(2.5, 50.0, 40.0, 50.0),
             "4m_16": row(2.2, 44.0, 50.0, 48.0)}
@@ -74,6 +76,7 @@ def test_ratios_and_table_say_which_targets_are_met():
     assert targets["peak_memory_4m_16_over_10k"] == 1.1
     assert targets["first_step_cpu_4m_16_over_10k"] == 1.667
     assert targets["steady_streamed_over_in_memory"] == 0.96
+    assert targets["steady_per_cpu_streamed_over_in_memory"] == 0.96
     assert data_scale.ratios({"10k": rows["10k"]}, "1m_memory")["peak_memory_4m_16_over_10k"] is None
     info = {"cpu_model": "CPU", "cpu_vendor": "V", "cpu_family": "1", "cpu_model_number": "2",
             "cpu_class": "AVX2", "vector_extensions": ["avx2"], "cores": 2,
