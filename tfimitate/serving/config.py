@@ -60,6 +60,64 @@ def models_config_text(saved_models, container_path="/models", num_versions=1):
     return HEADER.format(saved_models=saved_models) + text_format.MessageToString(config)
 
 
+def config_problem(config):
+    """Why TF Serving would refuse a ModelServerConfig (None if it would not)."""
+    if config.WhichOneof("config") != "model_config_list":
+        return "the config must hold a model_config_list"
+    names = set()
+    for model in config.model_config_list.config:
+        if not model.name:
+            return "a model config has no name"
+        if model.name in names:
+            return f"Illegal to list model {model.name} multiple times in config list"
+        names.add(model.name)
+        if not model.base_path:
+            return f"model {model.name} has no base_path"
+        if model.model_platform not in ("", "tensorflow"):
+            return f"model {model.name}: model_platform {model.model_platform} is not served here"
+    return None
+
+
+def read_text_proto(path, message, flag):
+    """The text proto `message` (a new proto instance) read from `path`; UserError naming
+    `flag`, the file and the parse error otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{flag}={path}: cannot read it ({getattr(error, 'strerror', error)}); "
+                        "check the path.") from None
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        raise UserError(f"{flag}={path}: not a valid {message.DESCRIPTOR.name} text proto "
+                        f"({error}); fix that line.") from None
+
+
+def read_models_config(path, flag="--model_config_file"):
+    """The ModelServerConfig in `path` (a models.config), checked as TF Serving checks it."""
+    config = read_text_proto(path, model_server_config_pb2.ModelServerConfig(), flag)
+    problem = config_problem(config)
+    if problem:
+        raise UserError(f"{flag}={path}: {problem}; fix the file.")
+    return config
+
+
+def write_models_config(path, text, flag="--models_config"):
+    """Replaces `path` with `text` in one step (a reader or a polling server sees the old
+    file or the new one, never half of it)."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise UserError(f"{flag}={path}: cannot write it ({error.strerror}); "
+                        "check the folder exists and is writable.") from None
+
+
 def _define_flags():
     """The generator's flags, defined only when it runs as a program."""
     return dict(
@@ -81,14 +139,7 @@ def main(argv, holders):
     value = {name: holder.value for name, holder in holders.items()}
     text = models_config_text(value["saved_models"], value["container_path"], value["num_versions"])
     path = value["models_config"]
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except OSError as error:
-        raise UserError(f"--models_config={path}: cannot write it ({error.strerror}); "
-                        "check the folder exists and is writable.") from None
+    write_models_config(path, text)
     print(f"Wrote {path} for {len(exported_models(value['saved_models']))} model(s).", flush=True)
 
 

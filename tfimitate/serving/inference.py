@@ -2,9 +2,11 @@
 
 These APIs take serialized `tf.Example`s (an `Input` proto: `example_list`, or
 `example_list_with_context` whose context features every example shares) and run a
-signature whose method name says what it returns (`tensorflow/serving/classify`:
-`classes` and/or `scores` `[batch, classes]`; `tensorflow/serving/regress`: `outputs`
-`[batch]` or `[batch, 1]`), fed with the serialized examples as its one string input.
+signature that returns `classes` and/or `scores` `[batch, classes]` (Classify) or
+`outputs` `[batch]` or `[batch, 1]` (Regress), fed with the serialized examples as its
+one string input. Our exports also give those signatures the method names
+`tensorflow/serving/classify` / `regress` (see `method_for`), which TF Serving checks
+only with --enable_signature_method_name_check (off by default, and not checked here).
 The checks and messages follow tensorflow_serving/servables/tensorflow/classifier.cc and
 regressor.cc.
 
@@ -56,11 +58,12 @@ def _run(servable, signature_name, input_proto, method, wanted_outputs):
     signature = servable.signature_defs.get(name)
     if signature is None:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"No signature was found with name: {name}")
-    if signature.method_name != method:
+                           f"No signature was found with the name: {name}")
+    if not set(wanted_outputs) & set(signature.outputs):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"Expected {_KIND[method]} signature method_name to be {method}. "
-                           f"Was: {signature.method_name}")
+                           f"Expected {_KIND[method]} signature outputs to contain "
+                           f"{' or '.join(wanted_outputs)}; {name} has "
+                           f"{', '.join(sorted(signature.outputs))}.")
     if len(signature.inputs) != 1:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Expected one input Tensor.")
     serialized = serialized_examples(input_proto)

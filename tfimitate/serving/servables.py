@@ -155,7 +155,6 @@ class ModelVersions:
         self._failures = {}  # version -> (failed loads, time.monotonic() of the next try)
         self._loaded = {}  # version -> Servable; replaced whole, never changed in place
         self._lock = threading.Lock()
-        self._stop = threading.Event()
 
     def get(self, version=None, label=None):
         """The servable for `version`, or for the version `label` names (neither: the newest
@@ -264,18 +263,9 @@ class ModelVersions:
                 raise ValueError(f"warmup record of unsupported type {kind}")
         logging.info("Replayed %d warmup requests for version %d.", len(logs), servable.version)
 
-    def follow(self, poll_seconds):
-        """Polls every `poll_seconds` in a daemon thread until `stop()`."""
-        def loop():
-            while not self._stop.wait(poll_seconds):
-                try:
-                    self.poll()
-                except OSError as error:  # e.g. the folder is being replaced; try again
-                    logging.warning("Could not scan %s: %s", self.base_path, error)
-        thread = threading.Thread(target=loop, name=f"poll-{self.name}", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self):
-        self._stop.set()
-
+    def unload_all(self):
+        """Unloads every version (the model left the config)."""
+        with self._lock:
+            for version in self._loaded:
+                self.states[version] = (State.END, "")
+            self._loaded = {}
