@@ -80,29 +80,34 @@ class Models:
                 versions.policy = model.model_version_policy
                 models[model.name] = versions
             removed = [v for name, v in self._models.items() if models.get(name) is not v]
-            for versions in models.values():
-                versions.poll()
+            for versions in models.values():  # new versions first, so that labels can move
+                versions.poll(unload=False)    # to them before the old ones go
             self._models = models
-            for versions in removed:
-                versions.unload_all()
-                logging.info("Unloaded model %s (no longer in the config).", versions.name)
+            error = None
             try:
                 for model in config.model_config_list.config:
                     models[model.name].check_labels(dict(model.version_labels))
-            except RequestError as error:
-                logging.error("Version labels not applied (the previous ones stay): %s", error)
-                return error
-            for model in config.model_config_list.config:
-                models[model.name].labels = dict(model.version_labels)
-            return None
+            except RequestError as refused:
+                logging.error("Version labels not applied (the previous ones stay): %s", refused)
+                error = refused
+            if error is None:
+                for model in config.model_config_list.config:
+                    models[model.name].labels = dict(model.version_labels)
+            for versions in models.values():
+                versions.poll()
+            for versions in removed:
+                versions.unload_all()
+                logging.info("Unloaded model %s (no longer in the config).", versions.name)
+            return error
 
     def poll(self):
-        """Polls every model's base path once."""
-        for versions in list(self._models.values()):
-            try:
-                versions.poll()
-            except OSError as error:  # e.g. the folder is being replaced; try again
-                logging.warning("Could not scan %s: %s", versions.base_path, error)
+        """Polls every model's base path once (not while a config is being applied)."""
+        with self._lock:
+            for versions in self._models.values():
+                try:
+                    versions.poll()
+                except OSError as error:  # e.g. the folder is being replaced; try again
+                    logging.warning("Could not scan %s: %s", versions.base_path, error)
 
     def retrying(self):
         return any(versions.retrying() for versions in self._models.values())

@@ -192,10 +192,11 @@ class ModelVersions:
         return any(0 < self._failures.get(version, (0, 0.0))[0] <= self.max_num_load_retries
                    for version in wanted if version not in self._loaded)
 
-    def poll(self):
-        """Loads the wanted versions (or retries them when their time comes) and unloads the
-        others once a wanted one is available. A deleted newest version rolls back to the one
-        before it, as in TF Serving. Returns the newest served version (None while there is none).
+    def poll(self, unload=True):
+        """Loads the wanted versions (or retries them when their time comes) and, with
+        `unload`, unloads the others once a wanted one is available. A deleted newest version
+        rolls back to the one before it, as in TF Serving. Returns the newest served version
+        (None while there is none).
         """
         with self._lock:
             wanted = wanted_versions(self.policy, numeric_versions(self.base_path))
@@ -204,15 +205,12 @@ class ModelVersions:
                 servable = self._load(version)
                 if servable is not None:
                     loaded[version] = servable
-            if any(version in loaded for version in wanted):
+            if unload and any(version in loaded for version in wanted):
                 for version in set(loaded) - set(wanted):
                     del loaded[version]
             for version in set(self._loaded) - set(loaded):  # before traffic moves: a client
                 self.states[version] = (State.END, "")        # served by the new versions never
             self._loaded = loaded                             # reads them LOADING
-            for version in sorted(set(loaded) - set(wanted)):
-                logging.info("Keeping %s version %d until a wanted version loads.", self.name,
-                             version)
             return max(loaded) if loaded else None
 
     def _load(self, version):

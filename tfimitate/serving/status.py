@@ -5,7 +5,6 @@ Example:
     http_status(error.code)  # 404
 """
 
-import grpc
 
 
 class RequestError(Exception):
