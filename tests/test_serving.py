@@ -31,7 +31,8 @@ from tfimitate import workflow
 from tfimitate.errors import UserError
 from tfimitate.serving import client as client_lib
 from tfimitate.serving import config as config_lib
-from tfimitate.serving import export, inference, metrics, rollout, warmup
+from tfimitate.serving import (compat, export, inference, metrics, rollout, session_loader,
+                               warmup)
 from tfimitate.serving.client import ServingClient, ServingError, records
 from tfimitate.serving.devserver import DevServer
 from tfimitate.serving.servables import Servable
@@ -379,6 +380,8 @@ def test_export_has_a_classify_signature_tf_serving_accepts(trained):
         "tensorflow/serving/predict"
     kinds = [log.WhichOneof("log_type") for log in warmup.read_warmup_logs(path)]
     assert kinds.count("classify_log") == 6 and kinds.count("predict_log") == 6
+    replayed = session_loader.run_all(path, compat.warmup_calls(path))  # what compat replays
+    assert "error" not in replayed and replayed["classify#11/scores"].shape == (32, 2)
 
 
 def test_classify_returns_predicts_labels_and_probabilities(trained, servable):

@@ -14,6 +14,8 @@ Example:
 
 import os
 
+import numpy as np
+
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, predict_pb2, prediction_log_pb2,
                                      regression_pb2)
@@ -94,3 +96,21 @@ def read_warmup_requests(version_dir):
     """The PredictRequests of a version's warmup file ([] when it has none)."""
     return [log.predict_log.request for log in read_warmup_logs(version_dir)
             if log.HasField("predict_log")]
+
+
+def read_warmup_inputs(version_dir):
+    """(signature name, {input name: NumPy array}) of each Predict, Classify and Regress
+    warmup request of a version; the examples of Classify/Regress ones as the serialized
+    tf.Examples their signature's one input `inputs` takes (our exports' name for it)."""
+    calls = []
+    for log in read_warmup_logs(version_dir):
+        kind = log.WhichOneof("log_type")
+        if kind == "predict_log":
+            request = log.predict_log.request
+            calls.append((request.model_spec.signature_name or "serving_default",
+                          {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}))
+        elif kind in ("classify_log", "regress_log"):
+            request = getattr(log, kind).request
+            calls.append((request.model_spec.signature_name or "serving_default", {
+                "inputs": np.array(inference.serialized_examples(request.input), dtype=object)}))
+    return calls
