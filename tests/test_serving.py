@@ -303,7 +303,8 @@ def test_client_main_reads_texts_from_a_file_or_stdin(server, capsys, monkeypatc
 def _client_flags(target, **values):
     values = dict(dict(target=target, model_name=MODEL, version=None, version_label=None,
                        signature_name="serving_default", text_pair=None, batch_size=2,
-                       timeout=30.0, metadata=False, status=False, input=None), **values)
+                       timeout=30.0, metadata=False, status=False, input=None, rest=False,
+                       examples=None, features=None), **values)
     return {name: types.SimpleNamespace(value=value) for name, value in values.items()}
 
 
@@ -682,3 +683,33 @@ def test_a_label_on_a_version_not_loaded_is_refused_and_the_old_labels_kept(serv
         assert client.predict(MODEL, {"text": ["x"]}, version_label="canary").version == 2
     finally:
         config_lib.write_models_config(served.config_path, original)
+
+
+def test_client_over_rest_answers_as_over_grpc(served, tmp_path, capsys):
+    grpc_client = ServingClient(served.target, timeout=30)
+    rest_client = ServingClient(f"http://127.0.0.1:{served.rest_port}", timeout=30)
+    for spec in ({}, {"version": 1}, {"version_label": "canary"}):
+        want, got = (c.predict(MODEL, {"text": TEXTS}, **spec) for c in (grpc_client, rest_client))
+        assert got.version is None and want.version is not None
+        assert [r["label"] for r in records(TEXTS, got.outputs)] == \
+            [r["label"] for r in records(TEXTS, want.outputs)]
+        np.testing.assert_allclose(got.outputs["probabilities"], want.outputs["probabilities"],
+                                   atol=1e-6)
+        assert rest_client.metadata(MODEL, **spec) == grpc_client.metadata(MODEL, **spec)
+        assert rest_client.status(MODEL, **spec) == grpc_client.status(MODEL, **spec)
+    examples = inference.to_examples({"text": TEXTS})
+    for got, want in zip(rest_client.classify(MODEL, examples), grpc_client.classify(MODEL, examples)):
+        assert [label for label, _ in got] == [label for label, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+    with pytest.raises(ServingError) as raised:
+        rest_client.predict(MODEL, {"text": ["x"]}, version_label="gold")
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND and "label: gold" in str(raised.value)
+    path = helpers.write_lines(tmp_path, "rows.jsonl", [json.dumps({"text": t}) for t in TEXTS])
+    holders = _client_flags(f"127.0.0.1:{served.rest_port}", rest=True, version_label="stable",
+                            examples=path)
+    client_lib.main(["client"], holders)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in printed] == TEXTS
+    assert [row["label"] for row in printed] == \
+        [label for label in grpc_client.predict(MODEL, {"text": TEXTS}, version_label="stable")
+         .outputs["label"].astype(str)]

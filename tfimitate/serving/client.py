@@ -1,10 +1,12 @@
-"""gRPC client for TensorFlow Serving (and the dev server): Predict, GetModelMetadata, GetModelStatus.
+"""Client for TensorFlow Serving (and the dev server), over gRPC or REST: Predict, Classify,
+GetModelMetadata, GetModelStatus.
 
-Uses the official `tensorflow-serving-api` protos, so it talks to the
-`tensorflow/serving` image as it is. Prints one JSON object per input text, laid
-out from the signature's output shapes (see `records`): `label`, `class_id` and
-`probabilities` for classifiers; `words`, `tags`, `scores` and `entities` for
-token classifiers; the same rules for any other signature.
+Uses the official `tensorflow-serving-api` protos (over REST: TF Serving's documented
+JSON formats), so it talks to the `tensorflow/serving` image as it is. Prints one
+JSON object per input text, laid out from the signature's output shapes (see
+`records`): `label`, `class_id` and `probabilities` for classifiers; `words`, `tags`,
+`scores` and `entities` for token classifiers; the same rules for any other signature.
+With --examples, each row of a CSV/JSONL file is sent as a tf.Example to Classify.
 
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 \\
         "a gripping film" "two hours I will not get back"
@@ -12,6 +14,9 @@ token classifiers; the same rules for any other signature.
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --metadata
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --status
     python -m tfimitate.serving.client --model_name=fashion_mnist photo.jpg shoe.png
+    python -m tfimitate.serving.client --target=http://localhost:8501 --model_name=sst2 \
+        --version_label=canary "a gripping film"                       # REST
+    python -m tfimitate.serving.client --model_name=sst2 --examples=reviews.jsonl  # Classify
 
 Example (in Python):
     client = ServingClient("localhost:8500", timeout=5)
@@ -19,25 +24,31 @@ Example (in Python):
     print(prediction.version, records(["a gripping film"], prediction.outputs))
 """
 
+import base64
 import collections
 import dataclasses
 import json
 import os
+import socket
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from absl import flags
 from google.protobuf import json_format
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
+                                     get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from tfimitate import files
 from tfimitate.data import readers
 from tfimitate.errors import UserError, run_cli
+from tfimitate.serving import inference
 
 MAX_MESSAGE_BYTES = 64 << 20
 # Arguments with these suffixes are sent as `image_bytes` (image classifiers).
@@ -63,11 +74,141 @@ class Prediction:
     version: int
 
 
+class _RestError(Exception):
+    """A failed REST call, shaped like grpc.RpcError (code(), details()) for `_explain`."""
+
+    def __init__(self, code, details):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+# TF Serving's HTTP codes back to the gRPC status (serving/status.py has the other way).
+_HTTP_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+               409: grpc.StatusCode.ABORTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+               501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
+               504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def _json_strings(array):
+    """A string tensor as JSON: text where every value is UTF-8, else {"b64": ...} values."""
+    try:
+        return np.vectorize(lambda v: v.decode("utf-8"), otypes=[object])(array).tolist()
+    except UnicodeDecodeError:
+        return np.vectorize(lambda v: {"b64": base64.b64encode(v).decode()},
+                            otypes=[object])(array).tolist()
+
+
+class _Rest:
+    """TF Serving's REST API behind the gRPC stubs' calls: request protos in, response protos
+    out (Predict, Classify, GetModelMetadata, GetModelStatus), in TF Serving's JSON formats."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def _send(self, path, body, timeout):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data,
+                                         method="GET" if data is None else "POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return json.loads(answer.read().decode())
+        except urllib.error.HTTPError as error:
+            text = error.read().decode("utf-8", "replace")
+            try:
+                details = json.loads(text)["error"]
+            except (ValueError, KeyError, TypeError):
+                details = text.strip() or error.reason
+            raise _RestError(_HTTP_CODES.get(error.code, grpc.StatusCode.UNKNOWN),
+                             f"HTTP {error.code}: {details}") from None
+        except (TimeoutError, socket.timeout):
+            raise _RestError(grpc.StatusCode.DEADLINE_EXCEEDED, "timed out") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise _RestError(grpc.StatusCode.UNAVAILABLE,
+                             str(getattr(error, "reason", error))) from None
+
+    @staticmethod
+    def _path(spec, verb=""):
+        path = f"/v1/models/{urllib.parse.quote(spec.name)}"
+        if spec.HasField("version"):
+            path += f"/versions/{spec.version.value}"
+        elif spec.version_label:
+            path += f"/labels/{urllib.parse.quote(spec.version_label)}"
+        return path + verb
+
+    def Predict(self, request, timeout):
+        inputs = {}
+        for name, proto in request.inputs.items():
+            array = tf.make_ndarray(proto)
+            inputs[name] = _json_strings(array) if array.dtype == object else array.tolist()
+        answer = self._send(self._path(request.model_spec, ":predict"), {
+            "signature_name": request.model_spec.signature_name, "inputs": inputs}, timeout)
+        outputs = answer["outputs"]
+        if not isinstance(outputs, dict):
+            outputs = {"outputs": outputs}
+        response = predict_pb2.PredictResponse()
+        response.model_spec.CopyFrom(request.model_spec)
+        for name, value in outputs.items():
+            if request.output_filter and name not in request.output_filter:
+                continue
+            array = np.array(value)
+            if array.dtype.kind == "U":
+                array = array.astype(object)
+            elif array.dtype == object:  # {"b64": ...} values of a *_bytes output
+                array = np.vectorize(lambda v: base64.b64decode(v["b64"]), otypes=[object])(array)
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(array))
+        return response
+
+    def Classify(self, request, timeout):
+        examples = [json_format.MessageToDict(e.features)["feature"] if e.features.feature
+                    else {} for e in request.input.example_list.examples]
+        body = {"signature_name": request.model_spec.signature_name,
+                "examples": [{name: _feature_json(feature) for name, feature in e.items()}
+                             for e in examples]}
+        answer = self._send(self._path(request.model_spec, ":classify"), body, timeout)
+        response = classification_pb2.ClassificationResponse()
+        response.model_spec.CopyFrom(request.model_spec)
+        for one in answer["result"]:
+            classification = response.result.classifications.add()
+            for label, score in one:
+                classification.classes.add(label=label, score=score)
+        return response
+
+    def GetModelMetadata(self, request, timeout):
+        answer = self._send(self._path(request.model_spec, "/metadata"), None, timeout)
+        return json_format.ParseDict(answer, get_model_metadata_pb2.GetModelMetadataResponse())
+
+    def GetModelStatus(self, request, timeout):
+        answer = self._send(self._path(request.model_spec), None, timeout)
+        return json_format.ParseDict(answer, get_model_status_pb2.GetModelStatusResponse())
+
+
+def _feature_json(feature):
+    """A tf.train.Feature (as MessageToDict gives it) as TF Serving's REST JSON value."""
+    if "bytesList" in feature:
+        values = [base64.b64decode(v) for v in feature["bytesList"].get("value", [])]
+        try:
+            return [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            return [{"b64": base64.b64encode(v).decode()} for v in values]
+    if "int64List" in feature:
+        return [int(v) for v in feature["int64List"].get("value", [])]
+    return [float(v) for v in feature.get("floatList", {}).get("value", [])]
+
+
 class ServingClient:
-    """One channel to a TF Serving gRPC endpoint; every call has a deadline of `timeout`
-    seconds and is tried `retries` more times after an unavailable, overloaded or slow
-    server, waiting `backoff` seconds, then twice as long each time. `flag` names the
-    setting that gave `target`, for error messages."""
+    """One connection to a TF Serving endpoint: gRPC (`HOST:PORT`) or its REST API
+    (`http://HOST:PORT`, e.g. port 8501). Every call has a deadline of `timeout` seconds
+    and is tried `retries` more times after an unavailable, overloaded or slow server,
+    waiting `backoff` seconds, then twice as long each time. `flag` names the setting
+    that gave `target`, for error messages. Over REST, a Prediction's version is None
+    (TF Serving's REST answers do not say which version computed them)."""
 
     def __init__(self, target, timeout=10.0, retries=0, backoff=0.5, flag="--target"):
         self.target = target
@@ -75,6 +216,11 @@ class ServingClient:
         self.retries = retries
         self.backoff = backoff
         self.flag = flag
+        self.rest = target.startswith(("http://", "https://"))
+        if self.rest:
+            self.channel = None
+            self.predictions = self.models = _Rest(target)
+            return
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                              ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
@@ -82,7 +228,8 @@ class ServingClient:
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
     def close(self):
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     def predict(self, model_name, inputs, version=None, version_label=None,
                 signature_name="serving_default", output_filter=()):
@@ -94,7 +241,20 @@ class ServingClient:
             request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
         response = self._call(self.predictions.Predict, request)
         return Prediction({name: tf.make_ndarray(proto) for name, proto in response.outputs.items()},
-                          response.model_spec.version.value)
+                          None if self.rest else response.model_spec.version.value)
+
+    def classify(self, model_name, examples, version=None, version_label=None,
+                 signature_name="classify"):
+        """TF Serving's Classify on `examples` (serialized tf.Examples); returns, per
+        example, a list of (label, score) for every class."""
+        request = classification_pb2.ClassificationRequest()
+        _fill_spec(request.model_spec, model_name, version, version_label)
+        request.model_spec.signature_name = signature_name
+        for serialized in examples:
+            request.input.example_list.examples.add().ParseFromString(serialized)
+        response = self._call(self.predictions.Classify, request)
+        return [[(c.label, c.score) for c in one.classes]
+                for one in response.result.classifications]
 
     def predict_in_batches(self, model_name, inputs, batch_size, **kwargs):
         """Yields one Prediction per `batch_size` consecutive examples of `inputs`."""
@@ -145,7 +305,7 @@ class ServingClient:
         for attempt in range(self.retries + 1):
             try:
                 return method(request, timeout=self.timeout)
-            except grpc.RpcError as error:
+            except (grpc.RpcError, _RestError) as error:
                 if error.code() not in RETRIED_CODES or attempt == self.retries:
                     raise _explain(error, self.target, self.timeout, self.flag,
                                    attempt + 1) from None
@@ -289,7 +449,9 @@ def image_inputs(arguments):
 def _define_flags():
     """The client's flags, defined only when it runs as a program (no clash with train's)."""
     return dict(
-        target=flags.DEFINE_string("target", "localhost:8500", "HOST:PORT of the gRPC endpoint."),
+        target=flags.DEFINE_string(
+            "target", "localhost:8500", "HOST:PORT of the gRPC endpoint, or http://HOST:PORT of "
+            "the REST one (TF Serving's --rest_api_port, e.g. 8501)."),
         model_name=flags.DEFINE_string("model_name", None,
                                        "Model name, as in models.config (e.g. sst2)."),
         version=flags.DEFINE_integer("version", None, "Ask for this version (default: newest).",
@@ -309,10 +471,41 @@ def _define_flags():
                                    "Print the model's signatures (GetModelMetadata) instead."),
         status=flags.DEFINE_bool("status", False,
                                  "Print the state of each version (GetModelStatus) instead."),
+        rest=flags.DEFINE_bool(
+            "rest", False, "Talk to TF Serving's REST API at --target (e.g. localhost:8501), "
+            "as an http:// --target does, instead of gRPC."),
+        examples=flags.DEFINE_string(
+            "examples", None, "Classify the rows of this CSV/TSV/JSONL file as tf.Examples "
+            "(TF Serving's Classify API, signature `classify`) instead of texts."),
+        features=flags.DEFINE_list(
+            "features", None, "With --examples: the columns that become tf.Example features "
+            "(default: the model's input names, e.g. text)."),
         input=flags.DEFINE_string(
             "input", None, "Read the texts from this UTF-8 file (or `-`: stdin), one per "
             "line, instead of the arguments."),
     )
+
+
+def classify_file(client, model_name, path, features, batch_size, signature_name, spec):
+    """Prints TF Serving's Classify answer for every row of a CSV/TSV/JSONL file: the row's
+    `features` (default: serving_default's input names) become a tf.Example's features."""
+    if not features:
+        _, signatures = client._signature_defs(model_name, **spec)
+        features = sorted(signatures.signature_def["serving_default"].inputs)
+    rows = readers.read_rows(path, features, "--examples")
+    if not rows:
+        raise UserError(f"--examples={path}: no rows in it; give one example per row.")
+    signature_name = "classify" if signature_name == "serving_default" else signature_name
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        columns = {name: [row.values[i] for row in batch] for i, name in enumerate(features)}
+        answers = client.classify(model_name, inference.to_examples(columns),
+                                  signature_name=signature_name, **spec)
+        for i, classes in enumerate(answers):
+            best = max(classes, key=lambda c: c[1])[0] if classes else None
+            print(json.dumps({**{name: values[i] for name, values in columns.items()},
+                              "label": best, "scores": dict(classes)}, ensure_ascii=False))
+    sys.stdout.flush()
 
 
 def main(argv, holders):
@@ -321,10 +514,19 @@ def main(argv, holders):
         raise UserError("--version and --version_label both given; use one of them.")
     spec = dict(version=value["version"], version_label=value["version_label"])
     texts = argv[1:]
-    client = ServingClient(value["target"], value["timeout"])
+    target = value["target"]
+    if value["rest"] and not target.startswith(("http://", "https://")):
+        target = "http://" + target
+    client = ServingClient(target, value["timeout"])
     if value["metadata"] or value["status"]:
         result = (client.metadata if value["metadata"] else client.status)(value["model_name"], **spec)
         print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if value["examples"]:
+        if texts or value["input"]:
+            raise UserError("--examples given as well as texts; classify one or the other.")
+        classify_file(client, value["model_name"], value["examples"], value["features"],
+                      value["batch_size"], value["signature_name"], spec)
         return
     if value["input"]:
         if texts:
