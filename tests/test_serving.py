@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -331,6 +332,20 @@ def test_cli_config_writes_models_config(trained, tmp_path):
                 f"--models_config={out}")
     assert done.returncode == 0, done.stderr
     assert f'name: "{MODEL}"' in out.read_text()
+    config_lib.write_models_config(str(out), out.read_text().replace(
+        "latest {\n        num_versions: 1\n      }", "specific { versions: 1 }\n")
+        .replace('model_platform: "tensorflow"', 'model_platform: "tensorflow"\n'
+                 '    version_labels { key: "canary" value: 1 }'))
+    again = _run("tfimitate.serving.config", f"--saved_models={os.path.dirname(trained.export_dir)}",
+                 f"--models_config={out}", "--label_stable")
+    assert again.returncode == 0, again.stderr
+    [model] = config_lib.read_models_config(str(out)).model_config_list.config
+    assert dict(model.version_labels) == {"canary": 1}  # kept; --label_stable adds no label
+    assert list(model.model_version_policy.specific.versions) == [1]
+    labelled = config_lib.models_config(os.path.dirname(trained.export_dir), label_stable=True)
+    [model] = labelled.model_config_list.config
+    assert dict(model.version_labels) == {"stable": 1}
+    assert list(model.model_version_policy.specific.versions) == [1]
     missing = _run("tfimitate.serving.config", f"--saved_models={tmp_path / 'none'}",
                    f"--models_config={out}")
     assert missing.returncode == 2 and missing.stderr.startswith("error: --saved_models=")
@@ -713,3 +728,44 @@ def test_client_over_rest_answers_as_over_grpc(served, tmp_path, capsys):
     assert [row["label"] for row in printed] == \
         [label for label in grpc_client.predict(MODEL, {"text": TEXTS}, version_label="stable")
          .outputs["label"].astype(str)]
+
+
+def test_devserver_runs_the_compose_files_command_line(trained, tmp_path):
+    """TF Serving's command line from serving/docker-compose.yml, paths and ports aside, with
+    the shipped monitoring.config: REST answers and the Prometheus page counts the request."""
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(REPO, "serving", "docker-compose.yml")) as f:
+        command = yaml.safe_load(f)["services"]["tfserving"]["command"]
+    models = tmp_path / "models.config"
+    models.write_text(f'model_config_list {{ config {{ name: "{MODEL}" '
+                      f'base_path: "{trained.export_dir}" model_platform: "tensorflow" }} }}')
+    ports = {"--port": _free_port(), "--rest_api_port": _free_port()}
+    args = []
+    for arg in command:
+        flag, _, value = arg.partition("=")
+        value = str(ports.get(flag, value)).replace("/config/", os.path.join(REPO, "serving", ""))
+        args.append(f"{flag}={models if flag == '--model_config_file' else value}")
+    process = subprocess.Popen([sys.executable, "-m", "tfimitate.serving.devserver", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"Serving {MODEL} on 127.0.0.1:{ports['--port']}, REST on port "
+                               f"{ports['--rest_api_port']}"), (line, process.stderr.read())
+        url = f"http://127.0.0.1:{ports['--rest_api_port']}"
+        body = json.dumps({"instances": ["a fine film"]}).encode()
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{url}/v1/models/{MODEL}:predict", data=body), timeout=30) as answer:
+            assert json.loads(answer.read())["predictions"][0]["label"]
+        with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=30) as answer:
+            page = answer.read().decode()
+        assert f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}} 1' in page
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+

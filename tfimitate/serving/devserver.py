@@ -216,6 +216,15 @@ def _define_flags():
         load_retry_interval_micros=flags.DEFINE_integer(
             "load_retry_interval_micros", 60_000_000, "Microseconds between those tries (as "
             "TF Serving's flag of that name).", lower_bound=0),
+        # TF Serving's flags that serving/docker-compose.yml passes and this server accepts
+        # without acting on them, so that the same command line runs here.
+        enable_batching=flags.DEFINE_bool(
+            "enable_batching", False, "Accepted and ignored: this server does not batch."),
+        batching_parameters_file=flags.DEFINE_string(
+            "batching_parameters_file", None, "Accepted and ignored: this server does not batch."),
+        enable_model_warmup=flags.DEFINE_bool(
+            "enable_model_warmup", True, "Accepted and ignored: warmup requests are always "
+            "replayed here."),
     )
 
 
@@ -223,6 +232,9 @@ def main(argv, holders):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; this program takes only flags.")
     value = {name: holder.value for name, holder in holders.items()}
+    if value["enable_batching"] or value["batching_parameters_file"]:
+        logging.warning("--enable_batching/--batching_parameters_file: this development server "
+                        "does not batch requests; TF Serving does.")
     if bool(value["model_config_file"]) == bool(value["model_name"] or value["model_base_path"]):
         raise UserError("give either --model_config_file, or --model_name with "
                         "--model_base_path (as TF Serving takes them).")
