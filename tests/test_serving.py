@@ -23,7 +23,8 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import (classification_pb2, inference_pb2, model_pb2, predict_pb2,
+from tensorflow_serving.apis import (classification_pb2, inference_pb2, model_management_pb2,
+                                     model_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -525,6 +526,17 @@ def test_classify_over_grpc_and_rest_returns_predicts_probabilities(served, stub
     multi.input.CopyFrom(request.input)
     [result] = stubs.MultiInference(multi, timeout=30).results
     assert result.classification_result == response.result
+    for change, code, part in (
+            (dict(signature_name="serving_default"), grpc.StatusCode.INVALID_ARGUMENT,
+             "classes or scores"),  # serving_default answers labels, not classes/scores
+            (dict(version_label="gold"), grpc.StatusCode.NOT_FOUND, "label: gold")):
+        bad = classification_pb2.ClassificationRequest()
+        bad.CopyFrom(request)
+        for key, value in change.items():
+            setattr(bad.model_spec, key, value)
+        with pytest.raises(grpc.RpcError) as raised:
+            stubs.Classify(bad, timeout=30)
+        assert raised.value.code() == code and part in raised.value.details()
 
 
 def test_regress_over_grpc_and_rest_with_context(served, stubs):
@@ -629,6 +641,19 @@ def test_prometheus_endpoint_counts_requests_by_model_status_and_entrypoint(serv
            'entrypoint="GRPC",le="+Inf"}' in "\n".join(after)
 
 
+def test_reload_config_request_refuses_a_label_on_a_missing_version(served):
+    """ModelService.HandleReloadConfigRequest answers TF Serving's status and keeps the labels."""
+    sentiment, half = served.roots
+    request = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(_models_config(sentiment, half, stable=1, canary=9), request.config)
+    with grpc.insecure_channel(served.target) as channel:
+        answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            request, timeout=30)
+    assert answer.status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "version 9 of model sentiment" in answer.status.error_message
+    assert served.models.versions(MODEL).labels == {"stable": 1, "canary": 2}
+
+
 def _wait_for(predicate, seconds=10):
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -716,6 +741,8 @@ def test_client_over_rest_answers_as_over_grpc(served, tmp_path, capsys):
     for got, want in zip(rest_client.classify(MODEL, examples), grpc_client.classify(MODEL, examples)):
         assert [label for label, _ in got] == [label for label, _ in want]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+    half = rest_client.predict("half_plus_two", {"x": np.array([1.0, 2.0], np.float32)})
+    assert half.outputs["y"].tolist() == [2.5, 3.0]  # a lone output, named from the metadata
     with pytest.raises(ServingError) as raised:
         rest_client.predict(MODEL, {"text": ["x"]}, version_label="gold")
     assert raised.value.code == grpc.StatusCode.NOT_FOUND and "label: gold" in str(raised.value)

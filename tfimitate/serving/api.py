@@ -47,8 +47,10 @@ class Api:
             raise
         finally:
             if method in _COUNTED:
-                name = (request.tasks[0].model_spec.name if method == "MultiInference"
-                        and request.tasks else request.model_spec.name)
+                if method != "MultiInference":
+                    name = request.model_spec.name
+                else:
+                    name = request.tasks[0].model_spec.name if request.tasks else ""
                 self.metrics.record(name, method, entrypoint, status,
                                     time.monotonic() - start, examples)
 

@@ -150,8 +150,14 @@ class _Rest:
         answer = self._send(self._path(request.model_spec, ":predict"), {
             "signature_name": request.model_spec.signature_name, "inputs": inputs}, timeout)
         outputs = answer["outputs"]
-        if not isinstance(outputs, dict):
-            outputs = {"outputs": outputs}
+        if not isinstance(outputs, dict):  # TF Serving leaves out the name of a lone output
+            metadata = get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec=request.model_spec, metadata_field=["signature_def"])
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            self.GetModelMetadata(metadata, timeout).metadata["signature_def"].Unpack(signatures)
+            signature = signatures.signature_def[request.model_spec.signature_name
+                                                 or "serving_default"]
+            outputs = {next(iter(signature.outputs)): outputs}
         response = predict_pb2.PredictResponse()
         response.model_spec.CopyFrom(request.model_spec)
         for name, value in outputs.items():

@@ -1,11 +1,12 @@
-"""Load the newest SavedModel version of a model folder and follow new ones, like TF Serving.
+"""Load the SavedModel versions of a model folder that its version policy wants, like TF Serving.
 
 TF Serving's file-system source polls `<model_base_path>/` for integer version
-directories (anything else, such as our `.tmp-*` export folders, is ignored),
-loads the newest with TensorFlow's C++ session loader, replays its warmup requests,
-and only then moves traffic to it and unloads the old one. `ModelVersions` does the
-same for the dev server, through the same C++ loader (`session_loader`), so a version
-TF Serving cannot run fails here too.
+directories (anything else, such as our `.tmp-*` export folders, is ignored), loads
+the ones the model's policy wants (by default the newest) with TensorFlow's C++
+session loader, replays their warmup requests, and only then moves traffic to them
+and unloads the others. `ModelVersions` does the same for the dev server, through the
+same C++ loader (`session_loader`), so a version TF Serving cannot run fails here
+too, and resolves the model's version labels.
 
 Example:
     versions = ModelVersions("sst2", "saved_models/sst2")
