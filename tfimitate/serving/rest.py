@@ -169,9 +169,19 @@ def _json_value(array, name):
         to_string = ((lambda v: {"b64": base64.b64encode(v).decode()}) if name.endswith("_bytes")
                      else (lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v))
         return np.vectorize(to_string, otypes=[object])(array).tolist()
-    if array.dtype in (np.float32, np.float16):  # their shortest repr, as TF Serving prints them
-        return np.vectorize(lambda v: float(str(v)), otypes=[object])(array).tolist()
+    if array.dtype in (np.float32, np.float16):
+        return _map(array.tolist(), lambda v: float(str(array.dtype.type(v))))
     return array.tolist()
+
+
+def _float32(value):
+    """A float32 (a proto `float`) in its shortest form: 0.88, not 0.8799999952316284."""
+    return float(str(np.float32(value)))
+
+
+def _map(value, function):
+    """`function` applied to every number of nested lists."""
+    return [_map(v, function) for v in value] if isinstance(value, list) else function(value)
 
 
 def predict_json(response, form):
@@ -270,12 +280,12 @@ class RestHandler:
             request = example_request(classification_pb2.ClassificationRequest, body, name,
                                       version, label)
             result = self.api.call("Classify", request, "REST").result
-            return {"result": [[[c.label, c.score] for c in one.classes]
+            return {"result": [[[c.label, _float32(c.score)] for c in one.classes]
                                for one in result.classifications]}
         if verb == "regress":
             request = example_request(regression_pb2.RegressionRequest, body, name, version, label)
-            return {"result": [r.value for r in self.api.call("Regress", request, "REST")
-                               .result.regressions]}
+            return {"result": [_float32(r.value) for r in self.api.call(
+                "Regress", request, "REST").result.regressions]}
         if metadata:
             request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             _spec(request.model_spec, name, version, label)
