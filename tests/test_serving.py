@@ -549,6 +549,10 @@ def test_regress_over_grpc_and_rest_with_context(served, stubs):
     example = request.input.example_list.examples.add()
     example.features.feature["x"].float_list.value.append(4.0)
     assert [r.value for r in stubs.Regress(request, timeout=30).result.regressions] == [4.0]
+    multi = inference_pb2.MultiInferenceRequest(input=request.input)
+    multi.tasks.add(model_spec=request.model_spec, method_name=inference.REGRESS_METHOD)
+    [result] = stubs.MultiInference(multi, timeout=30).results
+    assert [r.value for r in result.regression_result.regressions] == [4.0]
     code, answer = _rest(served, f"/v1/models/{MODEL}:regress",
                          {"signature_name": "classify", "examples": [{"text": "x"}]})
     assert code == 400 and "outputs" in answer["error"]
