@@ -41,6 +41,15 @@ def test_a_port_held_by_another_program_is_refused(tmp_path):
             DevServer("m", str(tmp_path), port=other.getsockname()[1])
 
 
+def test_a_rest_port_in_use_is_refused_and_an_unstarted_server_stops(tmp_path):
+    first = DevServer("m", str(tmp_path), port=0, rest_api_port=0)
+    try:
+        with pytest.raises(UserError, match=rf"--rest_api_port={first.rest_port}: cannot listen"):
+            DevServer("m", str(tmp_path), port=0, rest_api_port=first.rest_port)
+    finally:
+        first.stop()  # never started: returns at once
+
+
 def test_a_version_that_failed_to_load_is_retried_until_it_loads(tmp_path):
     (tmp_path / "1").mkdir()  # seen before its SavedModel is copied in
     versions = ModelVersions("m", str(tmp_path), max_num_load_retries=3, load_retry_interval=3.0)

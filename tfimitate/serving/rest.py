@@ -331,5 +331,6 @@ class RestServer:
         return self
 
     def stop(self):
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, so only if it runs
+            self.httpd.shutdown()
         self.httpd.server_close()
