@@ -359,18 +359,19 @@ def _server_class():
                                      input_signature=list(specs.values()))
             features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype)
                         for name, spec in specs.items()}
-            self.classify = tf.function(
-                lambda inputs: self._classify_examples(tf.io.parse_example(inputs, features)),
+            self.classify = tf.function(  # calls serve's graph (traced once) on the features
+                lambda inputs: self._classify_examples(self.serve(*map(
+                    tf.io.parse_example(inputs, features).get, names))),
                 input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
 
         def serving_signatures(self):
             """Signature name -> tf.function, as saved in the SavedModel."""
             return {"serving_default": self.serve, "classify": self.classify}
 
-        def _classify_examples(self, inputs):
-            """TF Serving's Classify outputs: every label (`classes`) and its probability
-            (`scores`), [examples, labels] each."""
-            probs = self._classify(inputs)["probabilities"]
+        def _classify_examples(self, outputs):
+            """TF Serving's Classify outputs from serve's: every label (`classes`) and its
+            probability (`scores`), [examples, labels] each."""
+            probs = outputs["probabilities"]
             labels = self.label_table.lookup(tf.range(tf.shape(probs)[1], dtype=tf.int64))
             return {"classes": tf.tile(labels[tf.newaxis], [tf.shape(probs)[0], 1]),
                     "scores": probs}
