@@ -24,17 +24,12 @@ Example (in Python):
     print(prediction.version, records(["a gripping film"], prediction.outputs))
 """
 
-import base64
 import collections
 import dataclasses
 import json
 import os
-import socket
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import grpc
 import numpy as np
@@ -48,7 +43,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tfimitate import files
 from tfimitate.data import readers
 from tfimitate.errors import UserError, run_cli
-from tfimitate.serving import inference
+from tfimitate.serving import inference, rest_client
 
 MAX_MESSAGE_BYTES = 64 << 20
 # Arguments with these suffixes are sent as `image_bytes` (image classifiers).
@@ -74,140 +69,6 @@ class Prediction:
     version: int
 
 
-class _RestError(Exception):
-    """A failed REST call, shaped like grpc.RpcError (code(), details()) for `_explain`."""
-
-    def __init__(self, code, details):
-        super().__init__(details)
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
-
-
-# TF Serving's HTTP codes back to the gRPC status (serving/status.py has the other way).
-_HTTP_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
-               409: grpc.StatusCode.ABORTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-               501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
-               504: grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def _json_strings(array):
-    """A string tensor as JSON: text where every value is UTF-8, else {"b64": ...} values."""
-    try:
-        return np.vectorize(lambda v: v.decode("utf-8"), otypes=[object])(array).tolist()
-    except UnicodeDecodeError:
-        return np.vectorize(lambda v: {"b64": base64.b64encode(v).decode()},
-                            otypes=[object])(array).tolist()
-
-
-class _Rest:
-    """TF Serving's REST API behind the gRPC stubs' calls: request protos in, response protos
-    out (Predict, Classify, GetModelMetadata, GetModelStatus), in TF Serving's JSON formats."""
-
-    def __init__(self, url):
-        self.url = url.rstrip("/")
-
-    def _send(self, path, body, timeout):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data,
-                                         method="GET" if data is None else "POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:
-                return json.loads(answer.read().decode())
-        except urllib.error.HTTPError as error:
-            text = error.read().decode("utf-8", "replace")
-            try:
-                details = json.loads(text)["error"]
-            except (ValueError, KeyError, TypeError):
-                details = text.strip() or error.reason
-            raise _RestError(_HTTP_CODES.get(error.code, grpc.StatusCode.UNKNOWN),
-                             f"HTTP {error.code}: {details}") from None
-        except (TimeoutError, socket.timeout):
-            raise _RestError(grpc.StatusCode.DEADLINE_EXCEEDED, "timed out") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise _RestError(grpc.StatusCode.UNAVAILABLE,
-                             str(getattr(error, "reason", error))) from None
-
-    @staticmethod
-    def _path(spec, verb=""):
-        path = f"/v1/models/{urllib.parse.quote(spec.name)}"
-        if spec.HasField("version"):
-            path += f"/versions/{spec.version.value}"
-        elif spec.version_label:
-            path += f"/labels/{urllib.parse.quote(spec.version_label)}"
-        return path + verb
-
-    def Predict(self, request, timeout):
-        inputs = {}
-        for name, proto in request.inputs.items():
-            array = tf.make_ndarray(proto)
-            inputs[name] = _json_strings(array) if array.dtype == object else array.tolist()
-        answer = self._send(self._path(request.model_spec, ":predict"), {
-            "signature_name": request.model_spec.signature_name, "inputs": inputs}, timeout)
-        outputs = answer["outputs"]
-        if not isinstance(outputs, dict):  # TF Serving leaves out the name of a lone output
-            metadata = get_model_metadata_pb2.GetModelMetadataRequest(
-                model_spec=request.model_spec, metadata_field=["signature_def"])
-            signatures = get_model_metadata_pb2.SignatureDefMap()
-            self.GetModelMetadata(metadata, timeout).metadata["signature_def"].Unpack(signatures)
-            signature = signatures.signature_def[request.model_spec.signature_name
-                                                 or "serving_default"]
-            outputs = {next(iter(signature.outputs)): outputs}
-        response = predict_pb2.PredictResponse()
-        response.model_spec.CopyFrom(request.model_spec)
-        for name, value in outputs.items():
-            if request.output_filter and name not in request.output_filter:
-                continue
-            array = np.array(value)
-            if array.dtype.kind == "U":
-                array = array.astype(object)
-            elif array.dtype == object:  # {"b64": ...} values of a *_bytes output
-                array = np.vectorize(lambda v: base64.b64decode(v["b64"]), otypes=[object])(array)
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(array))
-        return response
-
-    def Classify(self, request, timeout):
-        examples = [json_format.MessageToDict(e.features)["feature"] if e.features.feature
-                    else {} for e in request.input.example_list.examples]
-        body = {"signature_name": request.model_spec.signature_name,
-                "examples": [{name: _feature_json(feature) for name, feature in e.items()}
-                             for e in examples]}
-        answer = self._send(self._path(request.model_spec, ":classify"), body, timeout)
-        response = classification_pb2.ClassificationResponse()
-        response.model_spec.CopyFrom(request.model_spec)
-        for one in answer["result"]:
-            classification = response.result.classifications.add()
-            for label, score in one:
-                classification.classes.add(label=label, score=score)
-        return response
-
-    def GetModelMetadata(self, request, timeout):
-        answer = self._send(self._path(request.model_spec, "/metadata"), None, timeout)
-        return json_format.ParseDict(answer, get_model_metadata_pb2.GetModelMetadataResponse())
-
-    def GetModelStatus(self, request, timeout):
-        answer = self._send(self._path(request.model_spec), None, timeout)
-        return json_format.ParseDict(answer, get_model_status_pb2.GetModelStatusResponse())
-
-
-def _feature_json(feature):
-    """A tf.train.Feature (as MessageToDict gives it) as TF Serving's REST JSON value."""
-    if "bytesList" in feature:
-        values = [base64.b64decode(v) for v in feature["bytesList"].get("value", [])]
-        try:
-            return [v.decode("utf-8") for v in values]
-        except UnicodeDecodeError:
-            return [{"b64": base64.b64encode(v).decode()} for v in values]
-    if "int64List" in feature:
-        return [int(v) for v in feature["int64List"].get("value", [])]
-    return [float(v) for v in feature.get("floatList", {}).get("value", [])]
-
-
 class ServingClient:
     """One connection to a TF Serving endpoint: gRPC (`HOST:PORT`) or its REST API
     (`http://HOST:PORT`, e.g. port 8501). Every call has a deadline of `timeout` seconds
@@ -225,7 +86,7 @@ class ServingClient:
         self.rest = target.startswith(("http://", "https://"))
         if self.rest:
             self.channel = None
-            self.predictions = self.models = _Rest(target)
+            self.predictions = self.models = rest_client.RestStub(target)
             return
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -311,7 +172,7 @@ class ServingClient:
         for attempt in range(self.retries + 1):
             try:
                 return method(request, timeout=self.timeout)
-            except (grpc.RpcError, _RestError) as error:
+            except (grpc.RpcError, rest_client.RestError) as error:
                 if error.code() not in RETRIED_CODES or attempt == self.retries:
                     raise _explain(error, self.target, self.timeout, self.flag,
                                    attempt + 1) from None
