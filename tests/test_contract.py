@@ -75,8 +75,7 @@ def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trai
     cfg, _, _ = trained
     path = workflow.export(cfg.model_dir, str(tmp_path / "export"))  # no training data read
     loaded = tf.saved_model.load(path)
-    signatures = {request.model_spec.signature_name
-                  for request in warmup.read_warmup_requests(path)}
+    signatures = {signature for signature, _ in warmup.read_warmup_inputs(path)}
     assert signatures == set(loaded.signatures) and "serving_default" in signatures
     if not cfg.subtasks:  # the task declares what it exports (multi_task: per subtask)
         assert signatures == set(tasks.get_task(cfg.task).SIGNATURES)

@@ -169,7 +169,8 @@ def served_through_the_client(tmp_path, data, expected, capsys):
     try:
         values = dict(target=server.target, model_name="images", version=None,
                       version_label=None, signature_name="serving_default", text_pair=None,
-                      batch_size=2, timeout=30.0, metadata=False, status=False, input=None)
+                      batch_size=2, timeout=30.0, metadata=False, status=False, input=None,
+                      rest=False, examples=None, features=None)
         files = data.train.paths[:3]
         capsys.readouterr()
         client_lib.main(["client", *files],
