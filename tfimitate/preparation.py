@@ -216,17 +216,20 @@ def training_labels(labels, cfg):
 
 
 class Serialize(beam.DoFn):
-    """Encoded -> ((role, shard), (length, text key, record)) with the label's class id;
+    """Encoded -> ((role, shard), (length, record)) with the label's class id;
     a label outside the label set is refused (file:line), or dropped with
     --drop_unlisted_labels."""
 
     def __init__(self, cfg, num_shards):
         self.cfg = cfg
         self.num_shards = num_shards
+        self.ids = None
 
     def process(self, encoded, labels):
+        if self.ids is None:  # the label set is one per run
+            self.ids = {label: i for i, label in enumerate(labels)}
         row = encoded.row
-        if row.label not in labels:
+        if row.label not in self.ids:
             if self.cfg.drop_unlisted_labels:
                 beam.metrics.Metrics.counter("prepare", "dropped_unlisted_labels").inc()
                 return
@@ -234,14 +237,14 @@ class Serialize(beam.DoFn):
                 f"{row.source}:{row.line}: label '{row.label}' is not one of the model's labels "
                 f"({', '.join(labels)}); fix the row in {FLAGS[row.role]}, add it to --labels, "
                 "or pass --drop_unlisted_labels.")
-        key = "\t".join((row.text, row.pair or ""))
-        shard = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % self.num_shards
-        record = prepared.serialize(encoded.features, labels.index(row.label), row.text, row.pair)
-        yield (encoded.role, shard), (encoded.length, key, record)
+        key = "\t".join((row.text, row.pair or "")).encode("utf-8")
+        shard = int(hashlib.sha1(key).hexdigest()[:8], 16) % self.num_shards
+        record = prepared.serialize(encoded.features, self.ids[row.label], row.text, row.pair)
+        yield (encoded.role, shard), (encoded.length, record)
 
 
 class WriteShard(beam.DoFn):
-    """((role, shard), records) -> the shard written sorted by length (then text), as
+    """((role, shard), records) -> the shard written sorted by length (then bytes), as
     GZIP TFRecords; yields (role, file name). Empty shards are written too."""
 
     def __init__(self, plan):
@@ -253,7 +256,7 @@ class WriteShard(beam.DoFn):
         (role, shard), records = element
         name = self.plan.shard_name(role, shard)
         with tf.io.TFRecordWriter(prepared.join(self.plan.output_dir, name), "GZIP") as writer:
-            for _, _, record in sorted(record for record in records if record is not None):
+            for _, record in sorted(record for record in records if record is not None):
                 writer.write(record)
         yield role, name
 
@@ -318,8 +321,9 @@ def build(pipeline, plan):
     for role, paths in plan.inputs.items():
         rows[role] = (pipeline
                       | f"Files {role}" >> beam.Create([(role, i, path) for i, path in enumerate(paths)])
-                      | f"Read {role}" >> beam.FlatMap(read_file, cfg)
-                      | f"Spread {role}" >> beam.Reshuffle())
+                      | f"Read {role}" >> beam.FlatMap(read_file, cfg))
+        if role != "train":  # spread a file's rows over workers (train's are grouped below)
+            rows[role] = rows[role] | f"Spread {role}" >> beam.Reshuffle()
     kept = (rows["train"]
             | "Key by text" >> beam.Map(lambda row: (example_key(row), row))
             | "Group copies" >> beam.GroupByKey()
