@@ -13,7 +13,8 @@ manifest.json (data/prepared.py reads them), in steps that each run in parallel:
        write -> manifest.json, written last.
 
 Between steps examples travel as tuples of plain values and hashes (the DirectRunner
-holds every step boundary in memory). The module is importable (not __main__), so Beam's workers unpickle its DoFns.
+holds every step boundary in memory). The module is importable (not __main__), so
+Beam's workers unpickle its DoFns.
 
 Example:
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
