@@ -161,13 +161,3 @@ def test_cli_error_line_and_beam_options(tmp_path):
         "an Apache Beam pipeline option; check its spelling.")
     assert not (tmp_path / "o").exists()
 
-
-def test_direct_runner_uses_worker_processes_for_large_inputs(tmp_path, monkeypatch):
-    train = _tsv(tmp_path, "train.tsv", TRAIN)
-    monkeypatch.setattr(prepare.os, "cpu_count", lambda: 4)
-    assert prepare.direct_mode("DirectRunner", [], {"train": [train]}) == []
-    monkeypatch.setattr(prepare, "MULTI_PROCESSING_BYTES", os.path.getsize(train))
-    assert prepare.direct_mode("DirectRunner", [], {"train": [train]}) == [
-        "--direct_running_mode=multi_processing", "--direct_num_workers=4"]
-    assert prepare.direct_mode("DirectRunner", ["--direct_num_workers=1"], {"train": [train]}) == []
-    assert prepare.direct_mode("DataflowRunner", [], {"train": [train]}) == []

@@ -27,7 +27,6 @@ from tfimitate.errors import UserError, run_cli
 
 SUPPORTED_TASKS = ("text_classification",)
 PATTERN = re.compile(r"[*?\[]")
-MULTI_PROCESSING_BYTES = 32 << 20
 
 
 def main(argv, beam_args=()):
@@ -45,10 +44,9 @@ def run(cfg, output_dir, num_shards=16, runner="DirectRunner", beam_args=()):
         run(Experiment(train_data="train.tsv", text_column="0", label_column="1"), "prepared/t")
     """
     _check(cfg, output_dir)
-    pipeline_options(runner, beam_args)  # refuses an unknown option before any listing
+    options = pipeline_options(runner, beam_args)
     inputs = {role: expand(getattr(cfg, f"{role}_data"), f"--{role}_data")
               for role in ("train", "eval", "test") if getattr(cfg, f"{role}_data")}
-    options = pipeline_options(runner, [*beam_args, *direct_mode(runner, beam_args, inputs)])
     created = _claim_output_dir(output_dir)
     try:
         return prepare(cfg, inputs, output_dir, num_shards, options)
@@ -165,35 +163,6 @@ def pipeline_options(runner, beam_args=()):
         raise UserError(f"{unknown[0]} is neither a tfimitate.prepare flag (see --helpfull) nor an "
                         "Apache Beam pipeline option; check its spelling.")
     return beam_options.PipelineOptions([f"--runner={runner}", *beam_args])
-
-
-def direct_mode(runner, beam_args, inputs):
-    """Beam options that run the DirectRunner in one worker process per core, for inputs of
-    MULTI_PROCESSING_BYTES or more, unless Beam's --direct_running_mode/--direct_num_workers
-    are given; else none (one process). Measured on 2 cores: 1 M rows (104 MB) took 145 s
-    with 2 worker processes and 200-300 s in one; SST-2 (1 MB) 23 s and 10 s."""
-    cores = os.cpu_count() or 1
-    if (runner != "DirectRunner" or cores < 2
-            or any(arg.startswith(("--direct_running_mode", "--direct_num_workers"))
-                   for arg in beam_args)):
-        return []
-    size = sum(_size(path) for paths in inputs.values() for path in paths)
-    if size < MULTI_PROCESSING_BYTES:
-        return []
-    logging.info("%.0f MB of input: DirectRunner with %d worker processes "
-                 "(--direct_running_mode=multi_processing --direct_num_workers=%d).",
-                 size / 1e6, cores, cores)
-    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={cores}"]
-
-
-def _size(path):
-    if tfds_source.is_tfds(path):
-        return 0
-    if not files.is_remote(path):
-        return os.path.getsize(path)
-    import tensorflow as tf
-
-    return tf.io.gfile.stat(path).length
 
 
 def expand(spec, flag):
