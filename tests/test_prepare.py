@@ -123,6 +123,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, preset):
     train = _tsv(tmp_path, "train.tsv", TRAIN)
     cfg = experiment(tmp_path, backbone=preset, train_data=train)
     os.makedirs(tmp_path / "full")
+    os.makedirs(tmp_path / "empty")
     open(tmp_path / "full" / "notes.txt", "w").close()
     with pytest.raises(UserError, match=r"--output_dir=.*full is not empty \(it holds notes.txt\)"):
         prepare.run(cfg, str(tmp_path / "full"))
@@ -137,6 +138,11 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, preset):
         prepare.run(cfg.replace(train_data=str(tmp_path / "t.tsv.gz")), str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
     assert sorted(os.listdir(tmp_path / "full")) == ["notes.txt"]
+    odd = _tsv(tmp_path, "dev.tsv", [("a film", "1"), ("a dull film", "maybe")])
+    with pytest.raises(UserError, match=r"dev.tsv:3: label 'maybe' is not one of the model's "
+                                        r"labels \(0, 1\); fix the row in --eval_data"):
+        prepare.run(cfg.replace(eval_data=odd), str(tmp_path / "empty"))
+    assert os.listdir(tmp_path / "empty") == []  # the shards written are removed, the folder kept
 
 
 def test_cli_error_line_and_beam_options(tmp_path):
@@ -154,3 +160,4 @@ def test_cli_error_line_and_beam_options(tmp_path):
         "error: --temp_locaton=/tmp is neither a tfimitate.prepare flag (see --helpfull) nor "
         "an Apache Beam pipeline option; check its spelling.")
     assert not (tmp_path / "o").exists()
+

@@ -7,11 +7,14 @@ manifest.json (data/prepared.py reads them), in steps that each run in parallel:
     read each file with the project's strict readers (a bad row names file:line)
     -> training data: keep the first copy of each (text, pair) (by file, then line)
     -> tokenize in batches with the backbone's keras-hub preprocessor (loaded once per
-       worker), hold out training examples by the keyed hash of splits.held_out
-    -> label ids (--labels, or the sorted training labels) -> shard by a hash of the text
-    -> sort each shard by length and write it -> manifest.json, written last.
+       worker), hold out training examples by the keyed hash of splits.held_out, shard
+       by a hash of the text
+    -> per shard: class ids (--labels, or the sorted training labels), sort by length,
+       write -> manifest.json, written last.
 
-The module is importable (not __main__), so Beam's workers unpickle its DoFns.
+Between steps examples travel as tuples of plain values and hashes (the DirectRunner
+holds every step boundary in memory). The module is importable (not __main__), so
+Beam's workers unpickle its DoFns.
 
 Example:
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
@@ -37,22 +40,16 @@ FLAGS = {"train": "--train_data", "eval": "--eval_data", "test": "--test_data"}
 
 
 class Row(NamedTuple):
-    """One raw example: where it is (file number in its role, path, line or record) and its values."""
+    """One raw example: its role, file (number in the role's list), line (or record) and values.
+    Rows cross Beam's stage boundaries as plain tuples (`tuple(row)`, `Row(*values)`), which
+    Beam encodes compactly: the DirectRunner holds every such boundary in memory."""
 
     role: str
     file: int
-    source: str
     line: int
     text: str
     pair: Optional[str]
     label: str
-
-
-class Encoded(NamedTuple):
-    row: Row
-    role: str  # "holdout" for held-out training rows
-    features: Dict[str, List[int]]  # trimmed preprocessor features kept in records
-    length: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +75,10 @@ class Plan:
     def shard_name(self, role, shard):
         return f"{role}-{shard:05d}-of-{self.num_shards:05d}.tfrecord.gz"
 
+    def source(self, role, file):
+        """The path of file number `file` of `role` (held-out rows come from train's files)."""
+        return self.inputs["train" if role == "holdout" else role][file]
+
 
 def is_tfrecord(path):
     return readers.base_suffix(path) in TFRECORD_SUFFIXES
@@ -95,7 +96,7 @@ def read_file(element, cfg):
     split = text_classification.read_split(path, cfg, flag)
     pairs = split.pairs or [None] * len(split)
     for text, pair, label, line in zip(split.texts, pairs, split.labels, split.lines):
-        yield Row(role, number, path, line, text, pair, label)
+        yield Row(role, number, line, text, pair, label)
 
 
 def _read_examples(role, number, path, cfg, flag):
@@ -123,7 +124,7 @@ def _read_examples(role, number, path, cfg, flag):
             if not values["--label_column"].strip():
                 raise UserError(f"{path}: record {record}: the label (--label_column="
                                 f"{cfg.label_column}) is empty; fill it in or remove the record.")
-            yield Row(role, number, path, record, text, values.get("--text_pair_column"),
+            yield Row(role, number, record, text, values.get("--text_pair_column"),
                       values["--label_column"].strip())
     except tf.errors.OpError as error:
         reason = " ".join(str(error.message).split())[:160]
@@ -150,17 +151,19 @@ def _feature_value(example, name, path, record, flag):
     return str(value)
 
 
-def example_key(row):
-    return (row.text, row.pair)
+def digest(*texts, size=16):
+    """A short hash of texts (keys of the dedup and overlap groups: less to hold than texts)."""
+    return hashlib.blake2b("\t".join(t or "" for t in texts).encode("utf-8"),
+                           digest_size=size).digest()
 
 
 class KeepFirstCopy(beam.DoFn):
-    """(key, copies) -> the first copy (by file number, then line); counts the others and
-    those of them with another label on the tagged output `duplicates`."""
+    """(key, copies as Row tuples) -> the first copy (by file number, then line); counts the
+    others and those of them with another label on the tagged output `duplicates`."""
 
     def process(self, element):
         _, copies = element
-        copies = sorted(copies, key=lambda row: (row.file, row.line))
+        copies = sorted(Row(*values) for values in copies)  # role, file, line: file order
         first = copies[0]
         yield first
         if len(copies) > 1:
@@ -169,13 +172,16 @@ class KeepFirstCopy(beam.DoFn):
 
 
 class Tokenize(beam.DoFn):
-    """A batch of Rows -> Encoded, tokenized by the backbone's keras-hub preprocessor
-    (loaded once per worker in setup); training rows that splits.held_out picks become
-    role 'holdout' when `hold_out`."""
+    """A batch of Rows -> ((role, shard), (length, file, line, label, text, pair, int32
+    bytes of each stored feature)), tokenized by the backbone's keras-hub preprocessor
+    (loaded once per worker in setup); training rows that splits.held_out picks take role
+    'holdout' when `hold_out`. The tagged output `compared` gives (hash of the text as
+    text_classification.letters compares it, (role, label)) for the overlap count."""
 
-    def __init__(self, cfg, hold_out):
+    def __init__(self, cfg, hold_out, num_shards):
         self.cfg = cfg
         self.hold_out = hold_out
+        self.num_shards = num_shards
         self.encode = None
 
     def setup(self):
@@ -187,21 +193,28 @@ class Tokenize(beam.DoFn):
         self.encode = tf.function(lambda x: preprocessor(x=x), reduce_retracing=True)
 
     def process(self, batch):
+        import numpy as np
         import tensorflow as tf
+
+        from tfimitate.tasks.text_classification import letters
 
         texts = tf.constant([row.text for row in batch])
         pairs = tf.constant([row.pair for row in batch]) if self.cfg.text_pair_column else None
         features = {key: value.numpy() for key, value in
                     self.encode((texts, pairs) if pairs is not None else texts).items()}
         lengths = features["padding_mask"].sum(axis=1)
+        stored = [name for name in prepared.STORED if name in features]
         held = (splits.held_out(splits.example_key(texts, pairs), self.cfg.holdout_fraction,
                                 self.cfg.seed).numpy() if self.hold_out else [False] * len(batch))
         for i, row in enumerate(batch):
             length = int(lengths[i])
-            kept = {name: features[name][i, :length].tolist() for name in prepared.STORED
-                    if name in features}
             role = "holdout" if row.role == "train" and held[i] else row.role
-            yield Encoded(row, role, kept, length)
+            shard = int.from_bytes(digest(row.text, row.pair, size=8), "big") % self.num_shards
+            arrays = tuple(features[name][i, :length].astype(np.int32).tobytes() for name in stored)
+            yield (role, shard), (length, row.file, row.line, row.label, row.text, row.pair, arrays)
+            yield beam.pvalue.TaggedOutput(
+                "compared", (digest(letters(row.text), letters(row.pair or ""), size=8),
+                             (role, row.label)))
 
 
 def training_labels(labels, cfg):
@@ -215,69 +228,72 @@ def training_labels(labels, cfg):
     return labels
 
 
-class Serialize(beam.DoFn):
-    """Encoded -> ((role, shard), (length, text key, record)) with the label's class id;
-    a label outside the label set is refused (file:line), or dropped with
-    --drop_unlisted_labels."""
-
-    def __init__(self, cfg, num_shards):
-        self.cfg = cfg
-        self.num_shards = num_shards
-
-    def process(self, encoded, labels):
-        row = encoded.row
-        if row.label not in labels:
-            if self.cfg.drop_unlisted_labels:
-                beam.metrics.Metrics.counter("prepare", "dropped_unlisted_labels").inc()
-                return
-            raise UserError(
-                f"{row.source}:{row.line}: label '{row.label}' is not one of the model's labels "
-                f"({', '.join(labels)}); fix the row in {FLAGS[row.role]}, add it to --labels, "
-                "or pass --drop_unlisted_labels.")
-        key = "\t".join((row.text, row.pair or ""))
-        shard = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % self.num_shards
-        record = prepared.serialize(encoded.features, labels.index(row.label), row.text, row.pair)
-        yield (encoded.role, shard), (encoded.length, key, record)
-
-
 class WriteShard(beam.DoFn):
-    """((role, shard), records) -> the shard written sorted by length (then text), as
-    GZIP TFRecords; yields (role, file name). Empty shards are written too."""
+    """((role, shard), tokenized examples) -> the shard's tf.Example records with class ids,
+    sorted by length (then bytes), written as GZIP TFRecords (empty shards too); yields
+    (role, file name), and (role, label, length) per record on the tagged output `written`.
+    A label outside the label set is refused (file:line), or dropped with
+    --drop_unlisted_labels."""
 
     def __init__(self, plan):
         self.plan = plan
+        self.ids = None
 
-    def process(self, element):
+    def process(self, element, labels):
+        import numpy as np
         import tensorflow as tf
 
-        (role, shard), records = element
+        if self.ids is None:  # the label set is one per run
+            self.ids = {label: i for i, label in enumerate(labels)}
+        (role, shard), examples = element
+        stored = [name for name in prepared.STORED if name in self.plan.features]
+        records = []
+        for example in examples:
+            if example is None:  # the marker that makes every shard exist
+                continue
+            length, file, line, label, text, pair, arrays = example
+            if label not in self.ids:
+                if self.plan.cfg.drop_unlisted_labels:
+                    continue
+                flag = FLAGS["train" if role == "holdout" else role]
+                raise UserError(
+                    f"{self.plan.source(role, file)}:{line}: label '{label}' is not one of the "
+                    f"model's labels ({', '.join(labels)}); fix the row in {flag}, add it to "
+                    "--labels, or pass --drop_unlisted_labels.")
+            features = {name: np.frombuffer(values, np.int32).tolist()
+                        for name, values in zip(stored, arrays)}
+            records.append((length, prepared.serialize(features, self.ids[label], text, pair)))
+            yield beam.pvalue.TaggedOutput("written", (role, label, length))
         name = self.plan.shard_name(role, shard)
         with tf.io.TFRecordWriter(prepared.join(self.plan.output_dir, name), "GZIP") as writer:
-            for _, _, record in sorted(record for record in records if record is not None):
+            for _, record in sorted(records):
                 writer.write(record)
         yield role, name
 
 
-def text_overlap(element):
-    """(compared key, roles of the examples with it) -> (role, n) for each non-train role
-    whose texts are also training texts (compared like text_classification.letters)."""
-    _, roles = element
-    roles = list(roles)
+def text_overlap(element, labels):
+    """(compared key, (role, label) of the examples with it) -> (role, n) for each non-train
+    role whose texts are also training texts (compared like text_classification.letters);
+    examples with a label outside the label set (dropped) do not count."""
+    _, examples = element
+    roles = [role for role, label in examples if label in labels]
     if "train" in roles:
         for role, count in collections.Counter(roles).items():
             if role != "train":
                 yield role, count
 
 
-def write_manifest(_, plan, files_written, labels, label_counts, lengths, duplicates, overlap):
+def write_manifest(_, plan, files_written, labels, written, duplicates, overlap):
     """Writes manifest.json (atomically, after every shard: its inputs are their outputs)."""
     cfg = plan.cfg
-    counts = {role: {} for role in plan.roles}
-    for (role, label), count in label_counts:
-        counts[role][label] = count
-    histogram = {role: {} for role in plan.roles}
-    for (role, length), count in sorted(lengths):
-        histogram[role][str(length)] = count
+    counts = {role: collections.Counter() for role in plan.roles}
+    lengths = {role: collections.Counter() for role in plan.roles}
+    for (role, label, length), count in written:
+        counts[role][label] += count
+        lengths[role][length] += count
+    counts = {role: dict(sorted(found.items())) for role, found in counts.items()}
+    histogram = {role: {str(length): n for length, n in sorted(found.items())}
+                 for role, found in lengths.items()}
     examples = {role: sum(counts[role].values()) for role in plan.roles}
     for role in ("train", "holdout"):
         if role in examples and not examples[role]:
@@ -311,55 +327,50 @@ def write_manifest(_, plan, files_written, labels, label_counts, lengths, duplic
 
 def build(pipeline, plan):
     """Adds the prepare steps for `plan` to `pipeline`."""
-    from tfimitate.tasks.text_classification import letters
-
     cfg = plan.cfg
     rows = {}
     for role, paths in plan.inputs.items():
         rows[role] = (pipeline
                       | f"Files {role}" >> beam.Create([(role, i, path) for i, path in enumerate(paths)])
-                      | f"Read {role}" >> beam.FlatMap(read_file, cfg)
-                      | f"Spread {role}" >> beam.Reshuffle())
+                      | f"Read {role}" >> beam.FlatMap(read_file, cfg))
+        if role != "train":  # spread a file's rows over workers (train's are grouped below)
+            rows[role] = (rows[role] | f"Tuples {role}" >> beam.Map(tuple)
+                          | f"Spread {role}" >> beam.Reshuffle()
+                          | f"Rows {role}" >> beam.Map(lambda values: Row(*values)))
     kept = (rows["train"]
-            | "Key by text" >> beam.Map(lambda row: (example_key(row), row))
+            | "Key by text" >> beam.Map(lambda row: (digest(row.text, row.pair), tuple(row)))
             | "Group copies" >> beam.GroupByKey()
             | "Keep first copy" >> beam.ParDo(KeepFirstCopy()).with_outputs("duplicates", main="kept"))
-    encoded = (([kept.kept] + [rows[role] for role in ("eval", "test") if role in rows])
-               | "All rows" >> beam.Flatten()
-               | "Batch" >> beam.BatchElements(min_batch_size=TOKENIZE_BATCH // 4,
-                                               max_batch_size=TOKENIZE_BATCH)
-               | "Tokenize" >> beam.ParDo(Tokenize(cfg, hold_out="eval" not in plan.inputs)))
-    labels = (encoded
-              | "Training labels" >> beam.FlatMap(
-                  lambda e: [e.row.label] if e.row.role == "train" else [])
-              | "Distinct labels" >> beam.Distinct()
-              | "Label list" >> beam.combiners.ToList()
-              | "Label set" >> beam.Map(training_labels, cfg))
-    label_set = beam.pvalue.AsSingleton(labels)
+    label_set = beam.pvalue.AsSingleton(
+        kept.kept
+        | "Training labels" >> beam.Map(lambda row: row.label)
+        | "Distinct labels" >> beam.Distinct()
+        | "Label list" >> beam.combiners.ToList()
+        | "Label set" >> beam.Map(training_labels, cfg))
+    tokenized = (([kept.kept] + [rows[role] for role in ("eval", "test") if role in rows])
+                 | "All rows" >> beam.Flatten()
+                 | "Batch" >> beam.BatchElements(min_batch_size=TOKENIZE_BATCH // 4,
+                                                 max_batch_size=TOKENIZE_BATCH)
+                 | "Tokenize" >> beam.ParDo(Tokenize(cfg, "eval" not in plan.inputs, plan.num_shards))
+                 .with_outputs("compared", main="examples"))
     empty = [((role, shard), None) for role in plan.roles for shard in range(plan.num_shards)]
-    written = ((encoded | "Serialize" >> beam.ParDo(Serialize(cfg, plan.num_shards), label_set),
-                pipeline | "Every shard" >> beam.Create(empty))
+    written = ((tokenized.examples, pipeline | "Every shard" >> beam.Create(empty))
                | "With empty shards" >> beam.Flatten()
                | "Group shards" >> beam.GroupByKey()
-               | "Write shards" >> beam.ParDo(WriteShard(plan)))
+               | "Write shards" >> beam.ParDo(WriteShard(plan), label_set).with_outputs(
+                   "written", main="files"))
+    overlap = (tokenized.compared
+               | "Group texts" >> beam.GroupByKey()
+               | "Shared texts" >> beam.FlatMap(text_overlap, label_set)
+               | "Count shared" >> beam.CombinePerKey(sum))
 
     def listed(pcoll, name):
         return beam.pvalue.AsSingleton(pcoll | f"List {name}" >> beam.combiners.ToList())
 
-    in_set = (encoded
-              | "Labelled" >> beam.Filter(lambda e, known: e.row.label in known, label_set))
-    label_counts = (in_set | "Role label" >> beam.Map(lambda e: (e.role, e.row.label))
-                    | "Count labels" >> beam.combiners.Count.PerElement())
-    lengths = (in_set | "Role length" >> beam.Map(lambda e: (e.role, e.length))
-               | "Count lengths" >> beam.combiners.Count.PerElement())
-    overlap = (in_set
-               | "Compared text" >> beam.Map(lambda e: ((letters(e.row.text), letters(e.row.pair or "")), e.role))
-               | "Group texts" >> beam.GroupByKey()
-               | "Shared texts" >> beam.FlatMap(text_overlap)
-               | "Count shared" >> beam.CombinePerKey(sum))
     _ = (pipeline
          | "Manifest" >> beam.Create([None])
          | "Write manifest" >> beam.Map(
-                write_manifest, plan, listed(written, "files"), label_set,
-                listed(label_counts, "label counts"), listed(lengths, "lengths"),
-                listed(kept.duplicates, "duplicates"), listed(overlap, "overlap")))
+             write_manifest, plan, listed(written.files, "files"), label_set,
+             listed(written.written | "Count written" >> beam.combiners.Count.PerElement(),
+                    "written"),
+             listed(kept.duplicates, "duplicates"), listed(overlap, "overlap")))

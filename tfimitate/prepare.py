@@ -21,7 +21,7 @@ from absl import flags as absl_flags
 from absl import logging
 
 from tfimitate import flags as _flags  # noqa: F401  (defines the flags)
-from tfimitate import config, files
+from tfimitate import backbones, config, files
 from tfimitate.data import prepared, readers, tfds_source
 from tfimitate.errors import UserError, run_cli
 
@@ -63,7 +63,7 @@ def prepare(cfg, inputs, output_dir, num_shards, options):
     """
     import apache_beam as beam
 
-    from tfimitate import backbones, preparation
+    from tfimitate import preparation
 
     preprocessor = backbones.load_text_preprocessor(cfg.backbone, cfg.sequence_length)
     plan = preparation.Plan(cfg, inputs, output_dir, num_shards,
@@ -137,6 +137,10 @@ def _check(cfg, output_dir):
         raise UserError(f"--labels lists a label twice ({','.join(cfg.labels)}); list each once.")
     if cfg.drop_unlisted_labels and cfg.labels is None:
         raise UserError("--drop_unlisted_labels needs --labels: list the labels to keep.")
+    limit = backbones.max_sequence_length(cfg.backbone)
+    if limit and cfg.sequence_length > limit:
+        raise UserError(f"--sequence_length={cfg.sequence_length} is longer than --backbone="
+                        f"{cfg.backbone} allows ({limit}); give at most {limit}.")
     if not cfg.eval_data and not cfg.holdout_fraction > 0:
         raise UserError(f"--holdout_fraction={cfg.holdout_fraction:g} holds no evaluation data "
                         "out of --train_data; give --eval_data=FILE, or a fraction above 0.")

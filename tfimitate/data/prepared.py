@@ -202,7 +202,10 @@ def serialize(features, label, text, pair=None):
     feature["text"] = string(text)
     if pair is not None:
         feature["pair"] = string(pair)
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the feature map in key order (else its order varies between processes,
+    # and so would the shards' bytes and their sort order)
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
 
 
 def parse(manifest):
