@@ -161,3 +161,19 @@ def test_cli_error_line_and_beam_options(tmp_path):
         "an Apache Beam pipeline option; check its spelling.")
     assert not (tmp_path / "o").exists()
 
+
+
+def test_remote_file_systems(tmp_path, preset):
+    """Patterns, shards and the manifest on a file system with a scheme (TensorFlow's ram://)."""
+    import tensorflow as tf
+
+    for i, rows in enumerate((TRAIN[:6], TRAIN[6:])):
+        tf.io.gfile.copy(_tsv(tmp_path, f"t{i}.tsv", rows), f"ram://prep/raw/train-{i}.tsv")
+    cfg = experiment(tmp_path, backbone=preset, train_data="ram://prep/raw/train-*.tsv")
+    manifest = prepare.run(cfg, "ram://prep/out", num_shards=2)
+    assert prepared.is_prepared("ram://prep/out")
+    loaded = prepared.load("ram://prep/out", "--train_data")
+    assert loaded == manifest and loaded.paths("train")[0] == "ram://prep/out/train-00000-of-00002.tfrecord.gz"
+    texts = [e["text"].numpy().decode() for role in ("train", "holdout")
+             for e in prepared.dataset(loaded, role)]
+    assert sorted(texts) == sorted(text for text, _ in TRAIN)
