@@ -197,17 +197,11 @@ def open_source(spec, columns, keys, flag):
 
 
 def _first_line(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    if files.is_remote(path):
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path, "rb") as raw:
-            head = raw.read(1 << 20)
-        head = gzip.decompress(head) if path.endswith(".gz") else head
-    else:
-        with opener(path, "rb") as f:
-            head = f.read(1 << 20)
-    return head.split(b"\n", 1)[0].decode("utf-8-sig", "replace").rstrip("\r")
+    """The first line of a (possibly gzipped) text file, local or remote, without its end."""
+    with (_remote_open(path) if files.is_remote(path) else open(path, "rb")) as raw:
+        text = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        line = text.readline(1 << 20)
+    return line.decode("utf-8-sig", "replace").rstrip("\r\n")
 
 
 def _delimited_layout(source):
