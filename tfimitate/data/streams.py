@@ -7,8 +7,8 @@ when it names several files, TFRecord files or more than STREAM_BYTES, or always
 --stream_data=on; otherwise it is read into memory (tasks' Split). A stream yields one
 dict of tf.string scalars per row, keyed like `Source.keys` ("text", "pair", "label").
 
-TensorFlow's gzip reader stops at a truncated file without a word, so `check` inflates
-every .gz text file once before training (threads; zlib releases the GIL) and names the
+TensorFlow's gzip reader stops at a truncated file without a word, so `check_gzip` inflates
+every .gz file once before training (threads; zlib releases the GIL) and names the
 first one that is cut short. A malformed row met while streaming stops the run with
 TensorFlow's message; `diagnose` then reads the files strictly (data/readers.py) to name
 the file and line.
@@ -191,8 +191,7 @@ def open_source(spec, columns, keys, flag):
         source = _delimited_layout(source)
     elif kind == ".tfrecord":
         source = _feature_layout(source)
-    if kind != ".tfrecord":
-        check_gzip(paths, flag)
+    check_gzip(paths, flag)
     return source
 
 
