@@ -1,7 +1,8 @@
-"""Bounded gRPC load test of an exported model on loopback: requests/s and p50/p99 latency.
+"""Bounded gRPC and REST load test of an exported model on loopback: requests/s, p50/p99 latency.
 
-Starts the dev server (tfimitate.serving.devserver) in its own process on a free
-127.0.0.1 port, then runs `--clients` concurrent clients for `--seconds` twice:
+Starts the dev server (tfimitate.serving.devserver) in its own process on free
+127.0.0.1 ports, then, for each of `--protocols` (gRPC Predict, REST `:predict` in
+the columnar format), runs `--clients` concurrent clients for `--seconds` twice:
 one text per request, then `--batch_size` texts per request. The texts are a few
 built-in reviews, or `--texts_file` (one per line, or the first column of a .tsv).
 Writes benchmarks/results/serving_load.{json,md} with the CPU model, its vector
@@ -11,6 +12,8 @@ server-side batching, so this measures the model and the protocol, not TF Servin
 scheduler.
 
     python benchmarks/serving_load.py --model_base_path=saved_models/quickstart
+    python benchmarks/serving_load.py --model_base_path=saved_models/quickstart \
+        --protocols=grpc --protocols=rest
     python benchmarks/serving_load.py --model_base_path=saved_models/sst2 --clients=1 \
         --batch_size=32 --texts_file=../shared/data/sst2/dev.tsv
 """
@@ -43,6 +46,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Texts per request in the b
                                    lower_bound=2)
 _TEXTS_FILE = flags.DEFINE_string("texts_file", None,
                                   "Texts to send: one per line, or a .tsv's first column.")
+_PROTOCOLS = flags.DEFINE_multi_enum("protocols", ["grpc"], ["grpc", "rest"],
+                                     "Protocols to load, one after the other.")
 _RESULTS = flags.DEFINE_string("results_dir", harness.RESULTS,
                                "Where serving_load.json and serving_load.md go.")
 
@@ -65,13 +70,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def start_server(base_path, name):
-    """The dev server serving `base_path` as `name` on a free loopback port, once the model is
-    AVAILABLE: (its process, a ServingClient to it)."""
+def start_server(base_path, name, rest_port=0):
+    """The dev server serving `base_path` as `name` on a free loopback port (and REST on
+    `rest_port`; 0: none), once the model is AVAILABLE: (its process, a gRPC ServingClient)."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tfimitate.serving.devserver", f"--model_name={name}",
-         f"--model_base_path={base_path}", f"--port={port}"],
+         f"--model_base_path={base_path}", f"--port={port}", f"--rest_api_port={rest_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = ServingClient(f"127.0.0.1:{port}", timeout=5)
     deadline = time.monotonic() + 300
@@ -142,7 +147,7 @@ def _phase(target, name, clients, seconds, batch_size, texts):
 
 def _markdown(result):
     lines = [
-        "# Serving load test (dev server, gRPC on loopback)", "",
+        "# Serving load test (dev server on loopback)", "",
         f"Model `{result['model_base_path']}` version {result['version']}; "
         f"{result['clients']} concurrent clients, {result['seconds']:g} s per phase, "
         f"{result['texts']}; TF_ENABLE_ONEDNN_OPTS={result['onednn']}.", "",
@@ -150,14 +155,20 @@ def _markdown(result):
                          result["load_average_after"]) + " Float32 matmul peak measured here: "
         f"{result['matmul_peak_flops'] / 1e9:.0f} GFLOP/s.", "",
         f"Command: `{result['command']}`", "",
-        "| phase | texts/request | requests | requests/s | texts/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|"]
-    for phase in ("single", "batched"):
-        p = result[phase]
-        lines.append(f"| {phase} | {p['texts_per_request']} | {p['requests']} | "
+        "| protocol | phase | texts/request | requests | requests/s | texts/s | p50 ms | p99 ms "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for protocol, phase, p in _phases(result):
+        lines.append(f"| {protocol} | {phase} | {p['texts_per_request']} | {p['requests']} | "
                      f"{p['requests_per_s']} | {p['texts_per_s']} | {p['p50_ms']} | "
                      f"{p['p99_ms']} | {p['errors']} |")
     return "\n".join(lines) + "\n"
+
+
+def _phases(result):
+    """(protocol, phase, figures) of every phase run."""
+    return [(protocol, phase, result[protocol][phase]) for protocol in result["protocols"]
+            for phase in ("single", "batched")]
 
 
 def main(argv):
@@ -176,13 +187,17 @@ def main(argv):
               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
               "load_average_before": machine.load_average(),
               "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
-    process, client = start_server(base_path, _MODEL_NAME.value)
+    result["protocols"] = list(dict.fromkeys(_PROTOCOLS.value))
+    rest_port = _free_port()
+    rest_url = f"http://127.0.0.1:{rest_port}"
+    process, client = start_server(base_path, _MODEL_NAME.value, rest_port)
     try:
-        target = client.target
-        result["single"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, 1,
-                                  texts)
-        result["batched"] = _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value,
-                                   _BATCH_SIZE.value, texts)
+        for protocol in result["protocols"]:
+            target = client.target if protocol == "grpc" else rest_url
+            result[protocol] = {
+                phase: _phase(target, _MODEL_NAME.value, _CLIENTS.value, _SECONDS.value, size,
+                              texts)
+                for phase, size in (("single", 1), ("batched", _BATCH_SIZE.value))}
     finally:
         process.terminate()
         process.wait(30)
@@ -190,9 +205,10 @@ def main(argv):
     markdown = _markdown(result)
     harness.save("serving_load", result, markdown, _RESULTS.value)
     print(markdown)
-    if result["single"]["errors"] or result["batched"]["errors"]:
-        raise UserError(f"{result['single']['errors'] + result['batched']['errors']} requests "
-                        "failed (first errors are in serving_load.json); see the dev server log.")
+    failed = sum(p["errors"] for _, _, p in _phases(result))
+    if failed:
+        raise UserError(f"{failed} requests failed (first errors are in serving_load.json); "
+                        "see the dev server log.")
 
 
 if __name__ == "__main__":

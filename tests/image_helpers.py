@@ -99,3 +99,36 @@ def tiny_keras_model_file(directory, name="tiny.keras", size=24, rescaling=True)
     outputs = keras.layers.Dense(4, activation="softmax", name="predictions")(x)
     keras.Model(inputs, outputs, name="tiny_classifier").save(path)
     return path
+
+
+def png_bytes(label_index, i, size=(20, 28)):
+    """The PNG encoding of `image_array(label_index, i, size)`."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image_array(label_index, i, size), "RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_tfrecord(path, examples):
+    """Writes tf.Example records (GZIP for a .gz path); each example maps a feature name to
+    bytes, str, int or float, or a list of them. Returns `path`."""
+    import tensorflow as tf
+
+    def feature(value):
+        values = value if isinstance(value, list) else [value]
+        if all(isinstance(v, (bytes, str)) for v in values):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[v.encode() if isinstance(v, str) else v for v in values]))
+        if all(isinstance(v, int) for v in values):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if str(path).endswith(".gz") else "")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for example in examples:
+            features = tf.train.Features(feature={k: feature(v) for k, v in example.items()})
+            writer.write(tf.train.Example(features=features).SerializeToString())
+    return str(path)

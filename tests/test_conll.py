@@ -112,3 +112,22 @@ def test_reads_the_shared_conll2003_test_split():
     sentences = conll.read_sentences(os.path.join(SHARED_DATA, "conll2003", "test.txt"), "--test_data")
     assert len(sentences) == 3453
     assert sentences[0].words[:3] == ["SOCCER", "-", "JAPAN"]
+
+
+def test_a_pattern_or_list_joins_the_files_and_messages_name_the_real_file(tmp_path):
+    write_lines(tmp_path, "train-01.txt", ["Paris B-LOC", "", "Smith B-PER"])
+    write_lines(tmp_path, "train-00.txt", ["EU B-ORG", "rejects O"])
+    jsonl = write_lines(tmp_path, "extra.jsonl", [json.dumps({"tokens": ["Bonn"], "tags": ["B-LOC"]})])
+    pattern = os.path.join(str(tmp_path), "train-*.txt")
+    sentences = conll.read_sentences(f"{pattern},{jsonl}", "--train_data")
+    assert [s.words for s in sentences] == [["EU", "rejects"], ["Paris"], ["Smith"], ["Bonn"]]
+    assert [(os.path.basename(s.file), s.lines) for s in sentences] == [
+        ("train-00.txt", [1, 2]), ("train-01.txt", [1]), ("train-01.txt", [3]), ("extra.jsonl", [1])]
+    write_lines(tmp_path, "train-02.txt", ["Bonn B-LOC", "", "Rome S-LOC"])
+    with pytest.raises(UserError, match=r"train-02\.txt:3: tag 'S-LOC' is IOBES"):
+        conll.repair(conll.read_sentences(pattern, "--train_data"), "iob2", pattern)
+    write_lines(tmp_path, "train-03.txt", ["Bonn B-LOC", "Rome LOC"])
+    with pytest.raises(UserError, match=r"train-03\.txt:2: tag 'LOC' is not O or B-"):
+        conll.read_sentences(pattern, "--train_data")
+    with pytest.raises(UserError, match=r"--eval_data=.*dev-\*\.txt: the pattern .* matches no file"):
+        conll.read_sentences(os.path.join(str(tmp_path), "dev-*.txt"), "--eval_data")

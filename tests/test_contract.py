@@ -64,10 +64,9 @@ def test_contract_evaluate_reproduces_the_training_report(trained):
 
 def test_contract_predict_gives_one_record_per_input(trained, tmp_path):
     cfg, _, predict_input = trained
-    records = workflow.predict(cfg.model_dir, predict_input, str(tmp_path / "out.jsonl"))
-    assert len(records) == 2
+    assert workflow.predict(cfg.model_dir, predict_input, str(tmp_path / "out.jsonl")) == 2
     lines = open(tmp_path / "out.jsonl").read().splitlines()
-    assert [json.loads(line) for line in lines] == records
+    assert len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
 
 
 def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trained, tmp_path):
@@ -76,8 +75,7 @@ def test_contract_export_reloads_with_parity_and_warmup_for_every_signature(trai
     cfg, _, _ = trained
     path = workflow.export(cfg.model_dir, str(tmp_path / "export"))  # no training data read
     loaded = tf.saved_model.load(path)
-    signatures = {request.model_spec.signature_name
-                  for request in warmup.read_warmup_requests(path)}
+    signatures = {signature for signature, _ in warmup.read_warmup_inputs(path)}
     assert signatures == set(loaded.signatures) and "serving_default" in signatures
     if not cfg.subtasks:  # the task declares what it exports (multi_task: per subtask)
         assert signatures == set(tasks.get_task(cfg.task).SIGNATURES)

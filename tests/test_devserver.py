@@ -41,6 +41,15 @@ def test_a_port_held_by_another_program_is_refused(tmp_path):
             DevServer("m", str(tmp_path), port=other.getsockname()[1])
 
 
+def test_a_rest_port_in_use_is_refused_and_an_unstarted_server_stops(tmp_path):
+    first = DevServer("m", str(tmp_path), port=0, rest_api_port=0)
+    try:
+        with pytest.raises(UserError, match=rf"--rest_api_port={first.rest_port}: cannot listen"):
+            DevServer("m", str(tmp_path), port=0, rest_api_port=first.rest_port)
+    finally:
+        first.stop()  # never started: returns at once
+
+
 def test_a_version_that_failed_to_load_is_retried_until_it_loads(tmp_path):
     (tmp_path / "1").mkdir()  # seen before its SavedModel is copied in
     versions = ModelVersions("m", str(tmp_path), max_num_load_retries=3, load_retry_interval=3.0)
@@ -116,3 +125,35 @@ def test_a_version_tf_serving_cannot_run_fails_here_too(tmp_path):
     assert versions.poll() is None
     state, message = versions.states[1]
     assert state == State.END and "Could not find variable dense" in message
+
+
+def test_a_bad_models_config_is_one_error_naming_the_file(tmp_path):
+    path = tmp_path / "models.config"
+    for text, message in (
+            ("model_config_list { config { name: 'm' base_path: ", "not a valid ModelServerConfig"),
+            (f"model_config_list {{ config {{ name: 'm' base_path: '{tmp_path}' }} "
+             f"config {{ name: 'm' base_path: '{tmp_path}' }} }}", "list model m multiple times")):
+        path.write_text(text)
+        with pytest.raises(UserError, match=rf"^--model_config_file={path}: .*{message}"):
+            DevServer(model_config_file=str(path), port=0)
+
+
+def test_a_label_on_a_missing_version_stops_start_up_and_a_bad_reload_keeps_serving(tmp_path):
+    _save_model(tmp_path / "m" / "1")
+    path = tmp_path / "models.config"
+    config = "model_config_list {{ config {{ name: 'm' base_path: '{}' {} }} }}"
+    path.write_text(config.format(tmp_path / "m", "version_labels { key: 'stable' value: 2 }"))
+    server = DevServer(model_config_file=str(path), port=0)
+    with pytest.raises(UserError, match="label to version 2 of model m, which is not currently"):
+        server.start()
+    server.stop()
+    path.write_text(config.format(tmp_path / "m", "version_labels { key: 'stable' value: 1 }"))
+    server = DevServer(model_config_file=str(path), port=0, config_poll_seconds=0.1).start()
+    try:
+        client = ServingClient(server.target, timeout=10)
+        assert client.predict("m", {"text": ["abc"]}, version_label="stable").version == 1
+        path.write_text("model_config_list { config { name: 'm' ")  # half-written by hand
+        assert isinstance(server.reload_config_file(), UserError)
+        assert client.predict("m", {"text": ["abc"]}, version_label="stable").version == 1
+    finally:
+        server.stop()

@@ -51,7 +51,13 @@ def test_mirrored_over_two_devices_follows_the_one_device_loss_curve(data):
 
 
 def test_multi_worker_trains_and_only_the_chief_writes(data):
-    directory, preset, train = data
+    """Two workers on localhost stream four shards: each reads its own two, once per pass."""
+    directory, preset, _ = data
+    rows = helpers.sentiment_rows(64)
+    for shard in range(4):
+        helpers.write_lines(directory, f"train-{shard}-of-4.tsv",
+                            ["text\tlabel"] + [f"{t}\t{l}" for t, l in rows[shard::4]])
+    train = str(directory / "train-*-of-4.tsv")
     cfg = helpers.experiment(directory, backbone=preset, train_data=train, max_steps=6,
                              eval_steps=6, export_dir=str(directory / "export"),
                              model_dir=str(directory / "multi_worker"))
@@ -70,6 +76,10 @@ def test_multi_worker_trains_and_only_the_chief_writes(data):
     for worker, error in zip(workers, errors):
         assert worker.returncode == 0, error[-3000:]
     assert "MultiWorkerMirroredStrategy" in errors[0]
+    assert "streamed (4 files)" in errors[0]
+    for index, error in enumerate(errors):
+        assert f"--train_data: input pipeline {index + 1} of 2 reads 2 of 4 files: " \
+               f"train-{index}-of-4.tsv, train-{index + 2}-of-4.tsv" in error, error[-3000:]
     assert os.listdir(directory / "export") == ["1"]
     checkpoints = os.listdir(os.path.join(cfg.model_dir, "checkpoints"))
     assert "ckpt-6.index" in checkpoints

@@ -169,7 +169,8 @@ def served_through_the_client(tmp_path, data, expected, capsys):
     try:
         values = dict(target=server.target, model_name="images", version=None,
                       version_label=None, signature_name="serving_default", text_pair=None,
-                      batch_size=2, timeout=30.0, metadata=False, status=False, input=None)
+                      batch_size=2, timeout=30.0, metadata=False, status=False, input=None,
+                      rest=False, examples=None, features=None)
         files = data.train.paths[:3]
         capsys.readouterr()
         client_lib.main(["client", *files],
@@ -194,3 +195,29 @@ def test_a_vision_transformer_feeds_its_class_token_to_the_head(tmp_path):
     assert task.make_preprocessor(cfg).height == 16
     logits = run.model(tf.random.uniform((3, 16, 16, 3), 0, 255))
     assert logits.shape == (3, 2) and logits.dtype == tf.float32
+
+
+def test_tfrecord_shards_train_and_an_unknown_label_names_its_file_and_record(tmp_path):
+    write = image_helpers.write_tfrecord
+    png = lambda label, i: image_helpers.png_bytes(label, i)
+    for shard in range(2):
+        write(tmp_path / f"train-{shard}.tfrecord",
+              [{"jpeg": png(i % 3, 10 * shard + i), "class": i % 3} for i in range(6)])
+    test = [write(tmp_path / f"test-{shard}.tfrecords.gz",
+                  [{"jpeg": png(0, shard), "class": 0}, {"jpeg": png(1, shard), "class": 5 * shard + 1}])
+            for shard in range(2)]
+    cfg = image_experiment(tmp_path, train_data=str(tmp_path / "train-*.tfrecord"),
+                           image_column="jpeg", label_column="class", test_data=",".join(test))
+    with pytest.raises(UserError, match=r"^[^*,]*test-1\.tfrecords\.gz:record 2: label '6' is not "
+                                        r"one of the model's labels \(0, 1, 2\)"):
+        task.load_data(cfg)
+    dropped = task.load_data(cfg.replace(labels=("0", "1", "2"), drop_unlisted_labels=True)).test
+    assert dropped.paths == [f"{test[0]}#1", f"{test[0]}#2", f"{test[1]}#1"]
+    assert dropped.where(2) == f"{test[1]}: record 1"
+    data = task.load_data(cfg.replace(test_data=test[0]))
+    assert data.labels == ("0", "1", "2") and len(data.train) + len(data.eval) == 12
+    assert data.train.contents[0] == png(0, 0) and len(data.test) == 2
+    run = make_run(cfg, data.labels)
+    images_, ids = next(iter(task.train_dataset(run, data.train)))
+    assert images_.shape == (4, 32, 32, 3) and set(ids.numpy()) <= {0, 1, 2}
+    assert task.predict(run, data.test)[1]["image"] == f"{test[0]}#2"

@@ -31,6 +31,8 @@ def bad_inputs(tmp_path, shared):
     (tmp_path / "corrupt" / "b" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
     listing = tmp_path / "listing.csv"
     listing.write_text("path,label\ntrain/a/000.png,a\nmissing.png,b\n")
+    records = image_helpers.write_tfrecord(tmp_path / "shard-1.tfrecord", [
+        {"image": image_helpers.png_bytes(0, 0), "label": "a"}, {"jpeg": b"", "label": "b"}])
     not_keras = tmp_path / "weights.h5"
     not_keras.write_bytes(b"\x00" * 64)
     return [
@@ -39,6 +41,8 @@ def bad_inputs(tmp_path, shared):
         (dict(train_data=corrupt, strict_images=True),
          r"--train_data=.*corrupt: 1 of 5 files are not decodable .*truncated.jpg"),
         (dict(train_data=str(listing)), r"listing.csv:3: image file missing.png does not exist"),
+        (dict(train_data=str(tmp_path / "shard-*.tfrecord"), image_column="image"),
+         r"shard-1\.tfrecord: record 2 has no feature 'image' \(features: jpeg, label\)"),
         (dict(backbone=shared["model_file"], backbone_layer="block9"),
          r"--backbone_layer=block9: .*tiny.keras has no such layer; its layers are pixels, scale"),
         (dict(backbone=str(not_keras)), r"--backbone=.*weights.h5: not a loadable Keras model file"),

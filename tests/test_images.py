@@ -160,3 +160,67 @@ def test_sixteen_bit_png_becomes_eight_bit_rgb():
     image = images.decode(tf.io.encode_png(tf.constant(deep))).numpy()
     assert image.dtype == np.uint8 and image.shape == (20, 20, 3)
     assert np.array_equal(image[..., 2], (deep[..., 0] >> 8).astype(np.uint8))
+
+
+def test_listings_by_pattern_or_list_are_joined_and_messages_name_the_listing(tmp_path):
+    for part in ("p0", "p1"):
+        image_helpers.write_image_folder(tmp_path / part / "pics", {"a": 1, "b": 1})
+    (tmp_path / "p1" / "train.csv").write_text("path,label\npics/b/000.png,b\npics/a/000.png,a\n")
+    (tmp_path / "p0" / "train.csv").write_text("path,label\npics/a/000.png,a\n")
+    pattern = str(tmp_path / "p*" / "train.csv")
+    split = images.read_split(pattern, "--train_data")
+    assert split.labels == ["a", "b", "a"] and split.lines == [2, 2, 3]
+    assert split.paths[1] == str(tmp_path / "p1" / "pics/b/000.png")  # relative to its own listing
+    assert split.where(1) == f"{tmp_path / 'p1' / 'train.csv'}:2 ({split.paths[1]})"
+    assert [part.source for part in split.parts()] == [str(tmp_path / f"p{i}" / "train.csv")
+                                                       for i in (0, 1)]
+    (tmp_path / "p1" / "train.csv").write_text("path,label\npics/b/000.png,b\nnone.png,a\n")
+    with pytest.raises(UserError, match=r"p1/train\.csv:3: image file none.png does not exist"):
+        images.read_split(pattern, "--train_data")
+    photos = images.read_split(str(tmp_path / "p0" / "pics" / "*" / "*"), "--input",
+                               with_labels=False)
+    assert len(photos) == 2 and photos.labels == ["", ""]
+    with pytest.raises(UserError, match=r"names image files, which carry no label"):
+        images.read_split(str(tmp_path / "p0" / "pics" / "*" / "*"), "--train_data")
+    with pytest.raises(UserError, match=r"mixes images and listings"):
+        images.read_split(f"{photos.paths[0]},{pattern}", "--input", with_labels=False)
+
+
+def test_tfrecord_examples_hold_encoded_images_and_bad_records_are_named(tmp_path):
+    png = [image_helpers.png_bytes(i % 2, i) for i in range(5)]
+    write = image_helpers.write_tfrecord
+    write(tmp_path / "train-0.tfrecord.gz", [{"image": png[0], "label": "cat"},
+                                            {"image": png[1], "label": "dog", "id": 7}])
+    write(tmp_path / "train-1.tfrecord.gz", [{"image": png[2], "label": "cat"}])
+    pattern = str(tmp_path / "train-*.tfrecord.gz")
+    split = images.read_split(pattern, "--train_data", image_column="image")
+    assert split.contents == png[:3] and split.labels == ["cat", "dog", "cat"]
+    assert split.where(2) == f"{tmp_path / 'train-1.tfrecord.gz'}: record 1"
+    assert split.paths[1] == f"{tmp_path / 'train-0.tfrecord.gz'}#2"
+    ids = write(tmp_path / "ids.tfrec", [{"jpeg": png[3], "class": 3}, {"jpeg": png[4], "class": 0}])
+    assert images.read_split(ids, "--eval_data", "jpeg", "class").labels == ["3", "0"]
+    assert images.read_split(ids, "--input", "jpeg", with_labels=False).contents == png[3:]
+
+    def refused(examples, message, name="bad.tfrecord", **columns):
+        path = write(tmp_path / name, examples)
+        with pytest.raises(UserError, match=message):
+            images.read_split(path, "--train_data", **dict(dict(image_column="image"), **columns))
+
+    good = {"image": png[0], "label": "cat"}
+    refused([good, good, {"img": png[0], "label": "cat"}],
+            r"bad\.tfrecord: record 3 has no feature 'image' \(features: img, label\); name the "
+            r"image feature with --image_column")
+    refused([good, {"image": png[0], "label": 0.5}],
+            r"bad\.tfrecord: record 2: feature 'label' holds 1 float values, but the label must")
+    refused([{"image": [png[0], png[1]], "label": "cat"}],
+            r"record 1: feature 'image' holds 2 bytes values, but the image must be one value")
+    refused([{"image": png[0], "label": ""}], r"record 1: the label \(feature 'label'\) is empty")
+    refused([], r"bad\.tfrecord holds no record")
+    data = (tmp_path / "train-1.tfrecord.gz").read_bytes()
+    (tmp_path / "cut.tfrecord.gz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(UserError, match=r"cut\.tfrecord\.gz: the gzip data ends early"):
+        images.read_split(str(tmp_path / "cut.tfrecord.gz"), "--train_data", "image")
+    data = (tmp_path / "ids.tfrec").read_bytes()
+    (tmp_path / "cut.tfrecord").write_bytes(data[:len(data) - 10])
+    with pytest.raises(UserError, match=r"cut\.tfrecord: record 2 cannot be read"):
+        images.read_split(str(tmp_path / "cut.tfrecord"), "--train_data", "jpeg", "class")

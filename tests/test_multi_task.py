@@ -122,8 +122,8 @@ def _train_and_check(tmp_path):
         (metrics["sentiment"]["score"] + metrics["entities"]["score"]) / 2)
     assert json.load(open(os.path.join(cfg.model_dir, "eval", "metrics.json"))) == metrics
     loaded = tf.saved_model.load(os.path.join(cfg.export_dir, "1"))
-    assert set(loaded.signatures) == {"serving_default", "sentiment", "entities",
-                                      "entities_tag_words"}
+    assert set(loaded.signatures) == {"serving_default", "sentiment", "sentiment_classify",
+                                      "entities", "entities_tag_words"}
     texts = tf.constant(["a good film", "john said hello in paris ."])
     default, sentiment = (loaded.signatures[name](text=texts) for name in
                           ("serving_default", "sentiment"))

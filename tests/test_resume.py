@@ -1,4 +1,5 @@
-"""Preemption: SIGKILL `tfimitate.train` anywhere, re-run the same command, get the same run.
+"""Preemption: SIGKILL `tfimitate.train` anywhere, re-run the same command, get the same run
+(here on streamed shards: the same batches, none twice, none skipped, across passes).
 
 One uninterrupted run (in this process) is the reference. A child process is
 killed at a random moment around a random checkpoint (so sometimes while that
@@ -68,8 +69,10 @@ def _versions_are_complete(export_dir):
 def runs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("resume")
     rows = helpers.sentiment_rows(96)
-    train = helpers.write_lines(directory, "train.tsv",
-                                ["text\tlabel"] + [f"{t}\t{l}" for t, l in rows])
+    for shard in range(3):  # streamed: the resumed stream must continue where it stopped
+        helpers.write_lines(directory, f"train-{shard}.tsv",
+                            ["text\tlabel"] + [f"{t}\t{l}" for t, l in rows[shard::3]])
+    train = str(directory / "train-*.tsv")
     cfg = helpers.experiment(directory, backbone=helpers.tiny_bert_preset(directory),
                              train_data=train, max_steps=MAX_STEPS, checkpoint_steps=5,
                              eval_steps=MAX_STEPS, export_dir=str(directory / "export"))

@@ -134,6 +134,14 @@ def test_training_from_shards_evaluates_exports_and_resumes(tmp_path):
     assert os.path.isdir(tmp_path / "export" / "1")
     longer = workflow.train(cfg.replace(max_steps=6, export_dir=None))
     assert longer["step"] == 6
+    # Streamed predict: records in file order, written as they come.
+    output = str(tmp_path / "predictions.csv")
+    assert workflow.predict(cfg.model_dir, pattern, output) == 96
+    import csv
+    with open(output, newline="") as f:
+        written = list(csv.DictReader(f))
+    by_shard = [t for shard in range(3) for t, _ in rows[shard::3]]
+    assert [r["text"] for r in written] == by_shard and {r["label"] for r in written} <= {"0", "1"}
 
 
 def test_a_label_outside_labels_stops_the_stream_in_one_sentence(tmp_path):
@@ -145,3 +153,36 @@ def test_a_label_outside_labels_stops_the_stream_in_one_sentence(tmp_path):
     with pytest.raises(UserError, match=r"has the label .*7.*not one of the model's labels \(0, 1\)"):
         workflow.train(cfg)
     assert not os.path.exists(os.path.join(cfg.model_dir, "export"))
+
+
+def test_prepared_shards_train_on_the_raw_files_batches_and_refuse_another_tokenizer(tmp_path):
+    """tfimitate.prepare's shards (no duplicates here) give the batches the raw file gives,
+    the same hold-out, and a run with another tokenizer is refused in one sentence."""
+    from tfimitate import prepare, runtime
+    from tfimitate.tasks import base, text_classification, text_stream
+    from tfimitate.tasks.text_classification import TextClassification
+
+    preset = helpers.tiny_bert_preset(tmp_path)
+    cfg = helpers.experiment(tmp_path, backbone=preset, batch_size=8, holdout_fraction=0.2,
+                             train_data=helpers.write_table(tmp_path, "t.csv",
+                                                            helpers.sentiment_rows(90)))
+    prepare.run(cfg, str(tmp_path / "prepared"), num_shards=1)
+    task = TextClassification()
+    examples, held = {}, {}
+    for name, run_cfg in (("raw", cfg.replace(stream_data="on")),
+                          ("prepared", cfg.replace(train_data=str(tmp_path / "prepared")))):
+        data = task.load_data(run_cfg)
+        preprocessor = task.make_preprocessor(run_cfg)
+        held[name] = sorted(task.serving_examples(data.eval)["text"])
+        one_pass = text_stream.features(data.train, text_classification._encoder(preprocessor))
+        examples[name] = sorted((tuple(f["token_ids"]), int(f["labels"]))
+                                for f in one_pass.as_numpy_iterator())
+        run = base.Run(run_cfg.replace(labels=data.labels), None, preprocessor,
+                       runtime.make_strategy("one_device"))
+        inputs, labels = next(iter(task.train_dataset(run, data.train)(None)))
+        assert inputs["token_ids"].shape[0] == labels.shape[0] == 8
+    assert held["raw"] == held["prepared"] and held["raw"]
+    assert examples["raw"] == examples["prepared"]  # shards are length-sorted: same multiset
+    other = helpers.tiny_preset(tmp_path, "bpe")
+    with pytest.raises(UserError, match="was prepared with another tokenizer"):
+        task.load_data(cfg.replace(train_data=str(tmp_path / "prepared"), backbone=other))

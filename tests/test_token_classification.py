@@ -196,13 +196,14 @@ def test_predict_writes_words_tags_and_entities(trained, tmp_path):
     from tfimitate import workflow
 
     cfg = trained[0]
-    sentences = write_lines(tmp_path, "sentences.txt", ["john smith said hello to london .", "",
-                                                        "the eu and google"])
+    write_lines(tmp_path, "part-1.txt", ["the eu and google"])  # a pattern: every file, in order
+    write_lines(tmp_path, "part-0.txt", ["john smith said hello to london .", ""])
     output = os.path.join(str(tmp_path), "out.jsonl")
-    workflow.predict(cfg.model_dir, sentences, output)
+    workflow.predict(cfg.model_dir, os.path.join(str(tmp_path), "part-*.txt"), output)
     with open(output) as f:
         records = [json.loads(line) for line in f]
-    assert len(records) == 2 and records[0]["words"][:2] == ["john", "smith"]
+    assert [r["text"] for r in records] == ["john smith said hello to london .", "the eu and google"]
+    assert records[0]["words"][:2] == ["john", "smith"]
     assert len(records[0]["tags"]) == len(records[0]["words"]) == 7
     entities = [e for r in records for e in r["entities"]]
     assert entities and all(r["text"].encode()[e["start"]:e["end"]].decode() == e["text"]
@@ -218,8 +219,10 @@ def test_client_lays_out_served_ner_outputs_like_predict(trained, tmp_path):
 
     cfg = trained[0]
     texts = ["john smith said hello to london .", "the eu and google"]
-    expected = workflow.predict(cfg.model_dir, write_lines(tmp_path, "in.txt", texts),
-                                os.path.join(str(tmp_path), "out.jsonl"))
+    output = os.path.join(str(tmp_path), "out.jsonl")
+    workflow.predict(cfg.model_dir, write_lines(tmp_path, "in.txt", texts), output)
+    with open(output) as f:
+        expected = [json.loads(line) for line in f]
     server = DevServer("ner", cfg.export_dir, port=0).start()
     try:
         client = ServingClient(server.target, timeout=60)
@@ -246,6 +249,29 @@ def test_tag_only_in_test_data_fails_before_writing(trained, tmp_path):
     with pytest.raises(UserError, match=r"test\.txt:3: tag 'B-COMPANY' is not one of the model's tags"):
         workflow.train(bad)
     assert not os.path.exists(bad.model_dir)
+
+
+def test_data_flags_take_patterns_and_lists_and_name_the_real_file(tmp_path):
+    from tfimitate.errors import UserError
+    from tfimitate.tasks.token_classification import TokenClassification
+
+    rng = random.Random(1)
+    for i in range(3):
+        write_conll(tmp_path, f"train-{i}.txt", [tagged_sentence(rng) for _ in range(5)])
+    dev = [write_conll(tmp_path, f"dev-{i}.txt", [tagged_sentence(rng)]) for i in range(2)]
+    cfg = experiment(tmp_path, task="token_classification",
+                     train_data=os.path.join(str(tmp_path), "train-*.txt"), eval_data=",".join(dev))
+    data = TokenClassification().load_data(cfg)
+    assert len(data.train) == 15 and len(data.eval) == 2
+    assert [os.path.basename(s.file) for s in data.train.sentences[4:6]] == ["train-0.txt", "train-1.txt"]
+    write_lines(tmp_path, "test-1.txt", ["paris B-LOC", "", "acme B-COMPANY"])
+    write_lines(tmp_path, "test-0.txt", ["paris B-LOC"])
+    test = os.path.join(str(tmp_path), "test-*.txt")
+    with pytest.raises(UserError, match=r"^[^*]*test-1\.txt:3: tag 'B-COMPANY' is not one of"):
+        TokenClassification().load_data(cfg.replace(test_data=test))
+    data = TokenClassification().load_data(cfg.replace(test_data=test, labels=data.labels,
+                                                       drop_unlisted_labels=True))
+    assert [s.words for s in data.test.sentences] == [["paris"], ["paris"]]
 
 
 def test_cli_bad_line_exits_nonzero_with_one_sentence(tmp_path):

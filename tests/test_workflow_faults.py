@@ -144,8 +144,8 @@ def test_predict_reads_the_input_columns_it_is_given(run, tmp_path):
     path = helpers.write_lines(tmp_path, "reviews.csv", ["id,review", "1,good fun", "2,awful"])
     with pytest.raises(UserError, match="column 'text'"):
         workflow.predict(run.model_dir, path, str(tmp_path / "out.jsonl"))
-    records = workflow.predict(run.model_dir, path, str(tmp_path / "out.jsonl"),
-                               {"text_column": "review"})
+    workflow.predict(run.model_dir, path, str(tmp_path / "out.jsonl"), {"text_column": "review"})
+    records = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     assert [r["text"] for r in records] == ["good fun", "awful"]
 
 

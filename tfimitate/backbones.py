@@ -284,3 +284,37 @@ def word_piece_windows(spec, sequence_length):
     preprocessor = load_text_preprocessor(spec, sequence_length)
     names = preprocessor(x=["a"]).keys()  # eagerly: tracing keras-hub's BPE takes seconds
     return WordPieceWindows(preprocessor.tokenizer, sequence_length, tuple(sorted(names)))
+
+
+def tokenizer_fingerprint(preprocessor):
+    """A sha256 (hex) of what decides a text preprocessor's token ids: its and its
+    tokenizer's class and settings (lower-casing, accents, special tokens), the vocabulary
+    (and BPE merges or SentencePiece model) and the sequence length. Prepared data
+    (tfimitate.prepare) records it, so training can refuse shards tokenized otherwise.
+
+    Example:
+        tokenizer_fingerprint(load_text_preprocessor("minilm_l6", 128))  # '3f1c...'
+    """
+    import hashlib
+
+    tokenizer = preprocessor.tokenizer
+    settings = {key: value for key, value in preprocessor.get_config().items()
+                if key not in ("name", "tokenizer", "trainable", "dtype")}
+    described = {
+        "preprocessor": f"{type(preprocessor).__module__}.{type(preprocessor).__qualname__}",
+        "preprocessor_config": settings,
+        "tokenizer": f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+        "tokenizer_config": {key: value for key, value in tokenizer.get_config().items()
+                             if key not in ("name", "trainable")},
+        "special_tokens": {attr: [str(getattr(tokenizer, attr, None)),
+                                  str(getattr(tokenizer, f"{attr}_id", None))]
+                           for attr in getattr(tokenizer, "_special_token_attrs", [])},
+        "sequence_length": preprocessor.sequence_length,
+    }
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8"))
+    for part in (tokenizer.get_vocabulary(), getattr(tokenizer, "merges", None)):
+        digest.update(json.dumps(part, default=str).encode("utf-8"))
+    proto = getattr(tokenizer, "proto", None)
+    if isinstance(proto, bytes):
+        digest.update(proto)
+    return digest.hexdigest()

@@ -57,9 +57,10 @@ CORE_OPTIONS = (
     options.data(
         "train_data",
         "Training file: .csv, .tsv or .jsonl (optionally .gz/.bz2), or CoNLL for "
-        "token_classification; text_classification also takes a file pattern or a "
-        "comma-separated list (gs://b/train-*.tsv.gz) and TFRecord files of tf.Example "
-        "(see --stream_data). `package:NAME/path` reads a file shipped inside an "
+        "token_classification; also a file pattern or a comma-separated list "
+        "(gs://b/train-*.tsv.gz), TFRecord files of tf.Example (text and image "
+        "classification) or a tfimitate.prepare directory (text classification; see "
+        "--stream_data). `package:NAME/path` reads a file shipped inside an "
         "installed Python package; `tfds:NAME[/CONFIG][:SPLIT]` a prepared TensorFlow "
         "Datasets split (every task; the column flags name its features; see "
         "--tfds_data_dir). Local or gs:// paths."),

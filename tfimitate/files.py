@@ -121,44 +121,44 @@ def write_atomically(path, data):
 
     Locally: a hidden temporary beside `path`, flushed to disk and renamed over it
     (os.replace is atomic on POSIX); the file gets the usual umask permissions. With a
-    scheme: the temporary is written, read back and compared, then renamed.
+    scheme: the temporary is written, its size checked, then renamed.
     """
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    if not isinstance(payload, bytes):
+    if not isinstance(data, (str, bytes)):
         raise TypeError(f"write_atomically takes str or bytes, not {type(data).__name__}")
-    if is_remote(path):
-        return _write_remote(path, payload)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+    return write_chunks_atomically(path, [data])
 
 
-def _write_remote(path, payload):
-    gfile = _gfile()
-    directory, name = os.path.split(path.rstrip("/"))
-    gfile.makedirs(directory)
+def write_chunks_atomically(path, chunks):
+    """`write_atomically` for `chunks` (str or bytes each) written as they come, so the whole
+    content is never held in memory; returns `path`.
+
+    Example:
+        write_chunks_atomically("predictions.jsonl", (json.dumps(r) + "\\n" for r in records))
+    """
+    remote = is_remote(path)
+    directory, name = os.path.split(path.rstrip("/") if remote else os.path.abspath(path))
+    makedirs(directory)
     temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    size = 0
     try:
-        with gfile.GFile(temporary, "wb") as f:
-            f.write(payload)
-        if read_bytes(temporary) != payload:
-            raise OSError(f"{temporary} does not read back as written; the store is failing.")
-        gfile.rename(temporary, path, overwrite=True)
+        with (_gfile().GFile(temporary, "wb") if remote else
+              os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")) as f:
+            for chunk in chunks:
+                payload = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+                f.write(payload)
+                size += len(payload)
+            if not remote:
+                f.flush()
+                os.fsync(f.fileno())
+        if remote:
+            if _gfile().stat(temporary).length != size:
+                raise OSError(f"{temporary} does not hold what was written; the store is failing.")
+            _gfile().rename(temporary, path, overwrite=True)
+        else:
+            os.replace(temporary, path)
     except BaseException:
-        if gfile.exists(temporary):
-            gfile.remove(temporary)
+        if exists(temporary):
+            remove(temporary)
         raise
     return path
 

@@ -13,7 +13,7 @@ Example:
 
 from tfimitate import config, options
 
-# Options of evaluate, predict, export and tune that are not part of an experiment.
+# Options of evaluate, predict, export, tune and prepare that are not part of an experiment.
 CLI_OPTIONS = options.merge((
     options.string(
         "perturb", "",
@@ -58,6 +58,18 @@ CLI_OPTIONS = options.merge((
     options.integer(
         "export_version", None,
         "export: version number to write (default: one more than the newest).", lower=1),
+    options.string(
+        "output_dir", None,
+        "prepare: new or empty directory (any file system) for the tokenized TFRecord shards "
+        "and manifest.json; train with --train_data=<it>."),
+    options.string(
+        "runner", "DirectRunner",
+        "prepare: Apache Beam runner (DirectRunner on this machine; DataflowRunner with "
+        "Beam's --project, --region, --temp_location, ...)."),
+    options.integer(
+        "num_shards", 16,
+        "prepare: TFRecord shards per split (each host of a cluster reads its own: give at "
+        "least as many as hosts).", lower=1),
 ))
 
 HOLDERS = options.define_flags(options.merge(config.OPTIONS, CLI_OPTIONS))

@@ -102,7 +102,7 @@ def _train(task, cfg, data, strategy):
     evaluate_fn = lambda: techniques.extend_evaluation(chosen, task.evaluate(run, data.eval), run)
     chief = runtime.is_chief(strategy)
     with contextlib.ExitStack() as lock:
-        lock.enter_context(task.reading(data))
+        lock.enter_context(task.reading((data.train, data.eval, data.test)))
         examples = task.serving_examples(data.eval)
         if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
@@ -208,7 +208,8 @@ def _saved_model_version(path):
 
 
 def predict(model_dir, input_path, output_path, columns=None):
-    """Writes one prediction per input row to `output_path` (.jsonl or .csv).
+    """Writes one prediction per input row to `output_path` (.jsonl or .csv), as they come
+    (the file appears whole at the end); returns how many.
 
     `columns` (e.g. {"text_column": "review"}) names the input file's columns when they
     differ from the training data's. The input may be a TFDS split
@@ -225,22 +226,39 @@ def predict(model_dir, input_path, output_path, columns=None):
     task = get_task(cfg.task)
     split = task.read_file(input_path, cfg, "--input", with_labels=False)
     task, run, _ = runs.restore(model_dir)
-    records = task.predict(run, split)
-    files.write_atomically(output_path, _format_records(records, output_path))
-    logging.info("Wrote %d predictions to %s", len(records), output_path)
-    return records
+    count = 0
+
+    def counted(records):
+        nonlocal count
+        for count, record in enumerate(records, start=1):
+            yield record
+
+    with task.reading((split,)):
+        files.write_chunks_atomically(
+            output_path, _format_records(counted(task.predict(run, split)), output_path))
+    logging.info("Wrote %d predictions to %s", count, output_path)
+    return count
 
 
 def _format_records(records, path):
+    """Yields the text of `records` (any iterable) as JSONL lines or CSV rows, as they come."""
     if path.endswith(".jsonl"):
-        return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    flat = [{k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
-             for k, v in record.items()} for record in records]
-    out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["text"])
-    writer.writeheader()
-    writer.writerows(flat)
-    return out.getvalue()
+        for record in records:
+            yield json.dumps(record, ensure_ascii=False) + "\n"
+        return
+    out, writer = io.StringIO(newline=""), None
+    for record in records:
+        flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+                for k, v in record.items()}
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(flat))
+            writer.writeheader()
+        writer.writerow(flat)
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    if writer is None:
+        yield "text\r\n"
 
 
 def export(model_dir, export_dir, version=None, serving_version=None):

@@ -4,20 +4,23 @@ CoNLL: one word per line, the word in the first column and its tag in the
 last, any columns in between (2-column and 4-column CoNLL-2003 both work),
 space or tab separated, a blank line between sentences, `-DOCSTART-` lines
 skipped. JSONL: one `{"tokens": [...], "tags": [...]}` object per line.
-Tags are `O` or `B-/I-/E-/S-TYPE` (IOB2 or IOBES). No TensorFlow here, so a bad
-file fails in a second.
+Tags are `O` or `B-/I-/E-/S-TYPE` (IOB2 or IOBES). A data flag may also name a file
+pattern or a comma-separated list (data/streams.py `expand`): the files are read in
+sorted order and joined, each sentence keeping its file for messages. No TensorFlow
+here for local files, so a bad file fails in a second.
 
 Example:
     sentences = read_sentences("train.txt", "--train_data")
-    # [Sentence(words=['EU', 'rejects', ...], tags=['B-ORG', 'O', ...], lines=[1, 2, ...]), ...]
+    # [Sentence(words=['EU', 'rejects', ...], tags=['B-ORG', 'O', ...], lines=[1, 2, ...],
+    #           file='train.txt'), ...]
 """
 
 import re
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 from absl import logging
 
-from tfimitate.data import readers, tfds_source
+from tfimitate.data import readers, streams, tfds_source
 from tfimitate.errors import UserError
 
 DOCSTART = "-DOCSTART-"
@@ -29,10 +32,16 @@ class Sentence(NamedTuple):
     words: List[str]
     tags: List[str]
     lines: List[int]  # 1-based line of each word in the file
+    file: Optional[str] = None  # the file it was read from (None: not from a file)
+
+    def where(self, i, source):
+        """`file:line` of word `i`, for messages (`source` when the file is not known)."""
+        return f"{self.file or source}:{self.lines[i]}"
 
 
 def read_sentences(spec, flag, with_tags=True, columns=None, tfds_data_dir=None):
-    """Reads a CoNLL file (or .jsonl with `tokens`/`tags`) into checked Sentences.
+    """Reads a CoNLL file (or .jsonl with `tokens`/`tags`), or the files of a pattern or
+    comma-separated list (sorted, joined), into checked Sentences.
 
     With `with_tags=False` (words to tag) tags are optional: a one-column CoNLL
     file or JSONL without `tags` is read, and any tags are ignored (all O).
@@ -42,14 +51,16 @@ def read_sentences(spec, flag, with_tags=True, columns=None, tfds_data_dir=None)
     if tfds_source.is_tfds(spec):
         return [Sentence(*sentence) for sentence in tfds_source.read_sentences(
             spec, *columns, flag, TAG_PATTERN, tfds_data_dir, with_tags)]
-    path = readers.resolve_path(spec, flag)
-    text = readers.read_text(path, flag)
-    if readers.base_suffix(path) in (".jsonl", ".json"):
-        sentences = _read_jsonl(text, path, with_tags)
-    else:
-        sentences = _read_conll(text, path, with_tags)
+    sentences = []
+    for path in streams.expand(spec, flag):
+        text = readers.read_text(path, flag)
+        if readers.base_suffix(path) in (".jsonl", ".json"):
+            sentences += _read_jsonl(text, path, with_tags)
+        else:
+            sentences += _read_conll(text, path, with_tags)
     if not sentences:
-        raise UserError(f"{flag}={spec}: the file holds no sentences; give word/tag lines "
+        held = "the files hold" if streams.is_file_list(spec) else "the file holds"
+        raise UserError(f"{flag}={spec}: {held} no sentences; give word/tag lines "
                         "(CoNLL) or tokens/tags objects (JSONL).")
     return sentences
 
@@ -63,7 +74,7 @@ def _read_conll(text, path, with_tags=True):
             fields = []
         if not fields:
             if words:
-                sentences.append(Sentence(words, tags, lines))
+                sentences.append(Sentence(words, tags, lines, path))
             words, tags, lines = [], [], []
             continue
         if not with_tags:
@@ -81,7 +92,7 @@ def _read_conll(text, path, with_tags=True):
         tags.append(fields[-1])
         lines.append(number)
     if words:
-        sentences.append(Sentence(words, tags, lines))
+        sentences.append(Sentence(words, tags, lines, path))
     return sentences
 
 
@@ -105,7 +116,7 @@ def _read_jsonl(text, path, with_tags=True):
                                 "whitespace; give one word per token.")
         for tag in tags:
             _check_tag(tag, path, number)
-        sentences.append(Sentence(words, tags, [number] * len(words)))
+        sentences.append(Sentence(words, tags, [number] * len(words), path))
     return sentences
 
 
@@ -128,7 +139,8 @@ def repair(sentences, scheme, source):
     """Makes entity starts explicit, as IOB2 wants; warns once with the count.
 
     An I-X (or E-X) that follows O or another type starts an entity in IOB1
-    files: it becomes B-X (or S-X). With scheme 'iob2', E-/S- tags are refused.
+    files: it becomes B-X (or S-X). With scheme 'iob2', E-/S- tags are refused, naming
+    the sentence's file and line (`source` for sentences that do not know their file).
 
     Example:
         repair([Sentence(["Paris"], ["I-LOC"], [1])], "iob2", "a.txt")[0].tags  # ['B-LOC']
@@ -139,7 +151,7 @@ def repair(sentences, scheme, source):
         for i, tag in enumerate(tags):
             if scheme == "iob2" and tag[:2] in ("E-", "S-"):
                 raise UserError(
-                    f"{source}:{sentence.lines[i]}: tag '{tag}' is IOBES but --tagging_scheme="
+                    f"{sentence.where(i, source)}: tag '{tag}' is IOBES but --tagging_scheme="
                     "iob2; pass --tagging_scheme=iobes (or auto).")
             if tag[:2] not in ("I-", "E-"):
                 continue

@@ -1,10 +1,16 @@
 """Image files for classification: a class-per-folder tree or a path,label listing, decoded
 and resized in tf.data.
 
-Two layouts are read:
+Three layouts are read:
   * a folder `root/<label>/*.{jpg,jpeg,png,gif,bmp}` (labels are the sub-folder names);
   * a .csv/.tsv/.jsonl listing with an image path column and a label column (paths are
-    relative to the listing's folder).
+    relative to the listing's folder);
+  * TFRecord files of tf.Example (.tfrecord/.tfrecords/.tfrec, optionally .gz): the image
+    column names a bytes feature holding the encoded image, the label column a bytes or
+    int64 feature; the encoded images are held in memory.
+Listings and TFRecord files may be named by a pattern or a comma-separated list
+(data/streams.py `expand`): the files are read in order and joined, each example keeping
+its file, so that messages name the file and line (or record), not the pattern.
 Every image becomes RGB (grayscale, RGBA and palette images too), is cropped to the
 target aspect ratio (if the backbone's converter does so) and resized to the backbone's
 input size by keras.layers.Resizing, then rounded to whole 0..255 values: the same function runs in tf.data and inside the
@@ -12,20 +18,22 @@ exported serving graph, so training and serving see the same pixels. Files that 
 decode are found once, before training, and skipped (or refused with --strict_images).
 
 Example:
-    split = read_split("data/fashion_mnist/train", cfg, "--train_data")
+    split = read_split("data/fashion_mnist/train", "--train_data")
+    split = read_split("data/train-*.tfrecord.gz", "--train_data", "image", "label")
     split = check_images(split, image_format, strict=False)
     dataset = image_dataset(split, image_format, {"labels": label_ids})
 """
 
 import dataclasses
 import os
+import re
 from typing import List, Optional, Tuple
 
 import numpy as np
 from absl import logging
 
 from tfimitate import files
-from tfimitate.data import readers, tfds_source
+from tfimitate.data import readers, streams, tfds_source
 from tfimitate.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -35,14 +43,17 @@ CACHE_BYTES = 3 << 30
 SHOWN_BAD_FILES = 5
 DECODE_BATCH = 256
 SHUFFLE_BUFFER = 10_000
+RECORD_BATCH = 1024  # TFRecord records read at a time
 
 
 @dataclasses.dataclass(eq=False)
 class Split:
     """Image files of one data source, in a fixed order (compared and hashed by identity).
 
-    `lines` are the listing's line numbers (0 for files found in a folder). With
-    `contents` (encoded images held in memory, e.g. a TFDS split) `paths` only name them.
+    `lines` are the listing's line numbers, or TFRecord record numbers (0 for files found
+    in a folder, TFDS examples). With `contents` (encoded images held in memory, e.g. a
+    TFDS split or TFRecord files) `paths` only name them (`FILE#NUMBER`). `files` names
+    each example's listing or TFRecord file when the split joins several (else `source`).
     """
 
     source: str
@@ -50,6 +61,7 @@ class Split:
     labels: List[str]
     lines: List[int]
     contents: Optional[List[bytes]] = None
+    files: Optional[List[str]] = None
 
     def __len__(self):
         return len(self.paths)
@@ -57,7 +69,24 @@ class Split:
     def subset(self, indices, source):
         pick = lambda values: None if values is None else [values[i] for i in indices]
         return Split(source, pick(self.paths), pick(self.labels), pick(self.lines),
-                     pick(self.contents))
+                     pick(self.contents), pick(self.files))
+
+    def file(self, i):
+        """The listing or TFRecord file of example `i` (the split's source if one file)."""
+        return self.files[i] if self.files is not None else self.source
+
+    def parts(self):
+        """The split cut into runs of examples of one file, each a Split named by its file.
+
+        Example:
+            [part.source for part in split.parts()]  # ["train-0.csv", "train-1.csv"]
+        """
+        runs, start = [], 0
+        for i in range(1, len(self) + 1):
+            if i == len(self) or self.file(i) != self.file(start):
+                runs.append(self.subset(range(start, i), self.file(start)))
+                start = i
+        return runs
 
     def read(self, i):
         """The encoded bytes of image `i`."""
@@ -73,8 +102,27 @@ class Split:
         return self.paths, tf.io.read_file
 
     def where(self, i):
-        """The file (and listing line) of example `i`, for messages."""
-        return f"{self.source}:{self.lines[i]} ({self.paths[i]})" if self.lines[i] else self.paths[i]
+        """The file (and listing line or record) of example `i`, for messages."""
+        if not self.lines[i]:
+            return self.paths[i]
+        if self.contents is not None:
+            return f"{self.file(i)}: record {self.lines[i]}"
+        return f"{self.file(i)}:{self.lines[i]} ({self.paths[i]})"
+
+
+def join(parts, source):
+    """One Split of `parts` in order, named `source`, each example keeping its file.
+
+    Example:
+        join([read_listing("a.csv", "--train_data"), read_listing("b.csv", "--train_data")],
+             "a.csv,b.csv").file(0)  # "a.csv"
+    """
+    gather = lambda name: [v for part in parts for v in getattr(part, name)]
+    contents = None
+    if parts[0].contents is not None:
+        contents = gather("contents")
+    return Split(source, gather("paths"), gather("labels"), gather("lines"), contents,
+                 [part.file(i) for part in parts for i in range(len(part))])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,15 +152,19 @@ def is_image_file(name):
 
 def read_split(spec, flag, image_column="path", label_column="label", with_labels=True,
                tfds_data_dir=None):
-    """Reads a folder, a listing or a TFDS split (`tfds:NAME[/CONFIG][:SPLIT]` in
-    `tfds_data_dir`, tfds_source.py) into a Split (labels are "" when `with_labels` is False).
+    """Reads a folder, a listing, TFRecord files or a TFDS split (`tfds:NAME[/CONFIG][:SPLIT]`
+    in `tfds_data_dir`, tfds_source.py) into a Split (labels are "" when `with_labels` is
+    False). Listings and TFRecord files may be given as a pattern or a comma-separated list.
 
-    Unlabelled inputs (predict) may also be one image file or a folder of images in any
-    layout.
+    Unlabelled inputs (predict) may also be image files (one, a pattern or a list) or a
+    folder of images in any layout.
     """
     if tfds_source.is_tfds(spec):
         return Split(**tfds_source.read_images(spec, image_column, label_column, flag,
                                                tfds_data_dir, with_labels))
+    if streams.is_file_list(spec):
+        return _read_files(spec, streams.expand(spec, flag), flag, image_column, label_column,
+                           with_labels)
     path = spec if files.is_remote(spec) else os.path.expanduser(spec)
     if files.isdir(path):
         return read_folder(path, flag, with_labels)
@@ -120,8 +172,29 @@ def read_split(spec, flag, image_column="path", label_column="label", with_label
         return Split(spec, [path], [""], [0])
     if is_image_file(path) and files.isfile(path):
         raise UserError(f"{flag}={spec} is one image; give a folder with one sub-folder per "
-                        "label, or a .csv/.tsv/.jsonl listing of path,label.")
+                        "label, a .csv/.tsv/.jsonl listing of path,label or TFRecord files.")
+    if streams.kind_of(path) == ".tfrecord":
+        return read_records(readers.resolve_path(spec, flag), flag, image_column, label_column,
+                            with_labels)
     return read_listing(spec, flag, image_column, label_column, with_labels)
+
+
+def _read_files(spec, paths, flag, image_column, label_column, with_labels):
+    """The files of a pattern or list: listings or TFRecord files (or, unlabelled, image
+    files), read one by one and joined in order."""
+    kinds = {"images" if is_image_file(p) else "TFRecord files"
+             if streams.kind_of(p) == ".tfrecord" else "listings" for p in paths}
+    if len(kinds) > 1:
+        raise UserError(f"{flag}={spec} mixes {' and '.join(sorted(kinds))}; give files of one "
+                        "kind.")
+    kind = kinds.pop()
+    if kind == "images":
+        if with_labels:
+            raise UserError(f"{flag}={spec} names image files, which carry no label; give a "
+                            "folder with one sub-folder per label, listings or TFRecord files.")
+        return Split(spec, list(paths), [""] * len(paths), [0] * len(paths))
+    read = read_records if kind == "TFRecord files" else read_listing
+    return join([read(path, flag, image_column, label_column, with_labels) for path in paths], spec)
 
 
 def read_folder(root, flag, with_labels=True):
@@ -190,6 +263,94 @@ def read_listing(spec, flag, image_column="path", label_column="label", with_lab
     if not paths:
         raise UserError(f"{flag}={spec}: the listing names no images; check the file.")
     return Split(spec, paths, labels, lines)
+
+
+def read_records(path, flag, image_column="image", label_column="label", with_labels=True):
+    """A TFRecord file of tf.Example (optionally .gz) as a Split holding the encoded images.
+
+    Args:
+        path: the file.
+        flag: the data flag, for messages.
+        image_column: the bytes feature holding each encoded image (JPEG/PNG/GIF/BMP).
+        label_column: the bytes (text) or int64 feature holding each label.
+        with_labels: read the labels ("" when False).
+    Every record must hold one value of each feature; the first that does not is refused,
+    naming the file and the record's number (1-based).
+    """
+    import tensorflow as tf
+
+    if path.endswith(".gz"):
+        streams.check_gzip([path], flag)  # TensorFlow may stop at a cut gzip stream silently
+    records = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+    contents, labels, number = [], [], 0
+    try:
+        for batch in records.batch(RECORD_BATCH).as_numpy_iterator():
+            for record in batch:
+                number += 1
+                features = _features(record, path, number)
+                contents.append(_feature_value(features, image_column, path, number, "image",
+                                               "--image_column"))
+                if with_labels:
+                    labels.append(_feature_value(features, label_column, path, number, "label",
+                                                 "--label_column"))
+    except tf.errors.OpError as error:
+        readable = 0  # the records before the failing one (read again, one at a time)
+        try:
+            for _ in records:
+                readable += 1
+        except tf.errors.OpError:
+            pass
+        raise UserError(f"{flag}: {path}: record {readable + 1} cannot be read "
+                        f"({_tf_message(error)}); the file is damaged, truncated or not "
+                        "TFRecord: copy it again.") from None
+    if not contents:
+        raise UserError(f"{flag}: {path} holds no record; give TFRecord files of tf.Example.")
+    return Split(path, [f"{path}#{i}" for i in range(1, number + 1)],
+                 labels if with_labels else [""] * number, list(range(1, number + 1)), contents)
+
+
+def _tf_message(error):
+    """The gist of a TensorFlow error, without its function and op decorations."""
+    message = error.message.strip().splitlines()[0]
+    message = re.sub(r"\{\{[^}]*\}\}\s*", "", message)
+    return re.sub(r"\s*\[Op:.*$", "", message).strip()
+
+
+def _features(record, path, number):
+    import tensorflow as tf
+
+    try:
+        return tf.train.Example.FromString(record).features.feature
+    except Exception:  # a protobuf DecodeError
+        raise UserError(f"{path}: record {number} is not a tf.Example; give TFRecord files of "
+                        "tf.Example protos.") from None
+
+
+def _feature_value(features, column, path, number, what, flag):
+    """The one value of feature `column`: bytes for the image, text for a label."""
+    if column not in features:
+        raise UserError(f"{path}: record {number} has no feature '{column}' (features: "
+                        f"{', '.join(sorted(features)) or 'none'}); name the {what} feature "
+                        f"with {flag}.")
+    feature = features[column]
+    kind = feature.WhichOneof("kind")
+    allowed = ("bytes_list",) if what == "image" else ("bytes_list", "int64_list")
+    values = getattr(feature, kind).value if kind else []
+    if kind not in allowed or len(values) != 1:
+        want = "encoded image bytes" if what == "image" else "text or an integer"
+        held = f"{len(values)} {kind.split('_')[0]} values" if kind else "no value"
+        raise UserError(f"{path}: record {number}: feature '{column}' holds {held}, but the "
+                        f"{what} must be one value ({want}); fix {flag} or the records.")
+    value = values[0]
+    if what == "image":
+        return value
+    if kind == "int64_list":
+        return str(value)
+    label = value.decode("utf-8", "replace").strip()
+    if not label:
+        raise UserError(f"{path}: record {number}: the label (feature '{column}') is empty; "
+                        "fill it in or drop the record.")
+    return label
 
 
 def decode(contents):

@@ -21,6 +21,9 @@ TOKENIZE_BATCH = 1024
 BUCKET_STEP = 8
 SHORTEST_BUCKET = 16  # with few_shapes: lengths 16, 32, 64, ... up to sequence_length
 SHUFFLE_BUFFER = 100_000
+# A stream fills a smaller buffer before its first batch (start-up, memory); its files are
+# also reshuffled per pass and read 8 at a time (data/streams.py), which mixes them further.
+STREAM_SHUFFLE_BUFFER = 16_384
 # The feature whose length sets an example's length bucket (text tasks).
 LENGTH_KEY = "padding_mask"
 
@@ -98,15 +101,16 @@ def transformed_batches(examples, transform, encode, batch_size, sequence_length
 
 
 def padding_values(element_spec, pad_values=None):
-    """Padding value per feature: `pad_values[key]` if given, else zero/False."""
+    """Padding value per feature: `pad_values[key]` if given, else zero/False/""."""
     pad_values = pad_values or {}
-    return {key: tf.constant(pad_values.get(key, False if spec.dtype == tf.bool else 0), spec.dtype)
+    zero = lambda dtype: False if dtype == tf.bool else "" if dtype == tf.string else 0
+    return {key: tf.constant(pad_values.get(key, zero(spec.dtype)), spec.dtype)
             for key, spec in element_spec.items()}
 
 
 def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle_seed=None,
             repeat=False, static_length=False, split_labels=("labels",),
-            length_key=LENGTH_KEY, few_shapes=False):
+            length_key=LENGTH_KEY, few_shapes=False, shuffle_buffer=SHUFFLE_BUFFER):
     """Batches per-example `features` into (inputs, labels) pairs.
 
     With a `length_key`, examples are grouped into length buckets of BUCKET_STEP
@@ -118,7 +122,8 @@ def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle
         batch_size: examples per batch.
         sequence_length: the longest possible example (positions).
         pad_values: feature name -> padding value (e.g. {"token_ids": pad_id}); others pad with 0/False.
-        shuffle_seed: if set, reshuffle each pass with this seed (deterministic).
+        shuffle_seed: if set, reshuffle each pass with this seed (deterministic), in a
+            buffer of `shuffle_buffer` examples.
         repeat: repeat forever (training).
         static_length: pad every batch to `sequence_length` and drop the last
             partial batch (TPU).
@@ -130,7 +135,7 @@ def batches(features, batch_size, sequence_length=None, pad_values=None, shuffle
     """
     ds = features
     if shuffle_seed is not None:
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
     if repeat and (length_key is None or static_length or few_shapes):
         ds = _group(ds.repeat(), batch_size, sequence_length, pad_values, static_length,
                     length_key, few_shapes)

@@ -299,7 +299,7 @@ def _remote_open(path):
     return tf.io.gfile.GFile(path, "rb")
 
 
-def examples(source, input_context=None, shuffle_seed=None):
+def examples(source, input_context=None, shuffle_seed=None, sequential=False):
     """The rows of `source` as a tf.data stream of {key: tf.string} dicts.
 
     Args:
@@ -308,7 +308,8 @@ def examples(source, input_context=None, shuffle_seed=None):
             input_pipeline_id, input_pipeline_id + num_input_pipelines, ... (or, with fewer
             files than hosts, every file and every num_input_pipelines-th row).
         shuffle_seed: if set, the file order is reshuffled (seeded) on every pass.
-    Files are read CYCLE_LENGTH at a time, in parallel, in a deterministic order.
+        sequential: read the files one after the other, each in its order (predictions),
+            instead of CYCLE_LENGTH at a time, in parallel, a row of each in turn.
     """
     import tensorflow as tf
 
@@ -318,8 +319,10 @@ def examples(source, input_context=None, shuffle_seed=None):
         count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(paths) >= count:
             paths = paths[index::count]
-            logging.info("%s: input pipeline %d of %d reads %d of %d files.", source.flag,
-                         index + 1, count, len(paths), len(source.paths))
+            shown = ", ".join(os.path.basename(p) for p in paths[:4])
+            logging.info("%s: input pipeline %d of %d reads %d of %d files: %s%s.", source.flag,
+                         index + 1, count, len(paths), len(source.paths), shown,
+                         " ..." if len(paths) > 4 else "")
         else:
             by_rows = True
             logging.warning("%s: %d file(s) for %d input pipelines: every host reads every file "
@@ -331,7 +334,7 @@ def examples(source, input_context=None, shuffle_seed=None):
     reader = {".csv": _delimited, ".tsv": _delimited, ".jsonl": _jsonl,
               ".tfrecord": _tfrecord}[source.kind]
     rows = files_ds.interleave(lambda path: reader(source, path),
-                               cycle_length=min(CYCLE_LENGTH, len(paths)),
+                               cycle_length=1 if sequential else min(CYCLE_LENGTH, len(paths)),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if by_rows:
         rows = rows.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)

@@ -1,10 +1,12 @@
-"""gRPC client for TensorFlow Serving (and the dev server): Predict, GetModelMetadata, GetModelStatus.
+"""Client for TensorFlow Serving (and the dev server), over gRPC or REST: Predict, Classify,
+GetModelMetadata, GetModelStatus.
 
-Uses the official `tensorflow-serving-api` protos, so it talks to the
-`tensorflow/serving` image as it is. Prints one JSON object per input text, laid
-out from the signature's output shapes (see `records`): `label`, `class_id` and
-`probabilities` for classifiers; `words`, `tags`, `scores` and `entities` for
-token classifiers; the same rules for any other signature.
+Uses the official `tensorflow-serving-api` protos (over REST: TF Serving's documented
+JSON formats), so it talks to the `tensorflow/serving` image as it is. Prints one
+JSON object per input text, laid out from the signature's output shapes (see
+`records`): `label`, `class_id` and `probabilities` for classifiers; `words`, `tags`,
+`scores` and `entities` for token classifiers; the same rules for any other signature.
+With --examples, each row of a CSV/JSONL file is sent as a tf.Example to Classify.
 
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 \\
         "a gripping film" "two hours I will not get back"
@@ -12,6 +14,9 @@ token classifiers; the same rules for any other signature.
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --metadata
     python -m tfimitate.serving.client --target=localhost:8500 --model_name=sst2 --status
     python -m tfimitate.serving.client --model_name=fashion_mnist photo.jpg shoe.png
+    python -m tfimitate.serving.client --target=http://localhost:8501 --model_name=sst2 \
+        --version_label=canary "a gripping film"                       # REST
+    python -m tfimitate.serving.client --model_name=sst2 --examples=reviews.jsonl  # Classify
 
 Example (in Python):
     client = ServingClient("localhost:8500", timeout=5)
@@ -31,13 +36,14 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 from google.protobuf import json_format
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
+                                     get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from tfimitate import files
 from tfimitate.data import readers
 from tfimitate.errors import UserError, run_cli
+from tfimitate.serving import inference, rest_client
 
 MAX_MESSAGE_BYTES = 64 << 20
 # Arguments with these suffixes are sent as `image_bytes` (image classifiers).
@@ -64,10 +70,12 @@ class Prediction:
 
 
 class ServingClient:
-    """One channel to a TF Serving gRPC endpoint; every call has a deadline of `timeout`
-    seconds and is tried `retries` more times after an unavailable, overloaded or slow
-    server, waiting `backoff` seconds, then twice as long each time. `flag` names the
-    setting that gave `target`, for error messages."""
+    """One connection to a TF Serving endpoint: gRPC (`HOST:PORT`) or its REST API
+    (`http://HOST:PORT`, e.g. port 8501). Every call has a deadline of `timeout` seconds
+    and is tried `retries` more times after an unavailable, overloaded or slow server,
+    waiting `backoff` seconds, then twice as long each time. `flag` names the setting
+    that gave `target`, for error messages. Over REST, a Prediction's version is None
+    (TF Serving's REST answers do not say which version computed them)."""
 
     def __init__(self, target, timeout=10.0, retries=0, backoff=0.5, flag="--target"):
         self.target = target
@@ -75,6 +83,11 @@ class ServingClient:
         self.retries = retries
         self.backoff = backoff
         self.flag = flag
+        self.rest = target.startswith(("http://", "https://"))
+        if self.rest:
+            self.channel = None
+            self.predictions = self.models = rest_client.RestStub(target)
+            return
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                              ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
@@ -82,7 +95,8 @@ class ServingClient:
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
     def close(self):
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     def predict(self, model_name, inputs, version=None, version_label=None,
                 signature_name="serving_default", output_filter=()):
@@ -94,7 +108,20 @@ class ServingClient:
             request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
         response = self._call(self.predictions.Predict, request)
         return Prediction({name: tf.make_ndarray(proto) for name, proto in response.outputs.items()},
-                          response.model_spec.version.value)
+                          None if self.rest else response.model_spec.version.value)
+
+    def classify(self, model_name, examples, version=None, version_label=None,
+                 signature_name="classify"):
+        """TF Serving's Classify on `examples` (serialized tf.Examples); returns, per
+        example, a list of (label, score) for every class."""
+        request = classification_pb2.ClassificationRequest()
+        _fill_spec(request.model_spec, model_name, version, version_label)
+        request.model_spec.signature_name = signature_name
+        for serialized in examples:
+            request.input.example_list.examples.add().ParseFromString(serialized)
+        response = self._call(self.predictions.Classify, request)
+        return [[(c.label, c.score) for c in one.classes]
+                for one in response.result.classifications]
 
     def predict_in_batches(self, model_name, inputs, batch_size, **kwargs):
         """Yields one Prediction per `batch_size` consecutive examples of `inputs`."""
@@ -145,7 +172,7 @@ class ServingClient:
         for attempt in range(self.retries + 1):
             try:
                 return method(request, timeout=self.timeout)
-            except grpc.RpcError as error:
+            except (grpc.RpcError, rest_client.RestError) as error:
                 if error.code() not in RETRIED_CODES or attempt == self.retries:
                     raise _explain(error, self.target, self.timeout, self.flag,
                                    attempt + 1) from None
@@ -289,7 +316,9 @@ def image_inputs(arguments):
 def _define_flags():
     """The client's flags, defined only when it runs as a program (no clash with train's)."""
     return dict(
-        target=flags.DEFINE_string("target", "localhost:8500", "HOST:PORT of the gRPC endpoint."),
+        target=flags.DEFINE_string(
+            "target", "localhost:8500", "HOST:PORT of the gRPC endpoint, or http://HOST:PORT of "
+            "the REST one (TF Serving's --rest_api_port, e.g. 8501)."),
         model_name=flags.DEFINE_string("model_name", None,
                                        "Model name, as in models.config (e.g. sst2)."),
         version=flags.DEFINE_integer("version", None, "Ask for this version (default: newest).",
@@ -309,10 +338,41 @@ def _define_flags():
                                    "Print the model's signatures (GetModelMetadata) instead."),
         status=flags.DEFINE_bool("status", False,
                                  "Print the state of each version (GetModelStatus) instead."),
+        rest=flags.DEFINE_bool(
+            "rest", False, "Talk to TF Serving's REST API at --target (e.g. localhost:8501), "
+            "as an http:// --target does, instead of gRPC."),
+        examples=flags.DEFINE_string(
+            "examples", None, "Classify the rows of this CSV/TSV/JSONL file as tf.Examples "
+            "(TF Serving's Classify API, signature `classify`) instead of texts."),
+        features=flags.DEFINE_list(
+            "features", None, "With --examples: the columns that become tf.Example features "
+            "(default: the model's input names, e.g. text)."),
         input=flags.DEFINE_string(
             "input", None, "Read the texts from this UTF-8 file (or `-`: stdin), one per "
             "line, instead of the arguments."),
     )
+
+
+def classify_file(client, model_name, path, features, batch_size, signature_name, spec):
+    """Prints TF Serving's Classify answer for every row of a CSV/TSV/JSONL file: the row's
+    `features` (default: serving_default's input names) become a tf.Example's features."""
+    if not features:
+        _, signatures = client._signature_defs(model_name, **spec)
+        features = sorted(signatures.signature_def["serving_default"].inputs)
+    rows = readers.read_rows(path, features, "--examples")
+    if not rows:
+        raise UserError(f"--examples={path}: no rows in it; give one example per row.")
+    signature_name = "classify" if signature_name == "serving_default" else signature_name
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        columns = {name: [row.values[i] for row in batch] for i, name in enumerate(features)}
+        answers = client.classify(model_name, inference.to_examples(columns),
+                                  signature_name=signature_name, **spec)
+        for i, classes in enumerate(answers):
+            best = max(classes, key=lambda c: c[1])[0] if classes else None
+            print(json.dumps({**{name: values[i] for name, values in columns.items()},
+                              "label": best, "scores": dict(classes)}, ensure_ascii=False))
+    sys.stdout.flush()
 
 
 def main(argv, holders):
@@ -321,10 +381,19 @@ def main(argv, holders):
         raise UserError("--version and --version_label both given; use one of them.")
     spec = dict(version=value["version"], version_label=value["version_label"])
     texts = argv[1:]
-    client = ServingClient(value["target"], value["timeout"])
+    target = value["target"]
+    if value["rest"] and not target.startswith(("http://", "https://")):
+        target = "http://" + target
+    client = ServingClient(target, value["timeout"])
     if value["metadata"] or value["status"]:
         result = (client.metadata if value["metadata"] else client.status)(value["model_name"], **spec)
         print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if value["examples"]:
+        if texts or value["input"]:
+            raise UserError("--examples given as well as texts; classify one or the other.")
+        classify_file(client, value["model_name"], value["examples"], value["features"],
+                      value["batch_size"], value["signature_name"], spec)
         return
     if value["input"]:
         if texts:

@@ -85,16 +85,14 @@ def build_op_lists(root, keep_environments=False):
 
 
 def warmup_calls(version_dir):
-    """{"<signature>#<k>/<input>": array} for the k-th warmup request of a version."""
-    from tensorflow import make_ndarray
-
+    """{"<signature>#<k>/<input>": array} for the k-th warmup request of a version (Classify
+    and Regress requests feed their serialized tf.Examples)."""
     from tfimitate.serving import warmup
 
     calls = {}
-    for k, request in enumerate(warmup.read_warmup_requests(version_dir)):
-        signature = request.model_spec.signature_name or "serving_default"
-        for name, proto in request.inputs.items():
-            calls[f"{signature}#{k}/{name}"] = make_ndarray(proto)
+    for k, (signature, inputs) in enumerate(warmup.read_warmup_inputs(version_dir)):
+        for name, array in inputs.items():
+            calls[f"{signature}#{k}/{name}"] = array
     return calls
 
 

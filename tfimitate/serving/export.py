@@ -26,7 +26,7 @@ from absl import logging
 
 from tfimitate import files
 from tfimitate.errors import UserError
-from tfimitate.serving import session_loader, trimming
+from tfimitate.serving import inference, session_loader, trimming
 from tfimitate.serving.op_audit import ExportError, audit
 
 TEMPORARY_PREFIX = ".tmp-"
@@ -135,6 +135,7 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
             signatures = {name: function.get_concrete_function()
                           for name, function in functions.items()}
             tf.saved_model.save(module, temporary, signatures=signatures)  # may trace again
+        set_method_names(temporary)
         release, loads_on = audit(temporary, serving_version)
         reloaded = tf.saved_model.load(temporary)
         for name, (inputs, expected) in checks.items():
@@ -151,6 +152,40 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         files.rmtree(temporary)
     logging.info("Exported version %d to %s (TF Serving %s and newer).", version, final, release)
     return final
+
+
+def set_method_names(path):
+    """Gives the classify/regress signatures of the SavedModel at `path` (by name, see
+    inference.method_for) the method name TF Serving's Classify/Regress APIs require;
+    `tf.saved_model.save` writes every signature as a Predict one."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb_path = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel.FromString(files.read_bytes(pb_path))
+    changed = False
+    for meta_graph in saved_model.meta_graphs:
+        for name, signature in meta_graph.signature_def.items():
+            method = inference.method_for(name)
+            if method is None:
+                continue
+            _check_example_signature(name, signature, method)
+            signature.method_name = method
+            changed = True
+    if changed:
+        with open(pb_path, "wb") as f:
+            f.write(saved_model.SerializeToString())
+
+
+def _check_example_signature(name, signature, method):
+    """Refuses a classify/regress signature that TF Serving's API would refuse."""
+    outputs = set(signature.outputs)
+    allowed = {"classes", "scores"} if method == inference.CLASSIFY_METHOD else {"outputs"}
+    if (list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != tf.string.as_datatype_enum
+            or not outputs or not outputs <= allowed):
+        raise ExportError(
+            f"signature {name} is named as a {method} signature but does not take one string "
+            f"input 'inputs' (serialized tf.Examples) and return {' and/or '.join(sorted(allowed))}; "
+            "this is a bug in the task, please report it.")
 
 
 def check_session_parity(path, checks, tolerance=None):

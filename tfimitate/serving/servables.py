@@ -1,11 +1,12 @@
-"""Load the newest SavedModel version of a model folder and follow new ones, like TF Serving.
+"""Load the SavedModel versions of a model folder that its version policy wants, like TF Serving.
 
 TF Serving's file-system source polls `<model_base_path>/` for integer version
-directories (anything else, such as our `.tmp-*` export folders, is ignored),
-loads the newest with TensorFlow's C++ session loader, replays its warmup requests,
-and only then moves traffic to it and unloads the old one. `ModelVersions` does the
-same for the dev server, through the same C++ loader (`session_loader`), so a version
-TF Serving cannot run fails here too.
+directories (anything else, such as our `.tmp-*` export folders, is ignored), loads
+the ones the model's policy wants (by default the newest) with TensorFlow's C++
+session loader, replays their warmup requests, and only then moves traffic to them
+and unloads the others. `ModelVersions` does the same for the dev server, through the
+same C++ loader (`session_loader`), so a version TF Serving cannot run fails here
+too, and resolves the model's version labels.
 
 Example:
     versions = ModelVersions("sst2", "saved_models/sst2")
@@ -23,17 +24,10 @@ from absl import logging
 from tensorflow_serving.apis import get_model_status_pb2
 
 from tfimitate import files
-from tfimitate.serving import session_loader, warmup
+from tfimitate.serving import inference, session_loader, warmup
+from tfimitate.serving.status import RequestError
 
 State = get_model_status_pb2.ModelVersionStatus.State
-
-
-class RequestError(Exception):
-    """A request the server refuses, with the grpc.StatusCode TF Serving would answer."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
 
 
 def numeric_versions(base_path):
@@ -125,69 +119,117 @@ def _dtype_name(enum_value):
         return f"unknown dtype {enum_value}"
 
 
+def wanted_versions(policy, versions):
+    """The versions of `versions` (ascending) that a ServableVersionPolicy proto (models.config
+    `model_version_policy`) serves: the newest `latest.num_versions` (default 1), the listed
+    `specific` ones that exist, or `all`."""
+    kind = policy.WhichOneof("policy_choice") if policy is not None else None
+    if kind == "specific":
+        return sorted(set(policy.specific.versions) & set(versions))
+    if kind == "all":
+        return list(versions)
+    count = policy.latest.num_versions if kind == "latest" else 0
+    return list(versions[-(count or 1):])
+
+
 class ModelVersions:
-    """Serves the newest version of one model, swapping to newer ones without dropping requests.
+    """Serves the versions of one model that its policy wants (by default the newest), swapping
+    to newer ones without dropping requests, and the version labels that name them.
 
     A version that fails to load is retried `max_num_load_retries` times, `load_retry_interval`
     seconds apart (TF Serving's --max_num_load_retries / --load_retry_interval_micros): a
     version copied in non-atomically may be complete on the next try. Meanwhile its state is
-    LOADING (with the last error); after the last try it is END with the error.
+    LOADING (with the last error); after the last try it is END with the error. A version the
+    policy no longer wants is unloaded only once a wanted one is available, as TF Serving's
+    availability-preserving policy does.
     """
 
-    def __init__(self, name, base_path, max_num_load_retries=5, load_retry_interval=60.0):
+    def __init__(self, name, base_path, max_num_load_retries=5, load_retry_interval=60.0,
+                 policy=None, labels=None):
         self.name = name
         self.base_path = base_path
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval = load_retry_interval
+        self.policy = policy  # a ServableVersionPolicy proto; None: the newest version
+        self.labels = dict(labels or {})  # label -> version
         self.states = {}  # version -> (State, error message or "")
         self._failures = {}  # version -> (failed loads, time.monotonic() of the next try)
-        self._current = None
+        self._loaded = {}  # version -> Servable; replaced whole, never changed in place
         self._lock = threading.Lock()
-        self._stop = threading.Event()
 
-    def get(self, version=None):
-        """The servable for `version` (None: the newest loaded); RequestError NOT_FOUND otherwise."""
-        current = self._current
-        if current is None or (version is not None and version != current.version):
+    def get(self, version=None, label=None):
+        """The servable for `version`, or for the version `label` names (neither: the newest
+        loaded); RequestError NOT_FOUND otherwise."""
+        loaded = self._loaded
+        if label:
+            if label not in self.labels:
+                raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                   f"Unrecognized servable version label: {label}")
+            version = self.labels[label]
+        if version is None and loaded:
+            return loaded[max(loaded)]
+        if version not in loaded:
             spec = f"Latest({self.name})" if version is None else f"Specific({self.name}, {version})"
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {spec}")
-        return current
+        return loaded[version]
+
+    def available(self):
+        """The loaded (AVAILABLE) versions, ascending."""
+        return sorted(self._loaded)
+
+    def check_labels(self, labels):
+        """Refuses (RequestError FAILED_PRECONDITION) labels naming a version that is not
+        available, as TF Serving does without --allow_version_labels_for_unavailable_models."""
+        for label, version in sorted(labels.items()):
+            if version not in self._loaded:
+                raise RequestError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Request to assign label to version {version} of model {self.name}, which "
+                    "is not currently available for inference")
 
     def retrying(self):
-        """True while the newest version failed to load and has retries left."""
-        versions = numeric_versions(self.base_path)
-        failures = self._failures.get(versions[-1], (0, 0.0))[0] if versions else 0
-        return 0 < failures <= self.max_num_load_retries
+        """True while a wanted version failed to load and has retries left."""
+        wanted = wanted_versions(self.policy, numeric_versions(self.base_path))
+        return any(0 < self._failures.get(version, (0, 0.0))[0] <= self.max_num_load_retries
+                   for version in wanted if version not in self._loaded)
 
-    def poll(self):
-        """Serves the newest version directory: loads it, or retries it when its time comes.
-
-        A deleted newest version rolls back to the one before it, as in TF Serving.
-        Returns the served version (None while there is none).
+    def poll(self, unload=True):
+        """Loads the wanted versions (or retries them when their time comes) and, with
+        `unload`, unloads the others once a wanted one is available. A deleted newest version
+        rolls back to the one before it, as in TF Serving. Returns the newest served version
+        (None while there is none).
         """
         with self._lock:
-            versions = numeric_versions(self.base_path)
-            newest = versions[-1] if versions else None
-            current = self._current.version if self._current else None
-            if newest is None or newest == current:
-                return current
-            failures, next_try = self._failures.get(newest, (0, 0.0))
-            if failures > self.max_num_load_retries or time.monotonic() < next_try:
-                return current
-            self.states[newest] = (State.LOADING, self.states.get(newest, (None, ""))[1])
-            try:
-                servable = Servable(newest, os.path.join(self.base_path, str(newest)))
-                self._warm_up(servable)
-            except Exception as error:  # a broken version must not stop the server
-                self._failed(newest, failures + 1, f"{type(error).__name__}: {error}")
-                return current
-            self._failures.pop(newest, None)
-            self.states[newest] = (State.AVAILABLE, "")  # before traffic moves: a client
-            if current is not None:                      # served by it sees it AVAILABLE
-                self.states[current] = (State.END, "")
-            self._current = servable
-            logging.info("Serving %s version %d from %s", self.name, newest, servable.path)
-            return newest
+            wanted = wanted_versions(self.policy, numeric_versions(self.base_path))
+            loaded = dict(self._loaded)
+            for version in sorted(set(wanted) - set(loaded), reverse=True):
+                servable = self._load(version)
+                if servable is not None:
+                    loaded[version] = servable
+            if unload and any(version in loaded for version in wanted):
+                for version in set(loaded) - set(wanted):
+                    del loaded[version]
+            for version in set(self._loaded) - set(loaded):  # before traffic moves: a client
+                self.states[version] = (State.END, "")        # served by the new versions never
+            self._loaded = loaded                             # reads them LOADING
+            return max(loaded) if loaded else None
+
+    def _load(self, version):
+        """Loads and warms up one version; None (state LOADING or END) when it fails or waits."""
+        failures, next_try = self._failures.get(version, (0, 0.0))
+        if failures > self.max_num_load_retries or time.monotonic() < next_try:
+            return None
+        self.states[version] = (State.LOADING, self.states.get(version, (None, ""))[1])
+        try:
+            servable = Servable(version, os.path.join(self.base_path, str(version)))
+            self._warm_up(servable)
+        except Exception as error:  # a broken version must not stop the server
+            self._failed(version, failures + 1, f"{type(error).__name__}: {error}")
+            return None
+        self._failures.pop(version, None)
+        self.states[version] = (State.AVAILABLE, "")
+        logging.info("Serving %s version %d from %s", self.name, version, servable.path)
+        return servable
 
     def _failed(self, version, failures, message):
         self._failures[version] = (failures, time.monotonic() + self.load_retry_interval)
@@ -203,23 +245,26 @@ class ModelVersions:
 
     @staticmethod
     def _warm_up(servable):
-        requests = warmup.read_warmup_requests(servable.path)
-        for request in requests:
-            servable.run(request.model_spec.signature_name or "serving_default", request.inputs)
-        logging.info("Replayed %d warmup requests for version %d.", len(requests), servable.version)
+        logs = warmup.read_warmup_logs(servable.path)
+        for log in logs:
+            kind = log.WhichOneof("log_type")
+            if kind == "predict_log":
+                request = log.predict_log.request
+                servable.run(request.model_spec.signature_name or "serving_default",
+                             request.inputs, request.output_filter)
+            elif kind == "classify_log":
+                inference.classify(servable, log.classify_log.request)
+            elif kind == "regress_log":
+                inference.regress(servable, log.regress_log.request)
+            elif kind == "multi_inference_log":
+                inference.multi_inference(servable, log.multi_inference_log.request)
+            else:
+                raise ValueError(f"warmup record of unsupported type {kind}")
+        logging.info("Replayed %d warmup requests for version %d.", len(logs), servable.version)
 
-    def follow(self, poll_seconds):
-        """Polls every `poll_seconds` in a daemon thread until `stop()`."""
-        def loop():
-            while not self._stop.wait(poll_seconds):
-                try:
-                    self.poll()
-                except OSError as error:  # e.g. the folder is being replaced; try again
-                    logging.warning("Could not scan %s: %s", self.base_path, error)
-        thread = threading.Thread(target=loop, name=f"poll-{self.name}", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self):
-        self._stop.set()
-
+    def unload_all(self):
+        """Unloads every version (the model left the config)."""
+        with self._lock:
+            for version in self._loaded:
+                self.states[version] = (State.END, "")
+            self._loaded = {}

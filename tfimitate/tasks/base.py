@@ -175,11 +175,11 @@ class Task(abc.ABC):
         """Per-example loss of a batch (float32 [batch]); 0 for examples without a label
         (tasks with SoftTargets)."""
 
-    def reading(self, data) -> Any:
-        """A context manager around training and evaluation on `data` (a splits.Data) that
-        turns a failure of its data input (e.g. a malformed row met in a streamed file) into
-        one UserError naming the file. Default: nothing to translate."""
-        del data
+    def reading(self, parts) -> Any:
+        """A context manager around training, evaluation or prediction on the splits `parts`
+        (None allowed) that turns a failure of their input (e.g. a malformed row met in a streamed
+        file) into one UserError naming the file. Default: nothing to translate."""
+        del parts
         return contextlib.nullcontext()
 
     @abc.abstractmethod

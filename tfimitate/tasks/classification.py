@@ -79,6 +79,8 @@ class ClassificationTask(base.Task):
 
     # Examples per call of an exported model's signature (evaluate_saved_model).
     PREDICT_BATCH: ClassVar[int] = 64
+    # serving_default (raw inputs) and classify (tf.Examples, TF Serving's Classify API).
+    SIGNATURES = ("serving_default", "classify")
     # Ends "a classifier needs at least two" when the training data has one label.
     ONE_LABEL_ADVICE: ClassVar[str] = ", check --label_column"
 
@@ -265,7 +267,8 @@ class ClassificationTask(base.Task):
     # ---- Serving ---------------------------------------------------------------------
 
     def serving_module(self, run, labels_file):
-        """The tf.Module to save: `serving_default` classifies raw inputs."""
+        """The tf.Module to save: `serving_default` classifies raw inputs, `classify` the same
+        inputs as the features of serialized tf.Examples (TF Serving's Classify API)."""
         specs, front = self.serving_signature(run)
         return _server_class()(run.model, run.preprocessor, self.serving_assets(labels_file),
                                specs, front)
@@ -282,7 +285,9 @@ class ClassificationTask(base.Task):
         specs, front = self.serving_signature(run)
         inputs = {name: tf.constant(examples[name]) for name in specs}
         logits = tf.cast(run.model(front(inputs), training=False), tf.float32)
-        return {"serving_default": (inputs, {"probabilities": tf.nn.softmax(logits, axis=-1).numpy()})}
+        probabilities = tf.nn.softmax(logits, axis=-1).numpy()
+        return {"serving_default": (inputs, {"probabilities": probabilities}),
+                "classify": _classify_check(examples, specs, run.labels, probabilities)}
 
 
 def classification_evaluation(true, predicted, labels, title):
@@ -318,6 +323,18 @@ def classification_evaluation(true, predicted, labels, title):
     return base.Evaluation(accuracy, metrics, report, {"confusion_matrix": figure})
 
 
+def _classify_check(examples, specs, labels, probabilities):
+    """The `classify` signature's parity check: the serving examples as tf.Examples, and
+    every label with its probability."""
+    import tensorflow as tf
+
+    from tfimitate.serving import inference
+
+    serialized = inference.to_examples({name: list(examples[name]) for name in specs})
+    classes = np.array([[label.encode() for label in labels]] * len(serialized), dtype=object)
+    return ({"inputs": tf.constant(serialized)}, {"classes": classes, "scores": probabilities})
+
+
 @functools.lru_cache(maxsize=1)
 def _server_class():
     import tensorflow as tf
@@ -344,10 +361,24 @@ def _server_class():
             names = list(specs)
             self.serve = tf.function(lambda *inputs: self._classify(dict(zip(names, inputs))),
                                      input_signature=list(specs.values()))
+            features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype)
+                        for name, spec in specs.items()}
+            self.classify = tf.function(  # calls serve's graph (traced once) on the features
+                lambda inputs: self._classify_examples(self.serve(*map(
+                    tf.io.parse_example(inputs, features).get, names))),
+                input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
 
         def serving_signatures(self):
             """Signature name -> tf.function, as saved in the SavedModel."""
-            return {"serving_default": self.serve}
+            return {"serving_default": self.serve, "classify": self.classify}
+
+        def _classify_examples(self, outputs):
+            """TF Serving's Classify outputs from serve's: every label (`classes`) and its
+            probability (`scores`), [examples, labels] each."""
+            probs = outputs["probabilities"]
+            labels = self.label_table.lookup(tf.range(tf.shape(probs)[1], dtype=tf.int64))
+            return {"classes": tf.tile(labels[tf.newaxis], [tf.shape(probs)[0], 1]),
+                    "scores": probs}
 
         def _classify(self, inputs):
             logits = tf.cast(self.model(self._front(inputs), training=False), tf.float32)

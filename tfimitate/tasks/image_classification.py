@@ -1,12 +1,13 @@
 """Image classification by transfer: one label per image, from image files to TF Serving.
 
 Data: a folder with one sub-folder per label, a .csv/.tsv/.jsonl listing of
-`--image_column` (paths relative to the listing) and `--label_column`
-(tfimitate/data/images.py), or a TFDS split with an Image and a label feature
-(tfimitate/data/tfds_source.py). Model: an image backbone (a keras-hub image preset or a
-Keras model file cut at `--backbone_layer`, see backbones.py) behind a rescaling layer
-that maps 0..255 pixels to what the backbone was trained on, then pooling, dropout and
-float32 logits. Metrics: those of text classification plus top-5 accuracy (more than 5
+`--image_column` (paths relative to the listing) and `--label_column`, TFRecord files of
+tf.Example whose `--image_column` bytes feature holds the encoded image (listings and
+TFRecord files also as a pattern or a comma-separated list; tfimitate/data/images.py), or
+a TFDS split with an Image and a label feature (tfimitate/data/tfds_source.py).
+Model: an image backbone (a keras-hub image preset or a Keras model file cut at
+`--backbone_layer`, see backbones.py) behind a rescaling layer that maps 0..255 pixels to
+what the backbone was trained on, then pooling, dropout and float32 logits. Metrics: those of text classification plus top-5 accuracy (more than 5
 classes) and a grid of misclassified images. Serving: `serving_default` takes encoded
 images (`image_bytes`, JPEG/PNG/GIF/BMP) and decodes, resizes and rescales them in the
 graph.
@@ -53,8 +54,8 @@ class ImageClassification(ClassificationTask):
         options.string(
             "image_column", "path",
             "image_classification listings (.csv/.tsv/.jsonl): column holding the image path, "
-            "relative to the listing's folder (a name or a 0-based index); tfds: inputs: the "
-            "Image feature's key."),
+            "relative to the listing's folder (a name or a 0-based index); TFRecord files: the "
+            "bytes feature holding the encoded image; tfds: inputs: the Image feature's key."),
         options.boolean(
             "strict_images", False,
             "image_classification: stop with an error on files that are not decodable images "
@@ -90,8 +91,8 @@ class ImageClassification(ClassificationTask):
                             f"--backbone={cfg.backbone} is not a .keras/.h5 file; drop --backbone_layer.")
 
     def read(self, path, cfg, flag, with_labels=True):
-        """Images of a folder, listing or TFDS split: labelled, or any images (also one
-        image file) to predict."""
+        """Images of a folder, listings, TFRecord files or a TFDS split: labelled, or any
+        images (also image files) to predict."""
         return images.read_split(path, flag, cfg.image_column, cfg.label_column, with_labels,
                                  cfg.tfds_data_dir)
 
@@ -100,8 +101,21 @@ class ImageClassification(ClassificationTask):
         return images.check_images(split, cfg.strict_images, flag)
 
     def line(self, split, i):
-        """The listing line of image `i`, or its path (images found in a folder)."""
-        return split.lines[i] or split.paths[i]
+        """The listing line or TFRecord record of image `i`, or its path (images found in a
+        folder)."""
+        if not split.lines[i]:
+            return split.paths[i]
+        return f"record {split.lines[i]}" if split.contents is not None else split.lines[i]
+
+    def check_labels(self, split, labels, flag, drop_unlisted):
+        """ClassificationTask.check_labels file by file, so that a message names the
+        example's own listing or TFRecord file, not the pattern."""
+        parts = split.parts()
+        checked = [super(ImageClassification, self).check_labels(part, labels, flag, drop_unlisted)
+                   for part in parts]
+        if all(len(a) == len(b) for a, b in zip(checked, parts)):
+            return split
+        return images.join(checked, split.source)
 
     def example(self, split, i):
         """{"image": its path}."""

@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from tfimitate import backbones, options
-from tfimitate.data import readers, splits, streams
+from tfimitate.data import prepared, readers, splits, streams
 from tfimitate.errors import UserError
 from tfimitate.tasks import common, text_stream
 from tfimitate.tasks.classification import ClassificationTask
@@ -103,8 +103,9 @@ class TextClassification(ClassificationTask):
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
         to predict: a .txt file (one per line) or a table read with --text_column."""
-        if with_labels and streams.streamed(path, cfg.stream_data, flag):
-            return text_stream.open_split(path, cfg, flag)
+        if (with_labels or readers.base_suffix(path) != ".txt") \
+                and streams.streamed(path, cfg.stream_data, flag):
+            return text_stream.open_split(path, cfg, flag, with_labels)
         if with_labels or readers.base_suffix(path) != ".txt":
             return read_split(path, cfg, flag, with_labels)
         numbered = common.read_text_lines(path, flag, "text")
@@ -118,59 +119,85 @@ class TextClassification(ClassificationTask):
     def load_data(self, cfg):
         """Classification data (ClassificationTask.load_data), with a warning for eval or
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
-        if streams.streamed(cfg.train_data, cfg.stream_data, "--train_data"):
-            return self._stream_data(cfg)
+        if prepared.is_prepared(cfg.train_data) or streams.streamed(
+                cfg.train_data, cfg.stream_data, "--train_data"):
+            return self._large_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
         return data
 
-    def _stream_data(self, cfg):
-        """Streamed training data: labels from --labels or one counting pass (skipped when
-        --labels and --max_steps are given), a hold-out by hash unless --eval_data."""
+    def _large_data(self, cfg):
+        """Streamed files or prepared shards (tasks/text_stream.py): train and held-out
+        eval splits, then --eval_data and --test_data."""
         if cfg.cv_folds:
             raise UserError(f"--cv_folds needs the training data in memory, but --train_data="
                             f"{cfg.train_data} is streamed; give one file under 64 MiB, or "
                             "train without --cv_folds.")
-        train = text_stream.open_split(cfg.train_data, cfg, "--train_data")
+        if prepared.is_prepared(cfg.train_data):
+            train, held = self._prepared_splits(cfg)
+        else:
+            train, held = self._streamed_splits(cfg)
+        cfg = cfg.replace(labels=train.labels)
+        evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data") if cfg.eval_data else held
+        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
+        return splits.Data(train, evaluation, test, train.labels)
+
+    def _streamed_splits(self, cfg):
+        """(train, held out or None) of streamed --train_data: labels from --labels or one
+        counting pass (none when --labels and --max_steps are given)."""
+        stream = text_stream.open_split(cfg.train_data, cfg, "--train_data")
         fraction = 0.0 if cfg.eval_data else cfg.holdout_fraction
+        counts = None
         if cfg.labels and cfg.max_steps:
             logging.info("--train_data: not counted (--labels and --max_steps given).")
-            train = text_stream.unchecked(train, cfg.labels, cfg.drop_unlisted_labels)
-            held = text_stream.unchecked(train, cfg.labels, cfg.drop_unlisted_labels)
-            labels = cfg.labels
         else:
-            counts = text_stream.tally(train, fraction, cfg.seed)
-            labels = cfg.labels or tuple(sorted(counts["train"]))
-            self.check_label_set(labels, cfg)
+            counts = text_stream.tally(stream, fraction, cfg.seed)
             splits.warn_rare_labels([label for label, n in counts["train"].items() if n == 1],
-                                    train.source)
-            held = text_stream.with_labels(train, labels, counts["held"], cfg.drop_unlisted_labels)
-            train = text_stream.with_labels(train, labels, counts["train"],
-                                            cfg.drop_unlisted_labels)
+                                    stream.source)
+        labels = tuple(cfg.labels or sorted(counts["train"]))
+        self.check_label_set(labels, cfg)
+        train, held = (stream, None) if cfg.eval_data else \
+            text_stream.hold_out(stream, fraction, cfg.seed)
+        label = lambda part, role: text_stream.with_labels(
+            part, labels, counts[role] if counts else None, cfg.drop_unlisted_labels)
+        train, held = label(train, "train"), None if held is None else label(held, "held")
+        if counts:
             logging.info("--train_data: %d examples (%s).", len(train),
                          ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
-        cfg = cfg.replace(labels=tuple(labels))
-        if cfg.eval_data:
-            evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data")
-        else:
-            train, evaluation = text_stream.hold_out(train, fraction, cfg.seed)
-            evaluation = dataclasses.replace(evaluation, count=held.count,
-                                             label_counts=held.label_counts)
-        test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
-        return splits.Data(train, evaluation, test, tuple(labels))
+        return train, held
+
+    def _prepared_splits(self, cfg):
+        """(train, eval or hold-out shards) of a tfimitate.prepare directory, checked against
+        this run's tokenizer."""
+        manifest = self._manifest(cfg.train_data, cfg, "--train_data")
+        labels = tuple(cfg.labels or manifest.labels)
+        train = text_stream.open_prepared(manifest, "train", "--train_data", labels)
+        logging.info("--train_data=%s: prepared shards, %d examples (%s).", cfg.train_data,
+                     len(train), ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
+        role = "eval" if "eval" in manifest.files else "holdout"
+        return train, text_stream.open_prepared(manifest, role, "--train_data", labels)
+
+    def _manifest(self, path, cfg, flag):
+        manifest = prepared.load(path, flag)
+        fingerprint = backbones.tokenizer_fingerprint(self.make_preprocessor(cfg))
+        prepared.check_tokenizer(manifest, fingerprint, flag, cfg)
+        return manifest
 
     def read_file(self, path, cfg, flag, with_labels=True):
         """ClassificationTask.read_file; a streamed file is checked against the model's labels
-        as it streams."""
+        as it streams; a prepared directory gives its eval (else test, else train) shards."""
+        if with_labels and prepared.is_prepared(path):
+            manifest = self._manifest(path, cfg, flag)
+            role = next(r for r in ("eval", "test", "holdout", "train") if r in manifest.files)
+            return text_stream.open_prepared(manifest, role, flag, cfg.labels)
         split = self.read(path, cfg, flag, with_labels)
         if isinstance(split, text_stream.StreamSplit):
-            return text_stream.unchecked(split, cfg.labels, cfg.drop_unlisted_labels)
+            return text_stream.with_labels(split, cfg.labels, None, cfg.drop_unlisted_labels)
         return super().read_file(path, cfg, flag, with_labels)
 
-    def reading(self, data):
+    def reading(self, parts):
         """Turns a TensorFlow error of a streamed split into one UserError naming its file."""
-        streamed = [s for s in (data.train, data.eval, data.test)
-                    if isinstance(s, text_stream.StreamSplit)]
+        streamed = [s for s in parts if isinstance(s, text_stream.StreamSplit)]
         return text_stream.reading(streamed)
 
     def example(self, split, i):
@@ -235,7 +262,7 @@ class TextClassification(ClassificationTask):
         transform (augmentation) may change texts and pairs every pass."""
         if isinstance(split, text_stream.StreamSplit):
             if extras or run.text_transform(False) is not None:
-                raise UserError(f"--train_data={split.stream.spec} is streamed, and the chosen "
+                raise UserError(f"--train_data={split.source} is streamed, and the chosen "
                                 "technique needs the training texts in memory (per-example "
                                 "values or changed texts); give one file under 64 MiB or "
                                 "train without it.")
@@ -258,7 +285,15 @@ class TextClassification(ClassificationTask):
         true, predicted = text_stream.predicted_ids(split, run, _encoder(run.preprocessor),
                                                     _pads(run.preprocessor))
         return classification.classification_evaluation(true, predicted, run.labels,
-                                                        split.stream.spec)
+                                                        split.source)
+
+    def predict(self, run, split):
+        """ClassificationTask.predict; a streamed split's records are made batch by batch
+        (a generator), in file order."""
+        if isinstance(split, text_stream.StreamSplit):
+            return text_stream.predictions(split, run, _encoder(run.preprocessor),
+                                           _pads(run.preprocessor))
+        return super().predict(run, split)
 
     def serving_examples(self, split):
         """The first 32 examples of `split` as serving_default inputs."""

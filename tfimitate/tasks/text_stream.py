@@ -12,7 +12,7 @@ a record per example.
 
 Example:
     split = open_split("data/train-*.tsv", cfg, "--train_data")
-    split = with_counts(split, tally(split, cfg.holdout_fraction, cfg.seed)["train"])
+    split = with_labels(split, ("0", "1"), tally(split, 0.1, cfg.seed)["train"], False)
 """
 
 import collections
@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Tuple
 import numpy as np
 from absl import logging
 
-from tfimitate.data import splits, streams
+from tfimitate.data import prepared, splits, streams
 from tfimitate.errors import UserError
 
 TALLY_BATCH = 1 << 16
@@ -36,30 +36,38 @@ class StreamSplit:
 
     Attributes:
         source: what the split is, for messages and reports.
-        stream: the files (streams.Source): keys "text", "pair" (pairs), "label" (labelled).
+        stream: the files (streams.Source): keys "text", "pair" (pairs), "label" (labelled);
+            None for prepared shards.
         holdout: (fraction, seed, held) keeps only the rows the hash holds out (held) or
             those it leaves (not held); None keeps every row.
         labels: the model's labels (class-id order) once known, else None.
         drop_unlisted: drop rows whose label is not in `labels` instead of stopping.
         count: the number of examples, if known (`tally`).
         label_counts: label -> examples, if known.
+        manifest, role: prepared shards (data/prepared.py) of that role instead of files.
+        flag: the data flag that named it.
     """
 
     source: str
-    stream: streams.Source
+    stream: Optional[streams.Source]
     holdout: Optional[Tuple[float, int, bool]] = None
     labels: Optional[Tuple[str, ...]] = None
     drop_unlisted: bool = False
     count: Optional[int] = None
     label_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    manifest: Optional[prepared.Manifest] = None
+    role: Optional[str] = None
+    flag: str = "--train_data"
 
     @property
     def pairs(self):
+        if self.manifest is not None:
+            return bool(self.manifest.text_pair_column)
         return "pair" in self.stream.keys
 
     @property
     def labelled(self):
-        return "label" in self.stream.keys
+        return self.manifest is not None or "label" in self.stream.keys
 
     def __len__(self):
         if self.count is None:
@@ -76,15 +84,41 @@ def open_split(path, cfg, flag, with_labels=True):
     if with_labels:
         columns.append(cfg.label_column)
         keys.append("label")
-    return StreamSplit(path, streams.open_source(path, columns, keys, flag))
+    return StreamSplit(path, streams.open_source(path, columns, keys, flag), flag=flag)
 
 
-def rows(split, input_context=None, shuffle_seed=None):
+def open_prepared(manifest, role, flag, labels):
+    """The StreamSplit of a prepared directory's `role` shards, counted by its manifest;
+    refused if its labels are not the model's."""
+    if list(labels) != list(manifest.labels):
+        raise UserError(f"{flag}={manifest.directory} was prepared with the labels "
+                        f"{', '.join(manifest.labels)}, not {', '.join(labels)}; give "
+                        f"--labels={','.join(manifest.labels)} or prepare it again.")
+    return StreamSplit(f"{manifest.directory} ({role})", None, labels=tuple(labels),
+                       count=manifest.examples[role],
+                       label_counts=dict(manifest.label_counts.get(role, {})),
+                       manifest=manifest, role=role, flag=flag)
+
+
+def features(split, encode, input_context=None, shuffle_seed=None):
+    """Per-example model features and "labels" of a labelled split: its prepared shards
+    parsed, or its files' rows tokenized by `encode` as they come."""
+    from tfimitate.data import pipelines
+
+    if split.manifest is None:
+        return pipelines.encoded(rows(split, input_context, shuffle_seed), encode, cache=False)
+    raw = ("text", "pair")
+    return prepared.dataset(split.manifest, split.role, input_context).map(
+        lambda f: {k: v for k, v in f.items() if k not in raw})
+
+
+def rows(split, input_context=None, shuffle_seed=None, sequential=False):
     """The split's examples as tf.data: "text" (and "pair") strings and, for a labelled split
-    with known labels, "labels" class ids; empty texts and (per `holdout`) rows dropped."""
+    with known labels, "labels" class ids; empty texts and (per `holdout`) rows dropped.
+    `sequential`: file after file (streams.examples)."""
     import tensorflow as tf
 
-    ds = streams.examples(split.stream, input_context, shuffle_seed)
+    ds = streams.examples(split.stream, input_context, shuffle_seed, sequential)
     ds = ds.filter(lambda row: tf.strings.length(tf.strings.strip(row["text"])) > 0)
     if split.holdout is not None:
         fraction, seed, held = split.holdout
@@ -131,11 +165,18 @@ def tally(split, fraction, seed):
 
 
 def with_labels(split, labels, counts, drop_unlisted):
-    """`split` with the model's label set and its counts; a label outside `labels` is refused
-    naming it (or, with `drop_unlisted`, its rows are dropped and counted)."""
+    """`split` with the model's label set and (from `tally`) its label `counts`: a label
+    outside `labels` is refused naming it (or, with `drop_unlisted`, its rows are dropped and
+    counted). Without counts (None) rows are checked as they stream by, uncounted.
+
+    Example:
+        with_labels(split, ("neg", "pos"), tally(split, 0.1, 42)["train"], drop_unlisted=False)
+    """
+    if counts is None:
+        return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted)
     unknown = sorted(set(counts) - set(labels))
     if unknown and not drop_unlisted:
-        raise UserError(f"{split.stream.flag}={split.stream.spec}: label '{unknown[0]}' "
+        raise UserError(f"{split.flag}={split.source}: label '{unknown[0]}' "
                         f"({counts[unknown[0]]} rows) is not one of the model's labels "
                         f"({', '.join(labels)}); fix the rows, add it to --labels, or pass "
                         "--drop_unlisted_labels.")
@@ -145,12 +186,6 @@ def with_labels(split, labels, counts, drop_unlisted):
     kept = {label: counts.get(label, 0) for label in labels}
     return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted,
                                count=sum(kept.values()), label_counts=kept)
-
-
-def unchecked(split, labels, drop_unlisted):
-    """`split` with the model's labels but no counting pass: its rows are checked as they
-    stream by (unknown: the count)."""
-    return dataclasses.replace(split, labels=tuple(labels), drop_unlisted=drop_unlisted)
 
 
 def training_batches(split, run, encode, pads):
@@ -164,11 +199,10 @@ def training_batches(split, run, encode, pads):
 
     def build(context):
         batch = context.get_per_replica_batch_size(cfg.batch_size) if context else cfg.batch_size
-        features = pipelines.encoded(rows(split, context, shuffle_seed=cfg.seed), encode,
-                                     cache=False)
-        return pipelines.batches(features, batch, cfg.sequence_length, pads,
+        return pipelines.batches(features(split, encode, context, cfg.seed), batch, cfg.sequence_length, pads,
                                  shuffle_seed=cfg.seed, repeat=True, static_length=static,
-                                 few_shapes=cfg.jit_compile)
+                                 few_shapes=cfg.jit_compile,
+                                 shuffle_buffer=pipelines.STREAM_SHUFFLE_BUFFER)
 
     return streams.PerHost(build, split.source)
 
@@ -180,8 +214,8 @@ def predicted_ids(split, run, encode, pads):
 
     from tfimitate.data import pipelines
 
-    features = pipelines.encoded(rows(split), encode, cache=False)
-    batches = pipelines.batches(features, run.cfg.batch_size, run.cfg.sequence_length, pads)
+    batches = pipelines.batches(features(split, encode), run.cfg.batch_size,
+                                run.cfg.sequence_length, pads)
     true, predicted = [], []
     for inputs, labels in batches:
         logits = run.model(inputs, training=False)
@@ -193,12 +227,41 @@ def predicted_ids(split, run, encode, pads):
     return np.concatenate(true), np.concatenate(predicted)
 
 
+def predictions(split, run, encode, pads):
+    """Yields a record per example of an unlabelled streamed split, in file order, batch by
+    batch: its text (and pair), the label and the probability of each class."""
+    import tensorflow as tf
+
+    from tfimitate.data import pipelines
+
+    def keep_raw(row):
+        return dict(row, raw_text=row["text"], **({"raw_pair": row["pair"]} if "pair" in row else {}))
+
+    features = pipelines.encoded(rows(split, sequential=True).map(keep_raw), encode, cache=False,
+                                 untrimmed=("raw_text", "raw_pair"))
+    batches = features.padded_batch(
+        run.cfg.batch_size, padding_values=pipelines.padding_values(features.element_spec, pads))
+    labels = run.labels
+    for batch in batches:
+        raw = {key: batch.pop(key).numpy() for key in ("raw_text", "raw_pair") if key in batch}
+        probabilities = tf.nn.softmax(tf.cast(run.model(batch, training=False), tf.float32)).numpy()
+        for i, probs in enumerate(probabilities):
+            record = {"text": raw["raw_text"][i].decode()}
+            if "raw_pair" in raw:
+                record["pair"] = raw["raw_pair"][i].decode()
+            record.update(label=labels[int(probs.argmax())], probability=float(probs.max()),
+                          probabilities={label: float(v) for label, v in zip(labels, probs)})
+            yield record
+
+
 def first_rows(split, count):
     """The first `count` examples as {"text": [...], ("text_pair": [...])} raw strings."""
     inputs = {"text": []}
     if split.pairs:
         inputs["text_pair"] = []
-    for row in rows(dataclasses.replace(split, labels=None)).take(count).as_numpy_iterator():
+    examples = rows(dataclasses.replace(split, labels=None)) if split.manifest is None \
+        else prepared.dataset(split.manifest, split.role)
+    for row in examples.take(count).as_numpy_iterator():
         inputs["text"].append(row["text"].decode())
         if split.pairs:
             inputs["text_pair"].append(row["pair"].decode())
@@ -209,7 +272,7 @@ def hold_out(split, fraction, seed):
     """(train, held-out eval) of a streamed split, by the keyed hash of each example."""
     if not fraction > 0:
         raise UserError(f"--holdout_fraction={fraction:g} holds no evaluation data out of "
-                        f"{split.stream.flag}; give --eval_data=FILE, or a fraction above 0.")
+                        f"{split.flag}; give --eval_data=FILE, or a fraction above 0.")
     train = dataclasses.replace(split, holdout=(fraction, seed, False))
     held = dataclasses.replace(split, holdout=(fraction, seed, True),
                                source=f"{split.source} (held out: {fraction:g}, by hash)")
@@ -232,12 +295,15 @@ def reading(streamed):
         if UNKNOWN_LABEL in message:
             label = message.split(UNKNOWN_LABEL + "] [", 1)[-1].split("]")[0]
             split = streamed[0]
-            flags = ", ".join(dict.fromkeys(s.stream.flag for s in streamed))
+            flags = ", ".join(dict.fromkeys(s.flag for s in streamed))
             raise UserError(f"a row of {flags} has the label '{label}', which is not one of the model's labels "
                             f"({', '.join(split.labels or ())}); fix the row, add it to "
                             "--labels, or pass --drop_unlisted_labels.") from None
         if "Expect" not in message and not isinstance(error, tf.errors.DataLossError) \
                 and "numpy_function" not in message and "PyFunc" not in message:
             raise
-        found = [streams.diagnose(split.stream, error) for split in streamed]
+        found = [streams.diagnose(split.stream, error) for split in streamed
+                 if split.stream is not None]
+        if not found:
+            raise
         raise next((f for f in found if not str(f).startswith("--")), found[0]) from None

@@ -1,7 +1,8 @@
 """Token classification (NER): one tag per word, from CoNLL/JSONL files to TF Serving.
 
-Data: CoNLL or JSONL sentences (`tfimitate.data.conll`), or a TFDS split of words and
-ClassLabel tags (`tfimitate.data.tfds_source`), IOB2 or IOBES tags.
+Data: CoNLL or JSONL sentences (`tfimitate.data.conll`; a data flag may name a file
+pattern or a comma-separated list, read in memory and joined), or a TFDS split of words
+and ClassLabel tags (`tfimitate.data.tfds_source`), IOB2 or IOBES tags.
 Alignment: the backbone's keras-hub tokenizer splits words into pieces in
 tf.data; the first piece of a word carries its tag, other pieces and special
 tokens are masked out (`tfimitate.data.word_pieces`), and long sentences are
@@ -19,13 +20,14 @@ Example:
 """
 
 import dataclasses
+import itertools
 from typing import List, Optional
 
 import numpy as np
 from absl import logging
 
 from tfimitate import backbones, options
-from tfimitate.data import conll, readers, splits, tfds_source
+from tfimitate.data import conll, readers, splits, streams, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, common
 
@@ -36,10 +38,12 @@ SKEW_WARNING = 0.005
 
 @dataclasses.dataclass
 class Split:
-    """Sentences of one file, in file order; `texts` holds raw sentences to predict.
+    """Sentences of one data flag (its files joined in order); `texts` holds raw
+    sentences to predict.
 
     A sentence whose `tags` is None has no label (unlabelled training text, see
-    `add_unlabeled`); its words are ignored by the tag loss.
+    `add_unlabeled`); its words are ignored by the tag loss. Each sentence names its own
+    file (`Sentence.file`), so messages name the file and line, not the pattern.
     """
 
     source: str
@@ -51,6 +55,15 @@ class Split:
 
     def subset(self, indices, source):
         return Split(source, [self.sentences[i] for i in indices])
+
+    def parts(self):
+        """The split cut into runs of sentences of one file, each a Split named by its file.
+
+        Example:
+            [part.source for part in split.parts()]  # ["data/train-00.txt", "data/train-01.txt"]
+        """
+        runs = itertools.groupby(self.sentences, key=lambda s: s.file or self.source)
+        return [Split(file, list(sentences)) for file, sentences in runs]
 
 
 class Preprocessor:
@@ -103,25 +116,29 @@ class TokenClassification(base.Task):
         a .txt file (one raw sentence per line) or CoNLL/JSONL words."""
         if with_labels:
             return _check_labels(read_split(path, cfg, flag), cfg.labels, flag, cfg.drop_unlisted_labels)
-        if readers.base_suffix(path) != ".txt":
+        text_files = _text_files(path, flag)
+        if not text_files:
             return Split(path, read_sentences(path, cfg, flag, with_tags=False))
-        return Split(path, [], [line for _, line in common.read_text_lines(path, flag, "sentence")])
+        return Split(path, [], [line for file in text_files
+                                for _, line in common.read_text_lines(file, flag, "sentence")])
 
     def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()):
-        """`split` plus untagged sentences of `path`: a .txt file (one raw sentence per line,
+        """`split` plus untagged sentences of `path`: .txt files (one raw sentence per line,
         split into words as serving splits them) or CoNLL/JSONL words (`column` is not used);
         sentences already in `split` or an `exclude` split (ignoring case), and repeats, are
         dropped."""
         del column
-        if readers.base_suffix(path) == ".txt":
+        text_files = _text_files(path, flag)
+        if text_files:
             import tensorflow as tf
 
             from tfimitate.tasks import ner_words
 
-            lines = common.read_text_lines(path, flag, "sentence")
-            words = ner_words.split_words(tf.constant([line for _, line in lines])).words.to_list()
-            extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row))
-                     for (number, _), row in zip(lines, words) if row]
+            lines = [(file, number, line) for file in text_files
+                     for number, line in common.read_text_lines(file, flag, "sentence")]
+            words = ner_words.split_words(tf.constant([line for *_, line in lines])).words.to_list()
+            extra = [conll.Sentence([w.decode() for w in row], None, [number] * len(row), file)
+                     for (file, number, _), row in zip(lines, words) if row]
         else:
             extra = [s._replace(tags=None) for s in read_sentences(path, cfg, flag, with_tags=False)]
         key = lambda sentence: tuple(word.lower() for word in sentence.words)
@@ -322,17 +339,39 @@ def read_split(path, cfg, flag):
     return Split(path, conll.repair(sentences, scheme(cfg, tags), path))
 
 
+def _text_files(spec, flag):
+    """The files of `spec` if they are .txt files of raw sentences, else None (CoNLL,
+    JSONL, tfds:); a mix of both is refused."""
+    if tfds_source.is_tfds(spec):
+        return None
+    paths = streams.expand(spec, flag)
+    text = [path for path in paths if readers.base_suffix(path) == ".txt"]
+    if text and len(text) < len(paths):
+        other = next(path for path in paths if readers.base_suffix(path) != ".txt")
+        raise UserError(f"{flag}={spec} mixes .txt files of raw sentences ({text[0]}) with "
+                        f"CoNLL/JSONL files ({other}); give files of one kind.")
+    return text or None
+
+
 def _check_labels(split, labels, flag, drop_unlisted):
-    """Refuses (or with `drop_unlisted`, drops) sentences with a tag outside `labels`."""
+    """Refuses (or with `drop_unlisted`, drops) sentences with a tag outside `labels`,
+    file by file, so that the message names the sentence's own file and line."""
     known = set(labels)
 
-    def first_unknown(i):
-        sentence = split.sentences[i]
-        return next(((line, tag) for line, tag in zip(sentence.lines, sentence.tags)
-                     if tag not in known), None)
+    def checked(part):
+        def first_unknown(i):
+            sentence = part.sentences[i]
+            return next(((line, tag) for line, tag in zip(sentence.lines, sentence.tags)
+                         if tag not in known), None)
 
-    return common.keep_known_labels(split, labels, flag, drop_unlisted, first_unknown, "tag",
-                                    "add its type to the training data")
+        return common.keep_known_labels(part, labels, flag, drop_unlisted, first_unknown, "tag",
+                                        "add its type to the training data")
+
+    parts = split.parts()
+    kept = [checked(part) for part in parts]
+    if all(len(a) == len(b) for a, b in zip(kept, parts)):
+        return split
+    return Split(split.source, [s for part in kept for s in part.sentences])
 
 
 def tag_set(split, tagging_scheme):
