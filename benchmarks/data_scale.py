@@ -75,27 +75,37 @@ DATASETS = {"10k": (10_000, 1, ()), "1m": (1_000_000, 1, ()),
 DEFAULT_DATASETS = ("10k", "1m", "1m_memory", "4m", "4m_16")
 MARKS = {"loop_start": "Epoch 1/", "first_step": "First call of the train step"}
 
-_SCRATCH = flags.DEFINE_string("scratch", "/tmp/tfimitate-data-scale",
-                               "Where the data, run directories and logs go (data is reused).")
-_SST2 = flags.DEFINE_string(
-    "sst2_dir", os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2")),
-    "SST-2's headerless train.tsv and dev.tsv (text<TAB>label).")
-_DATASETS = flags.DEFINE_list("datasets", list(DEFAULT_DATASETS),
-                              f"Rows to (re-)measure, of {list(DATASETS)}.")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 5,
-                                  "Steps of the memory / start-up run (0: skip it, keep the saved one).")
-_STEADY_STEPS = flags.DEFINE_integer(
-    "steady_steps", 60, f"Steps of the throughput run (0: skip it; else > {WARMUP_STEPS}).")
-_STEADY_ROUNDS = flags.DEFINE_integer(
-    "steady_rounds", 1, "Throughput runs per row, taken round-robin over the rows; the best "
-    "counts (the machine is shared: load from other work only slows a run down).", lower_bound=1)
-_BASELINE_EXAMPLES = flags.DEFINE_integer(
-    "baseline_examples", 200_000, "Examples the tf.data baseline tokenizes (0: skip it).")
-_REFERENCE = flags.DEFINE_enum("in_memory_reference", "1m_memory", ["10k", "1m_memory", "4m_memory"],
-                               "The in-memory run whose examples/s the stream is compared to.")
-_NICE = flags.DEFINE_boolean("nice", True, "Run the children under `nice -n 10`.")
-_BASELINE_DATA = flags.DEFINE_string("baseline_data", None, "Internal: the baseline child's files.")
-_RESULT = flags.DEFINE_string("result", None, "Internal: where the baseline child writes JSON.")
+# The benchmark's own flags, parsed only when it runs: importing it (as its tests do) must
+# not define flags in absl's global FLAGS, where tfimitate.flags defines --max_steps too.
+_FLAGS = flags.FlagValues()
+
+
+def _flag(kind, *args, **kwargs):
+    return getattr(flags, f"DEFINE_{kind}")(*args, flag_values=_FLAGS, **kwargs)
+
+
+_SCRATCH = _flag("string", "scratch", "/tmp/tfimitate-data-scale",
+                 "Where the data, run directories and logs go (data is reused).")
+_SST2 = _flag("string", "sst2_dir",
+              os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2")),
+              "SST-2's headerless train.tsv and dev.tsv (text<TAB>label).")
+_DATASETS = _flag("list", "datasets", list(DEFAULT_DATASETS),
+                  f"Rows to (re-)measure, of {list(DATASETS)}.")
+_MAX_STEPS = _flag("integer", "max_steps", 5,
+                   "Steps of the memory / start-up run (0: skip it, keep the saved one).")
+_STEADY_STEPS = _flag("integer", "steady_steps", 60,
+                      f"Steps of the throughput run (0: skip it; else > {WARMUP_STEPS}).")
+_STEADY_ROUNDS = _flag(
+    "integer", "steady_rounds", 1, "Throughput runs per row, taken round-robin over the rows; "
+    "the best counts (the machine is shared: load from other work only slows a run down).",
+    lower_bound=1)
+_BASELINE_EXAMPLES = _flag("integer", "baseline_examples", 200_000,
+                           "Examples the tf.data baseline tokenizes (0: skip it).")
+_REFERENCE = _flag("enum", "in_memory_reference", "1m_memory", ["10k", "1m_memory", "4m_memory"],
+                   "The in-memory run whose examples/s the stream is compared to.")
+_NICE = _flag("boolean", "nice", True, "Run the children under `nice -n 10`.")
+_BASELINE_DATA = _flag("string", "baseline_data", None, "Internal: the baseline child's files.")
+_RESULT = _flag("string", "result", None, "Internal: where the baseline child writes JSON.")
 
 
 def make_data(scratch, name):
@@ -438,5 +448,10 @@ def _save(summary):
     harness.save(NAME, summary, text)
     return text
 
+def _parse(argv):
+    """Parses the benchmark's flags, then absl's own (logging) from what is left."""
+    return flags.FLAGS(_FLAGS(argv, known_only=True))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse)
