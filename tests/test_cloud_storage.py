@@ -58,8 +58,7 @@ def test_train_evaluate_predict_export_on_a_remote_file_system(tmp_path, monkeyp
     loaded = tf.saved_model.load(version)
     served = loaded.signatures["serving_default"](text=tf.constant(["a good film", "awful"]))
     assert [label.decode() for label in served["label"].numpy()] == [r["label"] for r in records]
-    assert {r.model_spec.signature_name for r in warmup.read_warmup_requests(version)} == \
-        set(loaded.signatures)
+    assert {name for name, _ in warmup.read_warmup_inputs(version)} == set(loaded.signatures)
     source = json.loads(files.read_bytes(f"{version}/assets.extra/tfimitate_source.json"))
     assert source == {"model_dir": run, "step": 2}
     assert sorted(os.listdir(tmp_path)) == ["tiny_bert"]

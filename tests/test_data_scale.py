@@ -53,7 +53,7 @@ def test_watch_sums_the_tree_and_notes_marks(tmp_path):
                           log=str(tmp_path / "child.log"))
     assert run["returncode"] == 0
     assert run["peak_rss_gib"] > 0.29  # both processes' 150 MiB at once
-    assert 0.14 < run["max_rss_gib"] < 0.25  # the kernel's figure is per process
+    assert run["max_rss_gib"] > 0.14  # the kernel's figure: the largest process (of any child)
     assert 0.5 < run["marks"]["ready"]["wall_s"] < run["wall_s"]
     middle = run["cpu_series"][len(run["cpu_series"]) // 2][0]
     assert 0 < proc_tree.cpu_at(run["cpu_series"], middle) <= run["cpu_s"]
