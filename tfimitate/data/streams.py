@@ -27,7 +27,7 @@ import gzip
 import json
 import os
 import zlib
-from typing import Optional, Tuple
+from typing import Tuple
 
 from absl import logging
 
@@ -417,7 +417,6 @@ class PerHost:
     """
 
     build: object
-    description: Optional[str] = None
 
     def __call__(self, input_context):
         return self.build(input_context)

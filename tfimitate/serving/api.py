@@ -80,17 +80,15 @@ class Api:
         return response
 
     def _Classify(self, request):
-        servable = self.servable(request)
-        response = classification_pb2.ClassificationResponse()
-        response.result.CopyFrom(inference.classify(servable, request))
-        self._fill_spec(response.model_spec, request.model_spec, servable,
-                        request.model_spec.signature_name or "serving_default")
-        return response
+        return self._infer(request, classification_pb2.ClassificationResponse(), inference.classify)
 
     def _Regress(self, request):
+        return self._infer(request, regression_pb2.RegressionResponse(), inference.regress)
+
+    def _infer(self, request, response, run):
+        """`response` (Classification or Regression) holding `run(servable, request)`'s result."""
         servable = self.servable(request)
-        response = regression_pb2.RegressionResponse()
-        response.result.CopyFrom(inference.regress(servable, request))
+        response.result.CopyFrom(run(servable, request))
         self._fill_spec(response.model_spec, request.model_spec, servable,
                         request.model_spec.signature_name or "serving_default")
         return response

@@ -106,45 +106,47 @@ def with_version(config, name, version):
     return config
 
 
-def labelled(config, name, label, version):
-    """A copy of `config` with `label` on `version` of model `name`."""
+def _relabelled(config, name, change):
+    """A copy of `config` whose model `name` has its labels (a dict label -> version) as
+    `change(labels)` leaves them, changed in place."""
     config = _copy(config)
     model = _model(config, name)
     labels = dict(model.version_labels)
-    labels[label] = version
+    change(labels)
     _set_labels(model, labels)
     return config
+
+
+def labelled(config, name, label, version):
+    """A copy of `config` with `label` on `version` of model `name`."""
+    return _relabelled(config, name, lambda labels: labels.update({label: version}))
 
 
 def promoted(config, name):
     """A copy of `config`: stable -> the canary's version, previous -> the old stable."""
-    config = _copy(config)
-    model = _model(config, name)
-    labels = dict(model.version_labels)
-    for needed in ("canary", "stable"):
-        if needed not in labels:
-            raise UserError(f"--model_name={name}: no '{needed}' label to promote from/to; set "
-                            f"it first (rollout label --label={needed} --version=N).")
-    if labels["canary"] == labels["stable"]:
-        raise UserError(f"--model_name={name}: canary and stable are both version "
-                        f"{labels['stable']}; label a new canary first.")
-    labels["previous"], labels["stable"] = labels["stable"], labels.pop("canary")
-    _set_labels(model, labels)
-    return config
+    def promote(labels):
+        for needed in ("canary", "stable"):
+            if needed not in labels:
+                raise UserError(f"--model_name={name}: no '{needed}' label to promote from/to; "
+                                f"set it first (rollout label --label={needed} --version=N).")
+        if labels["canary"] == labels["stable"]:
+            raise UserError(f"--model_name={name}: canary and stable are both version "
+                            f"{labels['stable']}; label a new canary first.")
+        labels["previous"], labels["stable"] = labels["stable"], labels.pop("canary")
+
+    return _relabelled(config, name, promote)
 
 
 def rolled_back(config, name):
     """A copy of `config`: stable -> previous (the version promoted away from)."""
-    config = _copy(config)
-    model = _model(config, name)
-    labels = dict(model.version_labels)
-    if "previous" not in labels:
-        raise UserError(f"--model_name={name}: no 'previous' label to roll back to (it is set "
-                        "by promote); label the version to serve as stable instead.")
-    labels["stable"] = labels.pop("previous")
-    labels.pop("canary", None)
-    _set_labels(model, labels)
-    return config
+    def roll_back(labels):
+        if "previous" not in labels:
+            raise UserError(f"--model_name={name}: no 'previous' label to roll back to (it is "
+                            "set by promote); label the version to serve as stable instead.")
+        labels["stable"] = labels.pop("previous")
+        labels.pop("canary", None)
+
+    return _relabelled(config, name, roll_back)
 
 
 def accuracy(version_dir, rows, features, labels, signature_name="classify"):

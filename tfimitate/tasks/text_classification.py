@@ -103,10 +103,9 @@ class TextClassification(ClassificationTask):
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
         to predict: a .txt file (one per line) or a table read with --text_column."""
-        if (with_labels or readers.base_suffix(path) != ".txt") \
-                and streams.streamed(path, cfg.stream_data, flag):
-            return text_stream.open_split(path, cfg, flag, with_labels)
         if with_labels or readers.base_suffix(path) != ".txt":
+            if streams.streamed(path, cfg.stream_data, flag):
+                return text_stream.open_split(path, cfg, flag, with_labels)
             return read_split(path, cfg, flag, with_labels)
         numbered = common.read_text_lines(path, flag, "text")
         return Split(path, [line for _, line in numbered], None, [""] * len(numbered),

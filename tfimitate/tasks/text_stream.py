@@ -204,7 +204,7 @@ def training_batches(split, run, encode, pads):
                                  few_shapes=cfg.jit_compile,
                                  shuffle_buffer=pipelines.STREAM_SHUFFLE_BUFFER)
 
-    return streams.PerHost(build, split.source)
+    return streams.PerHost(build)
 
 
 def predicted_ids(split, run, encode, pads):
