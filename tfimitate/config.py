@@ -413,13 +413,13 @@ def experiment_from_flags(argv=None):
 
 
 def _named_flags(arguments):
-    """The flag names written in `arguments` (--name, --name=value, --noname), up to `--`."""
+    """The flag names written in `arguments` (--name, -name=value, --noname), up to `--`."""
     names = set()
     for argument in arguments:
         if argument == "--":
             break
-        if argument.startswith("--"):
-            name = argument[2:].split("=", 1)[0]
+        if argument.startswith("-"):
+            name = argument.lstrip("-").split("=", 1)[0]
             names.add(name)
             if name.startswith("no"):
                 names.add(name[2:])
