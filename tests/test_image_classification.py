@@ -221,3 +221,22 @@ def test_tfrecord_shards_train_and_an_unknown_label_names_its_file_and_record(tm
     images_, ids = next(iter(task.train_dataset(run, data.train)))
     assert images_.shape == (4, 32, 32, 3) and set(ids.numpy()) <= {0, 1, 2}
     assert task.predict(run, data.test)[1]["image"] == f"{test[0]}#2"
+
+
+def test_fine_tuning_without_batchnorm_keeps_its_statistics_as_loaded(tmp_path):
+    """--nofine_tune_batchnorm (the image recipe): phase 2 trains every other backbone layer,
+    while BatchNormalization layers stay frozen and run in inference mode."""
+    import keras
+
+    cfg = image_experiment(tmp_path, freeze_backbone_steps=1, fine_tune_batchnorm=False)
+    run = make_run(cfg, ["a", "b"])
+    phases = techniques.phases([transfer.from_config(cfg)], cfg, total_steps=4)
+    phases[1].prepare(run.model)
+    layers = parts.innermost_layers(transfer.backbone_of(run.model))
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
+    assert all(layer.trainable for layer in layers if layer not in norms)
+    statistics = [w.numpy().copy() for layer in norms for w in layer.non_trainable_weights]
+    run.model(tf.random.uniform((4, 32, 32, 3), 0, 255), training=True)
+    assert all(np.array_equal(s, w.numpy()) for s, w in
+               zip(statistics, [w for layer in norms for w in layer.non_trainable_weights]))

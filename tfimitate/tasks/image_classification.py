@@ -88,6 +88,9 @@ class ImageClassification(ClassificationTask):
         options.Recipe("freeze_backbone_fraction", 0.75,
                        "the head trains alone first; then the backbone is fine-tuned at a "
                        "tenth of the rate", unless=_OWN_WEIGHT_CHOICE),
+        options.Recipe("fine_tune_batchnorm", False,
+                       "BatchNorm statistics of a few small batches of new images would replace "
+                       "ImageNet's", unless=_OWN_WEIGHT_CHOICE),
         options.Recipe("keep_best_phase", True,
                        "fine-tuning the backbone is kept only if it raises the eval score",
                        unless=_OWN_WEIGHT_CHOICE + ("early_stopping_patience",)),

@@ -39,6 +39,11 @@ OPTIONS = (
         "fine_tune_layers", 0,
         "Transfer recipe, phase 2: unfreeze only the top N backbone layers that have weights "
         "(0: all of them).", lower=0),
+    options.boolean(
+        "fine_tune_batchnorm", True,
+        "Transfer recipe, phase 2: BatchNormalization layers train too (their statistics "
+        "follow the new data); --nofine_tune_batchnorm keeps them frozen in inference mode, "
+        "as Keras's transfer-learning guide advises (small batches, another domain)."),
     options.number(
         "fine_tune_learning_rate", 0.0,
         "Transfer recipe, phase 2: peak learning rate after the frozen phase (0: --learning_rate "
@@ -46,7 +51,7 @@ OPTIONS = (
 )
 
 RESUME_FIELDS = ("freeze_backbone_steps", "freeze_backbone_fraction", "fine_tune_layers",
-                 "fine_tune_learning_rate")
+                 "fine_tune_learning_rate", "fine_tune_batchnorm")
 FLAGS = "--freeze_backbone_steps/--fine_tune_layers"
 
 
@@ -60,13 +65,18 @@ def freeze_backbone(model):
     backbone_of(model).trainable = False
 
 
-def unfreeze_backbone(model, top_layers=0):
-    """Phase 2: the whole backbone trains, or only its top `top_layers` layers with weights."""
+def unfreeze_backbone(model, top_layers=0, batchnorm=True):
+    """Phase 2: the whole backbone trains, or only its top `top_layers` layers with weights;
+    without `batchnorm`, its BatchNormalization layers stay frozen (inference mode)."""
+    import keras
+
     backbone = backbone_of(model)
     backbone.trainable = True
-    if top_layers:
-        layers = parts.innermost_layers(backbone)
-        for layer in layers[:-top_layers]:
+    layers = parts.innermost_layers(backbone)
+    for layer in layers[:-top_layers] if top_layers else ():
+        layer.trainable = False
+    for layer in layers if not batchnorm else ():
+        if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
 
@@ -76,15 +86,17 @@ class Transfer(Technique):
     name, order = "transfer", 20
     claims = {"trainable_weights"}
 
-    def __init__(self, flag, fine_tune_layers, fine_tune_learning_rate):
+    def __init__(self, flag, fine_tune_layers, fine_tune_learning_rate, fine_tune_batchnorm=True):
         self.flag = flag
         self.fine_tune_layers = fine_tune_layers
         self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.fine_tune_batchnorm = fine_tune_batchnorm
 
     def phases(self, cfg, total_steps):
         freeze_steps = frozen_steps(cfg, total_steps)
         fine_tune = Phase(freeze_steps, self.fine_tune_learning_rate or cfg.learning_rate,
-                          functools.partial(unfreeze_backbone, top_layers=self.fine_tune_layers))
+                          functools.partial(unfreeze_backbone, top_layers=self.fine_tune_layers,
+                                            batchnorm=self.fine_tune_batchnorm))
         if not freeze_steps:
             return [fine_tune]
         if freeze_steps >= total_steps:
@@ -125,4 +137,4 @@ def from_config(cfg):
         cfg.learning_rate / 10 if frozen else cfg.learning_rate)
     flag = ("--freeze_backbone_steps" if cfg.freeze_backbone_steps else
             "--freeze_backbone_fraction" if cfg.freeze_backbone_fraction else "--fine_tune_layers")
-    return Transfer(flag, cfg.fine_tune_layers, learning_rate)
+    return Transfer(flag, cfg.fine_tune_layers, learning_rate, cfg.fine_tune_batchnorm)
