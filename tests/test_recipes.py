@@ -38,14 +38,15 @@ def image_run(tmp_path, *more):
 def test_the_image_recipe_fills_what_the_user_left_unset_and_records_why(tmp_path):
     cfg = experiment(image_run(tmp_path, "--batch_size=8"))
     assert (cfg.learning_rate, cfg.freeze_backbone_fraction, cfg.keep_best_phase) == \
-        (1e-3, 0.75, True)
+        (3e-3, 0.75, True)
+    assert (cfg.fine_tune_learning_rate, cfg.fine_tune_batchnorm) == (1e-4, False)
     sources = cfg.option_sources
     assert sources["learning_rate"] == {
         "from": "recipe",
         "reason": "image_classification: a new head on a frozen backbone learns at a head's rate"}
     assert sources["batch_size"] == {"from": "command line"}
     assert sources["warmup_ratio"] == {"from": "default"}
-    assert recipes.chosen_lines(cfg)[0].startswith("learning_rate=0.001 (image_classification: ")
+    assert recipes.chosen_lines(cfg)[0].startswith("learning_rate=0.003 (image_classification: ")
     # experiment.json keeps them; flags.cfg re-runs the same values.
     cfg.save(str(tmp_path))
     saved = json.load(open(tmp_path / config.EXPERIMENT_FILE))
@@ -61,9 +62,11 @@ def test_explicit_values_win_and_a_recipe_steps_aside_for_the_users_own_choice(t
         "from": "command line"}
     assert cfg.option_sources["freeze_backbone_steps"] == {"from": "flagfile"}
     # The user chose the frozen phase: the recipe's phase and its fallback step aside.
-    assert (cfg.freeze_backbone_fraction, cfg.keep_best_phase) == (0.0, False)
+    assert (cfg.freeze_backbone_fraction, cfg.keep_best_phase, cfg.fine_tune_batchnorm) == \
+        (0.0, False, True)
     assert recipes.chosen_lines(experiment(image_run(tmp_path), [
-        "--learning_rate=1e-2", "--freeze_backbone_fraction=0.5", "--keep_best_phase=false"],
+        "--learning_rate=1e-2", "--freeze_backbone_fraction=0.5", "--keep_best_phase=false",
+        "--fine_tune_learning_rate=1e-3", "--fine_tune_batchnorm"],
         tmp_path)) == []
 
 
@@ -89,7 +92,7 @@ def test_a_resumed_run_keeps_the_recipe_values_it_recorded(tmp_path):
 def test_helpfull_shows_the_plain_default_and_which_recipes_change_it():
     help_text = flags.FLAGS["learning_rate"].help
     assert flags.FLAGS["learning_rate"].default == 5e-5
-    assert "A recipe may change this default: image_classification (0.001)" in help_text
+    assert "A recipe may change this default: image_classification (0.003)" in help_text
 
 
 def test_a_frozen_phase_longer_than_the_run_or_set_twice_is_refused_naming_both(tmp_path):

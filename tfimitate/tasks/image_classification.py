@@ -77,17 +77,24 @@ class ImageClassification(ClassificationTask):
     RESUME_FIELDS = ("image_column", "label_column", "backbone_layer", "image_size",
                      "image_normalization")
     INPUTS = ("images",)
-    # Transfer learning's recipe: a new head needs a head's rate, and a pretrained image
-    # backbone is best left alone in short runs (benchmarks/results/defaults.md).
+    # Transfer learning's recipe, chosen on Fashion-MNIST (80 steps, 64x64; the defaults
+    # benchmark checks it on other images): a new head learns at a head's rate, a pretrained
+    # backbone is fine-tuned late, slowly, with its BatchNorm statistics kept, and only if that
+    # helps. Test accuracy: head at 1e-3 66.7%, at 3e-3 71.8% (80 steps); 60 head steps then
+    # 20 fine-tuning steps at 1e-4 with BatchNorm training 63.5% (the phase dropped the eval
+    # score from 0.68 to 0.44), with BatchNorm frozen 68.0% (0.68 -> 0.71).
     _OWN_WEIGHT_CHOICE = ("freeze_backbone_steps", "fine_tune_layers", "freeze",
                           "unfreeze_every_steps", "lora_rank")
     RECIPE = (
-        options.Recipe("learning_rate", 1e-3,
+        options.Recipe("learning_rate", 3e-3,
                        "a new head on a frozen backbone learns at a head's rate",
                        unless=_OWN_WEIGHT_CHOICE[2:]),
         options.Recipe("freeze_backbone_fraction", 0.75,
-                       "the head trains alone first; then the backbone is fine-tuned at a "
-                       "tenth of the rate", unless=_OWN_WEIGHT_CHOICE),
+                       "the head trains alone for the first 3/4 of the steps, then the "
+                       "backbone is fine-tuned", unless=_OWN_WEIGHT_CHOICE),
+        options.Recipe("fine_tune_learning_rate", 1e-4,
+                       "a pretrained backbone is fine-tuned at a backbone's rate",
+                       unless=_OWN_WEIGHT_CHOICE),
         options.Recipe("fine_tune_batchnorm", False,
                        "BatchNorm statistics of a few small batches of new images would replace "
                        "ImageNet's", unless=_OWN_WEIGHT_CHOICE),
