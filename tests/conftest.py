@@ -16,6 +16,12 @@ SLOW_VARIANTS = {
     # a second NER export; test_token_classification.py reloads and checks one in the default run
     "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
     "[token_classification]",
+    # a second text export: test_text_classification.py::test_evaluate_predict_and_second_export
+    # exports from the run directory (with parity), test_serving.py::
+    # test_export_has_a_classify_signature_tf_serving_accepts checks warmup for both signatures;
+    # the image variant keeps this check of the contract in the default run
+    "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
+    "[text_classification]",
 }
 
 
