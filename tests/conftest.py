@@ -25,7 +25,7 @@ SLOW_VARIANTS = {
 }
 
 
-# The default run's longest test files, longest first (their --durations in the run of
+# The default run's longest test files, longest first (their times in the run of
 # 2026-12-07). `-n 2 --dist loadfile` hands whole files to the workers in collection order
 # (pyproject turns off xdist's reordering by test count), so the long ones start first and
 # the short ones fill in at the end: the two workers finish together.
@@ -33,10 +33,14 @@ LONGEST_FILES = (
     "test_technique_contract_standalone.py",
     "test_technique_contract.py",
     "test_contract.py",
-    "test_serving.py",
     "test_distillation.py",
+    "test_workflow_faults.py",
     "test_token_classification.py",
     "test_text_classification.py",
+    "test_multi_task.py",
+    "test_serving.py",
+    "test_augment.py",
+    "test_tfds.py",
     "test_integration.py",
 )
 
