@@ -1,5 +1,5 @@
-"""Pytest setup: make tests/helpers.py importable, keep absl quiet, and move a few costly
-parametrized variants to `-m slow`."""
+"""Pytest setup: make tests/helpers.py importable, keep absl quiet, move a few costly
+parametrized variants to `-m slow`, and hand the longest test files out first."""
 
 import os
 import sys
@@ -16,7 +16,33 @@ SLOW_VARIANTS = {
     # a second NER export; test_token_classification.py reloads and checks one in the default run
     "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
     "[token_classification]",
+    # a second text export: test_text_classification.py::test_evaluate_predict_and_second_export
+    # exports from the run directory (with parity), test_serving.py::
+    # test_export_has_a_classify_signature_tf_serving_accepts checks warmup for both signatures;
+    # the image variant keeps this check of the contract in the default run
+    "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
+    "[text_classification]",
 }
+
+
+# The default run's longest test files, longest first (their times in the run of
+# 2026-12-07). `-n 2 --dist loadfile` hands whole files to the workers in collection order
+# (pyproject turns off xdist's reordering by test count), so the long ones start first and
+# the short ones fill in at the end: the two workers finish together.
+LONGEST_FILES = (
+    "test_technique_contract_standalone.py",
+    "test_technique_contract.py",
+    "test_contract.py",
+    "test_distillation.py",
+    "test_workflow_faults.py",
+    "test_token_classification.py",
+    "test_text_classification.py",
+    "test_multi_task.py",
+    "test_serving.py",
+    "test_augment.py",
+    "test_tfds.py",
+    "test_integration.py",
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -25,3 +51,5 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.nodeid.rsplit("/", 1)[-1] in SLOW_VARIANTS:
             item.add_marker(pytest.mark.slow)
+    first = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order

@@ -42,10 +42,16 @@ SAMPLE_FLAGS = {
 REFUSING_TASKS = ("image_classification", "text_classification")
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    """Per task: flags of its sample data on a tiny backbone; and a trained tiny text run."""
-    directory = tmp_path_factory.mktemp("samples")
+# Techniques whose sample flags read the trained base run or its eval file: they train in
+# this file, beside the base run; the others in tests/test_technique_contract_standalone.py,
+# so that the two halves of the contract run on two test workers at once.
+READS_THE_BASE_RUN = tuple(sorted(name for name, flags in SAMPLE_FLAGS.items()
+                                  if {"{run}", "{eval_data}"} & set(flags.values())))
+
+
+def sample_data(directory):
+    """Per task (text_classification, image_classification): flags of its sample data on a
+    tiny backbone, in `directory`."""
     (directory / "text").mkdir()
     (directory / "images").mkdir()
     text, _ = text_classification_data(directory / "text")
@@ -53,8 +59,15 @@ def samples(tmp_path_factory):
     images, _ = image_classification_data(directory / "images")
     for flags in (text, images):
         del flags["test_data"]  # one evaluation per run is enough here
-    data = {"text_classification": text,
-            "image_classification": images}
+    return {"text_classification": text, "image_classification": images}
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    """Per task: flags of its sample data on a tiny backbone; and a trained tiny text run."""
+    directory = tmp_path_factory.mktemp("samples")
+    data = sample_data(directory)
+    text = data["text_classification"]
     run = helpers.experiment(directory / "base", max_steps=2, **text)
     workflow.train(run)
     return data, {"{run}": run.model_dir, "{eval_data}": text["eval_data"]}
@@ -97,16 +110,14 @@ def test_technique_contract_declarations_use_the_known_vocabulary(samples, tmp_p
         assert "trainable_weights" in claims
 
 
-@pytest.fixture(scope="module", params=sorted(SAMPLE_FLAGS))
-def trained(request, samples, tmp_path_factory):
-    """The technique's sample run trained 2 steps (one per technique, shared)."""
-    directory = tmp_path_factory.mktemp(request.param)
-    cfg = experiment(samples, directory, request.param, max_steps=2, checkpoint_steps=1)
-    first = workflow.train(cfg)
-    return request.param, cfg, first
+def train_sample(name, samples, directory):
+    """Technique `name`'s sample run trained 2 steps in `directory`: (name, cfg, metrics)."""
+    cfg = experiment(samples, directory, name, max_steps=2, checkpoint_steps=1)
+    return name, cfg, workflow.train(cfg)
 
 
-def test_technique_contract_trains_resumes_and_exports_with_parity(trained, caplog):
+def check_trains_resumes_and_exports(trained, caplog):
+    """A run of train_sample resumes at step 2, trains to 3 and exports (with parity)."""
     name, cfg, first = trained
     assert first["step"] == 2
     export_dir = os.path.join(os.path.dirname(cfg.model_dir), "export")
@@ -118,6 +129,16 @@ def test_technique_contract_trains_resumes_and_exports_with_parity(trained, capl
     # The export reloaded the SavedModel and matched the trained model (parity) to be written.
     assert os.listdir(export_dir) == ["1"]
     assert os.path.isfile(os.path.join(export_dir, "1", "saved_model.pb"))
+
+
+@pytest.fixture(scope="module", params=READS_THE_BASE_RUN)
+def trained(request, samples, tmp_path_factory):
+    """The technique's sample run trained 2 steps (one per technique, shared)."""
+    return train_sample(request.param, samples, tmp_path_factory.mktemp(request.param))
+
+
+def test_technique_contract_trains_resumes_and_exports_with_parity(trained, caplog):
+    check_trains_resumes_and_exports(trained, caplog)
 
 
 @pytest.mark.parametrize("name", sorted(techniques.TECHNIQUES))
