@@ -66,11 +66,36 @@ def multi_task_data(directory):
         directory, "input.txt", ["john said a good film in paris", "an awful plot"])
 
 
+def text_regression_data(directory):
+    """Flags and a predict input for a small text-pair regression (the score: how many
+    words two texts share, out of 4)."""
+    rng = random.Random(0)
+    words = ["good", "film", "plot", "cast", "music", "story", "scene", "actor"]
+
+    def rows(n):
+        lines = ["text,pair,label"]
+        for i in range(n):
+            first = rng.sample(words, 4)
+            shared = i % 5
+            second = first[:shared] + [w for w in words if w not in first][:4 - shared]
+            lines.append(f"{' '.join(first)},{' '.join(second)},{shared * 1.25:.2f}")
+        return lines
+
+    return dict(
+        train_data=helpers.write_lines(directory, "train.csv", rows(40)),
+        eval_data=helpers.write_lines(directory, "eval.csv", rows(16)),
+        test_data=helpers.write_lines(directory, "test.csv", rows(8)),
+        text_pair_column="pair", normalize_targets=True,
+    ), helpers.write_lines(directory, "input.csv", ["text,pair", "good film,good film",
+                                                     "plot cast,music story"])
+
+
 TASK_DATA = {
     "text_classification": text_classification_data,
     "token_classification": token_classification_data,
     "image_classification": image_classification_data,
     "multi_task": multi_task_data,
+    "text_regression": text_regression_data,
 }
 # Tasks on a transformer text backbone (LoRA targets, layers to freeze, text to replay).
 TEXT_TASKS = ("text_classification", "token_classification")
