@@ -41,6 +41,7 @@ _BUILD_ONLY = flags.DEFINE_bool("build_only", False, "Write the TSVs and stop.")
 _CONFIGS = flags.DEFINE_list("configs", ["text"], f"Runs, in order: {', '.join(CONFIGS)}.")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(harness.ROOT, "runs", "stsb"),
                                 "Where the runs go.")
+_TEST = flags.DEFINE_bool("test", True, "Also score the test split after training.")
 _EXTRA = flags.DEFINE_list("extra_flags", [], "More training flags for every run.")
 
 
@@ -70,30 +71,33 @@ def main(argv):
     if _BUILD_ONLY.value:
         print(f"Wrote {data_dir}/{{train,dev,test}}.tsv")
         return
-    results = harness.load("stsb")
     for name in _CONFIGS.value:
         title, extra = CONFIGS[name]
         model_dir = os.path.join(_RUNS_DIR.value, name)
+        test = [f"--test_data={data_dir}/test.tsv"] if _TEST.value else ["--test_data="]
         run = harness.train(["--flagfile=configs/stsb_minilm.cfg", f"--model_dir={model_dir}",
                              f"--train_data={data_dir}/train.tsv", f"--eval_data={data_dir}/dev.tsv",
-                             f"--test_data={data_dir}/test.tsv", *extra, *_EXTRA.value],
+                             *test, "--export_dir=", *extra, *_EXTRA.value],
                             log=model_dir + ".log")
         read = lambda report: json.load(open(os.path.join(model_dir, "eval", report)))
-        dev, test = read("metrics.json"), read("test_metrics.json")
-        results[name] = {"title": title, "command": run["command"],
-                         "wall_seconds": run["wall_seconds"], "machine": run["machine_before"],
-                         "step": dev["step"],
-                         "dev": {k: dev[k] for k in ("pearson", "spearman", "rmse", "mae", "r2")},
-                         "test": {k: test[k] for k in ("pearson", "spearman", "rmse", "mae", "r2")}}
-        print(json.dumps(results[name], indent=2), flush=True)
-    lines = ["| run | step | dev Pearson | dev Spearman | dev RMSE | test Pearson | test Spearman |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for result in results.values():
-        dev, test = result["dev"], result["test"]
-        lines.append(f"| {result['title']} | {result['step']} | {dev['pearson']:.4f} | "
-                     f"{dev['spearman']:.4f} | {dev['rmse']:.3f} | {test['pearson']:.4f} | "
-                     f"{test['spearman']:.4f} |")
-    harness.save("stsb", results, "\n".join(lines) + "\n")
+        dev = read("metrics.json")
+        test = read("test_metrics.json") if _TEST.value else None
+        keys = ("pearson", "spearman", "rmse", "mae", "r2")
+        result = {"title": title, "command": run["command"], "wall_seconds": run["wall_seconds"],
+                  "machine": run["machine_before"], "step": dev["step"],
+                  "dev": {k: dev[k] for k in keys},
+                  "test": {k: test[k] for k in keys} if test else None}
+        print(json.dumps(result, indent=2), flush=True)
+        results = harness.load("stsb")  # runs of other configs may have finished meanwhile
+        results[name] = result
+        lines = ["| run | step | dev Pearson | dev Spearman | dev RMSE | test Pearson | "
+                 "test Spearman |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        show = lambda part, key: f"{part[key]:.4f}" if part else "not run"
+        for one in results.values():
+            lines.append(f"| {one['title']} | {one['step']} | {show(one['dev'], 'pearson')} | "
+                         f"{show(one['dev'], 'spearman')} | {show(one['dev'], 'rmse')} | "
+                         f"{show(one['test'], 'pearson')} | {show(one['test'], 'spearman')} |")
+        harness.save("stsb", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

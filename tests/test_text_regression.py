@@ -13,7 +13,7 @@ import helpers
 from samples import text_regression_data
 from tfimitate import runs, workflow
 from tfimitate.errors import UserError
-from tfimitate.tasks import text_regression
+from tfimitate.tasks import regression, text_regression
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +63,12 @@ def test_the_export_serves_scores_in_target_units_over_predict_and_regress(train
     expected = task.scores(run, split)
     assert abs(float(np.mean(expected)) - run.cfg.target_mean) < 2 * run.cfg.target_std
     path = os.path.join(cfg.export_dir, "1")
-    served = tf.saved_model.load(path).signatures["serving_default"](
-        text=tf.constant(split.texts), text_pair=tf.constant(split.pairs))["score"].numpy()
+    inputs = task.serving_inputs(split, range(len(split)))
+    assert "" in inputs["genre"] and any(np.isnan(inputs["votes"]))  # missing side values
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    served = serve(**{k: tf.constant(v) for k, v in inputs.items()})["score"].numpy()
     assert served.dtype == np.float32 and served.shape == (len(split),)
-    np.testing.assert_allclose(served, expected, atol=1e-4)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
     graph = saved_model_pb2.SavedModel.FromString(open(os.path.join(path, "saved_model.pb"),
                                                        "rb").read())
@@ -74,10 +76,34 @@ def test_the_export_serves_scores_in_target_units_over_predict_and_regress(train
     assert signature.method_name == inference.REGRESS_METHOD
     request = regression_pb2.RegressionRequest()
     request.model_spec.signature_name = "regress"
-    for serialized in inference.to_examples({"text": split.texts, "text_pair": split.pairs}):
+    for serialized in inference.to_examples(inputs):
         request.input.example_list.examples.add().ParseFromString(serialized)
+    bare = request.input.example_list.examples.add()  # no side features: both missing
+    for name in ("text", "text_pair"):
+        inference.set_feature(bare.features.feature[name], inputs[name][0], name)
     result = inference.regress(Servable(1, path), request)
-    np.testing.assert_allclose([r.value for r in result.regressions], expected, atol=1e-4)
+    missing = serve(text=tf.constant(inputs["text"][:1]), text_pair=tf.constant(inputs["text_pair"][:1]),
+                    genre=tf.constant([""]), votes=tf.constant([np.nan], tf.float32))["score"]
+    np.testing.assert_allclose([r.value for r in result.regressions],
+                               np.append(expected, missing.numpy()), atol=1e-5)
+
+
+def test_side_features_are_learned_on_the_training_split_and_change_the_score(trained):
+    """An unseen genre scores as the out-of-vocabulary slot, not as a crash; the side
+    features reach the head (changing one changes the score); a resume without them is refused."""
+    import tensorflow as tf
+
+    cfg, _, _ = trained
+    stats = json.loads(runs.experiment(cfg.model_dir).side_feature_stats)
+    assert sorted(stats["categorical"]["genre"]) == ["forum", "news"]
+    serve = tf.saved_model.load(os.path.join(cfg.export_dir, "1")).signatures["serving_default"]
+    score = lambda genre, votes: float(serve(
+        text=tf.constant(["good film"]), text_pair=tf.constant(["good plot"]),
+        genre=tf.constant([genre]), votes=tf.constant([votes], tf.float32))["score"][0])
+    assert len({score("news", 10.0), score("forum", 10.0), score("sports", 10.0),
+                score("news", 80.0)}) == 4
+    with pytest.raises(UserError, match="holds a run with --numeric_columns=votes, not None"):
+        workflow.train(cfg.replace(numeric_columns=None, categorical_columns=None))
 
 
 def test_predict_writes_the_score_of_every_row(trained, tmp_path):
@@ -86,14 +112,15 @@ def test_predict_writes_the_score_of_every_row(trained, tmp_path):
     assert workflow.predict(cfg.model_dir, predict_input, output) == 2
     with open(output) as f:
         rows = list(csv.DictReader(f))
-    assert [row["text"] for row in rows] == ["good film", "plot cast"]
+    assert [(row["text"], row["genre"], row["votes"]) for row in rows] == [
+        ("good film", "news", "12.0"), ("plot cast", "sports", "")]
     assert all(np.isfinite(float(row["score"])) for row in rows)
 
 
 def test_a_label_that_is_not_a_number_is_one_error_naming_the_line(trained, tmp_path):
     cfg, _, _ = trained
-    bad = helpers.write_lines(tmp_path, "bad.csv", ["text,pair,label", "a b,a b,4.0",
-                                                    "a c,b c,high"])
+    bad = helpers.write_lines(tmp_path, "bad.csv", ["text,pair,genre,votes,label",
+                                                    "a b,a b,news,1,4.0", "a c,b c,news,2,high"])
     run = cfg.replace(model_dir=str(tmp_path / "run"), export_dir=None, train_data=bad)
     with pytest.raises(UserError, match=r"bad.csv:3: --label_column=label holds 'high', not a "
                                         r"finite number"):
@@ -115,7 +142,7 @@ def test_huber_and_squared_error_per_example_and_no_label_no_loss():
 
 
 def test_regression_metrics_on_known_numbers():
-    evaluation = text_regression.regression_evaluation(
+    evaluation = regression.regression_evaluation(
         np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]), "dev")
     metrics = evaluation.metrics
     assert metrics["rmse"] == pytest.approx(1.0) and metrics["mae"] == pytest.approx(0.5)
@@ -123,5 +150,5 @@ def test_regression_metrics_on_known_numbers():
     assert metrics["pearson"] == pytest.approx(0.9562, abs=1e-4)
     assert metrics["r2"] == pytest.approx(1 - 4 / 5)
     assert evaluation.score == pytest.approx(-1.0)
-    flat = text_regression.regression_evaluation(np.array([1.0, 2.0]), np.array([1.5, 1.5]), "d")
+    flat = regression.regression_evaluation(np.array([1.0, 2.0]), np.array([1.5, 1.5]), "d")
     assert flat.metrics["pearson"] is None and json.dumps(flat.metrics)

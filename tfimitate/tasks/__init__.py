@@ -23,6 +23,7 @@ TASKS = {
     "image_classification": "tfimitate.tasks.image_classification:ImageClassification",
     "multi_task": "tfimitate.tasks.multi_task:MultiTask",
     "text_regression": "tfimitate.tasks.text_regression:TextRegression",
+    "image_regression": "tfimitate.tasks.image_regression:ImageRegression",
 }
 
 
