@@ -41,7 +41,7 @@ from tfimitate.tasks import base, common
 # The one output of a regression model: its name in the label set, labels.txt and serving.
 SCORE = "score"
 HUBER_DELTA = 1.0
-RECORD_DIGITS = 4  # evaluation records round scores, so checkpoint and export records agree
+RECORD_DIGITS = 4  # evaluation rounds scores, so a checkpoint's and its export's reports agree
 
 # Declared once, shared by every regression task (options.merge counts them once).
 OPTIONS = (
@@ -267,11 +267,13 @@ class RegressionTask(base.Task):
 
     def score_split(self, split, predicted):
         """The regression report of `predicted` scores on the labelled `split`, with a
-        record per example."""
+        record per example; scores are rounded to RECORD_DIGITS decimals first, so that a
+        checkpoint and its export (equal within 1e-5) give the same report."""
+        predicted = np.round(np.asarray(predicted, np.float64), RECORD_DIGITS)
         evaluation = regression_evaluation(np.array(split.targets, np.float64), predicted,
                                            os.path.basename(os.path.normpath(split.source)))
         records = [dict(self.example(split, i), label=split.targets[i],
-                        predicted=round(float(p), RECORD_DIGITS))
+                        predicted=float(p))
                    for i, p in enumerate(predicted)]
         return dataclasses.replace(evaluation, predictions=records)
 
