@@ -71,3 +71,36 @@ def test_bad_side_columns_are_one_error_and_write_nothing(tmp_path, changes, mes
     with pytest.raises(UserError, match=message):
         workflow.train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_text_classifier_with_side_features_serves_raw_values_and_missing_ones(tmp_path):
+    """Side features work for classification too: learned on the training split, joined to
+    the pooled output, encoded inside the export; `classify` takes tf.Examples that leave them
+    out (missing) and agrees with serving_default given the missing values."""
+    import tensorflow as tf
+
+    from tfimitate import runs
+    from tfimitate.serving import inference
+
+    rows = ["text,plan,age,label"] + [
+        f"{text},{['pro', 'free', ''][i % 3]},{'' if i % 5 == 0 else i},{label}"
+        for i, (text, label) in enumerate(helpers.sentiment_rows(24))]
+    train = helpers.write_lines(tmp_path, "train.csv", rows)
+    cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_bert_preset(tmp_path), max_steps=2,
+                             train_data=train, eval_data=train, numeric_columns=("age",),
+                             categorical_columns=("plan",), export_dir=str(tmp_path / "export"))
+    workflow.train(cfg)
+    stats = json.loads(runs.experiment(cfg.model_dir).side_feature_stats)
+    assert stats["categorical"]["plan"] == ["free", "pro"] and "age" in stats["numeric"]
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))
+    texts = ["a good film", "an awful plot"]
+    served = loaded.signatures["serving_default"](
+        text=tf.constant(texts), plan=tf.constant(["", ""]),
+        age=tf.constant([NAN, NAN], tf.float32))["probabilities"].numpy()
+    classified = loaded.signatures["classify"](
+        inputs=tf.constant(inference.to_examples({"text": texts})))["scores"].numpy()
+    np.testing.assert_allclose(classified, served, atol=1e-6)
+    other = loaded.signatures["serving_default"](
+        text=tf.constant(texts), plan=tf.constant(["pro", "enterprise"]),
+        age=tf.constant([3.0, 90.0], tf.float32))["probabilities"].numpy()
+    assert not np.allclose(other, served)  # the side features reach the head

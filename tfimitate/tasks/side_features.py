@@ -37,11 +37,11 @@ MISSING_TEXT = ("", "null", "none", "nan", "na")
 OPTIONS = (
     options.names(
         "numeric_columns", None,
-        "text_regression: numeric columns of the data file fed beside the text (standardised "
+        "Text tasks: numeric columns of the data file fed beside the text (standardised "
         "with the training split's mean/std; missing: the mean plus a missing indicator)."),
     options.names(
         "categorical_columns", None,
-        "text_regression: categorical columns of the data file fed beside the text (one-hot "
+        "Text tasks: categorical columns of the data file fed beside the text (one-hot "
         "over the training split's values plus an out-of-vocabulary slot; missing: a missing "
         "indicator)."),
     options.string(
@@ -126,7 +126,7 @@ def width(stats):
     return 2 * len(stats["numeric"]) + sum(len(v) + 2 for v in stats["categorical"].values())
 
 
-def specs(stats):
+def specs_of(stats):
     """Serving inputs of the side columns: {name: tf.TensorSpec [None] float32 or string}."""
     import tensorflow as tf
 
@@ -164,3 +164,72 @@ def encode(stats, values):
         parts += [hits, outside[:, tf.newaxis], tf.cast(missing, tf.float32)[:, tf.newaxis]]
     parts = [p[:, tf.newaxis] if p.shape.rank == 1 else p for p in parts]
     return tf.concat(parts, axis=1)
+
+
+# ---- What a task with side features calls ----------------------------------------------
+
+# Prefix of the raw side columns among a training example's values.
+PREFIX = "side/"
+
+
+def stats_of(cfg):
+    """The run's parsed --side_feature_stats, or None without side features."""
+    return json.loads(cfg.side_feature_stats) if cfg.side_feature_stats else None
+
+
+def learned(cfg, train):
+    """{"side_feature_stats": ...} learned on the training split `train` (its `side`
+    columns) when side columns are given and not already learned, else {}."""
+    numeric, categorical = columns(cfg)
+    if not (numeric or categorical) or cfg.side_feature_stats:
+        return {}
+    return {"side_feature_stats": learn({n: train.side[n] for n in numeric},
+                                        {n: train.side[n] for n in categorical}, train.source)}
+
+
+def read_row(values, cfg, where):
+    """The side columns' cells `values` (in columns(cfg) order) parsed: {name: value}."""
+    numeric, categorical = columns(cfg)
+    return {name: parse_numeric(value, where, name) if i < len(numeric)
+            else parse_categorical(value) for i, (name, value) in
+            enumerate(zip(numeric + categorical, values))}
+
+
+def example_columns(side):
+    """The raw side columns of a split (name -> values) as tf.data example values
+    ("side/<name>": float32 or tf.string)."""
+    import tensorflow as tf
+
+    return {f"{PREFIX}{name}": tf.constant(
+        values, tf.float32 if values and isinstance(values[0], float) else tf.string)
+        for name, values in side.items()}
+
+
+def add_encoded(batch, features, stats):
+    """Pops the raw side columns from the example `batch` (a dict) and, with `stats`, adds
+    their encoding to the model `features` as `side_features`."""
+    side = {key[len(PREFIX):]: batch.pop(key) for key in list(batch) if key.startswith(PREFIX)}
+    if stats:
+        features[INPUT] = encode(stats, side)
+
+
+def join(inputs, pooled, stats):
+    """(model inputs, pooled features) with the side features' input added and joined to
+    the pooled output (unchanged without `stats`)."""
+    if not stats:
+        return inputs, pooled
+    import keras
+
+    side = keras.Input((width(stats),), name=INPUT)
+    joined = keras.layers.Concatenate(name="with_side_features")(
+        [pooled, keras.ops.cast(side, pooled.dtype)])
+    return dict(inputs, **{INPUT: side}), joined
+
+
+def serving(specs, front, stats):
+    """A serving signature's (specs, front) with the raw side columns as inputs, encoded
+    in the graph (unchanged without `stats`)."""
+    if not stats:
+        return specs, front
+    joined = lambda inputs: dict(front(inputs), **{INPUT: encode(stats, inputs)})
+    return dict(specs, **specs_of(stats)), joined

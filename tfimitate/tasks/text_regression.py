@@ -54,10 +54,9 @@ class Split:
 
 def read_split(path, cfg, flag, with_labels=True):
     """One table (or tfds: split) as a Split; rows with an empty text are dropped and counted."""
-    numeric, categorical = side_features.columns(cfg)
-    side = {name: [] for name in numeric + categorical}
+    side = {name: [] for name in sum(side_features.columns(cfg), ())}
     columns = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    columns += numeric + categorical
+    columns += side
     if with_labels:
         columns.append(cfg.label_column)
     texts, pairs, targets, lines, empty = [], [], [], [], 0
@@ -70,10 +69,9 @@ def read_split(path, cfg, flag, with_labels=True):
         texts.append(values[0])
         if cfg.text_pair_column:
             pairs.append(values[1])
-        for offset, name in enumerate(numeric + categorical):
-            value = row.values[first + offset]
-            side[name].append(side_features.parse_numeric(value, f"{path}:{row.line}", name)
-                              if offset < len(numeric) else side_features.parse_categorical(value))
+        for name, value in side_features.read_row(row.values[first:first + len(side)], cfg,
+                                                  f"{path}:{row.line}").items():
+            side[name].append(value)
         targets.append(parse_target(row.values[-1], f"{path}:{row.line}",
                                     f"--label_column={cfg.label_column}")
                        if with_labels else None)
@@ -84,15 +82,6 @@ def read_split(path, cfg, flag, with_labels=True):
         raise UserError(f"{flag}={path}: no examples with a non-empty text; check the file "
                         "and --text_column.")
     return Split(path, texts, pairs if cfg.text_pair_column else None, targets, lines, side)
-
-
-def side_stats(cfg):
-    """The run's parsed --side_feature_stats, or None without side features."""
-    return json.loads(cfg.side_feature_stats) if cfg.side_feature_stats else None
-
-
-# Prefix of the raw side columns among a training example's values.
-SIDE = "side/"
 
 
 class TextRegression(RegressionTask):
@@ -115,12 +104,8 @@ class TextRegression(RegressionTask):
         """The regression splits; with side columns, their preprocessing learned on the
         training split (unless given) as --side_feature_stats."""
         data = super().load_data(cfg)
-        numeric, categorical = side_features.columns(cfg)
-        if not (numeric or categorical) or cfg.side_feature_stats:
-            return data
-        stats = side_features.learn({n: data.train.side[n] for n in numeric},
-                                    {n: data.train.side[n] for n in categorical}, data.train.source)
-        return dataclasses.replace(data, learned=dict(data.learned, side_feature_stats=stats))
+        return dataclasses.replace(
+            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
 
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table, or inputs to predict: a .txt file (one text per line) or a table."""
@@ -158,12 +143,7 @@ class TextRegression(RegressionTask):
                 pooled = outputs["sequence_output"][:, 0, :]
         else:
             pooled = outputs[:, 0, :]
-        stats = side_stats(cfg)
-        if stats:
-            side = keras.Input((side_features.width(stats),), name=side_features.INPUT)
-            inputs = dict(inputs, **{side_features.INPUT: side})
-            pooled = keras.layers.Concatenate(name="with_side_features")(
-                [pooled, keras.ops.cast(side, pooled.dtype)])
+        inputs, pooled = side_features.join(inputs, pooled, side_features.stats_of(cfg))
         score = common.logits_head(pooled, cfg, num_outputs, "regressor")
         return keras.Model(inputs, score, name="text_regressor")
 
@@ -199,17 +179,13 @@ class TextRegression(RegressionTask):
         (float32 or strings) encoded in the graph by side_features.encode."""
         from tfimitate.tasks import text_classification
 
-        specs, text_front = text_classification.TextClassification().serving_signature(run)
-        stats = side_stats(run.cfg)
-        if not stats:
-            return specs, text_front
-        front = lambda inputs: dict(text_front(inputs), **{
-            side_features.INPUT: side_features.encode(stats, inputs)})
-        return dict(specs, **side_features.specs(stats)), front
+        return side_features.serving(
+            *text_classification.TextClassification().serving_signature(run),
+            side_features.stats_of(run.cfg))
 
     def example_defaults(self, run):
         """A side feature left out of a tf.Example is missing."""
-        stats = side_stats(run.cfg)
+        stats = side_features.stats_of(run.cfg)
         return side_features.example_defaults(stats) if stats else {}
 
     def serving_inputs(self, split, indices):
@@ -223,16 +199,14 @@ class TextRegression(RegressionTask):
 
 
 def _examples(split, extra):
-    """The split's raw examples: `text` (and `pair`) strings, the side columns (as
-    "side/<name>": float32 or strings) plus per-example values."""
+    """The split's raw examples: `text` (and `pair`) strings, the side columns
+    (side_features.example_columns) plus per-example values."""
     import tensorflow as tf
 
     examples = {"text": tf.constant(split.texts)}
     if split.pairs is not None:
         examples["pair"] = tf.constant(split.pairs)
-    examples.update({f"{SIDE}{name}": tf.constant(
-        values, tf.float32 if values and isinstance(values[0], float) else tf.string)
-        for name, values in split.side.items()})
+    examples.update(side_features.example_columns(split.side))
     examples.update({key: tf.constant(values) for key, values in extra.items()})
     return examples
 
@@ -244,12 +218,10 @@ def _encoder(preprocessor, side_feature_stats):
 
     def encode(batch):
         batch = dict(batch)
-        side = {key[len(SIDE):]: batch.pop(key) for key in list(batch) if key.startswith(SIDE)}
         text = batch.pop("text")
         # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
         features = preprocessor(x=(text, batch.pop("pair")) if "pair" in batch else text)
-        if stats:
-            features[side_features.INPUT] = side_features.encode(stats, side)
+        side_features.add_encoded(batch, features, stats)
         features.update(batch)
         return features
 
