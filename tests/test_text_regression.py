@@ -152,3 +152,21 @@ def test_regression_metrics_on_known_numbers():
     assert evaluation.score == pytest.approx(-1.0)
     flat = regression.regression_evaluation(np.array([1.0, 2.0]), np.array([1.5, 1.5]), "d")
     assert flat.metrics["pearson"] is None and json.dumps(flat.metrics)
+
+
+def test_a_student_distils_from_a_regression_teacher_run(trained, tmp_path):
+    """The soft targets are the teacher run's scores (its eval report is reproduced from
+    them), and the distillation term is the squared error to the standardised score."""
+    import tensorflow as tf
+
+    cfg, metrics, _ = trained
+    student = cfg.replace(model_dir=str(tmp_path / "student"), export_dir=None, max_steps=2,
+                          teacher=cfg.model_dir, distill_alpha=0.0)
+    workflow.train(student)
+    report = json.load(open(os.path.join(student.model_dir, "eval", "distill.json")))
+    assert report["teacher"]["eval"]["rmse"] == pytest.approx(metrics["rmse"], abs=1e-6)
+    assert -1.0 <= report["agreement"]["eval"] <= 1.0
+    task = text_regression.TextRegression()
+    scaled = runs.experiment(cfg.model_dir).replace(target_mean=2.0, target_std=0.5)
+    loss = task.soft_target_loss(tf.constant([[3.0], [2.0]]), tf.constant([[1.0], [1.0]]), scaled)
+    np.testing.assert_allclose(loss.numpy(), [(1.0 - 2.0) ** 2, 1.0])

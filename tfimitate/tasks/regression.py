@@ -301,6 +301,32 @@ class RegressionTask(base.Task):
         return [dict(self.example(split, i), score=float(score))
                 for i, score in enumerate(self.scores(run, split))]
 
+    # ---- Soft targets (distillation from a regression teacher) ------------------------
+
+    def probabilities(self, run, split):
+        """The model's scores as per-example soft targets: float32 [examples, 1], in the
+        targets' units (tasks/base.py SoftTargets; a teacher's scores for distillation)."""
+        return self.scores(run, split)[:, np.newaxis]
+
+    def served_probabilities(self, split, predict):
+        """The scores of a served regressor (`predict("serving_default", inputs)` returns
+        one `score` per example) as float32 [examples, 1]."""
+        inputs = self.serving_inputs(split, range(len(split)))
+        return np.asarray(predict("serving_default", inputs), np.float32).reshape(-1, 1)
+
+    def score_probabilities(self, split, probabilities, labels):
+        """The regression report of per-example scores [examples, 1] on `split`."""
+        del labels
+        return self.score_split(split, np.asarray(probabilities)[:, 0])
+
+    def soft_target_loss(self, teacher, outputs, cfg):
+        """Per-example squared error between the (standardised) output and the teacher's
+        score standardised likewise: what distillation uses instead of a KL divergence."""
+        import tensorflow as tf
+
+        mean, std = target_scale(cfg)
+        return tf.square(outputs[:, 0] - (teacher[:, 0] - mean) / std)
+
     # ---- Serving ---------------------------------------------------------------------
 
     def example_defaults(self, run):

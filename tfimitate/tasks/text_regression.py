@@ -118,6 +118,31 @@ class TextRegression(RegressionTask):
                          [line for line, _ in numbered])
         return read_split(path, cfg, flag, with_labels)
 
+    def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()):
+        """`split` plus the texts of `path` without a target (a .txt file, one text per line,
+        or the `column`, default --text_column, of a table); texts already in `split` or an
+        `exclude` split are dropped."""
+        extra = self.read(path, cfg.replace(text_column=column or cfg.text_column), flag,
+                          with_labels=False)
+        key = lambda s, i: (s.texts[i], s.pairs[i] if s.pairs is not None else None)
+        seen = {key(s, i) for s in (split, *exclude) for i in range(len(s))}
+        keep = [i for i in range(len(extra)) if key(extra, i) not in seen]
+        if len(keep) < len(extra):
+            logging.warning("%s: dropped %d unlabelled texts already in the training, eval or "
+                            "test data.", path, len(extra) - len(keep))
+        if not keep:
+            raise UserError(f"{flag}={path}: every text is already in the training, eval or test "
+                            "data; give other unlabelled text.")
+        if set(extra.side) != set(split.side) or (extra.pairs is None) != (split.pairs is None):
+            raise UserError(f"{flag}={path}: give the same columns as the training data "
+                            "(text pair and side columns).")
+        extra = extra.subset(keep, path)
+        join = lambda a, b: None if a is None else a + b
+        return Split(f"{split.source} + {path} (unlabelled)", split.texts + extra.texts,
+                     join(split.pairs, extra.pairs), split.targets + extra.targets,
+                     split.lines + extra.lines,
+                     {name: values + extra.side[name] for name, values in split.side.items()})
+
     def example(self, split, i):
         """{"text": ..., "pair": ..., side column: value} (the pair for text pairs; None for
         a missing side value)."""
