@@ -42,6 +42,7 @@ _CONFIGS = flags.DEFINE_list("configs", ["text"], f"Runs, in order: {', '.join(C
 _RUNS_DIR = flags.DEFINE_string("runs_dir", os.path.join(harness.ROOT, "runs", "stsb"),
                                 "Where the runs go.")
 _TEST = flags.DEFINE_bool("test", True, "Also score the test split after training.")
+_RESULTS = flags.DEFINE_string("results", "stsb", "Name of the results in benchmarks/results/.")
 _EXTRA = flags.DEFINE_list("extra_flags", [], "More training flags for every run.")
 
 
@@ -88,7 +89,7 @@ def main(argv):
                   "dev": {k: dev[k] for k in keys},
                   "test": {k: test[k] for k in keys} if test else None}
         print(json.dumps(result, indent=2), flush=True)
-        results = harness.load("stsb")  # runs of other configs may have finished meanwhile
+        results = harness.load(_RESULTS.value)  # runs of other configs may have finished meanwhile
         results[name] = result
         lines = ["| run | step | dev Pearson | dev Spearman | dev RMSE | test Pearson | "
                  "test Spearman |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -97,7 +98,7 @@ def main(argv):
             lines.append(f"| {one['title']} | {one['step']} | {show(one['dev'], 'pearson')} | "
                          f"{show(one['dev'], 'spearman')} | {show(one['dev'], 'rmse')} | "
                          f"{show(one['test'], 'pearson')} | {show(one['test'], 'spearman')} |")
-        harness.save("stsb", results, "\n".join(lines) + "\n")
+        harness.save(_RESULTS.value, results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
