@@ -73,6 +73,8 @@ def test_bad_side_columns_are_one_error_and_write_nothing(tmp_path, changes, mes
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a training and an export (about 30 s of CPU); text_regression's test and
+# contract cover the same side-feature code in the default run
 def test_a_text_classifier_with_side_features_serves_raw_values_and_missing_ones(tmp_path):
     """Side features work for classification too: learned on the training split, joined to
     the pooled output, encoded inside the export; `classify` takes tf.Examples that leave them

@@ -154,6 +154,7 @@ def test_regression_metrics_on_known_numbers():
     assert flat.metrics["pearson"] is None and json.dumps(flat.metrics)
 
 
+@pytest.mark.slow  # a second training (about 20 s of CPU); the contract checks the soft targets
 def test_a_student_distils_from_a_regression_teacher_run(trained, tmp_path):
     """The soft targets are the teacher run's scores (its eval report is reproduced from
     them), and the distillation term is the squared error to the standardised score."""
