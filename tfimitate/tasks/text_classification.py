@@ -122,6 +122,7 @@ class TextClassification(ClassificationTask):
         to predict: a .txt file (one per line) or a table read with --text_column."""
         if with_labels or readers.base_suffix(path) != ".txt":
             if streams.streamed(path, cfg.stream_data, flag):
+                _refuse_side_features(path, cfg, flag)
                 return text_stream.open_split(path, cfg, flag, with_labels)
             return read_split(path, cfg, flag, with_labels)
         numbered = common.read_text_lines(path, flag, "text")
@@ -137,11 +138,7 @@ class TextClassification(ClassificationTask):
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
         if prepared.is_prepared(cfg.train_data) or streams.streamed(
                 cfg.train_data, cfg.stream_data, "--train_data"):
-            if any(side_features.columns(cfg)):
-                raise UserError(f"--train_data={cfg.train_data} is streamed or prepared, which "
-                                "carries no side columns yet; give one file under 64 MiB with "
-                                "--stream_data=off, or train without --numeric_columns/"
-                                "--categorical_columns.")
+            _refuse_side_features(cfg.train_data, cfg, "--train_data")
             return self._large_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
@@ -209,6 +206,7 @@ class TextClassification(ClassificationTask):
         """ClassificationTask.read_file; a streamed file is checked against the model's labels
         as it streams; a prepared directory gives its eval (else test, else train) shards."""
         if with_labels and prepared.is_prepared(path):
+            _refuse_side_features(path, cfg, flag)
             manifest = self._manifest(path, cfg, flag)
             role = next(r for r in ("eval", "test", "holdout", "train") if r in manifest.files)
             return text_stream.open_prepared(manifest, role, flag, cfg.labels)
@@ -384,6 +382,14 @@ class TextClassification(ClassificationTask):
             inputs["text_pair"] = [split.pairs[i] for i in indices]
         inputs.update({name: [values[i] for i in indices] for name, values in split.side.items()})
         return inputs
+
+
+def _refuse_side_features(path, cfg, flag):
+    """Streamed and prepared data carry no side columns yet: refused with them."""
+    if any(side_features.columns(cfg)):
+        raise UserError(f"{flag}={path} is streamed or prepared, which carries no side columns "
+                        "yet; give one file under 64 MiB with --stream_data=off, or train "
+                        "without --numeric_columns/--categorical_columns.")
 
 
 def _drop_duplicates(split):
