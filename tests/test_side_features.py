@@ -106,3 +106,14 @@ def test_a_text_classifier_with_side_features_serves_raw_values_and_missing_ones
         text=tf.constant(texts), plan=tf.constant(["pro", "enterprise"]),
         age=tf.constant([3.0, 90.0], tf.float32))["probabilities"].numpy()
     assert not np.allclose(other, served)  # the side features reach the head
+
+
+def test_a_plain_text_input_to_a_run_with_side_features_is_refused(tmp_path):
+    from tfimitate import tasks
+
+    texts = helpers.write_lines(tmp_path, "input.txt", ["a good film"])
+    for task in ("text_regression", "text_classification"):
+        cfg = helpers.experiment(tmp_path, task=task, categorical_columns=("genre",))
+        with pytest.raises(UserError, match=r"input.txt: this run reads side features; give a "
+                                            r"table with the --numeric_columns"):
+            tasks.get_task(task).read_file(texts, cfg, "--input", with_labels=False)

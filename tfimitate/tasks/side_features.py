@@ -73,6 +73,14 @@ def check_columns(cfg, used):
             owner[name] = flag
 
 
+def refuse_plain_text(cfg, path, flag):
+    """Refuses a .txt input (texts only) to a run with side features."""
+    if any(columns(cfg)):
+        raise UserError(f"{flag}={path}: this run reads side features; give a table with the "
+                        "--numeric_columns/--categorical_columns columns beside the text, not a "
+                        ".txt file.")
+
+
 def parse_numeric(value, where, column):
     """A numeric cell as a float, NaN when missing; one UserError naming `where` for text."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -125,6 +125,7 @@ class TextClassification(ClassificationTask):
                 _refuse_side_features(path, cfg, flag)
                 return text_stream.open_split(path, cfg, flag, with_labels)
             return read_split(path, cfg, flag, with_labels)
+        side_features.refuse_plain_text(cfg, path, flag)
         numbered = common.read_text_lines(path, flag, "text")
         return Split(path, [line for _, line in numbered], None, [""] * len(numbered),
                      [i for i, _ in numbered])
@@ -233,10 +234,7 @@ class TextClassification(ClassificationTask):
         `exclude` split, and repeats, are dropped and counted; texts count as equal when their
         lower-cased letters and digits are (SST-2's "it 's" is Rotten Tomatoes' "It's")."""
         if readers.base_suffix(path) == ".txt":
-            if any(side_features.columns(cfg)):
-                raise UserError(f"{flag}={path}: side features need their columns beside the "
-                                "text; give a table with the --numeric_columns/"
-                                "--categorical_columns columns, not a .txt file.")
+            side_features.refuse_plain_text(cfg, path, flag)
             if cfg.text_pair_column:
                 raise UserError(f"{flag}={path}: a text-pair task needs a table with the "
                                 f"--text_pair_column={cfg.text_pair_column} column, not a .txt file.")

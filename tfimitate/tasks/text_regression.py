@@ -110,6 +110,7 @@ class TextRegression(RegressionTask):
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table, or inputs to predict: a .txt file (one text per line) or a table."""
         if not with_labels and readers.base_suffix(path) == ".txt":
+            side_features.refuse_plain_text(cfg, path, flag)
             if cfg.text_pair_column:
                 raise UserError(f"{flag}={path}: a text-pair task needs a table with the "
                                 f"--text_pair_column={cfg.text_pair_column} column, not a .txt file.")
