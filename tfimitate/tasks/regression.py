@@ -43,7 +43,7 @@ SCORE = "score"
 HUBER_DELTA = 1.0
 RECORD_DIGITS = 4  # evaluation rounds scores, so a checkpoint's and its export's reports agree
 
-# Declared once, shared by every regression task (options.merge counts them once).
+# Every regression task reads these; text_regression declares them (an option has one owner).
 OPTIONS = (
     options.choice(
         "regression_loss", "mse", ("mse", "huber"),
@@ -148,7 +148,6 @@ def _plot_residuals(true, predicted, path, title):
 class RegressionTask(base.Task):
     """A task that gives each example one number (see the module)."""
 
-    OPTIONS = OPTIONS
     # Besides the subclass's own input columns.
     RESUME_FIELDS = ("label_column", "regression_loss", "normalize_targets")
     # serving_default (raw inputs) and regress (tf.Examples, TF Serving's Regress API).

@@ -26,7 +26,7 @@ from absl import logging
 from tfimitate import backbones
 from tfimitate.data import readers
 from tfimitate.errors import UserError
-from tfimitate.tasks import common, side_features
+from tfimitate.tasks import common, regression, side_features
 from tfimitate.tasks.regression import RegressionTask, parse_target
 
 
@@ -88,7 +88,9 @@ class TextRegression(RegressionTask):
     """Text regression (see the module)."""
 
     NAME = "text_regression"
-    OPTIONS = RegressionTask.OPTIONS + side_features.OPTIONS
+    # The regression options (read by every regression task) are declared here; the side
+    # features' by text_classification (an option has one owner).
+    OPTIONS = regression.OPTIONS
     RESUME_FIELDS = ("text_column", "text_pair_column", "numeric_columns",
                      "categorical_columns") + RegressionTask.RESUME_FIELDS
     INPUTS = ("text", "word_pieces")
