@@ -22,6 +22,14 @@ SLOW_VARIANTS = {
     # the image variant keeps this check of the contract in the default run
     "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
     "[text_classification]",
+    # text_regression reads text as text_classification does (same front end, perturbation
+    # and text techniques); test_text_regression.py checks its export, regress and parity
+    "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
+    "[text_regression]",
+    "test_contract.py::test_contract_robustness_report_of_the_checkpoint_and_of_the_export"
+    "[text_regression]",
+    "test_contract.py::test_contract_robust_techniques_train_a_text_task_or_are_refused"
+    "[text_regression]",
 }
 
 

@@ -66,11 +66,65 @@ def multi_task_data(directory):
         directory, "input.txt", ["john said a good film in paris", "an awful plot"])
 
 
+def text_regression_data(directory):
+    """Flags and a predict input for a small text-pair regression (the score: how many
+    words two texts share, out of 4, plus 1 for genre "news"), with side features: a
+    categorical `genre` and a numeric `votes`, each sometimes missing (empty)."""
+    rng = random.Random(0)
+    words = ["good", "film", "plot", "cast", "music", "story", "scene", "actor"]
+
+    def rows(n):
+        lines = ["text,pair,genre,votes,label"]
+        for i in range(n):
+            first = rng.sample(words, 4)
+            shared = i % 5
+            second = first[:shared] + [w for w in words if w not in first][:4 - shared]
+            genre = ["news", "forum", ""][i % 3]
+            votes = "" if i % 7 == 3 else str(rng.randint(0, 90))
+            lines.append(f"{' '.join(first)},{' '.join(second)},{genre},{votes},"
+                         f"{shared * 1.25 + (genre == 'news'):.2f}")
+        return lines
+
+    return dict(
+        train_data=helpers.write_lines(directory, "train.csv", rows(40)),
+        eval_data=helpers.write_lines(directory, "eval.csv", rows(16)),
+        test_data=helpers.write_lines(directory, "test.csv", rows(8)),
+        text_pair_column="pair", normalize_targets=True, categorical_columns=("genre",),
+        numeric_columns=("votes",),
+    ), helpers.write_lines(directory, "input.csv", ["text,pair,genre,votes",
+                                                     "good film,good film,news,12",
+                                                     "plot cast,music story,sports,"])
+
+
+def image_regression_data(directory):
+    """Flags (a tiny image backbone too) and a predict input for a small image regression:
+    a listing of images whose target is their mean brightness (0-1)."""
+    import image_helpers
+
+    def listing(name, count, seed):
+        (directory / name).mkdir()
+        lines = ["path,label"]
+        for i in range(count):
+            array = image_helpers.image_array(seed + i, i)
+            image_helpers.save_image(array, str(directory / name / f"{i}.png"))
+            lines.append(f"{name}/{i}.png,{array.mean() / 255:.4f}")
+        return helpers.write_lines(directory, f"{name}.csv", lines)
+
+    image_helpers.write_image_folder(directory / "input", {"any": 2})
+    return dict(
+        backbone=image_helpers.tiny_image_preset(directory),
+        train_data=listing("train", 16, 0), eval_data=listing("eval", 6, 100),
+        test_data=listing("test", 4, 200), normalize_targets=True,
+    ), str(directory / "input")
+
+
 TASK_DATA = {
     "text_classification": text_classification_data,
     "token_classification": token_classification_data,
     "image_classification": image_classification_data,
     "multi_task": multi_task_data,
+    "text_regression": text_regression_data,
+    "image_regression": image_regression_data,
 }
 # Tasks on a transformer text backbone (LoRA targets, layers to freeze, text to replay).
 TEXT_TASKS = ("text_classification", "token_classification")

@@ -63,7 +63,7 @@ def train(cfg):
     data = task.load_data(cfg)
     if cfg.cv_folds:
         data = crossval.fold_data(data, cfg)
-    cfg = cfg.replace(labels=tuple(data.labels))
+    cfg = cfg.replace(labels=tuple(data.labels), **data.learned)
     if cfg.export_dir:
         export_lib.next_version(cfg.export_dir)  # fail now, not after training
     return _train(task, cfg, data, strategy)

@@ -7,7 +7,7 @@ Example:
 import collections
 import dataclasses
 import random
-from typing import Any, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from absl import logging
 
@@ -16,12 +16,15 @@ from tfimitate.errors import UserError
 
 @dataclasses.dataclass
 class Data:
-    """A task's splits (its own Split type) and the model's label set."""
+    """A task's splits (its own Split type) and the model's label set; `learned`: Experiment
+    fields the task learned from the training split (e.g. text_regression's target_mean and
+    target_std), which the run saves with its experiment."""
 
     train: Any
     eval: Any
     test: Optional[Any]
     labels: Tuple[str, ...]
+    learned: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def hold_out(split, fraction, seed, train_data):

@@ -22,6 +22,8 @@ TASKS = {
     "token_classification": "tfimitate.tasks.token_classification:TokenClassification",
     "image_classification": "tfimitate.tasks.image_classification:ImageClassification",
     "multi_task": "tfimitate.tasks.multi_task:MultiTask",
+    "text_regression": "tfimitate.tasks.text_regression:TextRegression",
+    "image_regression": "tfimitate.tasks.image_regression:ImageRegression",
 }
 
 

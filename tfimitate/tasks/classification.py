@@ -271,7 +271,13 @@ class ClassificationTask(base.Task):
         inputs as the features of serialized tf.Examples (TF Serving's Classify API)."""
         specs, front = self.serving_signature(run)
         return _server_class()(run.model, run.preprocessor, self.serving_assets(labels_file),
-                               specs, front)
+                               specs, front, self.example_defaults(run))
+
+    def example_defaults(self, run):
+        """Inputs a tf.Example of the `classify` signature may leave out: name -> the value
+        that stands for it. Default: none (every input is required)."""
+        del run
+        return {}
 
     def serving_examples(self, split):
         """The first 32 examples of `split` as serving_default inputs."""
@@ -348,7 +354,7 @@ def _server_class():
         vocabulary is the asset `labels_asset` read into a lookup table.
         """
 
-        def __init__(self, model, preprocessor, assets, specs, front):
+        def __init__(self, model, preprocessor, assets, specs, front, defaults):
             super().__init__(model=model)
             self.preprocessor = preprocessor
             for name, asset in assets.items():
@@ -361,7 +367,8 @@ def _server_class():
             names = list(specs)
             self.serve = tf.function(lambda *inputs: self._classify(dict(zip(names, inputs))),
                                      input_signature=list(specs.values()))
-            features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype)
+            features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype,
+                                                    default_value=defaults.get(name))
                         for name, spec in specs.items()}
             self.classify = tf.function(  # calls serve's graph (traced once) on the features
                 lambda inputs: self._classify_examples(self.serve(*map(

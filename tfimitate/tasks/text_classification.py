@@ -15,8 +15,9 @@ Example:
 
 import dataclasses
 import functools
+import json
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from absl import logging
@@ -24,7 +25,7 @@ from absl import logging
 from tfimitate import backbones, options
 from tfimitate.data import prepared, readers, splits, streams
 from tfimitate.errors import UserError
-from tfimitate.tasks import common, text_stream
+from tfimitate.tasks import common, side_features, text_stream
 from tfimitate.tasks.classification import ClassificationTask
 
 
@@ -33,6 +34,7 @@ class Split:
     """Examples of one data file, in file order (compared and hashed by identity).
 
     A label of None is the "no label" marker (unlabelled training text, see `add_unlabeled`).
+    `side`: side column -> values (tasks/side_features.py).
     """
 
     source: str
@@ -40,6 +42,7 @@ class Split:
     pairs: Optional[List[str]]
     labels: List[Optional[str]]
     lines: List[int]
+    side: Dict[str, list] = dataclasses.field(default_factory=dict)
 
     def __len__(self):
         return len(self.texts)
@@ -47,7 +50,7 @@ class Split:
     def subset(self, indices, source):
         pick = lambda values: None if values is None else [values[i] for i in indices]
         return Split(source, pick(self.texts), pick(self.pairs), pick(self.labels),
-                     pick(self.lines))
+                     pick(self.lines), {name: pick(v) for name, v in self.side.items()})
 
     def hold_out_keys(self):
         """Each example's key for the hashed hold-out (data/splits.py `held_out`)."""
@@ -62,6 +65,9 @@ def read_split(path, cfg, flag, with_labels=True, column_flag="--text_column"):
     columns = [cfg.text_column]
     if cfg.text_pair_column:
         columns.append(cfg.text_pair_column)
+    side = {name: [] for name in sum(side_features.columns(cfg), ())}
+    first = len(columns)
+    columns += side
     if with_labels:
         columns.append(cfg.label_column)
     rows = readers.read_rows(path, columns, flag, cfg.tfds_data_dir)
@@ -78,13 +84,16 @@ def read_split(path, cfg, flag, with_labels=True, column_flag="--text_column"):
         texts.append(values[0])
         if cfg.text_pair_column:
             pairs.append(values[1])
+        for name, value in side_features.read_row(row.values[first:first + len(side)], cfg,
+                                                  f"{path}:{row.line}").items():
+            side[name].append(value)
         labels.append(values[-1].strip() if with_labels else "")
         lines.append(row.line)
     if empty:
         logging.warning("%s: skipped %d rows with an empty text.", path, empty)
     if not texts:
         raise UserError(f"{flag}={path}: no examples with a non-empty text; check the file and {column_flag}.")
-    return Split(path, texts, pairs if cfg.text_pair_column else None, labels, lines)
+    return Split(path, texts, pairs if cfg.text_pair_column else None, labels, lines, side)
 
 
 
@@ -96,17 +105,27 @@ class TextClassification(ClassificationTask):
         options.string(
             "text_pair_column", None,
             "Column holding the second text of pair tasks (entailment, paraphrase)."),
-    )
-    RESUME_FIELDS = ("text_column", "text_pair_column", "label_column")
+    ) + side_features.OPTIONS
+    RESUME_FIELDS = ("text_column", "text_pair_column", "label_column", "numeric_columns",
+                     "categorical_columns")
     INPUTS = ("text", "word_pieces")
+
+    def validate(self, cfg):
+        """ClassificationTask.validate, and side columns named once."""
+        super().validate(cfg)
+        side_features.check_columns(cfg, {"--text_column": cfg.text_column,
+                                          "--text_pair_column": cfg.text_pair_column,
+                                          "--label_column": cfg.label_column})
 
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
         to predict: a .txt file (one per line) or a table read with --text_column."""
         if with_labels or readers.base_suffix(path) != ".txt":
             if streams.streamed(path, cfg.stream_data, flag):
+                _refuse_side_features(path, cfg, flag)
                 return text_stream.open_split(path, cfg, flag, with_labels)
             return read_split(path, cfg, flag, with_labels)
+        side_features.refuse_plain_text(cfg, path, flag)
         numbered = common.read_text_lines(path, flag, "text")
         return Split(path, [line for _, line in numbered], None, [""] * len(numbered),
                      [i for i, _ in numbered])
@@ -120,10 +139,12 @@ class TextClassification(ClassificationTask):
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
         if prepared.is_prepared(cfg.train_data) or streams.streamed(
                 cfg.train_data, cfg.stream_data, "--train_data"):
+            _refuse_side_features(cfg.train_data, cfg, "--train_data")
             return self._large_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
-        return data
+        return dataclasses.replace(
+            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
 
     def _large_data(self, cfg):
         """Streamed files or prepared shards (tasks/text_stream.py): train and held-out
@@ -186,6 +207,7 @@ class TextClassification(ClassificationTask):
         """ClassificationTask.read_file; a streamed file is checked against the model's labels
         as it streams; a prepared directory gives its eval (else test, else train) shards."""
         if with_labels and prepared.is_prepared(path):
+            _refuse_side_features(path, cfg, flag)
             manifest = self._manifest(path, cfg, flag)
             role = next(r for r in ("eval", "test", "holdout", "train") if r in manifest.files)
             return text_stream.open_prepared(manifest, role, flag, cfg.labels)
@@ -200,8 +222,11 @@ class TextClassification(ClassificationTask):
         return text_stream.reading(streamed)
 
     def example(self, split, i):
-        """{"text": ..., "pair": ...} (the pair for text pairs)."""
-        return dict({"text": split.texts[i]}, **({"pair": split.pairs[i]} if split.pairs else {}))
+        """{"text": ..., "pair": ...} (the pair for text pairs) and side values (None: missing)."""
+        record = dict({"text": split.texts[i]}, **({"pair": split.pairs[i]} if split.pairs else {}))
+        for name, values in split.side.items():
+            record[name] = None if values[i] == "" or values[i] != values[i] else values[i]
+        return record
 
     def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()):
         """`split` plus the texts of `path` without a label: a .txt file (one text per line)
@@ -209,6 +234,7 @@ class TextClassification(ClassificationTask):
         `exclude` split, and repeats, are dropped and counted; texts count as equal when their
         lower-cased letters and digits are (SST-2's "it 's" is Rotten Tomatoes' "It's")."""
         if readers.base_suffix(path) == ".txt":
+            side_features.refuse_plain_text(cfg, path, flag)
             if cfg.text_pair_column:
                 raise UserError(f"{flag}={path}: a text-pair task needs a table with the "
                                 f"--text_pair_column={cfg.text_pair_column} column, not a .txt file.")
@@ -234,7 +260,8 @@ class TextClassification(ClassificationTask):
         pick = lambda values, extra_values: None if values is None else values + [extra_values[i] for i in keep]
         return Split(f"{split.source} + {path} (unlabelled)", pick(split.texts, extra.texts),
                      pick(split.pairs, extra.pairs), pick(split.labels, extra.labels),
-                     pick(split.lines, extra.lines))
+                     pick(split.lines, extra.lines),
+                     {name: pick(v, extra.side[name]) for name, v in split.side.items()})
 
     def make_preprocessor(self, cfg):
         """The backbone's keras-hub preprocessor (tokenizer + packer) at --sequence_length."""
@@ -252,6 +279,7 @@ class TextClassification(ClassificationTask):
                 pooled = outputs["sequence_output"][:, 0, :]
         else:
             pooled = outputs[:, 0, :]
+        inputs, pooled = side_features.join(inputs, pooled, side_features.stats_of(cfg))
         logits = common.logits_head(pooled, cfg, num_outputs, "classifier")
         return keras.Model(inputs, logits, name="text_classifier")
 
@@ -270,9 +298,10 @@ class TextClassification(ClassificationTask):
         extras = dict(extras or {})
         examples = _examples(split, {"labels": self.label_ids(split, run.labels), **extras})
         texts = ("text",) if split.pairs is None else ("text", "pair")
-        return common.training_batches(run, examples, _encoder(run.preprocessor),
-                                       _pads(run.preprocessor), texts,
-                                       split_labels=("labels", *extras), untrimmed=tuple(extras))
+        return common.training_batches(
+            run, examples, _encoder(run.preprocessor, run.cfg.side_feature_stats),
+            _pads(run.preprocessor), texts, split_labels=("labels", *extras),
+            untrimmed=(side_features.INPUT, *extras))
 
     def evaluate(self, run, split):
         """ClassificationTask.evaluate; a streamed split is scored batch by batch, without a
@@ -303,7 +332,7 @@ class TextClassification(ClassificationTask):
     def prediction_batches(self, run, split):
         """Tokenized batches of (features, example index), cached per split."""
         return _prediction_batches(split, run.preprocessor, run.cfg.batch_size,
-                                   run.cfg.sequence_length)
+                                   run.cfg.sequence_length, run.cfg.side_feature_stats)
 
     def perturbed(self, split, change):
         """A copy of `split` whose texts and pairs are split at spaces into words, changed
@@ -312,7 +341,7 @@ class TextClassification(ClassificationTask):
         changed = [" ".join(words) for words in change([text.split() for text in texts], False)]
         pairs = None if split.pairs is None else changed[len(split):]
         return Split(f"{split.source} (perturbed)", changed[:len(split)], pairs, split.labels,
-                     split.lines)
+                     split.lines, split.side)
 
     def serving_signature(self, run):
         """Raw strings `text` (and `text_pair` with --text_pair_column), tokenized in the
@@ -336,14 +365,29 @@ class TextClassification(ClassificationTask):
             longest = lengths.served_length(longest, preprocessor.sequence_length)
             return {k: v[:, :longest] for k, v in features.items()}
 
-        return specs, front
+        return side_features.serving(specs, front, side_features.stats_of(run.cfg))
+
+    def example_defaults(self, run):
+        """A side feature left out of a tf.Example is missing."""
+        stats = side_features.stats_of(run.cfg)
+        return side_features.example_defaults(stats) if stats else {}
 
     def serving_inputs(self, split, indices):
         """{"text": [...]} (and "text_pair" for pairs)."""
+        indices = list(indices)
         inputs = {"text": [split.texts[i] for i in indices]}
         if split.pairs is not None:
             inputs["text_pair"] = [split.pairs[i] for i in indices]
+        inputs.update({name: [values[i] for i in indices] for name, values in split.side.items()})
         return inputs
+
+
+def _refuse_side_features(path, cfg, flag):
+    """Streamed and prepared data carry no side columns yet: refused with them."""
+    if any(side_features.columns(cfg)):
+        raise UserError(f"{flag}={path} is streamed or prepared, which carries no side columns "
+                        "yet; give one file under 64 MiB with --stream_data=off, or train "
+                        "without --numeric_columns/--categorical_columns.")
 
 
 def _drop_duplicates(split):
@@ -392,17 +436,22 @@ def _examples(split, extra):
     examples = {"text": tf.constant(split.texts)}
     if split.pairs is not None:
         examples["pair"] = tf.constant(split.pairs)
+    examples.update(side_features.example_columns(split.side))
     examples.update({key: tf.constant(values) for key, values in extra.items()})
     return examples
 
 
-def _encoder(preprocessor):
-    """A batch of examples -> the preprocessor's features plus the other values."""
+def _encoder(preprocessor, side_feature_stats=None):
+    """A batch of examples -> the preprocessor's features, the encoded side features
+    (`side_features`, with `side_feature_stats`) plus the other values."""
+    stats = json.loads(side_feature_stats) if side_feature_stats else None
+
     def encode(batch):
         batch = dict(batch)
         text = batch.pop("text")
         # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
         features = preprocessor(x=(text, batch.pop("pair")) if "pair" in batch else text)
+        side_features.add_encoded(batch, features, stats)
         features.update(batch)
         return features
 
@@ -414,7 +463,7 @@ def _pads(preprocessor):
 
 
 @functools.lru_cache(maxsize=8)
-def _prediction_batches(split, preprocessor, batch_size, sequence_length):
+def _prediction_batches(split, preprocessor, batch_size, sequence_length, side_feature_stats):
     """Tokenized, cached batches of (features, example index), built once per split."""
     import tensorflow as tf
 
@@ -423,6 +472,6 @@ def _prediction_batches(split, preprocessor, batch_size, sequence_length):
     features = pipelines.encoded(
         tf.data.Dataset.from_tensor_slices(
             _examples(split, {"index": np.arange(len(split), dtype=np.int64)})),
-        _encoder(preprocessor))
+        _encoder(preprocessor, side_feature_stats), untrimmed=(side_features.INPUT,))
     return pipelines.batches(features, batch_size, sequence_length, _pads(preprocessor),
                              split_labels=("index",))

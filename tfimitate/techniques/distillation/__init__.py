@@ -18,7 +18,9 @@ words) or feed the loop's per-example average across replicas; its KL
 (`keras.losses.kl_divergence`) is used here per unit instead.
 With `--student_layers=K` the student is the teacher's backbone cut to K layers
 (`cut_layers.py`), initialised from the teacher run's weights before the first step.
-After training, eval/distill.json compares teacher and student.
+After training, eval/distill.json compares teacher and student (for a regression, whose
+soft targets are the teacher's scores, the task's `soft_target_loss`, a squared error, replaces
+the KL term, and `agreement` is the correlation of student and teacher scores).
 
 Example:
     python -m tfimitate.train --flagfile=configs/distill_sst2_l3.cfg
@@ -242,12 +244,13 @@ class Distillation(Technique):
             self._check_cut_student(teacher, cfg)
         teacher.check(split)
         matrix = label_matrix(teacher.labels, data.labels, cfg.teacher_label_map, cfg.teacher)
+        scores = callable(getattr(task, "soft_target_loss", None))  # a regression: no classes
         directory = os.path.join(cfg.model_dir, CACHE_SUBDIR)
         for name, part in (("train", split), ("eval", data.eval), ("test", data.test)):
             if part is not None:
                 probs = teacher_cache.cached_outputs(directory, teacher.fingerprint, part,
                                                      teacher.probabilities)
-                self.outputs[name] = to_student(probs, matrix)
+                self.outputs[name] = probs if scores else to_student(probs, matrix)
         self.teacher = teacher
         self.transfer = {"examples": len(split), "labelled": labelled,
                          "unlabelled": len(split) - labelled}
@@ -287,16 +290,22 @@ class Distillation(Technique):
     def wrap_loss(self, step_loss, run):
         import tensorflow as tf
 
+        from tfimitate.tasks import get_task
+
         cfg = run.cfg
         alpha, temperature = cfg.distill_alpha, cfg.distill_temperature
+        # A task whose soft targets are not class probabilities (a regression's scores)
+        # gives its own loss against them.
+        task_loss = getattr(get_task(cfg.task), "soft_target_loss", None)
+        soft_loss = (lambda teacher, logits: task_loss(teacher, logits, cfg)) if task_loss \
+            else (lambda teacher, logits: distillation_loss(teacher, logits, temperature))
 
         def distilled(model, inputs, labels):
             rest = {k: v for k, v in labels.items() if k != "teacher"}
             recorder = _Recorder(model)
             gold = step_loss(recorder, inputs, rest["labels"] if list(rest) == ["labels"] else rest)
             logits = tf.cast(recorder.outputs[0], tf.float32)
-            return alpha * gold + (1.0 - alpha) * distillation_loss(
-                labels["teacher"], logits, temperature)
+            return alpha * gold + (1.0 - alpha) * soft_loss(labels["teacher"], logits)
 
         return distilled
 
@@ -320,7 +329,8 @@ class Distillation(Technique):
                       "student": task.score_probabilities(split, student, run.labels).scalars()}
             for who in ("teacher", "student"):
                 report[who][name] = scores[who]
-            agreement = float(np.mean(student.argmax(-1) == teacher.argmax(-1)))
+            agreement = float(np.mean(student.argmax(-1) == teacher.argmax(-1))) \
+                if teacher.shape[-1] > 1 else float(np.corrcoef(student[:, 0], teacher[:, 0])[0, 1])
             report["agreement"][name] = agreement
             lines.append(f"{name:>5} ({split.source}): " + "; ".join(
                 f"{who} {_headline(scores[who])}" for who in ("teacher", "student"))
@@ -338,5 +348,6 @@ class Distillation(Technique):
 
 def _headline(scalars):
     return ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()
-                     if k in ("accuracy", "macro_f1", "f1", "precision", "recall"))
+                     if k in ("accuracy", "macro_f1", "f1", "precision", "recall", "rmse",
+                              "pearson"))
 

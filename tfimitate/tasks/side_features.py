@@ -1,0 +1,243 @@
+"""Structured side features: numeric and categorical columns beside the text, preprocessed
+by TF ops learned on the training split, the same in tf.data and inside the exported graph.
+
+`--numeric_columns=a,b` and `--categorical_columns=c` name columns of the same file. What is
+learned on the training split only (saved with the run as --side_feature_stats, JSON):
+- numeric: the mean and standard deviation of the present values; a value becomes
+  (value - mean) / std, and a missing value (empty, `null`, NaN) the learned default, the
+  mean (0 after scaling), with a missing indicator of 1 beside it;
+- categorical: the vocabulary (at most MAX_VOCABULARY most frequent values, ties by
+  value); a value becomes a one-hot vector over it plus an out-of-vocabulary slot, and a
+  missing value (empty, `null`) all zeros with a missing indicator of 1.
+So every column gives [value, missing] or [one-hot..., OOV, missing]; the concatenation
+(`encode`) is joined to the backbone's pooled output before the head. A served request
+sends raw values: numeric columns as float32 (NaN: missing), categorical ones as strings
+("" : missing); in a tf.Example an absent feature is missing.
+
+Example:
+    stats = learn({"age": [3.0, nan, 5.0]}, {"plan": ["pro", "", "free"]}, "train.csv")
+    features = encode(json.loads(stats), {"age": ages, "plan": plans})  # float32 [n, 2 + 4]
+"""
+
+import collections
+import json
+import math
+
+import numpy as np
+from absl import logging
+
+from tfimitate import options
+from tfimitate.errors import UserError
+
+MAX_VOCABULARY = 1000
+# The model input that carries the encoded side features.
+INPUT = "side_features"
+MISSING_TEXT = ("", "null", "none", "nan", "na")
+
+OPTIONS = (
+    options.names(
+        "numeric_columns", None,
+        "Text tasks: numeric columns of the data file fed beside the text (standardised "
+        "with the training split's mean/std; missing: the mean plus a missing indicator)."),
+    options.names(
+        "categorical_columns", None,
+        "Text tasks: categorical columns of the data file fed beside the text (one-hot "
+        "over the training split's values plus an out-of-vocabulary slot; missing: a missing "
+        "indicator)."),
+    options.string(
+        "side_feature_stats", None,
+        "Learned on the training split for --numeric_columns/--categorical_columns and saved "
+        "with the run (JSON: means, stds, vocabularies); not set by hand."),
+)
+
+
+def columns(cfg):
+    """(numeric, categorical) column names of `cfg` (empty tuples when unset)."""
+    return tuple(cfg.numeric_columns or ()), tuple(cfg.categorical_columns or ())
+
+
+def check_columns(cfg, used):
+    """Refuses a side column named twice: in the lists, or as one of the `used` columns
+    ({flag: column}, e.g. the text, pair and label columns).
+
+    Example:
+        check_columns(cfg, {"--text_column": "text", "--label_column": "score"})
+    """
+    numeric, categorical = columns(cfg)
+    owner = {column: flag for flag, column in used.items() if column}
+    for flag, names in (("--numeric_columns", numeric), ("--categorical_columns", categorical)):
+        for name in names:
+            if name in owner:
+                raise UserError(f"{flag}: column '{name}' is named twice (also by {owner[name]}); "
+                                "give each column once.")
+            owner[name] = flag
+
+
+def refuse_plain_text(cfg, path, flag):
+    """Refuses a .txt input (texts only) to a run with side features."""
+    if any(columns(cfg)):
+        raise UserError(f"{flag}={path}: this run reads side features; give a table with the "
+                        "--numeric_columns/--categorical_columns columns beside the text, not a "
+                        ".txt file.")
+
+
+def parse_numeric(value, where, column):
+    """A numeric cell as a float, NaN when missing; one UserError naming `where` for text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    text = str(value).strip()
+    if text.lower() in MISSING_TEXT:
+        return math.nan
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise UserError(f"{where}: --numeric_columns={column} holds {text!r}, not a number; fix "
+                        "the row, or leave the cell empty (a missing value).")
+    return number
+
+
+def parse_categorical(value):
+    """A categorical cell as a string, "" when missing."""
+    text = "" if value is None else str(value).strip()
+    return "" if text.lower() in MISSING_TEXT else text
+
+
+def learn(numeric, categorical, source):
+    """The preprocessing of the training columns (name -> values) as a JSON string:
+    {"numeric": {name: [mean, std]}, "categorical": {name: [values]}}; warns about a
+    categorical column with one value (it carries nothing)."""
+    stats = {"numeric": {}, "categorical": {}}
+    for name, values in numeric.items():
+        present = np.array([v for v in values if not math.isnan(v)], np.float64)
+        mean = float(present.mean()) if len(present) else 0.0
+        std = float(present.std()) if len(present) else 0.0
+        stats["numeric"][name] = [mean, std if std > 0 else 1.0]
+        if len(present) < len(values):
+            logging.info("%s: --numeric_columns=%s: %d of %d values missing (they get the mean "
+                         "%.4g and a missing indicator).", source, name,
+                         len(values) - len(present), len(values), mean)
+    for name, values in categorical.items():
+        counts = collections.Counter(v for v in values if v)
+        vocabulary = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        if len(vocabulary) <= 1:
+            logging.warning("%s: --categorical_columns=%s has %s in the training data; it "
+                            "cannot tell examples apart.", source, name,
+                            f"one value only ({vocabulary[0]!r})" if vocabulary else "no value")
+        stats["categorical"][name] = vocabulary[:MAX_VOCABULARY]
+    return json.dumps(stats, sort_keys=True)
+
+
+def width(stats):
+    """The number of encoded features of `stats` (a parsed --side_feature_stats)."""
+    return 2 * len(stats["numeric"]) + sum(len(v) + 2 for v in stats["categorical"].values())
+
+
+def specs_of(stats):
+    """Serving inputs of the side columns: {name: tf.TensorSpec [None] float32 or string}."""
+    import tensorflow as tf
+
+    found = {name: tf.TensorSpec([None], tf.float32, name=name) for name in stats["numeric"]}
+    found.update({name: tf.TensorSpec([None], tf.string, name=name)
+                  for name in stats["categorical"]})
+    return found
+
+
+def example_defaults(stats):
+    """What a tf.Example without a side feature stands for: missing (NaN or "")."""
+    found = {name: math.nan for name in stats["numeric"]}
+    found.update({name: "" for name in stats["categorical"]})
+    return found
+
+
+def encode(stats, values):
+    """float32 [batch, width(stats)] from the raw columns `values` (name -> tensor [batch]:
+    float32 with NaN for numeric, tf.string with "" for categorical), in TF ops only
+    (core TensorFlow: they run in tf.data and in TF Serving alike)."""
+    import tensorflow as tf
+
+    parts = []
+    for name, (mean, std) in sorted(stats["numeric"].items()):
+        value = tf.cast(values[name], tf.float32)
+        missing = tf.math.is_nan(value)
+        parts += [tf.where(missing, 0.0, (value - mean) / std), tf.cast(missing, tf.float32)]
+    for name, vocabulary in sorted(stats["categorical"].items()):
+        value = values[name]
+        missing = tf.equal(value, "")
+        hits = tf.cast(tf.equal(value[:, tf.newaxis], tf.constant(vocabulary or [""], tf.string)
+                                [tf.newaxis, :len(vocabulary)]), tf.float32)
+        known = tf.reduce_max(tf.pad(hits, [[0, 0], [0, 1]]), axis=1)
+        outside = tf.where(missing, 0.0, 1.0 - known)
+        parts += [hits, outside[:, tf.newaxis], tf.cast(missing, tf.float32)[:, tf.newaxis]]
+    parts = [p[:, tf.newaxis] if p.shape.rank == 1 else p for p in parts]
+    return tf.concat(parts, axis=1)
+
+
+# ---- What a task with side features calls ----------------------------------------------
+
+# Prefix of the raw side columns among a training example's values.
+PREFIX = "side/"
+
+
+def stats_of(cfg):
+    """The run's parsed --side_feature_stats, or None without side features."""
+    return json.loads(cfg.side_feature_stats) if cfg.side_feature_stats else None
+
+
+def learned(cfg, train):
+    """{"side_feature_stats": ...} learned on the training split `train` (its `side`
+    columns) when side columns are given and not already learned, else {}."""
+    numeric, categorical = columns(cfg)
+    if not (numeric or categorical) or cfg.side_feature_stats:
+        return {}
+    return {"side_feature_stats": learn({n: train.side[n] for n in numeric},
+                                        {n: train.side[n] for n in categorical}, train.source)}
+
+
+def read_row(values, cfg, where):
+    """The side columns' cells `values` (in columns(cfg) order) parsed: {name: value}."""
+    numeric, categorical = columns(cfg)
+    return {name: parse_numeric(value, where, name) if i < len(numeric)
+            else parse_categorical(value) for i, (name, value) in
+            enumerate(zip(numeric + categorical, values))}
+
+
+def example_columns(side):
+    """The raw side columns of a split (name -> values) as tf.data example values
+    ("side/<name>": float32 or tf.string)."""
+    import tensorflow as tf
+
+    return {f"{PREFIX}{name}": tf.constant(
+        values, tf.float32 if values and isinstance(values[0], float) else tf.string)
+        for name, values in side.items()}
+
+
+def add_encoded(batch, features, stats):
+    """Pops the raw side columns from the example `batch` (a dict) and, with `stats`, adds
+    their encoding to the model `features` as `side_features`."""
+    side = {key[len(PREFIX):]: batch.pop(key) for key in list(batch) if key.startswith(PREFIX)}
+    if stats:
+        features[INPUT] = encode(stats, side)
+
+
+def join(inputs, pooled, stats):
+    """(model inputs, pooled features) with the side features' input added and joined to
+    the pooled output (unchanged without `stats`)."""
+    if not stats:
+        return inputs, pooled
+    import keras
+
+    side = keras.Input((width(stats),), name=INPUT)
+    joined = keras.layers.Concatenate(name="with_side_features")(
+        [pooled, keras.ops.cast(side, pooled.dtype)])
+    return dict(inputs, **{INPUT: side}), joined
+
+
+def serving(specs, front, stats):
+    """A serving signature's (specs, front) with the raw side columns as inputs, encoded
+    in the graph (unchanged without `stats`)."""
+    if not stats:
+        return specs, front
+    joined = lambda inputs: dict(front(inputs), **{INPUT: encode(stats, inputs)})
+    return dict(specs, **specs_of(stats)), joined
