@@ -200,6 +200,35 @@ CASES = [
     Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/b.cfg"],
          {"b.cfg": b"--task=text_classification\n--labels=\xff\n"},
          "{tmp}/b.cfg:2: bytes are not valid UTF-8"),
+    # --- a resumed run whose data now gives other labels (issue 30, cause 3), every task alike
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv"],
+         {"t.csv": "text,label\n" + ROWS,
+          "run/experiment.json": '{"train_data": "{tmp}/t.csv", "labels": ["neg", "pos"]}'},
+         "--model_dir={tmp}/run holds a run trained on the labels (neg, pos), but its data now "
+         "gives (0, 1); resuming would reuse the model's outputs under other labels"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv"],
+         {"t.csv": "text,label\n" + ROWS,
+          "run/experiment.json": '{"train_data": "{tmp}/t.csv", "labels": ["1", "0"]}'},
+         "holds a run whose labels are in the order (1, 0), not (0, 1); re-run with --labels=1,0"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/a.cfg"],
+         {"t.csv": "text,label\n" + ROWS,
+          "a.cfg": "--task=text_classification\n--train_data={tmp}/t.csv\n",
+          "run/experiment.json": '{"task": "multi_task", "subtasks": ["{tmp}/a.cfg"], '
+                                 '"labels": ["a:bad", "a:good"]}'},
+         "holds a run trained on the labels (a:bad, a:good), but its data now gives (a:0, a:1)"),
+    # --- contradictory or meaningless flags (issue 30, cause 6)
+    *[Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", *given],
+           {"t.csv": "text,label\n"}, expected) for given, expected in [
+        (["init_from={tmp}/old", "label_map=a=1,a=0"],
+         "--label_map maps 'a' twice (a=1, a=0); give each label of this run one OLD label."),
+        (["lora_alpha=8"], "--lora_alpha needs --lora_rank=R (R > 0): without it no adapters"),
+        (["lora_targets=query,key"], "--lora_targets needs --lora_rank=R (R > 0)"),
+    ]],
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--train_data={tmp}/t.csv",
+                             "--subtasks={tmp}/a.cfg"], {"t.csv": "text,label\n", "a.cfg": ""},
+         "--subtasks needs --task=multi_task: --task=text_classification reads no subtask files"),
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--task=multi_task"], {},
+         "--task=multi_task needs --subtasks=FILE,FILE"),
     # --- search spaces and cross-validation (issue 16, item 8)
     Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
          {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},

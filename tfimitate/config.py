@@ -430,7 +430,8 @@ def validate_for_training(cfg):
     if not cfg.model_dir:
         raise UserError("--model_dir is required: say where checkpoints and logs go.")
     if cfg.task == "multi_task" and not cfg.subtasks:  # its data is in the subtask files
-        raise UserError("--task=multi_task needs --subtasks=FILE,FILE: one flagfile per subtask.")
+        raise UserError("--task=multi_task needs --subtasks=FILE,FILE: one flagfile per subtask "
+                        "(see README, Multi-task learning).")
     if cfg.subtasks and cfg.task != "multi_task":
         raise UserError(f"--subtasks needs --task=multi_task: --task={cfg.task} reads no subtask "
                         "files; drop one of them.")
