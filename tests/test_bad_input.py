@@ -251,6 +251,9 @@ CASES = [
          "{tmp}/s.cfg:1: '0.95' is not a valid --dropout (it must be at most 0.9); fix the value."),
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=11"],
          {"t.csv": "text,label\n" + ROWS}, "--cv_folds=11 is more than the 8 training example(s) of label '1'"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=2"],
+         {"t.csv": "text,label\n" + ROWS + "a lone one,2\n"},
+         "label '2' has only one training example in {tmp}/t.csv, so no two folds can both hold it"),
     # --- client input (issue 9, item 10)
     Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": b"fine\nbad \xff\n"},
          "texts.txt:2: bytes are not valid UTF-8"),
