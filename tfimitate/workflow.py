@@ -172,9 +172,9 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
         split = task.load_data(cfg).eval
     perturbed = robustness.perturb(task, split, perturbations, perturb_seed)
     if saved_model:
-        import tensorflow as tf
+        from tfimitate.serving import saved_models
 
-        loaded = tf.saved_model.load(saved_model)
+        loaded = saved_models.load(saved_model, "--saved_model")
         score = lambda s: task.evaluate_saved_model(loaded, s, cfg.labels)
         step = runs.exported_from(saved_model).get("step")
         prefix, model = "saved_model_", files.abspath(saved_model)

@@ -261,16 +261,11 @@ class SavedModelTeacher(_ServedTeacher):
     kind = "saved_model"
 
     def __init__(self, spec, path, task, cfg):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (the TF Text ops exported tokenizers use)
+        from tfimitate.serving import saved_models
 
         super().__init__(spec, task, cfg)
         self.path = path
-        try:
-            self.loaded = tf.saved_model.load(path)
-        except Exception as error:  # TensorFlow raises many types for broken SavedModels
-            raise UserError(f"--teacher={spec}: the SavedModel at {path} does not load "
-                            f"({str(error).strip().splitlines()[0][:200]}).") from None
+        self.loaded = saved_models.load(path, f"--teacher={spec}")
         index = os.path.join(path, "variables", "variables.index")
         self.fingerprint = _digest("saved_model", _read(os.path.join(path, "saved_model.pb")),
                                    _read(index) if files.isfile(index) else b"",
