@@ -21,7 +21,8 @@ from tfimitate.config import Experiment, validate_for_training
 from tfimitate.data import readers, splits
 from tfimitate.errors import UserError
 from tfimitate.search import space
-from tfimitate.serving import client
+from tfimitate.serving import client, servables
+from tfimitate.techniques.distillation import teachers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = "".join(f"row {i},{i % 2}\n" for i in range(20))  # a clean CSV body
@@ -54,6 +55,7 @@ def _train(*assignments):
 IN_PROCESS = {
     "workflow.train": _train,
     "workflow.predict": workflow.predict,
+    "workflow.export": workflow.export,
     "read_rows": lambda path, columns: readers.read_rows(path, columns.split(","), "--train_data"),
     "Experiment.load": Experiment.load,
     "validate_for_training": lambda field, value: validate_for_training(
@@ -62,6 +64,8 @@ IN_PROCESS = {
     "client.read_texts": client.read_texts,
     "backbones.max_sequence_length": backbones.max_sequence_length,
     "space.read": space.read,
+    "open_teacher": lambda spec: teachers.open_teacher(spec, None, None, None),
+    "numeric_versions": servables.numeric_versions,
 }
 
 Case = collections.namedtuple("Case", "entry args files expected")
@@ -138,6 +142,17 @@ CASES = [
          "run/experiment.json is damaged (not a JSON object); restore it from a backup."),
     Case("backbones.max_sequence_length", ["{tmp}/model"], {"model/config.json": '{"max_position'},
          "--backbone={tmp}/model: cannot read {tmp}/model/config.json"),
+    # --- a store that does not answer (issue 30, cause 11): every path through files.py
+    Case("Experiment.load", ["nope://bucket/run"], {},
+         "nope://bucket/run/experiment.json cannot be reached (File system scheme 'nope' not "
+         "implemented"),
+    Case("open_teacher", ["nope://bucket/teacher"], {}, "nope://bucket/teacher cannot be reached"),
+    Case("numeric_versions", ["nope://bucket/models/sst2"], {},
+         "nope://bucket/models/sst2 cannot be reached"),
+    Case("workflow.export", ["{tmp}/run", ""], {}, "--export_dir is empty; give a folder path."),
+    Case("workflow.train", ["model_dir={tmp}/run", "export_dir=/proc/tfimitate/export",
+                            "train_data={tmp}/t.csv"], {"t.csv": ""},
+         "--export_dir=/proc/tfimitate/export: cannot write there (No such file or directory)"),
     # --- output paths and data a run cannot use, before anything is written (items 3, 7, 8, 10)
     Case("workflow.train", ["model_dir={tmp}/f", "train_data={tmp}/t.csv"], {"f": "x", "t.csv": ""},
          "--model_dir={tmp}/f is a file, not a folder; choose another path."),
