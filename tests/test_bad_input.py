@@ -52,6 +52,12 @@ def _train(*assignments):
     return workflow.train(Experiment(**values))
 
 
+def _search():
+    from tfimitate.search import tuner  # imports keras-tuner (TensorFlow): only when needed
+
+    return tuner
+
+
 IN_PROCESS = {
     "workflow.train": _train,
     "workflow.predict": workflow.predict,
@@ -64,6 +70,8 @@ IN_PROCESS = {
     "client.read_texts": client.read_texts,
     "backbones.max_sequence_length": backbones.max_sequence_length,
     "space.read": space.read,
+    "check_trials": lambda train, path: _search().check_trials(
+        Experiment(model_dir="run", train_data=train), space.read(path)),
     "open_teacher": lambda spec: teachers.open_teacher(spec, None, None, None),
     "numeric_versions": servables.numeric_versions,
 }
@@ -264,6 +272,10 @@ CASES = [
          "{tmp}/s.cfg:1: --epochs does not take uniform values; use int_range(...)."),
     Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--dropout=uniform(0,0.95)\n"},
          "{tmp}/s.cfg:1: '0.95' is not a valid --dropout (it must be at most 0.9); fix the value."),
+    Case("check_trials", ["{tmp}/t.csv", "{tmp}/s.cfg"],
+         {"t.csv": "text,label\n" + ROWS,
+          "s.cfg": "--task=choice(text_classification,token_classification)\n"},
+         "{tmp}/s.cfg:1: --task=token_classification cannot train ("),
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=11"],
          {"t.csv": "text,label\n" + ROWS}, "--cv_folds=11 is more than the 8 training example(s) of label '1'"),
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=2"],
