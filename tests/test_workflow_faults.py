@@ -190,3 +190,38 @@ def test_predict_on_words_without_tags_and_an_all_o_training_set(tmp_path):
     with pytest.raises(UserError, match="every tag is O"):
         workflow.train(cfg)
     assert not os.path.exists(cfg.model_dir)
+
+
+def test_a_full_disk_while_checkpointing_leaves_no_temp_folder_and_is_one_line(tmp_path):
+    import tensorflow as tf
+
+    from tfimitate.training import checkpoints
+
+    class FullDisk:
+        directory = str(tmp_path)
+
+        def save(self, checkpoint_number):  # as TF's writer fails half-way through a shard
+            os.makedirs(tmp_path / f"ckpt-{checkpoint_number}_temp")
+            (tmp_path / f"ckpt-{checkpoint_number}_temp" / "part-00000-of-00001.data").write_text("x")
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    with pytest.raises(UserError, match=f"checkpoint 5 could not be written to {tmp_path} "
+                                        r"\(No space left on device\); free space there"):
+        checkpoints.save(FullDisk(), 5)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_full_disk_anywhere_is_one_error_line_and_exit_2(capsys):
+    import errno
+
+    from tfimitate.errors import run_cli
+
+    def main(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/sst2/.lock")
+
+    with pytest.raises(SystemExit) as exited:
+        run_cli(main, argv=["tfimitate.train"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: the disk is full (writing /runs/sst2/.lock); free some space and re-run: files "
+        "are written whole or not at all, and training resumes from its last complete checkpoint."]

@@ -64,6 +64,24 @@ def make_checkpoint(model, optimizer, keep=None):
                                **model_state(model, keep))
 
 
+def save(manager, step):
+    """`manager.save(checkpoint_number=step)`; a write that fails (a full disk) leaves no
+    half-written ckpt-<step>_temp/ behind and is one UserError naming the folder (the
+    checkpoint state still names the last complete checkpoint, which a re-run resumes)."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as error:
+        for temporary in tf.io.gfile.glob(os.path.join(manager.directory, f"*-{step}_temp*")):
+            if tf.io.gfile.isdir(temporary):
+                tf.io.gfile.rmtree(temporary)
+            else:
+                tf.io.gfile.remove(temporary)
+        reason = " ".join(str(getattr(error, "message", None) or error).split())[:200]
+        raise UserError(f"checkpoint {step} could not be written to {manager.directory} "
+                        f"({reason}); free space there (or fix its permissions) and re-run: "
+                        "training resumes from the last complete checkpoint.") from None
+
+
 def restore_newest(checkpoint, directory):
     """Restores the newest complete, readable checkpoint in `directory` into `checkpoint`.
 

@@ -31,7 +31,7 @@ from absl import logging
 from tfimitate import runtime
 from tfimitate.errors import UserError
 from tfimitate.tasks.base import Evaluation
-from tfimitate.training import optim
+from tfimitate.training import checkpoints, optim
 from tfimitate.training.checkpoints import (BEST_SUBDIR, CHECKPOINT_SUBDIR, make_checkpoint,
                                             restore_newest)
 
@@ -180,7 +180,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             # A finite loss is computed before its step's update, which may still overflow.
             check_finite_weights(model, f"the model after step {step}")
         if save:
-            manager.save(checkpoint_number=step)
+            checkpoints.save(manager, step)
         if step in starts and step < total_steps:
             train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
         if evaluate:
@@ -195,13 +195,13 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             if best is None or evaluation.score > best.score:
                 best, evals_without_gain = evaluation, 0
                 if cfg.early_stopping_patience:
-                    best_manager.save(checkpoint_number=step)
+                    checkpoints.save(best_manager, step)
             else:
                 evals_without_gain += 1
             if cfg.early_stopping_patience and evals_without_gain >= cfg.early_stopping_patience:
                 logging.info("Early stopping at step %d: no better eval score in %d evaluations.",
                              step, evals_without_gain)
-                manager.save(checkpoint_number=step)
+                checkpoints.save(manager, step)
                 stopped_early = True
                 break
     writer.flush()
