@@ -18,7 +18,7 @@ import pytest
 
 from tfimitate import backbones, workflow
 from tfimitate.config import Experiment, validate_for_training
-from tfimitate.data import readers, splits
+from tfimitate.data import readers, splits, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.search import space
 from tfimitate.serving import client, servables
@@ -74,6 +74,8 @@ IN_PROCESS = {
         Experiment(model_dir="run", train_data=train), space.read(path)),
     "open_teacher": lambda spec: teachers.open_teacher(spec, None, None, None),
     "numeric_versions": servables.numeric_versions,
+    "tfds_source.label_names": lambda spec, data_dir: tfds_source.label_names(
+        spec, "label", "--train_data", data_dir),
 }
 
 Case = collections.namedtuple("Case", "entry args files expected")
@@ -155,6 +157,8 @@ CASES = [
          "nope://bucket/run/experiment.json cannot be reached (File system scheme 'nope' not "
          "implemented"),
     Case("open_teacher", ["nope://bucket/teacher"], {}, "nope://bucket/teacher cannot be reached"),
+    Case("tfds_source.label_names", ["tfds:glue/sst2", "nope://bucket/tfds"], {},
+         "--tfds_data_dir=nope://bucket/tfds cannot be reached"),
     Case("numeric_versions", ["nope://bucket/models/sst2"], {},
          "nope://bucket/models/sst2 cannot be reached"),
     Case("workflow.export", ["{tmp}/run", ""], {}, "--export_dir is empty; give a folder path."),

@@ -207,7 +207,7 @@ def copy_tree(source, target, last=()):
                           "the store is failing.")
 
 
-def _check_reachable(path, flag):
+def check_reachable(path, flag):
     """Raises UserError unless the file system of `path` answers (scheme known, credentials
     and bucket fine); returns whether `path` exists."""
     import tensorflow as tf
@@ -223,7 +223,7 @@ def _check_reachable(path, flag):
 def check_readable_file(path, flag):
     """Raises UserError unless `path` is an existing, readable file (not a folder)."""
     if is_remote(path):
-        if not _check_reachable(path, flag):
+        if not check_reachable(path, flag):
             raise UserError(f"{flag}={path}: file {path} does not exist; check the path.")
         if isdir(path):
             raise UserError(f"{flag}={path} is a directory; give a file in it.")
@@ -239,7 +239,7 @@ def check_readable_file(path, flag):
 def check_writable_file(path, flag):
     """Raises UserError unless a file can be written at `path` (its folder may not exist yet)."""
     if is_remote(path):
-        if _check_reachable(path, flag) and isdir(path):
+        if check_reachable(path, flag) and isdir(path):
             raise UserError(f"{flag}={path} is a directory; give a file path.")
         return
     if os.path.isdir(path):
@@ -262,7 +262,7 @@ def check_writable_dir(path, flag):
     if not path:
         raise UserError(f"{flag} is empty; give a folder path.")
     if is_remote(path):
-        if _check_reachable(path, flag) and not isdir(path):
+        if check_reachable(path, flag) and not isdir(path):
             raise UserError(f"{flag}={path} is a file, not a folder; choose another path.")
         return
     if os.path.exists(path) and not os.path.isdir(path):
