@@ -285,7 +285,10 @@ def _try_creating(path, existing, flag):
     created = []
     try:
         for folder in _missing_folders(os.path.abspath(path), os.path.abspath(existing)):
-            os.mkdir(folder)
+            try:
+                os.mkdir(folder)
+            except FileExistsError:  # another process made it meanwhile: it is not ours
+                continue
             created.append(folder)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as error:
