@@ -147,7 +147,7 @@ def test_export_merges_adapters_into_the_kernels(lora_run, tmp_path):
     if cfg.task != "text_classification":
         return
     plain_run = base.Run(cfg.replace(export_dir=str(tmp_path / "plain"), lora_rank=0,
-                                     save_adapters_only=False),
+                                     lora_alpha=None, save_adapters_only=False),
                          without, run.preprocessor, run.strategy)
     plain_path = workflow.export_model(task, plain_run, examples, step)
     assert _op_counts(path) == _op_counts(plain_path)
