@@ -18,10 +18,11 @@ import pytest
 
 from tfimitate import backbones, workflow
 from tfimitate.config import Experiment, validate_for_training
-from tfimitate.data import readers, splits
+from tfimitate.data import readers, splits, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.search import space
-from tfimitate.serving import client
+from tfimitate.serving import client, servables
+from tfimitate.techniques.distillation import teachers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = "".join(f"row {i},{i % 2}\n" for i in range(20))  # a clean CSV body
@@ -51,9 +52,16 @@ def _train(*assignments):
     return workflow.train(Experiment(**values))
 
 
+def _search():
+    from tfimitate.search import tuner  # imports keras-tuner (TensorFlow): only when needed
+
+    return tuner
+
+
 IN_PROCESS = {
     "workflow.train": _train,
     "workflow.predict": workflow.predict,
+    "workflow.export": workflow.export,
     "read_rows": lambda path, columns: readers.read_rows(path, columns.split(","), "--train_data"),
     "Experiment.load": Experiment.load,
     "validate_for_training": lambda field, value: validate_for_training(
@@ -62,6 +70,12 @@ IN_PROCESS = {
     "client.read_texts": client.read_texts,
     "backbones.max_sequence_length": backbones.max_sequence_length,
     "space.read": space.read,
+    "check_trials": lambda train, path: _search().check_trials(
+        Experiment(model_dir="run", train_data=train), space.read(path)),
+    "open_teacher": lambda spec: teachers.open_teacher(spec, None, None, None),
+    "numeric_versions": servables.numeric_versions,
+    "tfds_source.label_names": lambda spec, data_dir: tfds_source.label_names(
+        spec, "label", "--train_data", data_dir),
 }
 
 Case = collections.namedtuple("Case", "entry args files expected")
@@ -138,6 +152,19 @@ CASES = [
          "run/experiment.json is damaged (not a JSON object); restore it from a backup."),
     Case("backbones.max_sequence_length", ["{tmp}/model"], {"model/config.json": '{"max_position'},
          "--backbone={tmp}/model: cannot read {tmp}/model/config.json"),
+    # --- a store that does not answer (issue 30, cause 11): every path through files.py
+    Case("Experiment.load", ["nope://bucket/run"], {},
+         "nope://bucket/run/experiment.json cannot be reached (File system scheme 'nope' not "
+         "implemented"),
+    Case("open_teacher", ["nope://bucket/teacher"], {}, "nope://bucket/teacher cannot be reached"),
+    Case("tfds_source.label_names", ["tfds:glue/sst2", "nope://bucket/tfds"], {},
+         "--tfds_data_dir=nope://bucket/tfds cannot be reached"),
+    Case("numeric_versions", ["nope://bucket/models/sst2"], {},
+         "nope://bucket/models/sst2 cannot be reached"),
+    Case("workflow.export", ["{tmp}/run", ""], {}, "--export_dir is empty; give a folder path."),
+    Case("workflow.train", ["model_dir={tmp}/run", "export_dir=/proc/tfimitate/export",
+                            "train_data={tmp}/t.csv"], {"t.csv": ""},
+         "--export_dir=/proc/tfimitate/export: cannot write there (No such file or directory)"),
     # --- output paths and data a run cannot use, before anything is written (items 3, 7, 8, 10)
     Case("workflow.train", ["model_dir={tmp}/f", "train_data={tmp}/t.csv"], {"f": "x", "t.csv": ""},
          "--model_dir={tmp}/f is a file, not a folder; choose another path."),
@@ -200,6 +227,35 @@ CASES = [
     Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/b.cfg"],
          {"b.cfg": b"--task=text_classification\n--labels=\xff\n"},
          "{tmp}/b.cfg:2: bytes are not valid UTF-8"),
+    # --- a resumed run whose data now gives other labels (issue 30, cause 3), every task alike
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv"],
+         {"t.csv": "text,label\n" + ROWS,
+          "run/experiment.json": '{"train_data": "{tmp}/t.csv", "labels": ["neg", "pos"]}'},
+         "--model_dir={tmp}/run holds a run trained on the labels (neg, pos), but its data now "
+         "gives (0, 1); resuming would reuse the model's outputs under other labels"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv"],
+         {"t.csv": "text,label\n" + ROWS,
+          "run/experiment.json": '{"train_data": "{tmp}/t.csv", "labels": ["1", "0"]}'},
+         "holds a run whose labels are in the order (1, 0), not (0, 1); re-run with --labels=1,0"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/a.cfg"],
+         {"t.csv": "text,label\n" + ROWS,
+          "a.cfg": "--task=text_classification\n--train_data={tmp}/t.csv\n",
+          "run/experiment.json": '{"task": "multi_task", "subtasks": ["{tmp}/a.cfg"], '
+                                 '"labels": ["a:bad", "a:good"]}'},
+         "holds a run trained on the labels (a:bad, a:good), but its data now gives (a:0, a:1)"),
+    # --- contradictory or meaningless flags (issue 30, cause 6)
+    *[Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", *given],
+           {"t.csv": "text,label\n"}, expected) for given, expected in [
+        (["init_from={tmp}/old", "label_map=a=1,a=0"],
+         "--label_map maps 'a' twice (a=1, a=0); give each label of this run one OLD label."),
+        (["lora_alpha=8"], "--lora_alpha needs --lora_rank=R (R > 0): without it no adapters"),
+        (["lora_targets=query,key"], "--lora_targets needs --lora_rank=R (R > 0)"),
+    ]],
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--train_data={tmp}/t.csv",
+                             "--subtasks={tmp}/a.cfg"], {"t.csv": "text,label\n", "a.cfg": ""},
+         "--subtasks needs --task=multi_task: --task=text_classification reads no subtask files"),
+    Case("tfimitate.train", ["--model_dir={tmp}/run", "--task=multi_task"], {},
+         "--task=multi_task needs --subtasks=FILE,FILE"),
     # --- search spaces and cross-validation (issue 16, item 8)
     Case("tfimitate.tune", ["--search_space={tmp}/s.cfg", "--tune_dir={tmp}/tune"],
          {"s.cfg": "--learning_rate=log_uniform(1e-5)\n"},
@@ -220,8 +276,15 @@ CASES = [
          "{tmp}/s.cfg:1: --epochs does not take uniform values; use int_range(...)."),
     Case("space.read", ["{tmp}/s.cfg"], {"s.cfg": "--dropout=uniform(0,0.95)\n"},
          "{tmp}/s.cfg:1: '0.95' is not a valid --dropout (it must be at most 0.9); fix the value."),
+    Case("check_trials", ["{tmp}/t.csv", "{tmp}/s.cfg"],
+         {"t.csv": "text,label\n" + ROWS,
+          "s.cfg": "--task=choice(text_classification,token_classification)\n"},
+         "{tmp}/s.cfg:1: --task=token_classification cannot train ("),
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=11"],
          {"t.csv": "text,label\n" + ROWS}, "--cv_folds=11 is more than the 8 training example(s) of label '1'"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "cv_folds=2"],
+         {"t.csv": "text,label\n" + ROWS + "a lone one,2\n"},
+         "label '2' has only one training example in {tmp}/t.csv, so no two folds can both hold it"),
     # --- client input (issue 9, item 10)
     Case("client.read_texts", ["{tmp}/texts.txt"], {"texts.txt": b"fine\nbad \xff\n"},
          "texts.txt:2: bytes are not valid UTF-8"),

@@ -126,6 +126,9 @@ def _write_run(directory, **changes):
     ("replay", "old_bad.csv:3: label 'c' is not one of the model's labels \\(a, b\\); fix the row "
                "in --replay_data"),
     ("missing", "--init_from=.*nowhere holds no experiment.json"),
+    ("mapped_to_unknown", "--label_map=a=9: '9' is not a label of the --init_from=.* run "
+                          r"\(0, 1\); map 'a' to one of them"),
+    ("no_checkpoint", "--init_from=.*untrained has no checkpoint yet; train it first"),
 ])
 def test_bad_continual_input_is_one_sentence_and_writes_nothing(old_run, tmp_path, case, message):
     directory, old_cfg, _, data = old_run
@@ -145,6 +148,11 @@ def test_bad_continual_input_is_one_sentence_and_writes_nothing(old_run, tmp_pat
         cfg = cfg.replace(replay_data=helpers.write_lines(tmp_path, "old_bad.csv", rows))
     elif case == "missing":
         cfg = cfg.replace(init_from=str(tmp_path / "nowhere"))
+    elif case == "mapped_to_unknown":
+        cfg = cfg.replace(label_map=("a=9", "b=0"))
+    elif case == "no_checkpoint":
+        cfg = cfg.replace(init_from=_write_run(tmp_path / "untrained", backbone=old_cfg.backbone,
+                                               labels=("0", "1")))
     with pytest.raises(UserError, match=message):
         workflow.train(cfg)
     assert not os.path.exists(tmp_path / "out")

@@ -157,3 +157,28 @@ def test_a_label_on_a_missing_version_stops_start_up_and_a_bad_reload_keeps_serv
         assert client.predict("m", {"text": ["abc"]}, version_label="stable").version == 1
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("dims", [[-5], [10 ** 12], [2, -1]])
+def test_a_tensor_shape_its_values_cannot_fill_is_invalid_argument(dims):
+    """TF Serving refuses to parse such a TensorProto (INVALID_ARGUMENT); it must neither be
+    read as a batch of 1 nor be allocated (a MemoryError, UNKNOWN)."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from tfimitate.serving import servables
+    from tfimitate.serving.status import RequestError
+
+    signature = meta_graph_pb2.SignatureDef()
+    signature.inputs["text"].dtype = tf.string.as_datatype_enum
+    signature.inputs["text"].tensor_shape.dim.add(size=-1)
+    proto = tf.make_tensor_proto(["a gripping film"])
+    del proto.tensor_shape.dim[:]
+    for size in dims:
+        proto.tensor_shape.dim.add(size=size)
+    with pytest.raises(RequestError, match="tensor parsing error: text") as raised:
+        servables._check_inputs(signature, {"text": proto})
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert servables._check_inputs(signature, {"text": tf.make_tensor_proto(["a", "b"])})[
+        "text"].tolist() == [b"a", b"b"]

@@ -88,6 +88,77 @@ def test_saved_model_and_grpc_teachers_give_the_run_teachers_outputs(teacher, tm
         server.stop()
 
 
+def test_a_grpc_teacher_is_pinned_to_the_version_it_was_probed_at(teacher, tmp_path):
+    """The server moves to a new version while the teacher's outputs are cached: refused,
+    never a cache mixing both versions' outputs."""
+    import shutil
+
+    from tfimitate.serving.devserver import DevServer
+    from tfimitate.techniques.distillation import teachers
+
+    teacher_cfg, version_dir = teacher
+    served_dir = str(tmp_path / "served")
+    shutil.copytree(version_dir, os.path.join(served_dir, "1"))
+    task = get_task("text_classification")
+    split = task.load_data(teacher_cfg).train
+    server = DevServer("sentiment", served_dir, port=0, poll_seconds=3600).start()
+    try:
+        served = teachers.open_teacher(f"grpc://{server.target}/sentiment", task,
+                                       student(teacher_cfg, tmp_path), runs.restore)
+        served.check(split)
+        assert served.version == 1
+        server.versions.unload_all()  # as when a new version replaces it (loading one costs)
+        with pytest.raises(UserError, match="were being cached from version 1 of sentiment, but "
+                                            "the server no longer serves it; .* re-run"):
+            served.probabilities(split)
+    finally:
+        server.stop()
+
+
+class _FixedTeacher:
+    """A served teacher (teachers._ServedTeacher) answering `values` for every batch."""
+
+    def __new__(cls, values, cfg, output="probabilities"):
+        from tfimitate.techniques.distillation import teachers
+
+        class Fixed(teachers._ServedTeacher):
+            fingerprint = "fixed"
+
+            def _call(self, signature, batch):
+                return {output: np.asarray(values[:len(batch["text"])], np.float32)}
+
+        return Fixed("fixed", get_task("text_classification"), cfg)
+
+
+@pytest.mark.parametrize("output,rows,problem", [
+    ("probabilities", [[0.5, 0.5], [np.nan, 0.5], [1.0, 0.0]], "NaN or infinite values"),
+    ("logits", [[1.0, 2.0], [3.0, 1.0], [np.inf, 0.0]], "NaN or infinite values"),
+    ("probabilities", [[0.5, 0.5], [1.2, -0.2], [1.0, 0.0]],
+     "probabilities that are negative or do not sum to 1"),
+])
+def test_teacher_outputs_that_are_not_numbers_or_probabilities_are_refused(output, rows, problem,
+                                                                            tmp_path):
+    cfg = helpers.experiment(tmp_path, teacher="fixed", labels=("0", "1"))
+    split = get_task("text_classification").read_file(
+        helpers.write_table(tmp_path, "d.csv", helpers.sentiment_rows(3)), cfg, "--x")
+    bad = 1 if output == "probabilities" else 2
+    with pytest.raises(UserError, match=f"--teacher=fixed .output '{output}'. gives {problem} for "
+                                        f"1 example.s., the first being '{split.texts[bad]}'"):
+        _FixedTeacher(rows, cfg, output).check(split)
+
+
+def test_cached_teacher_outputs_holding_nan_are_computed_again(tmp_path):
+    from tfimitate.techniques.distillation import teacher_cache
+
+    split = get_task("text_classification").read_file(
+        helpers.write_table(tmp_path, "d.csv", helpers.sentiment_rows(2)),
+        helpers.experiment(tmp_path, labels=("0", "1")), "--x")
+    good = lambda part: np.full([len(part), 2], 0.5, np.float32)
+    teacher_cache.cached_outputs(str(tmp_path / "c"), "t", split, lambda part: good(part) * np.nan)
+    np.testing.assert_array_equal(
+        teacher_cache.cached_outputs(str(tmp_path / "c"), "t", split, good), good(split))
+
+
 @pytest.mark.slow
 def test_distil_from_the_dev_server_over_grpc_with_a_label_map(teacher, tmp_path):
     """The served teacher's labels (0, 1, learned from its `label` output) differ from the

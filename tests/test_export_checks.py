@@ -9,6 +9,7 @@ import pytest
 import tfimitate  # noqa: F401
 import tensorflow as tf
 
+from tfimitate.errors import UserError
 from tfimitate.serving import export, op_audit, session_loader, trimming
 from tfimitate.serving.module import ServingModule
 
@@ -206,3 +207,25 @@ def test_an_unknown_serving_version_is_one_sentence():
                                         r"tfimitate knows; use one of 2.12, .*2.21"):
         releases.release("1.15")
     assert releases.release("2.19.1") == "2.19" and releases.stand_in("2.17") == "2.12"
+
+
+def test_an_export_losing_the_race_for_its_version_keeps_the_winner_or_takes_the_next(tmp_path):
+    """Two exports into one folder pick the same version; the second to finish renames onto
+    a taken version: the same checkpoint is 'already exported', another one takes the next."""
+    export_lib, export_dir = export, str(tmp_path / "export")
+
+    def version(name, source):
+        directory = os.path.join(export_dir, name)
+        os.makedirs(directory)
+        export_lib.record_source(directory, source)
+        return directory
+
+    winner = version("1", {"model_dir": "/runs/a", "step": 4})
+    same = version(".tmp-same", {"model_dir": "/runs/a", "step": 4})
+    assert export_lib._rename_to_free_version(same, export_dir, 1, False) == winner
+    other = version(".tmp-other", {"model_dir": "/runs/a", "step": 6})
+    assert export_lib._rename_to_free_version(other, export_dir, 1, False) == \
+        os.path.join(export_dir, "2")
+    late = version(".tmp-late", {"model_dir": "/runs/b", "step": 1})
+    with pytest.raises(UserError, match="--export_version=2: another export wrote .*2 meanwhile"):
+        export_lib._rename_to_free_version(late, export_dir, 2, True)

@@ -147,7 +147,7 @@ def test_export_merges_adapters_into_the_kernels(lora_run, tmp_path):
     if cfg.task != "text_classification":
         return
     plain_run = base.Run(cfg.replace(export_dir=str(tmp_path / "plain"), lora_rank=0,
-                                     save_adapters_only=False),
+                                     lora_alpha=None, save_adapters_only=False),
                          without, run.preprocessor, run.strategy)
     plain_path = workflow.export_model(task, plain_run, examples, step)
     assert _op_counts(path) == _op_counts(plain_path)
@@ -159,5 +159,35 @@ def test_lora_target_matching_no_layer_is_one_sentence_and_writes_nothing(lora_r
                       lora_targets=("query", "qurey"))
     with pytest.raises(UserError, match="--lora_targets: no layer of the backbone is named "
                                         "'qurey'; choose among .*query.*value"):
+        workflow.train(bad)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("lora_run", ["text_classification"], indirect=True)
+def test_adapters_are_not_restored_onto_other_backbone_weights(lora_run, tmp_path):
+    """--save_adapters_only: the --backbone folder changed after training (a new download,
+    a package upgrade); evaluate and export refuse, instead of serving other weights."""
+    cfg, _ = lora_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(cfg.model_dir, copy)
+    other = helpers.tiny_bert_preset(tmp_path)  # the same shapes, other random weights
+    Experiment.load(copy).replace(backbone=other).save(copy)
+    before = sorted(os.listdir(copy))
+    for action in (lambda: workflow.evaluate(copy),
+                   lambda: workflow.export(copy, str(tmp_path / "export"))):
+        with pytest.raises(UserError, match="holds only the weights that trained "
+                                            r"\(--save_adapters_only\), and the weights it goes onto "
+                                            r"\(--backbone\) differ from those it was trained with"):
+            action()
+    assert sorted(os.listdir(copy)) == before
+    assert not os.path.exists(tmp_path / "export") or not os.listdir(tmp_path / "export")
+
+
+@pytest.mark.parametrize("lora_run", ["text_classification"], indirect=True)
+def test_a_lora_rank_as_large_as_a_layer_is_refused(lora_run, tmp_path):
+    cfg, _ = lora_run
+    bad = cfg.replace(model_dir=str(tmp_path / "run"), lora_rank=32)  # width 32
+    with pytest.raises(UserError, match=r"--lora_rank=32 is not below the size of layer '(query|value)' "
+                                        r"\(32x2x16\), so its adapters would not be low-rank"):
         workflow.train(bad)
     assert not os.listdir(tmp_path)

@@ -108,3 +108,27 @@ def test_cli_bad_perturbation_and_missing_saved_model_are_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         f"error: --saved_model={tmp_path / 'nothing'} holds no SavedModel")
     assert sorted(os.listdir(run)) == before
+
+
+@pytest.mark.slow  # a child importing TensorFlow: 15-45 s on 2 shared cores
+def test_a_text_export_loads_in_a_process_that_imported_no_tf_text(tmp_path):
+    """`evaluate --saved_model` (and SavedModel teachers) load through serving.saved_models,
+    which registers TF Text's ops (RegexSplitWithOffsets, as keras-hub tokenizers export)."""
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    class Splitter(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def split(self, text):
+            return {"pieces": tf_text.regex_split(text, r"\s").to_tensor("")}
+
+    module = Splitter()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.split})
+    script = ("import sys, tensorflow as tf\n"
+              "from tfimitate.serving import saved_models\n"
+              "loaded = saved_models.load(sys.argv[1], '--saved_model')\n"
+              "print(loaded.signatures['serving_default'](text=tf.constant(['a b']))['pieces']"
+              ".numpy().tolist())")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m")],
+                            env=processes.child_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("[[b'a', b'b']]"), result.stderr

@@ -211,3 +211,36 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     with open(os.path.join(tune_dir, "results.csv")) as f:
         assert len(f.read().splitlines()) == 3
     assert os.path.isfile(os.path.join(tune_dir, "best.cfg"))
+
+
+def test_damaged_search_state_is_one_line_and_failed_trials_print_their_error(tmp_path,
+                                                                              monkeypatch):
+    """keras-tuner's state is written atomically; a damaged file (torn by an older version, or
+    by hand) is one sentence naming it. A failed trial's message is its error, not a traceback."""
+    import keras_tuner
+
+    from tfimitate.errors import UserError
+    from tfimitate.search import tuner as tuner_lib
+
+    base = experiment(tmp_path, train_data=write_table(tmp_path, "t.csv", sentiment_rows(8)))
+    dimensions = space.read(_space(tmp_path, "--learning_rate=choice(1e-4,1e-3)\n"))
+    tune_dir = str(tmp_path / "tune")
+    tuner = tuner_lib.make_tuner(base, dimensions, "random", 2, tune_dir)
+    oracle = os.path.join(tune_dir, tuner_lib.ORACLE_DIR, "oracle.json")
+    assert json.load(open(oracle)) and not [n for n in os.listdir(os.path.dirname(oracle))
+                                            if n.endswith(".tmp")]
+    with open(oracle, "r+") as f:
+        f.truncate(20)
+    with pytest.raises(UserError, match=f"{oracle}, keras-tuner's search state, is damaged "
+                                        r"\(.*\); delete it and re-run the same command"):
+        tuner_lib.make_tuner(base, dimensions, "random", 2, tune_dir)
+
+    trial = keras_tuner.engine.trial.Trial(tuner.oracle.hyperparameters, trial_id="7",
+                                           status=keras_tuner.engine.trial.TrialStatus.FAILED,
+                                           message="Traceback (most recent call last):\n  ...\n"
+                                                   "FailedTrialError: --x=1 is wrong.\n")
+    shown = []  # what keras-tuner's end of trial (its display, the oracle) is given
+    monkeypatch.setattr(keras_tuner.engine.base_tuner.BaseTuner, "on_trial_end",
+                        lambda self, ended: shown.append(ended.message))
+    tuner.on_trial_end(trial)
+    assert shown == ["FailedTrialError: --x=1 is wrong."]

@@ -66,6 +66,35 @@ def test_non_finite_weights_are_refused_by_evaluate_and_export(run, tmp_path):
     assert not os.path.exists(tmp_path / "export") or not os.listdir(tmp_path / "export")
 
 
+def test_finite_weights_with_overflowing_outputs_are_refused_everywhere(run, tmp_path):
+    """Weights of 1e38 are finite but their logits are not (as after --learning_rate=1e38):
+    evaluate (its clean pass, then --perturb), predict and export refuse them and write
+    nothing."""
+    model_dir = str(tmp_path / "overflow")
+    shutil.copytree(run.model_dir, model_dir)
+
+    def overflow(model):  # pooled outputs of 1 (tanh saturated) times 1e38, 32 times: inf
+        for variable in model.weights:
+            if variable.path.endswith("pooled_dense/bias") or variable.path == "logits/kernel":
+                big = 100.0 if variable.path.endswith("bias") else 1e38
+                variable.assign(np.full(variable.shape, big, np.float32))
+
+    _add_checkpoint(model_dir, 50, overflow)
+    before = sorted(os.listdir(model_dir)), sorted(os.listdir(os.path.join(model_dir, "eval")))
+    inputs = helpers.write_lines(tmp_path, "in.txt", ["a good film", "a bad film"])
+    for action in (lambda: workflow.evaluate(model_dir, perturb="typos:0.1"),  # clean first
+                   lambda: workflow.predict(model_dir, inputs, str(tmp_path / "out.jsonl")),
+                   lambda: workflow.export(model_dir, str(tmp_path / "export"))):
+        with pytest.raises(UserError, match="the model.* gives NaN or infinite values for .* "
+                                            "example.*its weights overflow") as raised:
+            action()
+        assert "\n" not in str(raised.value)
+    assert (sorted(os.listdir(model_dir)), sorted(os.listdir(os.path.join(model_dir, "eval")))) \
+        == before
+    assert sorted(os.listdir(tmp_path)) == ["in.txt", "overflow"] or not os.listdir(
+        tmp_path / "export")
+
+
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(run, tmp_path, caplog):
     model_dir = str(tmp_path / "damaged")
     shutil.copytree(run.model_dir, model_dir)
@@ -161,3 +190,38 @@ def test_predict_on_words_without_tags_and_an_all_o_training_set(tmp_path):
     with pytest.raises(UserError, match="every tag is O"):
         workflow.train(cfg)
     assert not os.path.exists(cfg.model_dir)
+
+
+def test_a_full_disk_while_checkpointing_leaves_no_temp_folder_and_is_one_line(tmp_path):
+    import tensorflow as tf
+
+    from tfimitate.training import checkpoints
+
+    class FullDisk:
+        directory = str(tmp_path)
+
+        def save(self, checkpoint_number):  # as TF's writer fails half-way through a shard
+            os.makedirs(tmp_path / f"ckpt-{checkpoint_number}_temp")
+            (tmp_path / f"ckpt-{checkpoint_number}_temp" / "part-00000-of-00001.data").write_text("x")
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    with pytest.raises(UserError, match=f"checkpoint 5 could not be written to {tmp_path} "
+                                        r"\(No space left on device\); free space there"):
+        checkpoints.save(FullDisk(), 5)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_full_disk_anywhere_is_one_error_line_and_exit_2(capsys):
+    import errno
+
+    from tfimitate.errors import run_cli
+
+    def main(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/sst2/.lock")
+
+    with pytest.raises(SystemExit) as exited:
+        run_cli(main, argv=["tfimitate.train"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: the disk is full (writing /runs/sst2/.lock); free some space and re-run: files "
+        "are written whole or not at all, and training resumes from its last complete checkpoint."]

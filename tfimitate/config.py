@@ -477,7 +477,13 @@ def validate_for_training(cfg):
             raise UserError(f"--{field.name}={value}: give a finite number.")
     if not cfg.model_dir:
         raise UserError("--model_dir is required: say where checkpoints and logs go.")
-    if not cfg.train_data and not cfg.subtasks:  # multi_task: data is in the subtask files
+    if cfg.task == "multi_task" and not cfg.subtasks:  # its data is in the subtask files
+        raise UserError("--task=multi_task needs --subtasks=FILE,FILE: one flagfile per subtask "
+                        "(see README, Multi-task learning).")
+    if cfg.subtasks and cfg.task != "multi_task":
+        raise UserError(f"--subtasks needs --task=multi_task: --task={cfg.task} reads no subtask "
+                        "files; drop one of them.")
+    if not cfg.train_data and not cfg.subtasks:
         raise UserError("--train_data is required: give a .csv, .tsv or .jsonl file.")
     if cfg.labels is not None and len(set(cfg.labels)) != len(cfg.labels):
         raise UserError(f"--labels lists a label twice ({','.join(cfg.labels)}); list each once.")

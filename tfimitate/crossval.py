@@ -49,9 +49,13 @@ def fold_data(data, cfg):
     if labels is not None:
         counts = collections.Counter(labels)
         label, smallest = min(counts.items(), key=lambda item: (item[1], str(item[0])))
+        if smallest < 2:
+            raise UserError(f"label {label!r} has only one training example in {train.source}, "
+                            "so no two folds can both hold it; add examples of that label, or "
+                            "train without --cv_folds.")
         if smallest < k:
             raise UserError(f"--cv_folds={k} is more than the {smallest} training example(s) of "
-                            f"label {label!r} in {train.source}; give --cv_folds={max(2, smallest)}"
+                            f"label {label!r} in {train.source}; give --cv_folds={smallest}"
                             " or fewer, or add examples of that label.")
         folds = StratifiedKFold(k, shuffle=True, random_state=cfg.seed).split(
             np.zeros(len(train)), [str(label) for label in labels])

@@ -1,5 +1,6 @@
 """The one exception type for mistakes a user can fix, and how entry points report it."""
 
+import errno
 import math
 import re
 import sys
@@ -27,8 +28,23 @@ def run_cli(main, argv=None):
             return main(args)
         except UserError as error:
             _fail(error)
+        except Exception as error:  # OSError, or TensorFlow's OpError for the same
+            if not disk_full(error):
+                raise
+            where = getattr(error, "filename", None)
+            detail = f"writing {where}" if where else " ".join(str(error).split())[:200]
+            _fail(UserError(f"the disk is full ({detail}); free some space and re-run: files "
+                            "are written whole or not at all, and training resumes from its "
+                            "last complete checkpoint."))
 
     app.run(guarded, argv=argv, flags_parser=_parse_flags)
+
+
+def disk_full(error):
+    """True if `error` (an OSError, or a TensorFlow error saying so) is a full disk or quota."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(error) for text in ("No space left on device", "Disk quota exceeded"))
 
 
 def _fail(error):

@@ -39,17 +39,33 @@ def _gfile():
     return tf.io.gfile
 
 
+def _ask(method, path):
+    """tf.io.gfile's `method` on a path with a scheme; a store that does not answer (unknown
+    scheme, no credentials, no network) is one UserError naming the path."""
+    import tensorflow as tf
+
+    try:
+        return getattr(_gfile(), method)(path)
+    except tf.errors.NotFoundError:
+        raise
+    except tf.errors.OpError as error:
+        reason = " ".join(str(error.message).split())[:160]
+        raise UserError(f"{path} cannot be reached ({reason}); check the scheme, the bucket "
+                        "name and your credentials.") from None
+
+
 def exists(path):
-    return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+    return _ask("exists", path) if is_remote(path) else os.path.exists(path)
 
 
 def isdir(path):
-    return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+    # gfile's isdir answers False for a store it cannot reach; exists raises.
+    return _ask("exists", path) and _ask("isdir", path) if is_remote(path) else os.path.isdir(path)
 
 
 def isfile(path):
     if is_remote(path):
-        return _gfile().exists(path) and not _gfile().isdir(path)
+        return _ask("exists", path) and not _ask("isdir", path)
     return os.path.isfile(path)
 
 
@@ -191,7 +207,7 @@ def copy_tree(source, target, last=()):
                           "the store is failing.")
 
 
-def _check_reachable(path, flag):
+def check_reachable(path, flag):
     """Raises UserError unless the file system of `path` answers (scheme known, credentials
     and bucket fine); returns whether `path` exists."""
     import tensorflow as tf
@@ -207,7 +223,7 @@ def _check_reachable(path, flag):
 def check_readable_file(path, flag):
     """Raises UserError unless `path` is an existing, readable file (not a folder)."""
     if is_remote(path):
-        if not _check_reachable(path, flag):
+        if not check_reachable(path, flag):
             raise UserError(f"{flag}={path}: file {path} does not exist; check the path.")
         if isdir(path):
             raise UserError(f"{flag}={path} is a directory; give a file in it.")
@@ -223,7 +239,7 @@ def check_readable_file(path, flag):
 def check_writable_file(path, flag):
     """Raises UserError unless a file can be written at `path` (its folder may not exist yet)."""
     if is_remote(path):
-        if _check_reachable(path, flag) and isdir(path):
+        if check_reachable(path, flag) and isdir(path):
             raise UserError(f"{flag}={path} is a directory; give a file path.")
         return
     if os.path.isdir(path):
@@ -243,8 +259,10 @@ def check_writable_dir(path, flag):
     With a scheme, only that the store answers and `path` is no file is checked (write
     permission shows at the first write).
     """
+    if not path:
+        raise UserError(f"{flag} is empty; give a folder path.")
     if is_remote(path):
-        if _check_reachable(path, flag) and not isdir(path):
+        if check_reachable(path, flag) and not isdir(path):
             raise UserError(f"{flag}={path} is a file, not a folder; choose another path.")
         return
     if os.path.exists(path) and not os.path.isdir(path):
@@ -256,6 +274,38 @@ def check_writable_dir(path, flag):
         raise UserError(f"{flag}={path}: {existing} is a file, not a folder; choose another path.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag}={path}: folder {existing} is not writable; choose another path.")
+    _try_creating(path, existing, flag)
+
+
+def _try_creating(path, existing, flag):
+    """Creates `path`'s missing folders and a file in it, then removes them all: os.access
+    says yes where writing fails (/proc, /sys, read-only mounts)."""
+    import tempfile
+
+    created = []
+    try:
+        for folder in _missing_folders(os.path.abspath(path), os.path.abspath(existing)):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:  # another process made it meanwhile: it is not ours
+                continue
+            created.append(folder)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as error:
+        raise UserError(f"{flag}={path}: cannot write there ({error.strerror}); choose another "
+                        "path.") from None
+    finally:
+        for folder in reversed(created):
+            os.rmdir(folder)
+
+
+def _missing_folders(path, existing):
+    """The folders from below `existing` down to `path`, top first."""
+    folders = []
+    while path != existing:
+        folders.append(path)
+        path = os.path.dirname(path)
+    return folders[::-1]
 
 
 class RunLock:

@@ -99,6 +99,31 @@ def check_resume(task, cfg):
         base.check_resume(task, Experiment.load(cfg.model_dir), cfg, techniques.resume_fields())
 
 
+def check_resume_labels(cfg, labels):
+    """Refuses to resume a run whose data now gives another label set (every task's, a
+    multi-task run's `subtask:label` list included): the model's output rows would be
+    reused under other labels' names."""
+    if not is_run(cfg.model_dir):
+        return
+    before = Experiment.load(cfg.model_dir).labels
+    if before is not None and tuple(before) != tuple(labels):
+        if sorted(before) == sorted(labels):
+            raise UserError(
+                f"--model_dir={cfg.model_dir} holds a run whose labels are in the order "
+                f"{_listed(before)}, not {_listed(labels)}; re-run with --labels="
+                f"{','.join(before)} to resume it.")
+        raise UserError(
+            f"--model_dir={cfg.model_dir} holds a run trained on the labels {_listed(before)}, "
+            f"but its data now gives {_listed(labels)}; resuming would reuse the model's outputs "
+            "under other labels: choose a new --model_dir (with --init_from and --label_map to "
+            "start from this run), or restore the data it was trained on.")
+
+
+def _listed(labels, limit=8):
+    shown = ", ".join(labels[:limit])
+    return f"({shown}{', ...' if len(labels) > limit else ''})"
+
+
 def save_evaluation(model_dir, name, metrics, figures=None):
     """Writes `metrics` as eval/<name>.json and each figure (name -> draw(path)) as
     eval/<name>_<figure>.png; returns the JSON's path."""
@@ -169,8 +194,9 @@ def build_model(task, cfg, num_outputs, chosen_techniques, load_weights=True):
     return techniques.adapt_model(chosen_techniques, model, cfg)
 
 
-def restore(model_dir):
-    """The task, a Run of the newest checkpoint, and its step, of the run in `model_dir`.
+def restore(model_dir, flag="--model_dir"):
+    """The task, a Run of the newest checkpoint, and its step, of the run in `model_dir`
+    (given as `flag`, which messages name).
 
     `model_dir` is the run, wherever it now lives: the model_dir recorded in its
     experiment.json (a copy's or a moved run's original place) is not used.
@@ -189,7 +215,7 @@ def restore(model_dir):
                         load_weights=keep is not None)
     step = checkpoints.restore_latest(model, model_dir, keep=keep)
     if step is None:
-        raise UserError(f"--model_dir={model_dir} has no checkpoint yet; train first.")
-    loop.check_finite_weights(model, f"--model_dir={model_dir}: the checkpoint of step {step}")
+        raise UserError(f"{flag}={model_dir} has no checkpoint yet; train it first.")
+    loop.check_finite_weights(model, f"{flag}={model_dir}: the checkpoint of step {step}")
     run = base.Run(cfg, model, task.make_preprocessor(cfg), tf.distribute.get_strategy())
     return task, run, step

@@ -23,7 +23,7 @@ import tempfile
 
 from absl import logging
 
-from tfimitate import config, files, runs
+from tfimitate import config, files, outputs, runs
 from tfimitate.errors import UserError
 from tfimitate.tasks import base, get_task
 
@@ -63,6 +63,7 @@ def train(cfg):
     data = task.load_data(cfg)
     if cfg.cv_folds:
         data = crossval.fold_data(data, cfg)
+    runs.check_resume_labels(cfg, data.labels)
     cfg = cfg.replace(labels=tuple(data.labels), **data.learned)
     if cfg.export_dir:
         export_lib.next_version(cfg.export_dir)  # fail now, not after training
@@ -172,9 +173,9 @@ def evaluate(model_dir=None, eval_data=None, perturb="", perturb_seed=0, saved_m
         split = task.load_data(cfg).eval
     perturbed = robustness.perturb(task, split, perturbations, perturb_seed)
     if saved_model:
-        import tensorflow as tf
+        from tfimitate.serving import saved_models
 
-        loaded = tf.saved_model.load(saved_model)
+        loaded = saved_models.load(saved_model, "--saved_model")
         score = lambda s: task.evaluate_saved_model(loaded, s, cfg.labels)
         step = runs.exported_from(saved_model).get("step")
         prefix, model = "saved_model_", files.abspath(saved_model)
@@ -306,6 +307,11 @@ def export_model(task, run, examples, step, version=None):
         # The served model may differ from the trained one (LoRA merges its adapters):
         # the parity check holds the reloaded export to the trained model's outputs.
         checks = task.parity(run, examples)
+        for name, (_, expected) in checks.items():
+            for output, value in expected.items():
+                if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
+                    outputs.check(value, f"the model (signature {name}, output '{output}')",
+                                  outputs.OVERFLOW_ADVICE)
         served = techniques.prepare_export(techniques.chosen(run.cfg), run.model, run.cfg)
         module = task.serving_module(dataclasses.replace(run, model=served), labels_file)
         model_name = os.path.basename(os.path.normpath(run.cfg.export_dir))

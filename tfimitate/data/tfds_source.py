@@ -27,6 +27,7 @@ from typing import NamedTuple, Optional
 
 from absl import logging
 
+from tfimitate import files
 from tfimitate.errors import UserError
 
 PREFIX = "tfds:"
@@ -70,6 +71,8 @@ def _builder(spec, flag, data_dir):
     """The prepared builder of `spec`; never downloads."""
     import tensorflow_datasets as tfds
 
+    if data_dir and files.is_remote(data_dir):
+        files.check_reachable(data_dir, "--tfds_data_dir")
     full = spec.name + (f"/{spec.config}" if spec.config else "")
     where = data_dir or tfds.core.constants.DATA_DIR
     prepare = (f"prepare it once where there is a network (tfds build {full} --data_dir=DIR, "

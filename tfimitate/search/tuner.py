@@ -36,6 +36,34 @@ CONSECUTIVE_FAILURES = 3  # keras-tuner's default max_consecutive_failed_trials
 CHECKPOINT_INDEX = "checkpoint"  # tf.train.CheckpointManager's list of saved checkpoints
 
 
+def _save_json(path, value):
+    """keras-tuner's utils.save_json, atomically: a search killed while it saves its state
+    (oracle.json, trial.json ...) finds the previous state, never half a file."""
+    text = json.dumps(value)
+    files.write_atomically(path, text)
+    return text
+
+
+def _load_json(path):
+    """keras-tuner's utils.load_json; a damaged file is one UserError saying what to do."""
+    return read_state(path, "keras-tuner's")
+
+
+def read_state(path, whose):
+    """The JSON in search state file `path`; UserError if it is damaged."""
+    try:
+        return json.loads(files.read_bytes(path).decode("utf-8"))
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        reason = " ".join(str(error).split())[:120]
+        raise UserError(f"{path}, {whose} search state, is damaged ({reason}); delete it and "
+                        "re-run the same command: the trials already trained keep their runs "
+                        "and checkpoints.") from None
+
+
+keras_tuner.src.utils.save_json = _save_json
+keras_tuner.src.utils.load_json = _load_json
+
+
 class TrainTuner(keras_tuner.engine.base_tuner.BaseTuner):
     """A keras-tuner tuner whose trials are tfimitate training runs."""
 
@@ -58,6 +86,13 @@ class TrainTuner(keras_tuner.engine.base_tuner.BaseTuner):
             cfg = cfg.replace(max_steps=min(self.base_cfg.max_steps,
                                             values["tuner/epochs"] * self.step_unit))
         return cfg
+
+    def on_trial_end(self, trial):
+        """A failed trial's message is its error line, not keras-tuner's traceback (which
+        its display would print)."""
+        if trial.status == keras_tuner.engine.trial.TrialStatus.FAILED and trial.message:
+            trial.message = [line for line in trial.message.splitlines() if line.strip()][-1]
+        super().on_trial_end(trial)
 
     def run_trial(self, trial, *args, **kwargs):
         import keras
@@ -129,7 +164,7 @@ def _check_same_search(base_cfg, dimensions, algorithm, tune_dir):
               "space": [[d.flag, d.kind, list(d.values)] for d in dimensions]}
     path = os.path.join(tune_dir, SEARCH_FILE)
     if files.isfile(path):
-        before = json.loads(files.read_bytes(path))
+        before = read_state(path, "this")
         for key, what in (("tuner", "--tuner"), ("space", "--search_space"),
                           ("base", "training flags")):
             if before.get(key) != json.loads(json.dumps(record[key])):
@@ -181,6 +216,8 @@ def check_trials(base_cfg, dimensions):
                 crossval.check(cfg)
                 get_task(cfg.task).validate(cfg)
                 techniques.chosen(cfg)
+                if dimension.flag == "task":  # each task reads the data its own way
+                    get_task(cfg.task).load_data(cfg)
             except UserError as error:
                 raise UserError(f"{dimension.where}: --{dimension.flag}={value} cannot train "
                                 f"({error})") from None

@@ -116,6 +116,7 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
     Returns:
         The final version directory.
     """
+    explicit = version is not None
     version = next_version(export_dir, version)
     files.makedirs(export_dir)
     final = os.path.join(export_dir, str(version))
@@ -147,11 +148,33 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         if files.is_remote(final):
             files.copy_tree(temporary, final, last=("saved_model.pb",))
         else:
-            os.rename(temporary, final)
+            final = _rename_to_free_version(temporary, export_dir, version, explicit)
     finally:
         files.rmtree(temporary)
     logging.info("Exported version %d to %s (TF Serving %s and newer).", version, final, release)
     return final
+
+
+def _rename_to_free_version(temporary, export_dir, version, explicit):
+    """Renames `temporary` to `<export_dir>/<version>`; if another export took that version
+    meanwhile, the same checkpoint's export is kept (and returned), else the next free
+    version is taken (an `explicit` version is refused)."""
+    while True:
+        final = os.path.join(export_dir, str(version))
+        try:
+            os.rename(temporary, final)
+            return final
+        except OSError:
+            if not os.path.isdir(final):
+                raise
+        source = read_source(temporary)
+        if source and read_source(final) == source:
+            logging.info("Another export wrote the same checkpoint as %s meanwhile.", final)
+            return final
+        if explicit:
+            raise UserError(f"--export_version={version}: another export wrote {final} "
+                            "meanwhile; versions are immutable, pick a new number.")
+        version = next_version(export_dir)
 
 
 def set_method_names(path):

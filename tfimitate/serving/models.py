@@ -19,6 +19,7 @@ import grpc
 from absl import logging
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfimitate.errors import UserError
 from tfimitate.serving.config import config_problem
 from tfimitate.serving.servables import ModelVersions
 from tfimitate.serving.status import RequestError
@@ -106,7 +107,7 @@ class Models:
             for versions in self._models.values():
                 try:
                     versions.poll()
-                except OSError as error:  # e.g. the folder is being replaced; try again
+                except (OSError, UserError) as error:  # being replaced, unreachable: retry
                     logging.warning("Could not scan %s: %s", versions.base_path, error)
 
     def retrying(self):

@@ -19,6 +19,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import get_model_status_pb2
@@ -28,6 +29,9 @@ from tfimitate.serving import inference, session_loader, warmup
 from tfimitate.serving.status import RequestError
 
 State = get_model_status_pb2.ModelVersionStatus.State
+# A request's tensor may name more elements than it gives values (TF fills in the last one),
+# up to this many; beyond, it is refused rather than allocated.
+MAX_FILLED_ELEMENTS = 1 << 20
 
 
 def numeric_versions(base_path):
@@ -97,6 +101,7 @@ def _check_inputs(signature, inputs):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"input '{name}' has dtype {_dtype_name(proto.dtype)}; the "
                                f"signature expects {_dtype_name(info.dtype)}.")
+        _check_size(name, proto)
         try:
             value = tf.make_ndarray(proto)
         except (TypeError, ValueError):
@@ -110,6 +115,20 @@ def _check_inputs(signature, inputs):
                                f"expects {shape} (-1: any size).")
         arrays[name] = value
     return arrays
+
+
+def _check_size(name, proto):
+    """Refuses a TensorProto whose shape has a negative dimension, or more elements than
+    its values give and MAX_FILLED_ELEMENTS allows (TF fills the rest with the last value),
+    as TF Serving refuses to parse it: before NumPy tries to allocate it."""
+    dims = [dim.size for dim in proto.tensor_shape.dim]
+    count = int(np.prod(dims, dtype=np.float64)) if dims else 1
+    given = len(proto.tensor_content) // max(tf.dtypes.as_dtype(proto.dtype).size, 1) \
+        if proto.tensor_content else sum(len(value) for field, value in proto.ListFields()
+                                         if field.name.endswith("_val"))
+    if any(size < 0 for size in dims) or count > max(given, MAX_FILLED_ELEMENTS):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"tensor parsing error: {name} (shape {dims} with {given} values)")
 
 
 def _dtype_name(enum_value):

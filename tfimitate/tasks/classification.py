@@ -71,6 +71,8 @@ import numpy as np
 
 from tfimitate.data import splits, tfds_source
 from tfimitate.errors import UserError
+from tfimitate.outputs import SAVED_MODEL_ADVICE
+from tfimitate.outputs import check as check_outputs
 from tfimitate.tasks import base, common
 
 
@@ -249,6 +251,8 @@ class ClassificationTask(base.Task):
             inputs = self.serving_inputs(split, range(start, min(start + self.PREDICT_BATCH,
                                                                  len(split))))
             outputs = serve(**{name: tf.constant(values) for name, values in inputs.items()})
+            check_outputs(outputs["probabilities"].numpy(), "--saved_model", SAVED_MODEL_ADVICE,
+                          names=range(start + 1, start + len(outputs["label"]) + 1))
             for label in outputs["label"].numpy():
                 label = label.decode()
                 if label not in index:

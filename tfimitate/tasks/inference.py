@@ -12,6 +12,8 @@ import weakref
 
 import tensorflow as tf
 
+from tfimitate import outputs as outputs_check
+
 # One traced prediction function per (model, strategy, input spec): evaluating every
 # epoch must not pay tracing again.
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
@@ -37,12 +39,17 @@ def collect_outputs(model, dataset, strategy):
     """Returns a list of (logits, labels) NumPy pairs, one per batch of `dataset`.
 
     `dataset` yields (inputs, labels) batches (shapes may differ between
-    batches); logits come back as float32 whatever the dtype policy.
+    batches); logits come back as float32 whatever the dtype policy. NaN or infinite
+    outputs (an overflowing model) are refused (tfimitate.outputs.BadOutputs).
     """
     distributed = strategy.experimental_distribute_dataset(dataset)
     predict = _predict_function(model, strategy, distributed.element_spec)
-    outputs = []
+    outputs, seen = [], 0
     for inputs, labels in distributed:
         logits, labels = predict(inputs, labels)
-        outputs.append((logits.numpy(), labels.numpy()))
+        logits = logits.numpy()
+        outputs_check.check(logits, "the model", outputs_check.OVERFLOW_ADVICE,
+                            names=range(seen + 1, seen + len(logits) + 1))
+        seen += len(logits)
+        outputs.append((logits, labels.numpy()))
     return outputs

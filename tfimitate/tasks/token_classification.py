@@ -29,6 +29,8 @@ from absl import logging
 from tfimitate import backbones, options
 from tfimitate.data import conll, readers, splits, streams, tfds_source
 from tfimitate.errors import UserError
+from tfimitate.outputs import SAVED_MODEL_ADVICE
+from tfimitate.outputs import check as check_outputs
 from tfimitate.tasks import base, common
 
 PREDICT_BATCH = 64
@@ -261,7 +263,11 @@ class TokenClassification(base.Task):
         predicted = []
         for start in range(0, len(split), PREDICT_BATCH):
             batch = [s.words for s in split.sentences[start:start + PREDICT_BATCH]]
-            tags = tag(words=tf.ragged.constant(batch).to_tensor(""))["tags"].numpy()
+            outputs = tag(words=tf.ragged.constant(batch).to_tensor(""))
+            if "probabilities" in outputs:
+                check_outputs(outputs["probabilities"].numpy(), "--saved_model",
+                              SAVED_MODEL_ADVICE, names=range(start + 1, start + len(batch) + 1))
+            tags = outputs["tags"].numpy()
             predicted += [[t.decode() for t in row[:len(words)]] for words, row in zip(batch, tags)]
         metrics = entity_metrics([s.tags for s in split.sentences], predicted)
         report = metrics.pop("report")

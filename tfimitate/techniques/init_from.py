@@ -70,7 +70,7 @@ class InitFrom(Technique):
         columns = _label_columns(cfg.labels, previous.labels, self.label_map, flag)
         remap = tuple(cfg.labels) != tuple(previous.labels) or bool(self.label_map)
         try:
-            _, old, step = self.restore_run(self.run_dir)
+            _, old, step = self.restore_run(self.run_dir, flag="--init_from")
         finally:
             runtime.set_precision(cfg.precision)  # restore sets the old run's policy
         source = techniques.prepare_export(techniques.chosen(old.cfg), old.model, old.cfg)
@@ -105,6 +105,10 @@ def _label_columns(labels, old_labels, label_map, flag):
     columns = []
     for label in labels:
         old = pairs.get(label, label)
+        if old not in old_labels and label in pairs:
+            raise UserError(
+                f"--label_map={label}={old}: '{old}' is not a label of the {flag} run "
+                f"({', '.join(old_labels)}); map '{label}' to one of them.")
         if old not in old_labels:
             raise UserError(
                 f"{flag}: label '{label}' of this run is not among that run's labels "
@@ -120,9 +124,14 @@ def from_config(cfg):
             raise UserError("--label_map needs --init_from: it maps this run's labels to "
                             "another run's.")
         return None
+    seen = {}
     for entry in cfg.label_map or ():
         new, _, old = entry.partition("=")
         if not new.strip() or not old.strip() or new != new.strip() or old != old.strip():
             raise UserError(f"--label_map: '{entry}' is not NEW=OLD; write pairs like "
                             "fresh=1,rotten=0.")
+        if new in seen:
+            raise UserError(f"--label_map maps '{new}' twice ({seen[new]}, {entry}); give each "
+                            "label of this run one OLD label.")
+        seen[new] = entry
     return InitFrom(cfg.init_from, cfg.label_map)

@@ -20,6 +20,8 @@ Example:
 import os
 import tempfile
 
+import numpy as np
+
 from tfimitate import options
 from tfimitate.errors import UserError
 from tfimitate.techniques import parts
@@ -85,12 +87,24 @@ class LoRA(Technique):
                 names = sorted({layer.name for layer in layers})
                 raise UserError(f"--lora_targets: no layer of the backbone is named '{target}'; "
                                 f"choose among {', '.join(names)}.")
+        for layer in layers:
+            if layer.name in self.targets:
+                self._check_rank(layer)
         for variable in backbone.weights:
             variable.trainable = False
         for layer in layers:
             if layer.name in self.targets:
                 layer.enable_lora(self.rank, lora_alpha=self.alpha)
         return model
+
+    def _check_rank(self, layer):
+        """Refuses a rank at which A @ B is no longer low-rank (as large as the kernel)."""
+        shape = tuple((layer.embeddings if hasattr(layer, "embeddings") else layer.kernel).shape)
+        limit = min(shape[0], int(np.prod(shape[1:])))
+        if self.rank >= limit:
+            raise UserError(f"--lora_rank={self.rank} is not below the size of layer "
+                            f"'{layer.name}' ({'x'.join(map(str, shape))}), so its adapters would "
+                            f"not be low-rank; give --lora_rank below {limit}.")
 
     def checkpoint_filter(self):
         if not self.adapters_only:
@@ -127,6 +141,12 @@ def from_config(cfg):
         if cfg.save_adapters_only:
             raise UserError("--save_adapters_only needs --lora_rank: only LoRA adapters can be "
                             "saved without the backbone.")
+        default_targets = next(o.default for o in OPTIONS if o.name == "lora_targets")
+        for name, unset in (("lora_alpha", cfg.lora_alpha is None),
+                            ("lora_targets", tuple(cfg.lora_targets or ()) == tuple(default_targets))):
+            if not unset:
+                raise UserError(f"--{name} needs --lora_rank=R (R > 0): without it no adapters "
+                                "are trained and the whole model is fine-tuned.")
         return None
     targets = tuple(name.strip() for name in cfg.lora_targets or () if name.strip())
     if not targets:

@@ -10,8 +10,10 @@ Example:
     step = restore_latest(model, "runs/sst2")     # None if the run has no checkpoint yet
 """
 
+import hashlib
 import os
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -21,17 +23,32 @@ CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "checkpoints/best"
 # --keep_best_phase: the best phase end so far (training/loop.py BestPhaseEnd).
 PHASE_END_SUBDIR = "checkpoints/phase_end"
+# A partial checkpoint's digest of the weights it leaves out (model_state).
+OTHERS_DIGEST = "others_digest"
 
 
 def model_state(model, keep=None):
     """What a checkpoint holds of `model`: all of it, or (with a `keep(variable)`
-    predicate, e.g. LoRA adapters only) those weights by path."""
+    predicate, e.g. LoRA adapters only) those weights by path and a digest of the others,
+    which a restore takes from elsewhere (the --backbone): see `restore_newest`."""
     if keep is None:
         return {"model": model}
     weights = {v.path: v for v in model.weights if keep(v)}
     if len(weights) != len([v for v in model.weights if keep(v)]):
         raise RuntimeError("two weights of the model share a path; please report this.")
-    return {"weights": weights}
+    digest = tf.Variable(_others_digest(model, keep), dtype=tf.int64, trainable=False)
+    return {"weights": weights, OTHERS_DIGEST: digest}
+
+
+def _others_digest(model, keep):
+    """64 bits of a SHA-256 of the values of the weights `keep` leaves out (dropout seed
+    states aside: they move while training)."""
+    sha = hashlib.sha256()
+    for variable in model.weights:
+        if not keep(variable) and "seed_generator" not in variable.path:
+            sha.update(str(tuple(variable.shape)).encode())
+            sha.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return int.from_bytes(sha.digest()[:8], "big", signed=True)
 
 
 def make_checkpoint(model, optimizer, keep=None):
@@ -49,6 +66,24 @@ def make_checkpoint(model, optimizer, keep=None):
                                **model_state(model, keep))
 
 
+def save(manager, step):
+    """`manager.save(checkpoint_number=step)`; a write that fails (a full disk) leaves no
+    half-written ckpt-<step>_temp/ behind and is one UserError naming the folder (the
+    checkpoint state still names the last complete checkpoint, which a re-run resumes)."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as error:
+        for temporary in tf.io.gfile.glob(os.path.join(manager.directory, f"*-{step}_temp*")):
+            if tf.io.gfile.isdir(temporary):
+                tf.io.gfile.rmtree(temporary)
+            else:
+                tf.io.gfile.remove(temporary)
+        reason = " ".join(str(getattr(error, "message", None) or error).split())[:200]
+        raise UserError(f"checkpoint {step} could not be written to {manager.directory} "
+                        f"({reason}); free space there (or fix its permissions) and re-run: "
+                        "training resumes from the last complete checkpoint.") from None
+
+
 def restore_newest(checkpoint, directory):
     """Restores the newest complete, readable checkpoint in `directory` into `checkpoint`.
 
@@ -57,6 +92,8 @@ def restore_newest(checkpoint, directory):
     """
     state = tf.train.get_checkpoint_state(directory)
     paths = list(state.all_model_checkpoint_paths) if state else []
+    digest = getattr(checkpoint, OTHERS_DIGEST, None)
+    expected = None if digest is None else int(digest.numpy())
     for newer, path in zip([None] + paths[::-1], paths[::-1]):  # already joined to `directory`
         try:
             status = checkpoint.restore(path)
@@ -64,6 +101,13 @@ def restore_newest(checkpoint, directory):
             logging.warning("Checkpoint %s cannot be read (%s); falling back to the previous one.",
                             path, str(error).strip().splitlines()[0][:200])
             continue
+        if expected is not None and int(digest.numpy()) != expected:
+            digest.assign(expected)
+            raise UserError(
+                f"{path} holds only the weights that trained (--save_adapters_only), and the "
+                "weights it goes onto (--backbone) differ from those it was trained with: "
+                "restore the --backbone folder or preset version the run was trained on, or "
+                "train again into a new --model_dir.")
         if newer is not None:
             logging.warning("Skipped damaged newer checkpoints; restored %s.", path)
         return path, status

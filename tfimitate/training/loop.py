@@ -32,7 +32,7 @@ from absl import logging
 from tfimitate import files, runtime
 from tfimitate.errors import UserError
 from tfimitate.tasks.base import Evaluation
-from tfimitate.training import optim
+from tfimitate.training import checkpoints, optim
 from tfimitate.training.checkpoints import (BEST_SUBDIR, CHECKPOINT_SUBDIR, PHASE_END_SUBDIR,
                                             make_checkpoint, restore_newest)
 
@@ -187,7 +187,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             # A finite loss is computed before its step's update, which may still overflow.
             check_finite_weights(model, f"the model after step {step}")
         if save:
-            manager.save(checkpoint_number=step)
+            checkpoints.save(manager, step)
         if step in starts and step < total_steps:
             train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
         if evaluate:
@@ -204,13 +204,13 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             if best is None or evaluation.score > best.score:
                 best, evals_without_gain = evaluation, 0
                 if cfg.early_stopping_patience:
-                    best_manager.save(checkpoint_number=step)
+                    checkpoints.save(best_manager, step)
             else:
                 evals_without_gain += 1
             if cfg.early_stopping_patience and evals_without_gain >= cfg.early_stopping_patience:
                 logging.info("Early stopping at step %d: no better eval score in %d evaluations.",
                              step, evals_without_gain)
-                manager.save(checkpoint_number=step)
+                checkpoints.save(manager, step)
                 stopped_early = True
                 break
     writer.flush()
@@ -221,7 +221,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         final_evaluation = best
     elif phase_ends and final_evaluation and phase_ends.beats(final_evaluation):
         checkpoint.restore(phase_ends.latest_checkpoint)
-        best_manager.save(checkpoint_number=phase_ends.step)  # what evaluate and export restore
+        checkpoints.save(best_manager, phase_ends.step)  # what evaluate and export restore
         logging.info("--keep_best_phase: the last phase lowered the eval score from %.4f (step "
                      "%d) to %.4f (step %d), so the run ends with the weights of step %d.",
                      phase_ends.score, phase_ends.step, final_evaluation.score, step,
@@ -256,7 +256,7 @@ class BestPhaseEnd:
     def offer(self, step, evaluation):
         """Keeps the weights of phase end `step` if `evaluation` beats the best so far."""
         if evaluation.score > self.score:
-            self.manager.save(checkpoint_number=step)
+            checkpoints.save(self.manager, step)
             files.write_atomically(self.score_file,
                                    json.dumps({"step": step, "score": evaluation.score}))
             self.step, self.score, self.evaluation = step, evaluation.score, evaluation

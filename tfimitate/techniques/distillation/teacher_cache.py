@@ -59,8 +59,13 @@ def _load(path):
     if not files.isfile(path):
         return None
     try:
-        return np.load(io.BytesIO(files.read_bytes(path)))
+        part = np.load(io.BytesIO(files.read_bytes(path)))
     except (OSError, ValueError) as error:  # not expected (writes are atomic); recompute
         logging.warning("Cached teacher outputs %s are unreadable (%s); computing them again.",
                         path, error)
         return None
+    if not np.isfinite(part).all():  # cached before teachers' outputs were checked
+        logging.warning("Cached teacher outputs %s hold NaN or infinite values; computing them "
+                        "again.", path)
+        return None
+    return part

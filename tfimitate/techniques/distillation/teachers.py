@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from tfimitate import files
+from tfimitate import files, outputs
 from tfimitate.errors import UserError
 
 GRPC_PREFIX = "grpc://"
@@ -126,7 +126,10 @@ class RunTeacher:
         del split
 
     def probabilities(self, split):
-        return self.task.probabilities(self.run, split)
+        try:
+            return self.task.probabilities(self.run, split)
+        except outputs.BadOutputs as error:
+            raise outputs.BadOutputs(f"--teacher={self.spec}: {error}") from None
 
 
 def _latest_checkpoint(directory):
@@ -184,32 +187,41 @@ class _ServedTeacher:
         for start in range(0, count, self.batch_size):
             batch = {name: _padded(values[start:start + self.batch_size])
                      for name, values in inputs.items()}
-            outputs = self._call(signature, batch)
-            probs = self._class_probabilities(signature, outputs)
+            answer = self._call(signature, batch)
+            probs = self._class_probabilities(signature, answer, next(iter(batch.values())))
             if self._names is not None:
-                self._learn_names(outputs, probs)
+                self._learn_names(answer, probs)
             rows.extend(probs)
         return rows
 
-    def _class_probabilities(self, signature, outputs):
-        name = self.output or next((n for n in OUTPUT_NAMES if n in outputs), None)
-        if name not in outputs:
+    def _class_probabilities(self, signature, answer, examples):
+        """The class probabilities in `answer` (output name -> array) for `examples` (the
+        batch's first input: they name a bad row), checked to be numbers and, unless they
+        are logits, probabilities."""
+        name = self.output or next((n for n in OUTPUT_NAMES if n in answer), None)
+        if name not in answer:
             wanted = f"'{name}'" if name else "probabilities or logits"
             raise UserError(
                 f"--teacher={self.spec}: signature '{signature}' returns no {wanted} (outputs: "
-                f"{', '.join(sorted(outputs))}); name its class-score output with --teacher_output.")
-        value = np.asarray(outputs[name])
+                f"{', '.join(sorted(answer))}); name its class-score output with --teacher_output.")
+        value = np.asarray(answer[name])
         if value.dtype.kind != "f" or value.ndim < 2 or value.shape[-1] < 2:
             raise UserError(
                 f"--teacher={self.spec}: output '{name}' of signature '{signature}' is "
                 f"{value.dtype} {list(value.shape)}, not class probabilities or logits "
                 "[batch, ..., classes]; name another with --teacher_output.")
         value = value.astype(np.float32)
+        names = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in examples]
+        where = f"--teacher={self.spec} (output '{name}')"
+        advice = "fix or replace the teacher; nothing was cached for this batch"
+        outputs.check(value, where, advice, names=names)
         if self.logits is None:
             self.logits = _looks_like_logits(name, value)
         if self.logits:
             value = np.exp(value - value.max(axis=-1, keepdims=True))
             value /= value.sum(axis=-1, keepdims=True)
+        else:
+            outputs.check(value, where, advice, probabilities=True, names=names)
         return np.maximum(value, 0.0)
 
     def _learn_names(self, outputs, probs):
@@ -249,16 +261,11 @@ class SavedModelTeacher(_ServedTeacher):
     kind = "saved_model"
 
     def __init__(self, spec, path, task, cfg):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (the TF Text ops exported tokenizers use)
+        from tfimitate.serving import saved_models
 
         super().__init__(spec, task, cfg)
         self.path = path
-        try:
-            self.loaded = tf.saved_model.load(path)
-        except Exception as error:  # TensorFlow raises many types for broken SavedModels
-            raise UserError(f"--teacher={spec}: the SavedModel at {path} does not load "
-                            f"({str(error).strip().splitlines()[0][:200]}).") from None
+        self.loaded = saved_models.load(path, f"--teacher={spec}")
         index = os.path.join(path, "variables", "variables.index")
         self.fingerprint = _digest("saved_model", _read(os.path.join(path, "saved_model.pb")),
                                    _read(index) if files.isfile(index) else b"",
@@ -335,13 +342,15 @@ class GrpcTeacher(_ServedTeacher):
         self.client = ServingClient(target, timeout=cfg.teacher_timeout, retries=GRPC_RETRIES,
                                     backoff=GRPC_BACKOFF_SECONDS, flag="--teacher")
         self.fingerprint = None  # known once the probe found the served version
+        self.version = None  # the served version the probe found; every request asks for it
 
     def check(self, split):
         metadata = self._ask(self.client.metadata, self.model)
+        self.version = metadata["version"]
         self.inputs = {name: sorted(signature.get("inputs", {}))
                        for name, signature in metadata["signature_def"].items()}
         super().check(split)
-        self.fingerprint = _digest("grpc", self.client.target, self.model, metadata["version"],
+        self.fingerprint = _digest("grpc", self.client.target, self.model, self.version,
                                    self.signature, self.output)
 
     def _call(self, signature, batch):
@@ -350,9 +359,22 @@ class GrpcTeacher(_ServedTeacher):
                             f"'{signature}' (it has {', '.join(sorted(self.inputs))}); choose "
                             "one with --teacher_signature or the grpc:// address.")
         batch = _match_inputs(batch, self.inputs[signature], self.spec, signature)
-        return self._ask(self.client.predict, self.model, batch, signature_name=signature).outputs
+        # Pinned: the cached outputs (named by this version) must all come from it.
+        prediction = self._ask(self.client.predict, self.model, batch, version=self.version,
+                               signature_name=signature)
+        if prediction.version != self.version:
+            raise self._moved(f"version {prediction.version} answered")
+        return prediction.outputs
+
+    def _moved(self, what):
+        return UserError(
+            f"--teacher={self.spec}: the teacher's outputs were being cached from version "
+            f"{self.version} of {self.model}, but {what}; the server changed version while "
+            "distilling, so re-run: the new version's outputs are cached afresh.")
 
     def _ask(self, method, *args, **kwargs):
+        import grpc
+
         from tfimitate.serving.client import RETRIED_CODES, ServingError
 
         try:
@@ -360,5 +382,7 @@ class GrpcTeacher(_ServedTeacher):
         except ServingError as error:
             if error.code in RETRIED_CODES:
                 raise
+            if self.version is not None and error.code == grpc.StatusCode.NOT_FOUND:
+                raise self._moved("the server no longer serves it") from None
             raise UserError(f"--teacher={self.spec}: {error}; check the model name and "
                             "--teacher_signature.") from None
