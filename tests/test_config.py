@@ -40,7 +40,7 @@ FIELDS_BEFORE_THE_MOVE = {
     'student_layers': 0, 'student_layer_choice': 'every_other', 'cv_folds': 0, 'cv_fold': -1,
     'subtasks': None, 'task_sampling': 'proportional', 'task_temperature': 2.0,
     'subtask_name': None, 'loss_weight': 1.0, 'cache_frozen_features': False,
-    'tfds_data_dir': None, 'strategy': 'auto', 'tpu': None, 'precision': 'float32',
+    'tfds_data_dir': None, 'strategy': 'auto', 'tpu': None, 'precision': 'auto',
     'jit_compile': False, 'steps_per_execution': 1,
 }
 

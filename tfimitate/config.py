@@ -172,8 +172,11 @@ CORE_OPTIONS = (
         "tpu", None,
         "TPU address (grpc://...), name, or `local`; used by --strategy=tpu."),
     options.choice(
-        "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-        "Keras dtype policy. Heads and loss stay float32; float16 uses loss scaling."),
+        "precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+        "Keras dtype policy. auto: mixed_bfloat16 on a CPU with AMX or AVX512-BF16 units, "
+        "float32 on other CPUs, GPUs and TPUs (the choice and its reason are logged and written "
+        "to <model_dir>/runtime.json). Heads, loss and master weights stay float32; float16 "
+        "uses loss scaling."),
     options.boolean(
         "jit_compile", False,
         "Compile the training step with XLA."),

@@ -73,7 +73,7 @@ def _train(task, cfg, data, strategy):
     from tfimitate import reports, runtime, techniques
     from tfimitate.training import hooks, loop, optim
 
-    runtime.set_precision(cfg.precision)
+    precision, reason = runtime.set_precision(cfg.precision, cfg.tpu)
     runtime.set_seeds(cfg.seed)
     preprocessor = task.make_preprocessor(cfg)
     chosen = techniques.chosen(cfg, restore_run=runs.restore)
@@ -86,7 +86,7 @@ def _train(task, cfg, data, strategy):
         model = runs.build_model(task, cfg, task.num_outputs(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16", phases=phases,
+            loss_scale=precision == "mixed_float16", phases=phases,
             factors=techniques.learning_rate_factors(chosen, model, cfg))
     trainable = sum(int(v.shape.num_elements()) for v in model.trainable_weights)
     total = sum(int(v.shape.num_elements()) for v in model.weights)
@@ -107,6 +107,7 @@ def _train(task, cfg, data, strategy):
         if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
             cfg.save(cfg.model_dir)
+            runs.save_runtime(cfg.model_dir, precision=precision, precision_reason=reason)
             runs.save_serving_examples(cfg.model_dir, examples)
         logging.info("Training on %s examples, evaluating on %s (%s); %d steps of batch %d.",
                      _count(training.split), _count(data.eval), data.eval.source, total_steps,
