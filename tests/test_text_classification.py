@@ -44,6 +44,11 @@ def test_training_writes_config_metrics_and_plot(trained):
     cfg, metrics = trained
     saved = Experiment.load(cfg.model_dir)
     assert saved.labels == ("0", "1") and saved.max_steps == 6
+    from tfimitate import runtime
+
+    resolved = json.load(open(os.path.join(cfg.model_dir, "runtime.json")))  # auto stays "auto"
+    assert saved.precision == "auto" and resolved["precision"] == runtime.resolve_precision(
+        "auto", runtime.cpu_flags())[0]
     flagfile = open(os.path.join(cfg.model_dir, "flags.cfg")).read()
     assert "--train_data=" in flagfile and "--labels=0,1" in flagfile
     written = json.load(open(os.path.join(cfg.model_dir, "eval", "metrics.json")))
