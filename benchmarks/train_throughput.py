@@ -49,6 +49,8 @@ WARMUP_STEPS = 3
 
 _STEPS = flags.DEFINE_integer("steps", 30, "Optimizer steps per framework.")
 _FRAMEWORKS = flags.DEFINE_list("frameworks", list(FRAMEWORKS), "Which of them to run, in order.")
+_RESULTS_NAME = flags.DEFINE_string("results_name", "train_throughput",
+                                    "Results file name under benchmarks/results/ (.json, .md).")
 _FRAMEWORK = flags.DEFINE_enum("framework", None, FRAMEWORKS, "Internal: run one framework.")
 _RESULT = flags.DEFINE_string("result", None, "Internal: where the child writes its JSON.")
 
@@ -275,7 +277,7 @@ def write_report(results, steps, info, load_before, load_after):
         if summary[key] is not None:
             lines.append(f"- {key}: {summary[key]:.2f}x (target {target})")
     lines.append("")
-    harness.save("train_throughput", summary, "\n".join(lines))
+    harness.save(_RESULTS_NAME.value, summary, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -95,7 +95,8 @@ def choose(task, run, requested, max_drop, eval_split, examples, labels_file):
             logging.info("--export_precision=auto leaves out %s: %s", name, error)
             continue
         score = task.evaluate(candidates[name].run, eval_split).score
-        trials[name] = {"score": score}
+        trials[name] = {"score": score, "max_abs_diff_vs_float32": _drift(
+            candidates[name].checks, candidates["float32"].checks)}
     reference = trials["float32"]["score"]
     for name, trial in trials.items():
         if "score" not in trial:
@@ -107,8 +108,8 @@ def choose(task, run, requested, max_drop, eval_split, examples, labels_file):
                 f"--export_precision={name}: its score on the run's evaluation examples "
                 f"({eval_split.source}) is {100 * trial['score']:.2f}, {trial['drop_points']:.2f} "
                 f"points below float32's {100 * reference:.2f}, more than --export_max_drop="
-                f"{max_drop:g}; nothing was exported: export float32 (or bfloat16) or allow a "
-                "larger drop.")
+                f"{max_drop:g}; nothing was exported: use --export_precision=float32 or auto, "
+                "or allow a larger drop.")
     timed = [name for name in trials if trials[name].get("passed")]
     if requested == "bfloat16" and not runtime.has_bf16_units():
         timed = ["float32", "bfloat16"]
@@ -141,6 +142,16 @@ class _Candidate:
     checks: dict
 
 
+def _drift(checks, reference):
+    """Max abs difference of serving_default's float outputs from the float32 model's, on
+    the serving examples."""
+    import numpy as np
+
+    got, want = checks["serving_default"][1], reference["serving_default"][1]
+    return max((float(np.max(np.abs(got[k] - want[k]))) for k in want
+                if want[k].dtype.kind == "f" and want[k].size), default=0.0)
+
+
 def _choice(precision, candidate, record):
     return Choice(precision, candidate.module, candidate.checks, PARITY_TOLERANCE[precision],
                   record)
@@ -148,22 +159,41 @@ def _choice(precision, candidate, record):
 
 def _candidate(task, run, precision, chosen, examples, labels_file):
     """The served model in `precision`, its serving module and parity checks."""
+    served_run = served(task, run, precision, chosen)
+    # A model rebuilt for export is checked against itself; the trained one keeps the
+    # check against the trained model (a technique may change the served model, e.g.
+    # LoRA merges its adapters).
+    checks = task.parity(run if _reuses(run, precision) else served_run, examples)
+    return _Candidate(served_run, task.serving_module(served_run, labels_file), checks)
+
+
+def served(task, run, precision, chosen=None):
+    """A Run of the model `run` serves, computing in `precision` (the trained model itself
+    where it already does; else a rebuilt copy, with the default strategy).
+
+    Example:
+        int8_run = served(task, run, "int8")   # run.model is left as it was
+    """
     import tensorflow as tf
 
     from tfimitate import techniques
 
-    model = _model_in(task, run, precision, chosen)
-    served = techniques.prepare_export(chosen, model, run.cfg)
+    chosen = techniques.chosen(run.cfg) if chosen is None else chosen
+    served_model = techniques.prepare_export(chosen, _model_in(task, run, precision, chosen),
+                                             run.cfg)
     if precision == "int8":
-        _quantize(served)
-    served_run = dataclasses.replace(
-        run, model=served,
-        strategy=run.strategy if model is run.model else tf.distribute.get_strategy())
-    # A model rebuilt for export is checked against itself; the trained one keeps the
-    # check against the trained model (a technique may change the served model, e.g.
-    # LoRA merges its adapters).
-    checks = task.parity(run if model is run.model else served_run, examples)
-    return _Candidate(served_run, task.serving_module(served_run, labels_file), checks)
+        _quantize(served_model)
+    return dataclasses.replace(
+        run, model=served_model,
+        strategy=run.strategy if _reuses(run, precision) else tf.distribute.get_strategy())
+
+
+def _reuses(run, precision):
+    """True where the trained model already computes in `precision` (and stays unchanged)."""
+    import keras
+
+    return (precision != "int8" and run.model.compute_dtype
+            == keras.mixed_precision.Policy(POLICY[precision]).compute_dtype)
 
 
 def _model_in(task, run, precision, chosen):
@@ -172,12 +202,10 @@ def _model_in(task, run, precision, chosen):
     policy with its weights."""
     import keras
 
-    policy = POLICY[precision]
-    if (precision != "int8"
-            and run.model.compute_dtype == keras.mixed_precision.Policy(policy).compute_dtype):
+    if _reuses(run, precision):
         return run.model
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
+    keras.mixed_precision.set_global_policy(POLICY[precision])
     try:
         model = runs.build_model(task, run.cfg, task.num_outputs(run.labels), chosen,
                                  load_weights=False)
