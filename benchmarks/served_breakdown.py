@@ -4,8 +4,8 @@ autocast), on raw SST-2 dev strings in batches of 32, in process.
 
 Each variant runs in its own child process, one after the other:
   * ours_<precision>: `workflow.export(--export_precision=<precision>)` of the run given by
-    --model_dir (its accuracy gate scores it on the run's eval data: that accuracy is the
-    one reported), then per batch: the export's `serving_default` on the strings (total),
+    --model_dir (its accuracy gate scores it and float32 on the run's eval data: those are
+    the accuracies reported; float32's comes from the others' gates), then per batch: the export's `serving_default` on the strings (total),
     the task's tokenizer front alone (tokenization), the Keras model in that precision on
     the already tokenized batch (model); overhead = total - tokenization - model.
   * hf_<float32|bf16>: the packaged MiniLM-L6 as `AutoModelForSequenceClassification`
@@ -43,15 +43,17 @@ VARIANTS = ("ours_float32", "ours_bfloat16", "ours_int8", "hf_float32", "hf_bf16
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A trained text classification run.")
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Which variants to run, in order.")
 _PASSES = flags.DEFINE_integer("passes", 2, "Timed passes over the dev set (best is kept).")
+_MAX_BATCHES = flags.DEFINE_integer("max_batches", None,
+                                    "Time only the first N dev batches (default: all 28).")
 _VARIANT = flags.DEFINE_enum("variant", None, VARIANTS, "Internal: run one variant.")
 _RESULT = flags.DEFINE_string("result", None, "Internal: where the child writes its JSON.")
 
 
 def batches():
-    """The SST-2 dev texts in batches of BATCH."""
+    """The SST-2 dev texts in batches of BATCH (the first --max_batches)."""
     with open(os.path.join(SST2, "dev.tsv"), encoding="utf-8") as f:
         texts = [line.rstrip("\n").rsplit("\t", 1)[0] for line in f]
-    return [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
+    return [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)][:_MAX_BATCHES.value or None]
 
 
 def best_pass(function, inputs, passes):
@@ -87,12 +89,9 @@ def run_ours(precision, model_dir, passes, scratch):
     total = best_pass(lambda batch: serve(text=batch)["probabilities"].numpy(), texts, passes)
     tokens = best_pass(lambda batch: tokenize(batch)["token_ids"].numpy(), texts, passes)
     forward = best_pass(lambda batch: call(batch).numpy(), features, passes)
-    candidate = record.get("candidates", {}).get(precision, {})
-    accuracy = candidate.get("score")
-    if accuracy is None:  # float32 is not gated: score it as evaluate --saved_model does
-        accuracy = workflow.evaluate(model_dir, saved_model=path)["accuracy"]
+    scores = {name: c.get("score") for name, c in record.get("candidates", {}).items()}
     return dict(texts=count, total_s=total, tokenize_s=tokens, model_s=forward,
-                accuracy=accuracy, threads=[tf.config.threading.get_inter_op_parallelism_threads(),
+                accuracy=scores.get(precision), gate_scores=scores, threads=[tf.config.threading.get_inter_op_parallelism_threads(),
                                             tf.config.threading.get_intra_op_parallelism_threads()])
 
 
@@ -136,12 +135,16 @@ def write_report(results, info, before, after):
              f"Command: `python benchmarks/served_breakdown.py {' '.join(sys.argv[1:])}`", "",
              "| variant | texts/s | tokenization ms/batch | model ms/batch | signature/pipeline "
              "overhead ms/batch | dev accuracy | load before/after |", "|---|---|---|---|---|---|---|"]
+    gated = {k: v for r in results.values() for k, v in r.get("gate_scores", {}).items() if v}
     for name, r in results.items():
+        if name.startswith("ours_") and r["accuracy"] is None:
+            r["accuracy"] = gated.get(name[5:])
         batches_n = -(-r["texts"] // BATCH)
         per = lambda seconds: 1000.0 * seconds / batches_n
         overhead = r["total_s"] - r["tokenize_s"] - r["model_s"]
         r.update(texts_per_s=r["texts"] / r["total_s"], overhead_s=overhead)
-        accuracy = "untrained head" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+        accuracy = ("untrained head" if name.startswith("hf_") else "-" if r["accuracy"] is None
+                    else f"{r['accuracy']:.4f}")
         lines.append(f"| {name} | {r['texts_per_s']:.0f} | {per(r['tokenize_s']):.1f} | "
                      f"{per(r['model_s']):.1f} | {per(overhead):.1f} | {accuracy} | "
                      f"{r['load_average_before']} / {r['load_average_after']} |")
@@ -184,6 +187,7 @@ def main(argv):
             load = machine.load_average()
             subprocess.run([sys.executable, os.path.abspath(__file__), f"--variant={name}",
                             f"--model_dir={_MODEL_DIR.value or ''}", f"--passes={_PASSES.value}",
+                            f"--max_batches={_MAX_BATCHES.value or 0}",
                             f"--result={path}"], check=True)
             with open(path) as f:
                 results[name] = json.load(f)

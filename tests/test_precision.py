@@ -41,7 +41,7 @@ def test_explicit_bf16_without_bf16_units_is_set_with_a_warning_naming_its_cost(
         monkeypatch, caplog):
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
     try:
-        with caplog.at_level(logging.INFO):
+        with caplog.at_level(logging.INFO, logger="absl"):
             assert runtime.set_precision("mixed_bfloat16")[0] == "mixed_bfloat16"
             assert runtime.set_precision("auto")[0] == "float32"
     finally:

@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
         train_data=helpers.write_table(root, "train.csv", helpers.sentiment_rows(64)),
         eval_data=helpers.write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
         test_data=helpers.write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
-        export_dir=str(root / "export"))
+        export_dir=str(root / "export"), precision="auto")
     from tfimitate.tasks.text_classification import TextClassification
 
     evaluated = []
