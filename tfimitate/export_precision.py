@@ -31,10 +31,11 @@ from tfimitate.tasks import base
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16", "int8": "float32"}
-# The reloaded export against the in-memory model of its precision: float32 and int8 run
-# the same kernels (int8 scales are per token, so padding does not move them); bfloat16
-# carries 3 significant digits and the export pads batches to another length.
-PARITY_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "int8": 1e-3}
+# The reloaded export against the in-memory model of its precision: bfloat16 carries 3
+# significant digits, int8 activations 1/127 of their row's largest value (a float32
+# round-off that moves one across a rounding step shows as 3e-3 on MiniLM-L6's
+# probabilities), and the export pads batches to another length.
+PARITY_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "int8": 1e-2}
 PROVENANCE_FILE = os.path.join("assets.extra", "tfimitate_precision.json")
 TIMING_REPEATS = 5
 
