@@ -20,7 +20,7 @@ best of those is the peak. The results record the CPU model, its vector extensio
 with the CPU class and with other work on the machine.
 
 Benchmark-only extras (never project dependencies):
-    pip install torch==2.13.0 transformers
+    pip install torch==2.13.0 transformers==5.25.0
 Run (about 10 minutes on 2 CPU cores):
     python benchmarks/train_throughput.py --steps=30
     python benchmarks/train_throughput.py --steps=40 --frameworks=tfimitate,tfimitate_auto,hf_torch,hf_torch_bf16
