@@ -48,7 +48,8 @@ BATCH, MAX_LENGTH, LR, WARMUP_RATIO, WEIGHT_DECAY = 32, 128, 5e-5, 0.1, 0.01
 WARMUP_STEPS = 3
 
 _STEPS = flags.DEFINE_integer("steps", 30, "Optimizer steps per framework.")
-_FRAMEWORKS = flags.DEFINE_list("frameworks", list(FRAMEWORKS), "Which of them to run, in order.")
+_FRAMEWORKS = flags.DEFINE_list("frameworks", ["tfimitate", "keras_hub", "hf_torch"],
+                                "Which of FRAMEWORKS to run, in order.")
 _RESULTS_NAME = flags.DEFINE_string("results_name", "train_throughput",
                                     "Results file name under benchmarks/results/ (.json, .md).")
 _FRAMEWORK = flags.DEFINE_enum("framework", None, FRAMEWORKS, "Internal: run one framework.")
