@@ -111,9 +111,9 @@ def choose(task, run, requested, max_drop, eval_split, examples, labels_file):
                 f"points below float32's {100 * reference:.2f}, more than --export_max_drop="
                 f"{max_drop:g}; nothing was exported: use --export_precision=float32 or auto, "
                 "or allow a larger drop.")
-    timed = [name for name in trials if trials[name].get("passed")]
-    if requested == "bfloat16" and not runtime.has_bf16_units():
-        timed = ["float32", "bfloat16"]
+    timed = ([name for name in trials if trials[name].get("passed")] if requested == "auto"
+             else ["float32", "bfloat16"] if requested == "bfloat16" and not runtime.has_bf16_units()
+             else [requested])
     for name in timed:
         trials[name]["texts_per_s"] = _speed(candidates[name])
     if requested == "auto":
