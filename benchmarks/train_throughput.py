@@ -1,13 +1,16 @@
 """Fine-tuning speed on SST-2: tfimitate vs plain keras-hub `fit` vs Hugging Face on PyTorch.
 
-All three fine-tune the packaged MiniLM-L6 (same checkpoint) for the same number of
+Each fine-tunes the packaged MiniLM-L6 (same checkpoint) for the same number of
 AdamW steps (lr 5e-5, 10% warmup then linear decay, weight decay 0.01, clip 1.0),
 batch 32, at most 128 word pieces, then report dev accuracy:
-  * tfimitate as it runs by default (`workflow.train`: length-bucketed batches,
-    cached tokenization, oneDNN on), then exports and times the SavedModel on raw strings;
+  * tfimitate (`workflow.train`: length-bucketed batches, cached tokenization, oneDNN on)
+    in float32 (`tfimitate`) and with the default `--precision=auto` (`tfimitate_auto`:
+    mixed_bfloat16 on a CPU with AMX or AVX512-BF16), then exports and times the
+    SavedModel on raw strings;
   * keras-hub `BertTextClassifier.fit` with its preprocessor at sequence_length 128;
   * transformers + PyTorch: a Trainer-equivalent loop with dynamic padding
-    (`DataCollatorWithPadding`), then a `pipeline("text-classification")` timing.
+    (`DataCollatorWithPadding`), then a `pipeline("text-classification")` timing, in float32
+    (`hf_torch`) and under bf16 autocast (`hf_torch_bf16`: training, evaluation and pipeline).
 Each runs in its own child process. Examples/s count steady-state steps (the first
 WARMUP_STEPS, which trace/compile, are left out). Model FLOPs utilisation counts the
 useful FLOPs of the real (unpadded) tokens against the machine's own float32 matmul
@@ -17,9 +20,10 @@ best of those is the peak. The results record the CPU model, its vector extensio
 with the CPU class and with other work on the machine.
 
 Benchmark-only extras (never project dependencies):
-    pip install torch==2.13.0 transformers
+    pip install torch==2.13.0 transformers==5.25.0
 Run (about 10 minutes on 2 CPU cores):
     python benchmarks/train_throughput.py --steps=30
+    python benchmarks/train_throughput.py --steps=40 --frameworks=tfimitate,tfimitate_auto,hf_torch,hf_torch_bf16
 """
 
 import json
@@ -36,12 +40,18 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import harness, machine  # noqa: E402
 
-SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
-FRAMEWORKS = ("tfimitate", "keras_hub", "hf_torch")
+# ../shared/data/sst2 beside the checkout; a git worktree elsewhere sets TFIMITATE_SST2.
+SST2 = os.environ.get("TFIMITATE_SST2") or os.path.normpath(
+    os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
+FRAMEWORKS = ("tfimitate", "tfimitate_auto", "keras_hub", "hf_torch", "hf_torch_bf16")
 BATCH, MAX_LENGTH, LR, WARMUP_RATIO, WEIGHT_DECAY = 32, 128, 5e-5, 0.1, 0.01
 WARMUP_STEPS = 3
 
 _STEPS = flags.DEFINE_integer("steps", 30, "Optimizer steps per framework.")
+_FRAMEWORKS = flags.DEFINE_list("frameworks", ["tfimitate", "keras_hub", "hf_torch"],
+                                "Which of FRAMEWORKS to run, in order.")
+_RESULTS_NAME = flags.DEFINE_string("results_name", "train_throughput",
+                                    "Results file name under benchmarks/results/ (.json, .md).")
 _FRAMEWORK = flags.DEFINE_enum("framework", None, FRAMEWORKS, "Internal: run one framework.")
 _RESULT = flags.DEFINE_string("result", None, "Internal: where the child writes its JSON.")
 
@@ -62,7 +72,7 @@ def steady_rate(times, steps):
     return (steps - WARMUP_STEPS) * BATCH / (times[steps - 1] - times[WARMUP_STEPS - 1])
 
 
-def run_tfimitate(steps, scratch):
+def run_tfimitate(steps, scratch, precision="float32"):
     import tfimitate  # noqa: F401  (environment before TensorFlow)
     import tensorflow as tf
     from tfimitate import workflow
@@ -72,7 +82,7 @@ def run_tfimitate(steps, scratch):
     cfg = Experiment(model_dir=os.path.join(scratch, "run"), export_dir=os.path.join(scratch, "export"),
                      train_data=os.path.join(SST2, "train.tsv"), eval_data=os.path.join(SST2, "dev.tsv"),
                      text_column="0", label_column="1", max_steps=steps, batch_size=BATCH,
-                     sequence_length=MAX_LENGTH, learning_rate=LR)
+                     sequence_length=MAX_LENGTH, learning_rate=LR, precision=precision)
     start = time.time()
     metrics = workflow.train(cfg)
     total = time.time() - start
@@ -82,8 +92,11 @@ def run_tfimitate(steps, scratch):
             if any(v.tag == "loss" for v in event.summary.value):
                 times[event.step - 1] = event.wall_time
     served = tf.saved_model.load(os.path.join(cfg.export_dir, "1")).signatures["serving_default"]
+    with open(os.path.join(cfg.model_dir, "runtime.json")) as f:
+        resolved = json.load(f)["precision"]
     return dict(ex_per_s=steady_rate(times, steps), dev_accuracy=metrics["accuracy"],
-                wall_s=total, matmul_peak_flops=peak, inference_ex_per_s=_inference_rate(
+                wall_s=total, matmul_peak_flops=peak, precision=resolved,
+                inference_ex_per_s=_inference_rate(
                     lambda batch: served(text=tf.constant(batch))))
 
 
@@ -120,7 +133,9 @@ def run_keras_hub(steps, scratch):
                 matmul_peak_flops=peak)
 
 
-def run_hf_torch(steps, scratch):
+def run_hf_torch(steps, scratch, bf16=False):
+    import contextlib
+
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
                               DataCollatorWithPadding, get_linear_schedule_with_warmup, pipeline)
@@ -145,11 +160,14 @@ def run_hf_torch(steps, scratch):
     optimizer = torch.optim.AdamW(groups, lr=LR, eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, int(steps * WARMUP_RATIO), steps)
     model.train()
+    autocast = lambda: (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                        else contextlib.nullcontext())
     times, step = [], 0
     start = time.time()
     while step < steps:
         for batch in loader:
-            loss = model(**batch).loss
+            with autocast():
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -163,7 +181,7 @@ def run_hf_torch(steps, scratch):
     model.eval()
     dev_texts, dev_labels = read_tsv("dev.tsv")
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for i in range(0, len(dev_texts), BATCH):
             batch = tokenizer(dev_texts[i:i + BATCH], truncation=True, max_length=MAX_LENGTH,
                               padding=True, return_tensors="pt")
@@ -171,9 +189,13 @@ def run_hf_torch(steps, scratch):
             correct += sum(p == y for p, y in zip(predicted, dev_labels[i:i + BATCH]))
     classify = pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
     mean_tokens = sum(len(ids) for ids in encoded["input_ids"]) / len(texts)
+
+    def served(batch):
+        with torch.no_grad(), autocast():
+            return classify(batch, batch_size=BATCH, truncation=True, max_length=MAX_LENGTH)
+
     return dict(ex_per_s=steady_rate(times, steps), dev_accuracy=correct / len(dev_texts), wall_s=total,
-                inference_ex_per_s=_inference_rate(
-                    lambda batch: classify(batch, batch_size=BATCH, truncation=True, max_length=MAX_LENGTH)),
+                inference_ex_per_s=_inference_rate(served), precision="bf16 autocast" if bf16 else "float32",
                 mean_train_tokens=mean_tokens, torch_threads=torch.get_num_threads(),
                 matmul_peak_flops=peak)
 
@@ -199,9 +221,15 @@ def train_flops_per_example(tokens, layers=6, width=384, intermediate=1536):
     return 3 * forward
 
 
+def _ratio(summary, a, b):
+    """summary[a] / summary[b], or None where one of them was not run."""
+    return summary[a] / summary[b] if a in summary and b in summary else None
+
+
 def write_report(results, steps, info, load_before, load_after):
-    tokens = results["hf_torch"]["mean_train_tokens"]
-    flops = train_flops_per_example(tokens)
+    hf = results.get("hf_torch") or results.get("hf_torch_bf16")
+    tokens = hf["mean_train_tokens"] if hf else None
+    flops = train_flops_per_example(tokens) if tokens else None
     peak = max(result["matmul_peak_flops"] for result in results.values())
     summary = {"steps": steps, "batch_size": BATCH, "max_length": MAX_LENGTH,
                "mean_train_tokens": tokens, "machine": info, "matmul_peak_flops": peak,
@@ -209,45 +237,57 @@ def write_report(results, steps, info, load_before, load_after):
                "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])}
     for name, result in results.items():
         summary[f"{name}_ex_per_s"] = result["ex_per_s"]
+        summary[f"{name}_precision"] = result.get("precision", "float32")
         summary[f"{name}_dev_accuracy"] = result["dev_accuracy"]
-        summary[f"{name}_mfu"] = result["ex_per_s"] * flops / peak
+        summary[f"{name}_mfu"] = result["ex_per_s"] * flops / peak if flops else None
         summary[f"{name}_train_wall_s"] = result["wall_s"]
         summary[f"{name}_matmul_peak_flops"] = result["matmul_peak_flops"]
         summary[f"{name}_load_average_before"] = result["load_average_before"]
         summary[f"{name}_load_average_after"] = result["load_average_after"]
-    summary["tfimitate_vs_hf_torch"] = summary["tfimitate_ex_per_s"] / summary["hf_torch_ex_per_s"]
-    summary["tfimitate_vs_keras_hub"] = summary["tfimitate_ex_per_s"] / summary["keras_hub_ex_per_s"]
-    served = results["tfimitate"]["inference_ex_per_s"]
-    pipeline = results["hf_torch"]["inference_ex_per_s"]
-    summary["tfimitate_savedmodel_inference_ex_per_s"] = served
-    summary["hf_pipeline_inference_ex_per_s"] = pipeline
-    summary["served_vs_hf_pipeline"] = [s / p for s, p in zip(served, pipeline)]
+        if "inference_ex_per_s" in result:
+            summary[f"{name}_served_ex_per_s"] = result["inference_ex_per_s"]
+    hf_names = [name for name in ("hf_torch", "hf_torch_bf16") if name in results]
+    hf_best = max(hf_names, key=lambda name: results[name]["ex_per_s"], default=None)
+    summary["hf_torch_best"] = hf_best
+    ratios = {"tfimitate_vs_hf_torch": ("tfimitate_ex_per_s", "hf_torch_ex_per_s"),
+              "tfimitate_vs_keras_hub": ("tfimitate_ex_per_s", "keras_hub_ex_per_s"),
+              "auto_vs_float32": ("tfimitate_auto_ex_per_s", "tfimitate_ex_per_s"),
+              "auto_vs_hf_torch_best": ("tfimitate_auto_ex_per_s", f"{hf_best}_ex_per_s")}
+    for key, (a, b) in ratios.items():
+        summary[key] = _ratio(summary, a, b)
     lines = [f"# Fine-tuning MiniLM-L6 on SST-2: {steps} steps of batch {BATCH}, max length {MAX_LENGTH}",
              "", machine.markdown(info, load_before, load_after), "",
              f"Command: `{summary['command']}`. Float32 matmul peak measured here: "
              f"{peak / 1e9:.0f} GFLOP/s (the MFU denominator). Mean real tokens per training "
-             f"example: {tokens:.1f}.", "",
-             "| framework | train ex/s | MFU | dev accuracy | train wall s | matmul peak in its process | load before/after |",
-             "|---|---|---|---|---|---|---|"]
-    for name in FRAMEWORKS:
-        lines.append(f"| {name} | {summary[name + '_ex_per_s']:.1f} | {summary[name + '_mfu']:.1%} | "
+             f"example: {tokens or float('nan'):.1f}.", "",
+             "| framework | precision | train ex/s | MFU | dev accuracy | train wall s | served ex/s (2 passes) | matmul peak in its process | load before/after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in results:
+        mfu = summary[name + "_mfu"]
+        served = summary.get(name + "_served_ex_per_s")
+        lines.append(f"| {name} | {summary[name + '_precision']} | {summary[name + '_ex_per_s']:.1f} | "
+                     f"{'-' if mfu is None else f'{mfu:.1%}'} | "
                      f"{summary[name + '_dev_accuracy']:.4f} | {summary[name + '_train_wall_s']:.0f} | "
+                     f"{'-' if not served else ' / '.join(f'{v:.0f}' for v in served)} | "
                      f"{summary[name + '_matmul_peak_flops'] / 1e9:.0f} GFLOP/s | "
                      f"{summary[name + '_load_average_before']} / {summary[name + '_load_average_after']} |")
-    lines += ["", f"tfimitate / HF PyTorch: {summary['tfimitate_vs_hf_torch']:.2f}x (target 1.3x); "
-              f"tfimitate / keras-hub fit: {summary['tfimitate_vs_keras_hub']:.2f}x (target 3x).", "",
-              "| inference from raw strings, batch 32 | pass 1 ex/s | pass 2 ex/s |", "|---|---|---|",
-              f"| tfimitate SavedModel `serving_default` | {served[0]:.1f} | {served[1]:.1f} |",
-              f"| HF `pipeline('text-classification')` | {pipeline[0]:.1f} | {pipeline[1]:.1f} |",
-              f"| ratio | {summary['served_vs_hf_pipeline'][0]:.2f}x | {summary['served_vs_hf_pipeline'][1]:.2f}x |",
-              ""]
-    harness.save("train_throughput", summary, "\n".join(lines))
+    lines.append("")
+    for key, target in (("tfimitate_vs_hf_torch", "1.3x"), ("tfimitate_vs_keras_hub", "3x"),
+                        ("auto_vs_float32", "1.8x on a CPU with bf16 units"),
+                        ("auto_vs_hf_torch_best", "2x on a CPU with bf16 units")):
+        if summary[key] is not None:
+            lines.append(f"- {key}: {summary[key]:.2f}x (target {target})")
+    lines.append("")
+    harness.save(_RESULTS_NAME.value, summary, "\n".join(lines))
     print("\n".join(lines))
 
 
 def main(argv):
     del argv
-    runners = {"tfimitate": run_tfimitate, "keras_hub": run_keras_hub, "hf_torch": run_hf_torch}
+    runners = {"tfimitate": run_tfimitate,
+               "tfimitate_auto": lambda steps, scratch: run_tfimitate(steps, scratch, "auto"),
+               "keras_hub": run_keras_hub, "hf_torch": run_hf_torch,
+               "hf_torch_bf16": lambda steps, scratch: run_hf_torch(steps, scratch, bf16=True)}
     if _FRAMEWORK.value:
         with tempfile.TemporaryDirectory() as scratch:
             result = runners[_FRAMEWORK.value](_STEPS.value, scratch)
@@ -257,7 +297,7 @@ def main(argv):
     results = {}
     info, load_before = machine.describe(), machine.load_average()
     with tempfile.TemporaryDirectory() as scratch:
-        for name in FRAMEWORKS:
+        for name in _FRAMEWORKS.value:
             path = os.path.join(scratch, f"{name}.json")
             before = machine.load_average()
             subprocess.run([sys.executable, os.path.abspath(__file__), f"--framework={name}",

@@ -140,9 +140,11 @@ def sentiment_rows(n, seed=0):
 
 
 def experiment(tmp_path, **overrides):
-    """A small, fast Experiment in `tmp_path`; override any field."""
+    """A small, fast Experiment in `tmp_path`; override any field. Precision is float32
+    (not the default auto, which is bf16 on CPUs with bf16 units): tolerances of 1e-4
+    between runs assume float32 round-off."""
     values = dict(model_dir=os.path.join(str(tmp_path), "run"), batch_size=8, max_steps=6,
                   sequence_length=32, checkpoint_steps=3, learning_rate=1e-3,
-                  text_column="text", label_column="label")
+                  text_column="text", label_column="label", precision="float32")
     values.update(overrides)
     return Experiment(**values)

@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
         train_data=helpers.write_table(root, "train.csv", helpers.sentiment_rows(64)),
         eval_data=helpers.write_table(root, "eval.csv", helpers.sentiment_rows(40, seed=1)),
         test_data=helpers.write_table(root, "test.csv", helpers.sentiment_rows(20, seed=2)),
-        export_dir=str(root / "export"))
+        export_dir=str(root / "export"), precision="auto")
     from tfimitate.tasks.text_classification import TextClassification
 
     evaluated = []
@@ -44,6 +44,11 @@ def test_training_writes_config_metrics_and_plot(trained):
     cfg, metrics = trained
     saved = Experiment.load(cfg.model_dir)
     assert saved.labels == ("0", "1") and saved.max_steps == 6
+    from tfimitate import runtime
+
+    resolved = json.load(open(os.path.join(cfg.model_dir, "runtime.json")))  # auto stays "auto"
+    assert saved.precision == "auto" and resolved["precision"] == runtime.resolve_precision(
+        "auto", runtime.cpu_flags())[0]
     flagfile = open(os.path.join(cfg.model_dir, "flags.cfg")).read()
     assert "--train_data=" in flagfile and "--labels=0,1" in flagfile
     written = json.load(open(os.path.join(cfg.model_dir, "eval", "metrics.json")))

@@ -178,8 +178,24 @@ CORE_OPTIONS = (
         "tpu", None,
         "TPU address (grpc://...), name, or `local`; used by --strategy=tpu."),
     options.choice(
-        "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-        "Keras dtype policy. Heads and loss stay float32; float16 uses loss scaling."),
+        "precision", "float32", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+        "Keras dtype policy. auto: mixed_bfloat16 on a CPU with AMX or AVX512-BF16 units, "
+        "float32 on other CPUs, GPUs and TPUs (the choice and its reason are logged and written "
+        "to <model_dir>/runtime.json). Heads, loss and master weights stay float32; float16 "
+        "uses loss scaling."),
+    options.choice(
+        "export_precision", "float32", ["float32", "bfloat16", "int8", "auto"],
+        "What the exported model computes in: float32; bfloat16 (the model under "
+        "mixed_bfloat16, no server flag needed); int8 (Keras' model.quantize(\"int8\") of the "
+        "backbone's dense layers); auto: the fastest of those on this CPU that passes the "
+        "accuracy gate (bfloat16 only where the CPU has AMX or AVX512-BF16). All but float32 "
+        "are scored on the run's evaluation data first (see --export_max_drop); the choice, "
+        "scores and speeds are written to assets.extra/tfimitate_precision.json."),
+    options.number(
+        "export_max_drop", 0.5,
+        "Accuracy gate of --export_precision: the export is refused (auto: that precision is "
+        "left out) when its score on the run's evaluation data is more than this many points "
+        "below float32's.", lower=0.0),
     options.boolean(
         "jit_compile", False,
         "Compile the training step with XLA."),

@@ -8,6 +8,7 @@ has since been copied or moved:
     ├── experiment.json           the Experiment (config.Experiment.save / load)
     ├── flags.cfg                 flags that re-run it: --flagfile=runs/sst2/flags.cfg
     ├── serving_examples.json     real eval inputs an export checks parity and warms up with
+    ├── runtime.json              what --precision=auto etc. resolved to on the training machine
     ├── checkpoints/              the newest --keep_checkpoints (training/checkpoints.py)
     │   └── best/                 the best one under early stopping
     ├── logs/train/               TensorBoard scalars (training/loop.py)
@@ -47,6 +48,8 @@ EVAL_SUBDIR = "eval"
 FOLDS_SUBDIR = "folds"
 # Real eval examples saved with the run, so export needs no training data.
 SERVING_EXAMPLES_FILE = "serving_examples.json"
+# What the run's machine-dependent options resolved to (precision "auto": the policy and why).
+RUNTIME_FILE = "runtime.json"
 # The label set, one per line, that an export ships as its assets/labels.txt.
 LABELS_FILE = "labels.txt"
 
@@ -132,6 +135,16 @@ def save_evaluation(model_dir, name, metrics, figures=None):
     for figure, draw in (figures or {}).items():
         draw(eval_path(model_dir, f"{name}_{figure}.png"))
     return path
+
+
+def save_runtime(model_dir, **resolved):
+    """Writes what the run's options resolved to on this machine (e.g. precision="mixed_bfloat16",
+    precision_reason="...") and the CPU, as runtime.json: experiment.json keeps "auto"."""
+    from tfimitate import runtime
+
+    files.write_atomically(os.path.join(model_dir, RUNTIME_FILE), json.dumps(
+        dict(resolved, cpu_bf16_flags=sorted(runtime.cpu_flags() & set(runtime.BF16_CPU_FLAGS))),
+        indent=2))
 
 
 def save_serving_examples(model_dir, examples):

@@ -14,7 +14,6 @@ Example:
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -74,7 +73,7 @@ def _train(task, cfg, data, strategy):
     from tfimitate import reports, runtime, techniques
     from tfimitate.training import hooks, loop, optim
 
-    runtime.set_precision(cfg.precision)
+    precision, reason = runtime.set_precision(cfg.precision, cfg.tpu)
     runtime.set_seeds(cfg.seed)
     preprocessor = task.make_preprocessor(cfg)
     chosen = techniques.chosen(cfg, restore_run=runs.restore)
@@ -87,7 +86,7 @@ def _train(task, cfg, data, strategy):
         model = runs.build_model(task, cfg, task.num_outputs(data.labels), chosen)
         optimizer = optim.make_optimizer(
             cfg.learning_rate, total_steps, cfg.warmup_ratio, cfg.weight_decay,
-            loss_scale=cfg.precision == "mixed_float16", phases=phases,
+            loss_scale=precision == "mixed_float16", phases=phases,
             factors=techniques.learning_rate_factors(chosen, model, cfg))
     trainable = sum(int(v.shape.num_elements()) for v in model.trainable_weights)
     total = sum(int(v.shape.num_elements()) for v in model.weights)
@@ -109,6 +108,7 @@ def _train(task, cfg, data, strategy):
         if chief:  # only techniques' caches are written before this; one trainer per run
             lock.enter_context(files.RunLock(cfg.model_dir))
             cfg.save(cfg.model_dir)
+            runs.save_runtime(cfg.model_dir, precision=precision, precision_reason=reason)
             runs.save_serving_examples(cfg.model_dir, examples)
         logging.info("Training on %s examples, evaluating on %s (%s); %d steps of batch %d.",
                      _count(training.split), _count(data.eval), data.eval.source, total_steps,
@@ -126,7 +126,7 @@ def _train(task, cfg, data, strategy):
             reports.plot_curves(runs.log_dir(cfg.model_dir),
                                 runs.eval_path(cfg.model_dir, "curves.png"))
         if cfg.export_dir and chief:
-            export_model(task, run, examples, result.step)
+            export_model(task, run, examples, result.step, eval_split=data.eval)
     if chief:
         print(f"Done at step {result.step}: checkpoints, TensorBoard logs and reports are in "
               f"{cfg.model_dir} (eval/metrics.json).", flush=True)
@@ -263,9 +263,11 @@ def _format_records(records, path):
         yield "text\r\n"
 
 
-def export(model_dir, export_dir, version=None, serving_version=None):
+def export(model_dir, export_dir, version=None, serving_version=None, precision="float32",
+           max_drop=0.5):
     """Exports the newest checkpoint of `model_dir` as `<export_dir>/<version>/`, for TF
-    Serving `serving_version` and newer (None: the run's own, else the oldest possible)."""
+    Serving `serving_version` and newer (None: the run's own, else the oldest possible), in
+    --export_precision `precision` (gated by `max_drop` points on the run's eval data)."""
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import releases
 
@@ -275,18 +277,22 @@ def export(model_dir, export_dir, version=None, serving_version=None):
     export_lib.next_version(export_dir, version)  # fail before loading anything
     task, run, step = runs.restore(model_dir)
     cfg = run.cfg.replace(export_dir=export_dir,
-                          serving_version=serving_version or run.cfg.serving_version)
+                          serving_version=serving_version or run.cfg.serving_version,
+                          export_precision=precision, export_max_drop=max_drop)
     run = base.Run(cfg, run.model, run.preprocessor, run.strategy)
-    return export_model(task, run, runs.load_serving_examples(task, run.cfg), step, version)
+    eval_split = task.load_data(cfg).eval if precision != "float32" else None
+    return export_model(task, run, runs.load_serving_examples(task, run.cfg), step, version,
+                        eval_split)
 
 
-def export_model(task, run, examples, step, version=None):
-    """Builds the task's serving module and writes a checked version directory.
+def export_model(task, run, examples, step, version=None, eval_split=None):
+    """Builds the task's serving module in --export_precision (checked on `eval_split`, the
+    run's evaluation examples) and writes a checked version directory.
 
     Unless a `version` is asked for, a checkpoint already exported (same run, same
     step) is not exported again: TF Serving would switch to an identical new version.
     """
-    from tfimitate import techniques
+    from tfimitate import export_precision
     from tfimitate.serving import export as export_lib
     from tfimitate.serving import warmup
 
@@ -299,24 +305,24 @@ def export_model(task, run, examples, step, version=None):
 
     def write_extras(directory):
         export_lib.record_source(directory, source)
+        choice.write(directory)
         warmup.write_warmup_requests(
-            directory, {name: inputs for name, (inputs, _) in checks.items()}, model_name)
+            directory, {name: inputs for name, (inputs, _) in choice.checks.items()}, model_name)
 
     with tempfile.TemporaryDirectory() as scratch:
         labels_file = runs.write_labels(scratch, run.labels)
-        # The served model may differ from the trained one (LoRA merges its adapters):
-        # the parity check holds the reloaded export to the trained model's outputs.
-        checks = task.parity(run, examples)
-        for name, (_, expected) in checks.items():
+        choice = export_precision.choose(task, run, run.cfg.export_precision,
+                                         run.cfg.export_max_drop, eval_split, examples,
+                                         labels_file)
+        for name, (_, expected) in choice.checks.items():
             for output, value in expected.items():
                 if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
                     outputs.check(value, f"the model (signature {name}, output '{output}')",
                                   outputs.OVERFLOW_ADVICE)
-        served = techniques.prepare_export(techniques.chosen(run.cfg), run.model, run.cfg)
-        module = task.serving_module(dataclasses.replace(run, model=served), labels_file)
         model_name = os.path.basename(os.path.normpath(run.cfg.export_dir))
-        path = export_lib.export_saved_model(module, run.cfg.export_dir, checks, version,
-                                             write_extras=write_extras,
-                                             serving_version=run.cfg.serving_version)
-    print(f"Exported the model to {path}", flush=True)
+        path = export_lib.export_saved_model(choice.module, run.cfg.export_dir, choice.checks,
+                                             version, write_extras=write_extras,
+                                             serving_version=run.cfg.serving_version,
+                                             tolerance=choice.tolerance)
+    print(f"Exported the model ({choice.precision}) to {path}", flush=True)
     return path

@@ -99,7 +99,7 @@ def version_exported_from(export_dir, source):
 
 
 def export_saved_model(module, export_dir, checks, version=None, write_extras=None,
-                       serving_version=None):
+                       serving_version=None, tolerance=None):
     """Saves `module.serving_signatures()` under `<export_dir>/<version>/`, checked.
 
     Args:
@@ -112,6 +112,8 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         write_extras: optional callable(temporary_dir) adding files (warmup requests).
         serving_version: the TF Serving release whose ops the graph must use (see
             releases.RELEASES, e.g. "2.12"); None: the oldest release that has them all.
+        tolerance: max abs difference of float outputs in the parity checks; None: by the
+            compute dtype of the Keras dtype policy (PARITY_TOLERANCE).
 
     Returns:
         The final version directory.
@@ -140,8 +142,8 @@ def export_saved_model(module, export_dir, checks, version=None, write_extras=No
         release, loads_on = audit(temporary, serving_version)
         reloaded = tf.saved_model.load(temporary)
         for name, (inputs, expected) in checks.items():
-            check_parity(reloaded.signatures[name], inputs, expected, name)
-        check_session_parity(temporary, checks)
+            check_parity(reloaded.signatures[name], inputs, expected, name, tolerance)
+        check_session_parity(temporary, checks, tolerance)
         record_serving(temporary, release, serving_version, loads_on)
         if write_extras is not None:
             write_extras(temporary)
