@@ -26,6 +26,7 @@ SAMPLE_FLAGS = {
     "init_from": dict(init_from="{run}"),
     "transfer": dict(freeze_backbone_steps=1, fine_tune_learning_rate=1e-4),
     "lora": dict(lora_rank=2, lora_alpha=4.0),
+    "few_shot": dict(few_shot_pairs=8),
     "freezing": dict(freeze=("embeddings", "layers:0")),
     "layer_decay": dict(layer_lr_decay=0.8),
     "l2sp": dict(l2sp=0.01),

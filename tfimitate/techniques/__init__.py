@@ -44,6 +44,7 @@ TECHNIQUES = {
     "init_from": "tfimitate.techniques.init_from",
     "transfer": "tfimitate.techniques.transfer",
     "lora": "tfimitate.techniques.lora",
+    "few_shot": "tfimitate.techniques.few_shot",
     "freezing": "tfimitate.techniques.freezing",
     "layer_decay": "tfimitate.techniques.layer_decay",
     "l2sp": "tfimitate.techniques.l2sp",
