@@ -45,6 +45,7 @@ TECHNIQUES = {
     "transfer": "tfimitate.techniques.transfer",
     "lora": "tfimitate.techniques.lora",
     "few_shot": "tfimitate.techniques.few_shot",
+    "adapt_pretraining": "tfimitate.techniques.adapt_pretraining",
     "freezing": "tfimitate.techniques.freezing",
     "layer_decay": "tfimitate.techniques.layer_decay",
     "l2sp": "tfimitate.techniques.l2sp",
