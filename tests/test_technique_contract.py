@@ -37,6 +37,8 @@ SAMPLE_FLAGS = {
     "augment": dict(augment="char_noise:0.2,mask:0.1"),
     "adversarial": dict(adversarial="fgm"),
     "distillation": dict(teacher="{run}"),
+    "self_training": dict(self_train=True, teacher="{run}", unlabeled_data="{unlabeled}",
+                          pseudo_label_threshold=0.5, self_train_rounds=2),
     "feature_cache": dict(task="image_classification", freeze_backbone_steps=2,
                           cache_frozen_features=True),
 }

@@ -55,6 +55,7 @@ TECHNIQUES = {
     "augment": "tfimitate.techniques.augment",
     "adversarial": "tfimitate.techniques.adversarial",
     "distillation": "tfimitate.techniques.distillation",
+    "self_training": "tfimitate.techniques.self_training",
     "feature_cache": "tfimitate.techniques.feature_cache",
 }
 

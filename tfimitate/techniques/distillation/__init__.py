@@ -97,6 +97,8 @@ TINY = 1e-12
 
 def from_config(cfg):
     """The Distillation technique if --teacher is set (its flags checked), else None."""
+    if getattr(cfg, "self_train", False):
+        return None  # the teacher labels texts for self-training (techniques/self_training.py)
     if not cfg.teacher:
         for name in ("unlabeled_data", "student_layers", "teacher_label_map"):
             # Domain-adaptive pretraining reads --unlabeled_data without a teacher.
