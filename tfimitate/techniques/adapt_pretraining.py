@@ -155,6 +155,9 @@ class AdaptPretraining(Technique):
 
     def adapt_examples(self, examples, task, data, cfg):
         split, texts = examples.split, []
+        if not hasattr(split, "texts"):
+            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
+                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
         if cfg.adapt_pretraining_text != "unlabeled":
             texts += list(split.texts)
         if cfg.unlabeled_data and cfg.adapt_pretraining_text != "train":
@@ -188,9 +191,6 @@ class AdaptPretraining(Technique):
     def adapt_dataset(self, dataset, cfg):
         import tensorflow as tf
 
-        if not isinstance(dataset, tf.data.Dataset):
-            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
-                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
         if not self.texts:
             raise UserError(f"{FLAG}: no text to pretrain on; give --unlabeled_data or "
                             "--adapt_pretraining_text=both.")

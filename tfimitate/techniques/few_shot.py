@@ -127,6 +127,9 @@ class FewShot(Technique):
 
     def adapt_examples(self, examples, task, data, cfg):
         split = examples.split
+        if not hasattr(split, "texts"):
+            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
+                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
         pairs = make_pairs(split.labels, self.pairs, cfg.seed, split.source)
         anchors = split.subset([a for a, _, _ in pairs], split.source)
         partners = [split.texts[p] for _, p, _ in pairs]

@@ -100,6 +100,9 @@ class SelfTraining(Technique):
         from tfimitate.techniques.distillation import teacher_cache, teachers
 
         split = examples.split
+        if not hasattr(split, "texts"):
+            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
+                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
         self.labelled, self.eval_split = len(split), data.eval
         extended = task.add_unlabeled(
             split, cfg.unlabeled_data, cfg, "--unlabeled_data", cfg.unlabeled_column,
