@@ -39,6 +39,7 @@ from benchmarks import harness, machine  # noqa: E402
 
 SST2 = os.path.normpath(os.path.join(harness.ROOT, "..", "shared", "data", "sst2"))
 
+_SST2 = flags.DEFINE_string("sst2_dir", SST2, "Folder of SST-2's train.tsv and dev.tsv.")
 _SHOTS = flags.DEFINE_list("shots", ["8", "16", "32", "64", "all"], "Labels per class (or all).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "2", "3"], "Seeds (sampling and training).")
 _METHODS = flags.DEFINE_list("methods", ["plain", "few_shot"], "Methods of the first table.")
@@ -111,8 +112,8 @@ def label_table(runs):
     """{shots: {method: [accuracy per seed]}}."""
     data_dir = os.path.join(_RUNS_DIR.value, "data")
     evaluation = write_tsv(os.path.join(data_dir, "dev.tsv"),
-                           read_tsv(os.path.join(SST2, "dev.tsv"))[:_EVAL_LIMIT.value])
-    train_rows = read_tsv(os.path.join(SST2, "train.tsv"))
+                           read_tsv(os.path.join(_SST2.value, "dev.tsv"))[:_EVAL_LIMIT.value])
+    train_rows = read_tsv(os.path.join(_SST2.value, "train.tsv"))
     table = {}
     for shots in _SHOTS.value:
         for seed in map(int, _SEEDS.value):
@@ -135,7 +136,7 @@ def label_table(runs):
 def domain_table(runs):
     """{run name: target accuracy} of the domain-shift runs (seed: the first of --seeds)."""
     seed, steps, adapt = int(_SEEDS.value[0]), _DOMAIN_STEPS.value, _ADAPT_STEPS.value
-    source, target = os.path.join(SST2, "train.tsv"), _TARGET_TRAIN.value
+    source, target = os.path.join(_SST2.value, "train.tsv"), _TARGET_TRAIN.value
     place = lambda name: os.path.join(_RUNS_DIR.value, f"domain_{name}")
     unlabeled = f"--unlabeled_data={_TARGET_UNLABELED.value}"
     plan = [
