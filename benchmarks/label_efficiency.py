@@ -88,6 +88,7 @@ def common_flags(train, evaluation, model_dir, seed, steps):
             f"--train_data={train}", f"--eval_data={evaluation}", "--text_column=0",
             "--label_column=1", "--sequence_length=64", f"--batch_size={_BATCH.value}",
             f"--seed={seed}", f"--max_steps={steps}", f"--checkpoint_steps={steps}",
+            f"--eval_steps={steps}",  # one evaluation, at the end (an epoch is a step or two)
             f"--model_dir={model_dir}"]
 
 
