@@ -18,6 +18,12 @@ def test_adapt_pretraining_refuses_other_tasks_missing_text_and_a_run_without_fi
         adapt_pretraining.from_config(cfg.replace(adapt_pretraining_text="unlabeled"))
     with pytest.raises(UserError, match="takes all 4 steps of the run"):
         adapt_pretraining.from_config(cfg).phases(cfg, total_steps=4)
+    # --unlabeled_data without --teacher is text to pretrain on, not a distillation mistake.
+    from tfimitate.techniques import distillation
+
+    assert distillation.from_config(cfg.replace(unlabeled_data="u.txt")) is None
+    with pytest.raises(UserError, match="--unlabeled_data needs --teacher"):
+        distillation.from_config(cfg.replace(unlabeled_data="u.txt", adapt_pretraining_steps=0))
 
 
 def test_adapt_pretraining_phase_1_trains_backbone_and_masked_lm_head_not_the_classifier(
