@@ -16,6 +16,13 @@ SLOW_VARIANTS = {
     # a second NER export; test_token_classification.py reloads and checks one in the default run
     "test_contract.py::test_contract_export_reloads_with_parity_and_warmup_for_every_signature"
     "[token_classification]",
+    # few-shot and adaptive pretraining: their phases are checked step by step in
+    # test_few_shot.py / test_adapt_pretraining.py; the contract's train-resume-export of
+    # self_training (also two phases) stays in the default run
+    "test_technique_contract.py::test_technique_contract_trains_resumes_and_exports_with_parity"
+    "[few_shot]",
+    "test_technique_contract.py::test_technique_contract_trains_resumes_and_exports_with_parity"
+    "[adapt_pretraining]",
 }
 
 
