@@ -21,11 +21,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> flags that switch the technique on (with `task=` where it trains on another task
 # than text_classification). "{run}" is a trained tiny text_classification run (the run
-# to continue, the teacher), "{eval_data}" that run's eval file.
+# to continue, the teacher), "{eval_data}" that run's eval file, "{unlabeled}" a .txt of texts.
 SAMPLE_FLAGS = {
     "init_from": dict(init_from="{run}"),
     "transfer": dict(freeze_backbone_steps=1, fine_tune_learning_rate=1e-4),
     "lora": dict(lora_rank=2, lora_alpha=4.0),
+    "few_shot": dict(few_shot_pairs=8),
+    "adapt_pretraining": dict(adapt_pretraining_steps=1, unlabeled_data="{unlabeled}"),
     "freezing": dict(freeze=("embeddings", "layers:0")),
     "layer_decay": dict(layer_lr_decay=0.8),
     "l2sp": dict(l2sp=0.01),
@@ -35,6 +37,8 @@ SAMPLE_FLAGS = {
     "augment": dict(augment="char_noise:0.2,mask:0.1"),
     "adversarial": dict(adversarial="fgm"),
     "distillation": dict(teacher="{run}"),
+    "self_training": dict(self_train=True, teacher="{run}", unlabeled_data="{unlabeled}",
+                          pseudo_label_threshold=0.5, self_train_rounds=2),
     "feature_cache": dict(task="image_classification", freeze_backbone_steps=2,
                           cache_frozen_features=True),
 }
@@ -70,7 +74,8 @@ def samples(tmp_path_factory):
     text = data["text_classification"]
     run = helpers.experiment(directory / "base", max_steps=2, **text)
     workflow.train(run)
-    return data, {"{run}": run.model_dir, "{eval_data}": text["eval_data"]}
+    unlabeled = helpers.write_lines(directory, "unlabeled.txt", ["a fun new story", "the worst plot"])
+    return data, {"{run}": run.model_dir, "{eval_data}": text["eval_data"], "{unlabeled}": unlabeled}
 
 
 def experiment(samples, directory, name, **overrides):

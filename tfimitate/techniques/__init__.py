@@ -44,6 +44,8 @@ TECHNIQUES = {
     "init_from": "tfimitate.techniques.init_from",
     "transfer": "tfimitate.techniques.transfer",
     "lora": "tfimitate.techniques.lora",
+    "few_shot": "tfimitate.techniques.few_shot",
+    "adapt_pretraining": "tfimitate.techniques.adapt_pretraining",
     "freezing": "tfimitate.techniques.freezing",
     "layer_decay": "tfimitate.techniques.layer_decay",
     "l2sp": "tfimitate.techniques.l2sp",
@@ -53,6 +55,7 @@ TECHNIQUES = {
     "augment": "tfimitate.techniques.augment",
     "adversarial": "tfimitate.techniques.adversarial",
     "distillation": "tfimitate.techniques.distillation",
+    "self_training": "tfimitate.techniques.self_training",
     "feature_cache": "tfimitate.techniques.feature_cache",
 }
 

@@ -99,9 +99,13 @@ TINY = 1e-12
 
 def from_config(cfg):
     """The Distillation technique if --teacher is set (its flags checked), else None."""
+    if getattr(cfg, "self_train", False):
+        return None  # the teacher labels texts for self-training (techniques/self_training.py)
     if not cfg.teacher:
         for name in ("unlabeled_data", "student_layers", "teacher_label_map"):
-            if getattr(cfg, name):
+            # Domain-adaptive pretraining reads --unlabeled_data without a teacher.
+            if getattr(cfg, name) and not (name == "unlabeled_data"
+                                           and getattr(cfg, "adapt_pretraining_steps", 0)):
                 raise UserError(f"--{name} needs --teacher: say which model to distil from.")
         return None
     if not 0.0 <= cfg.distill_alpha <= 1.0:
