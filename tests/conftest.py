@@ -33,9 +33,9 @@ SLOW_VARIANTS = {
     # few-shot and adaptive pretraining: their phases are checked step by step in
     # test_few_shot.py / test_adapt_pretraining.py; the contract's train-resume-export of
     # self_training (also two phases) stays in the default run
-    "test_technique_contract.py::test_technique_contract_trains_resumes_and_exports_with_parity"
+    "test_technique_contract_standalone.py::test_technique_contract_trains_resumes_and_exports_with_parity"
     "[few_shot]",
-    "test_technique_contract.py::test_technique_contract_trains_resumes_and_exports_with_parity"
+    "test_technique_contract_standalone.py::test_technique_contract_trains_resumes_and_exports_with_parity"
     "[adapt_pretraining]",
 }
 

@@ -4,6 +4,7 @@ few steps, resume, export with parity. A file of its own so that the test worker
 (`-n 2 --dist loadfile`) run the two halves of the contract at once.
 """
 
+import helpers
 import pytest
 
 import test_technique_contract as contract
@@ -13,8 +14,11 @@ STANDALONE = tuple(sorted(set(contract.SAMPLE_FLAGS) - set(contract.READS_THE_BA
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
-    """Per task: flags of its sample data on a tiny backbone (no trained run to read)."""
-    return contract.sample_data(tmp_path_factory.mktemp("samples")), {}
+    """Per task: flags of its sample data on a tiny backbone (no trained run to read), and
+    a .txt of unlabelled texts."""
+    directory = tmp_path_factory.mktemp("samples")
+    unlabeled = helpers.write_lines(directory, "unlabeled.txt", ["a fun new story", "the worst plot"])
+    return contract.sample_data(directory), {"{unlabeled}": unlabeled}
 
 
 @pytest.fixture(scope="module", params=STANDALONE)
