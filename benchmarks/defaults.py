@@ -332,6 +332,30 @@ def load_scores(work_dir):
     return results
 
 
+def _claimer(path):
+    """The pid in a claim file if that process is alive, else 0."""
+    try:
+        with open(path) as f:
+            pid = int(f.read())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return 0
+
+
+def claim(run_id, work_dir):
+    """True if this process may run `run_id`: no other live benchmark process claimed it
+    (work_dir/claims/<id> holds the claimer's pid), so several can share one work_dir."""
+    path = os.path.join(work_dir, "claims", _safe(run_id))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if _claimer(path) not in (0, os.getpid()):
+        return False
+    with open(f"{path}.{os.getpid()}", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(f"{path}.{os.getpid()}", path)
+    return _claimer(path) == os.getpid()
+
+
 def start(run_id, spec, work_dir, steps):
     """Starts one run in a niced child process; returns what finish() needs."""
     model_dir = os.path.join(work_dir, "runs", _safe(run_id))
@@ -441,16 +465,19 @@ def main(argv):
     steps = {"text": _TEXT_STEPS.value, "lora": _TEXT_STEPS.value, "ner": _TEXT_STEPS.value,
              "image": _IMAGE_STEPS.value}
     data_flags = prepare_data(work_dir, _SHARED.value)
-    failed, running = set(), []
+    failed, elsewhere, running = set(), set(), []
     while True:
         results = load_scores(work_dir)
         busy = {r["id"] for r in running}
         todo = [(run_id, spec) for run_id, (_, spec) in
                 plan(results, data_flags, steps, _DEFAULTS_FOR.value).items()
-                if run_id not in results and run_id not in failed and run_id not in busy
+                if run_id not in results and run_id not in failed | elsewhere | busy
                 and (not _ONLY.value or run_id.startswith(tuple(_ONLY.value)))]
         if todo and len(running) < _WORKERS.value:
             run_id, spec = todo[0]
+            if not claim(run_id, work_dir):
+                elsewhere.add(run_id)  # another process runs it; its score appears in scores/
+                continue
             print(time.strftime("%H:%M:%S"), "start", run_id, flush=True)
             running.append(start(run_id, spec, work_dir, steps))
             continue

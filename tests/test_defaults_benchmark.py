@@ -1,5 +1,7 @@
 """benchmarks/defaults.py's grid and plan, and defaults_report.py's table, on fake results."""
 
+import os
+
 from benchmarks import defaults, defaults_report
 
 STEPS = {"text": 150, "lora": 150, "ner": 150, "image": 80}
@@ -64,3 +66,13 @@ def test_table_gap_and_targets():
                                 "defaults >= plain keras-hub script": "missed"}
     text_md = defaults_report.markdown(list(rows.values()), results)
     assert "| sst2 | text_classification (full fine-tuning) | 85.0 (lr 5e-05) |" in text_md
+
+
+def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path):
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "sst2__text__defaults").write_text(str(os.getppid()))   # alive: not ours
+    assert not defaults.claim("sst2/text/defaults", str(tmp_path))
+    (claims / "sst2__text__defaults").write_text("999999999")          # gone: taken over
+    assert defaults.claim("sst2/text/defaults", str(tmp_path))
+    assert defaults.claim("sst2/text/defaults", str(tmp_path))          # ours already
