@@ -380,7 +380,8 @@ def finish(running, work_dir, steps):
               "steps": steps[run_id.split("/")[1]], "load_before": running["load_before"],
               "load_after": machine.load_average(), "uptime_before": running["uptime_before"],
               "uptime_after": _shell("uptime"),
-              "cpu": _shell("lscpu | grep 'Model name'").split(":", 1)[-1].strip()}
+              "cpu": _shell("lscpu | grep 'Model name'").split(":", 1)[-1].strip(),
+              "commit": _shell(f"git -C {harness.ROOT} rev-parse --short HEAD")}
     try:
         if running["process"].returncode:
             raise RuntimeError(f"exit {running['process'].returncode}")
