@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+from typing import Optional
 
 from tfimitate import files, options, techniques
 from tfimitate.errors import UserError
@@ -145,6 +146,11 @@ CORE_OPTIONS = (
         "early_stopping_patience", 0,
         "If > 0, stop after this many evaluations without a better eval score and "
         "restore the best weights.", lower=0),
+    options.boolean(
+        "keep_best_phase", False,
+        "With training phases (a frozen backbone, then fine-tuning): evaluate at the end of "
+        "each phase, and if a later phase lowered the eval score, end with the weights of the "
+        "best phase end (logged; what evaluate and export then use)."),
     options.integer(
         "checkpoint_steps", 500,
         "Write a checkpoint every this many steps (and always at the end).", lower=1),
@@ -220,7 +226,7 @@ class _ExperimentMethods:
         """A flagfile's text (one --flag=value a line) that re-runs this experiment."""
         lines = ["# Re-run with: python -m tfimitate.train --flagfile=<this file>"]
         for name, value in dataclasses.asdict(self).items():
-            if value is None:
+            if value is None or name == SOURCES_FIELD:
                 continue
             if isinstance(value, bool):
                 lines.append(f"--{name}" if value else f"--no{name}")
@@ -257,12 +263,22 @@ class _ExperimentMethods:
         return cfg
 
 
+# Where each option's value came from (tfimitate/recipes.py), saved in experiment.json:
+# {name: {"from": "default" | "recipe" | "flagfile" | "command line", "reason": ...}};
+# None for an Experiment made in Python.
+SOURCES_FIELD = "option_sources"
+
 Experiment = dataclasses.make_dataclass(
-    "Experiment", [(o.name, o.annotation, dataclasses.field(default=o.default)) for o in OPTIONS],
+    "Experiment",
+    [(o.name, o.annotation, dataclasses.field(default=o.default)) for o in OPTIONS]
+    + [(SOURCES_FIELD, Optional[dict], dataclasses.field(default=None, compare=False))],
     bases=(_ExperimentMethods,), frozen=True)
 Experiment.__module__ = __name__
 Experiment.__doc__ = """Everything that defines a training run: one field per option of OPTIONS,
 named as its flag, with its default.
+
+Its last field, `option_sources`, is not an option: it records where each value came
+from (see SOURCES_FIELD).
 
 Example:
     Experiment(train_data="train.tsv", epochs=1).replace(batch_size=16)
@@ -370,19 +386,51 @@ def _read_nested(path, where, values, check, reading):
     _read_lines(path, values, check, reading + [_same_file(path)])
 
 
-def experiment_from_flags():
-    """Builds the Experiment from parsed absl flags (train's view of them)."""
+def experiment_from_flags(argv=None):
+    """Builds the Experiment from parsed absl flags (train's view of them), with the
+    recipes' values for the options the user left unset (tfimitate/recipes.py) and where
+    each value came from; a run being resumed keeps the recipe values it recorded.
+    `argv` (default sys.argv) tells the command line's flags from the flagfile's."""
+    import sys
+
     from absl import flags
 
-    values = {}
-    for field in dataclasses.fields(Experiment):
-        value = flags.FLAGS[field.name].value
-        if isinstance(value, list):
-            value = tuple(value)
-        values[field.name] = value
+    from tfimitate import recipes
+
+    values, explicit = {}, {}
+    command_line = _named_flags((argv or sys.argv)[1:])
+    for option in OPTIONS:
+        flag = flags.FLAGS[option.name]
+        values[option.name] = tuple(flag.value) if isinstance(flag.value, list) else flag.value
+        if flag.present:
+            explicit[option.name] = (recipes.COMMAND_LINE if option.name in command_line
+                                     else recipes.FLAGFILE)
     cfg = Experiment(**values)
+    recorded = _recorded_run(cfg.model_dir)
+    cfg = recipes.apply(cfg, explicit, recorded)
     validate_for_training(cfg)
     return cfg
+
+
+def _named_flags(arguments):
+    """The flag names written in `arguments` (--name, -name=value, --noname), up to `--`."""
+    names = set()
+    for argument in arguments:
+        if argument == "--":
+            break
+        if argument.startswith("-"):
+            name = argument.lstrip("-").split("=", 1)[0]
+            names.add(name)
+            if name.startswith("no"):
+                names.add(name[2:])
+    return names
+
+
+def _recorded_run(model_dir):
+    """The Experiment saved in `model_dir` if it holds a run (which this one resumes)."""
+    if model_dir and files.isfile(os.path.join(model_dir, EXPERIMENT_FILE)):
+        return Experiment.load(model_dir)
+    return None
 
 
 # Data flags a user gives as paths (options.data); checked before TensorFlow is imported.

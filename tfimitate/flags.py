@@ -3,7 +3,9 @@
 Every option is declared once by its owner (tfimitate/options.py); this module turns the
 experiment's options (config.OPTIONS) and the options only an entry point reads
 (CLI_OPTIONS) into absl flags. Override order: flag defaults, then the `--flagfile`, then
-the command line (absl reads arguments left to right, so put `--flagfile` first). Only the
+the command line (absl reads arguments left to right, so put `--flagfile` first); a
+task's or technique's recipe may change a default the user left unset, and the flag's help
+says which (tfimitate/recipes.py). Only the
 entry points import this module; library code never reads flags.
 
 Example:
@@ -11,7 +13,7 @@ Example:
     value("model_dir")     # in an entry point, after absl parsed the command line
 """
 
-from tfimitate import config, options
+from tfimitate import config, options, recipes
 
 # Options of evaluate, predict, export, tune and prepare that are not part of an experiment.
 CLI_OPTIONS = options.merge((
@@ -72,7 +74,7 @@ CLI_OPTIONS = options.merge((
         "least as many as hosts).", lower=1),
 ))
 
-HOLDERS = options.define_flags(options.merge(config.OPTIONS, CLI_OPTIONS))
+HOLDERS = options.define_flags(recipes.noted(options.merge(config.OPTIONS, CLI_OPTIONS)))
 
 
 def value(name):

@@ -60,6 +60,23 @@ class Option:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A task's or technique's default for `option` where the user left it unset:
+    `value`, because of `reason` (logged, and kept in experiment.json). The entry steps
+    aside when the user set any option of `unless` (a related choice of theirs, e.g. their
+    own frozen phase). See tfimitate/recipes.py.
+
+    Example:
+        Recipe("learning_rate", 1e-3, "a new head on a frozen backbone learns at a head's rate")
+    """
+
+    option: str
+    value: Any
+    reason: str
+    unless: Tuple[str, ...] = ()
+
+
 def string(name, default, help):
     return Option(name, default, help)
 

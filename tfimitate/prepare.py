@@ -10,7 +10,6 @@ Beam runner (DirectRunner by default); Beam's own pipeline options go on the com
 as they are, e.g. `--runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp`.
 """
 
-import dataclasses
 import functools
 import os
 import re
@@ -118,9 +117,9 @@ def user_error(error):
 def _experiment():
     """The Experiment of the parsed flags (prepare needs no --model_dir)."""
     values = {}
-    for field in dataclasses.fields(config.Experiment):
-        value = absl_flags.FLAGS[field.name].value
-        values[field.name] = tuple(value) if isinstance(value, list) else value
+    for option in config.OPTIONS:
+        value = absl_flags.FLAGS[option.name].value
+        values[option.name] = tuple(value) if isinstance(value, list) else value
     return config.Experiment(**values)
 
 

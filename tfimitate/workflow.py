@@ -93,7 +93,8 @@ def _train(task, cfg, data, strategy):
     logging.info("Trainable parameters: %s of %s (%.2f%%).", f"{trainable:,}", f"{total:,}",
                  100.0 * trainable / total)
     run = base.Run(cfg, model, preprocessor, strategy, optimizer,
-                   text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep))
+                   text_transform=lambda keep: techniques.text_transform(chosen, cfg, keep),
+                   total_steps=total_steps)
     techniques.initialize(chosen, run)
     # Built before anything is written: a technique hook may refuse the flags.
     train_ds = techniques.adapt_dataset(

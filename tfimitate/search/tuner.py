@@ -144,7 +144,8 @@ def _base_flags(cfg):
     import dataclasses
 
     values = dataclasses.asdict(cfg.replace(model_dir=None, export_dir=None))
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
+            if k != "option_sources"}
 
 
 def _copy_checkpoints(parent_dir, trial_dir):

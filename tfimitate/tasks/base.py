@@ -51,6 +51,7 @@ class Run:
             as they are (the default). The workflow composes it from the chosen techniques
             (e.g. augmentation); with `keep_word_count` the labels follow the words, so fn
             keeps their number.
+        total_steps: while training, the optimizer steps the run takes (0 otherwise).
 
     Example:
         Run(cfg, model, preprocessor, strategy, optimizer,
@@ -63,6 +64,7 @@ class Run:
     strategy: Any
     optimizer: Any = None
     text_transform: Callable[[bool], Optional[Callable]] = lambda keep_word_count: None
+    total_steps: int = 0
 
     @property
     def labels(self):
@@ -136,6 +138,9 @@ class Task(abc.ABC):
     OPTIONS: ClassVar[Tuple[Any, ...]] = ()
     # Experiment fields, besides COMMON_RESUME_FIELDS, that a resumed run must keep.
     RESUME_FIELDS: ClassVar[Tuple[str, ...]] = ()
+    # The task's training recipe: options.Recipe defaults for options the user left unset
+    # (tfimitate/recipes.py), e.g. a head's learning rate for a task that trains a new head.
+    RECIPE: ClassVar[Tuple[Any, ...]] = ()
     # The signatures `serving_module` exports (multi-task renames them per subtask).
     SIGNATURES: ClassVar[Tuple[str, ...]] = ("serving_default",)
     # What its training batches are made of: "text" (raw texts, changed by text
@@ -311,6 +316,9 @@ def check_task(task_class, name):
     if not (isinstance(task_class.OPTIONS, tuple)
             and all(isinstance(option, options.Option) for option in task_class.OPTIONS)):
         raise TypeError(f"task class {where}: OPTIONS must be a tuple of tfimitate.options.Option")
+    if not (isinstance(task_class.RECIPE, tuple)
+            and all(isinstance(entry, options.Recipe) for entry in task_class.RECIPE)):
+        raise TypeError(f"task class {where}: RECIPE must be a tuple of tfimitate.options.Recipe")
     if "serving_default" not in task_class.SIGNATURES:
         raise TypeError(f"task class {where}: SIGNATURES must hold serving_default")
     return task_class

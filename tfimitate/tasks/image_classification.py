@@ -77,6 +77,21 @@ class ImageClassification(ClassificationTask):
     RESUME_FIELDS = ("image_column", "label_column", "backbone_layer", "image_size",
                      "image_normalization")
     INPUTS = ("images",)
+    # Transfer learning's recipe: a new head needs a head's rate, and a pretrained image
+    # backbone is best left alone in short runs (benchmarks/results/defaults.md).
+    _OWN_WEIGHT_CHOICE = ("freeze_backbone_steps", "fine_tune_layers", "freeze",
+                          "unfreeze_every_steps", "lora_rank")
+    RECIPE = (
+        options.Recipe("learning_rate", 1e-3,
+                       "a new head on a frozen backbone learns at a head's rate",
+                       unless=_OWN_WEIGHT_CHOICE[2:]),
+        options.Recipe("freeze_backbone_fraction", 0.75,
+                       "the head trains alone first; then the backbone is fine-tuned at a "
+                       "tenth of the rate", unless=_OWN_WEIGHT_CHOICE),
+        options.Recipe("keep_best_phase", True,
+                       "fine-tuning the backbone is kept only if it raises the eval score",
+                       unless=_OWN_WEIGHT_CHOICE + ("early_stopping_patience",)),
+    )
     ONE_LABEL_ADVICE = " (one sub-folder per label, or check --label_column)"
 
     def validate(self, cfg):

@@ -1,8 +1,8 @@
 """Cached frozen features (a technique): phase 1 of the transfer recipe in seconds.
 
-While `--freeze_backbone_steps` keeps the backbone frozen, the model's frozen part (the
-backbone and the weightless layers around it, e.g. rescaling and pooling) computes the
-same features of an example at every step. `--cache_frozen_features` computes them once
+While `--freeze_backbone_steps` (or `--freeze_backbone_fraction`) keeps the backbone
+frozen, the model's frozen part (the backbone and the weightless layers around it, e.g.
+rescaling and pooling) computes the same features of an example at every step. `--cache_frozen_features` computes them once
 per training example before training (backbone in inference mode: BatchNorm with its
 moving statistics, no dropout) and, while the backbone is frozen, the step runs only the
 head (the rest of the model, with its dropout) on the cached features. Batches, their
@@ -115,7 +115,8 @@ class FeatureCache(Technique):
 
         features, self.head = frozen_part(run.model, transfer.backbone_of(run.model))
         rows, width = len(self.split), int(features.output.shape[-1])
-        if phase_one_done(run.cfg.model_dir, run.cfg.freeze_backbone_steps):
+        frozen_steps = transfer.frozen_steps(run.cfg, run.total_steps)
+        if phase_one_done(run.cfg.model_dir, frozen_steps):
             return
         if rows * width * 4 > MAX_BYTES:
             logging.warning("--cache_frozen_features: %d x %d features take %.1f GB, more than "
@@ -123,8 +124,8 @@ class FeatureCache(Technique):
                             rows, width, rows * width * 4 / 2**30, MAX_BYTES / 2**30)
             return
         # Phase 1 trains on the stream's first batches: those of its first pass, at most.
-        batch, steps = run.cfg.batch_size, run.cfg.freeze_backbone_steps
-        batches = min(steps, -(-rows // batch))
+        batch = run.cfg.batch_size
+        batches = min(frozen_steps, -(-rows // batch))
         logging.info("Computing the frozen features of the %d training examples phase 1 "
                      "sees (%d each).", min(batches * batch, rows), width)
         dataset = (self.task.train_dataset(run, self.split, self.extras).take(batches)
@@ -159,7 +160,8 @@ def from_config(cfg):
     """FeatureCache with --cache_frozen_features (with a frozen phase 1), else None."""
     if not cfg.cache_frozen_features:
         return None
-    if not cfg.freeze_backbone_steps:
+    if not cfg.freeze_backbone_steps and not cfg.freeze_backbone_fraction:
         raise UserError("--cache_frozen_features caches features of the frozen backbone; set "
-                        "--freeze_backbone_steps=N for a frozen phase 1.")
+                        "--freeze_backbone_steps=N (or --freeze_backbone_fraction) for a "
+                        "frozen phase 1.")
     return FeatureCache()

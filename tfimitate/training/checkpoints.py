@@ -19,6 +19,8 @@ from tfimitate.errors import UserError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "checkpoints/best"
+# --keep_best_phase: the best phase end so far (training/loop.py BestPhaseEnd).
+PHASE_END_SUBDIR = "checkpoints/phase_end"
 
 
 def model_state(model, keep=None):

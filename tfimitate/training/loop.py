@@ -18,6 +18,7 @@ Example:
 """
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -28,12 +29,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfimitate import runtime
+from tfimitate import files, runtime
 from tfimitate.errors import UserError
 from tfimitate.tasks.base import Evaluation
 from tfimitate.training import optim
-from tfimitate.training.checkpoints import (BEST_SUBDIR, CHECKPOINT_SUBDIR, make_checkpoint,
-                                            restore_newest)
+from tfimitate.training.checkpoints import (BEST_SUBDIR, CHECKPOINT_SUBDIR, PHASE_END_SUBDIR,
+                                            make_checkpoint, restore_newest)
 
 # TensorBoard logs: `loss` (and other step_loss terms), `learning_rate`, `eval/score`, `eval/<metric>`.
 LOG_SUBDIR = "logs/train"
@@ -117,6 +118,10 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         checkpoint, os.path.join(out_dir, CHECKPOINT_SUBDIR), max_to_keep=cfg.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, BEST_SUBDIR), max_to_keep=1)
+    # --keep_best_phase (early stopping, when also set, already keeps the best weights).
+    phase_ends = (BestPhaseEnd(checkpoint, os.path.join(out_dir, PHASE_END_SUBDIR))
+                  if cfg.keep_best_phase and len(phases) > 1 and evaluate_fn is not None
+                  and not cfg.early_stopping_patience else None)
 
     # Every worker restores the chief's newest complete checkpoint (the `checkpoint`
     # state file only names a checkpoint once all its files are written).
@@ -175,7 +180,9 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         if step % steps_per_epoch == 0:
             progbar = None
         save = step % cfg.checkpoint_steps == 0 or step == total_steps
-        evaluate = evaluate_fn is not None and (step % eval_every == 0 or step == total_steps)
+        phase_end = step in starts and step < total_steps
+        evaluate = evaluate_fn is not None and (
+            step % eval_every == 0 or step == total_steps or (phase_ends and phase_end))
         if save or evaluate:
             # A finite loss is computed before its step's update, which may still overflow.
             check_finite_weights(model, f"the model after step {step}")
@@ -192,6 +199,8 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
                 tf.summary.scalar("eval/score", evaluation.score)
                 for name, value in scalars.items():
                     tf.summary.scalar(f"eval/{name}", value)
+            if phase_ends and phase_end:
+                phase_ends.offer(step, evaluation)
             if best is None or evaluation.score > best.score:
                 best, evals_without_gain = evaluation, 0
                 if cfg.early_stopping_patience:
@@ -210,8 +219,51 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
         checkpoint.restore(best_manager.latest_checkpoint)
         logging.info("Restored the best weights (%s).", best_manager.latest_checkpoint)
         final_evaluation = best
+    elif phase_ends and final_evaluation and phase_ends.beats(final_evaluation):
+        checkpoint.restore(phase_ends.latest_checkpoint)
+        best_manager.save(checkpoint_number=phase_ends.step)  # what evaluate and export restore
+        logging.info("--keep_best_phase: the last phase lowered the eval score from %.4f (step "
+                     "%d) to %.4f (step %d), so the run ends with the weights of step %d.",
+                     phase_ends.score, phase_ends.step, final_evaluation.score, step,
+                     phase_ends.step)
+        final_evaluation = phase_ends.evaluation
     return LoopResult(step, best, stopped_early,
                       resumed_from, final_evaluation)
+
+
+class BestPhaseEnd:
+    """The phase end with the best eval score so far: its checkpoint and its score (kept in
+    `directory`, so a resumed run still knows them).
+
+    Example:
+        ends = BestPhaseEnd(checkpoint, "runs/x/checkpoints/phase_end")
+        ends.offer(60, evaluation)       # saved if better than an earlier phase end
+        ends.beats(final_evaluation)     # True: restore ends.latest_checkpoint
+    """
+
+    def __init__(self, checkpoint, directory):
+        self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
+        self.score_file = os.path.join(directory, "score.json")
+        self.step, self.score, self.evaluation = None, -math.inf, None
+        if self.manager.latest_checkpoint and tf.io.gfile.exists(self.score_file):
+            found = json.loads(files.read_bytes(self.score_file))
+            self.step, self.score = found["step"], found["score"]
+
+    @property
+    def latest_checkpoint(self):
+        return self.manager.latest_checkpoint
+
+    def offer(self, step, evaluation):
+        """Keeps the weights of phase end `step` if `evaluation` beats the best so far."""
+        if evaluation.score > self.score:
+            self.manager.save(checkpoint_number=step)
+            files.write_atomically(self.score_file,
+                                   json.dumps({"step": step, "score": evaluation.score}))
+            self.step, self.score, self.evaluation = step, evaluation.score, evaluation
+
+    def beats(self, evaluation):
+        """True if a phase end scored higher than `evaluation`."""
+        return self.step is not None and self.score > evaluation.score
 
 
 def _distribute(train_ds, strategy, step):

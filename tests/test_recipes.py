@@ -1,0 +1,155 @@
+"""Recipes: a task's or technique's defaults for options the user left unset, where each
+value came from (experiment.json), what --helpfull says, and --keep_best_phase in the loop."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from absl import flags
+
+from tfimitate import config, recipes
+from tfimitate import flags as _flags  # noqa: F401  (defines the flags)
+from tfimitate.errors import UserError
+from tfimitate.techniques import transfer
+
+
+def experiment(argv, flagfile_lines=(), tmp_path=None):
+    """The Experiment `python -m tfimitate.train` builds from `argv` (plus a flagfile)."""
+    argv = ["train"] + list(argv)
+    if flagfile_lines:
+        path = os.path.join(str(tmp_path), "x.cfg")
+        with open(path, "w") as f:
+            f.write("\n".join(flagfile_lines) + "\n")
+        argv.insert(1, f"--flagfile={path}")
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(argv)
+        return config.experiment_from_flags(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def image_run(tmp_path, *more):
+    return [f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run",
+            "--task=image_classification", *more]
+
+
+def test_the_image_recipe_fills_what_the_user_left_unset_and_records_why(tmp_path):
+    cfg = experiment(image_run(tmp_path, "--batch_size=8"))
+    assert (cfg.learning_rate, cfg.freeze_backbone_fraction, cfg.keep_best_phase) == \
+        (1e-3, 0.75, True)
+    sources = cfg.option_sources
+    assert sources["learning_rate"] == {
+        "from": "recipe",
+        "reason": "image_classification: a new head on a frozen backbone learns at a head's rate"}
+    assert sources["batch_size"] == {"from": "command line"}
+    assert sources["warmup_ratio"] == {"from": "default"}
+    assert recipes.chosen_lines(cfg)[0].startswith("learning_rate=0.001 (image_classification: ")
+    # experiment.json keeps them; flags.cfg re-runs the same values.
+    cfg.save(str(tmp_path))
+    saved = json.load(open(tmp_path / config.EXPERIMENT_FILE))
+    assert saved["option_sources"]["freeze_backbone_fraction"]["from"] == "recipe"
+    assert "--freeze_backbone_fraction=0.75" in open(tmp_path / config.FLAGFILE).read()
+    assert "option_sources" not in open(tmp_path / config.FLAGFILE).read()
+
+
+def test_explicit_values_win_and_a_recipe_steps_aside_for_the_users_own_choice(tmp_path):
+    cfg = experiment(image_run(tmp_path, "--learning_rate=3e-4"),
+                     ["--freeze_backbone_steps=5"], tmp_path)
+    assert cfg.learning_rate == 3e-4 and cfg.option_sources["learning_rate"] == {
+        "from": "command line"}
+    assert cfg.option_sources["freeze_backbone_steps"] == {"from": "flagfile"}
+    # The user chose the frozen phase: the recipe's phase and its fallback step aside.
+    assert (cfg.freeze_backbone_fraction, cfg.keep_best_phase) == (0.0, False)
+    assert recipes.chosen_lines(experiment(image_run(tmp_path), [
+        "--learning_rate=1e-2", "--freeze_backbone_fraction=0.5", "--keep_best_phase=false"],
+        tmp_path)) == []
+
+
+def test_text_classification_keeps_the_plain_defaults(tmp_path):
+    cfg = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run"])
+    assert cfg.learning_rate == 5e-5 and recipes.chosen_lines(cfg) == []
+
+
+def test_a_resumed_run_keeps_the_recipe_values_it_recorded(tmp_path):
+    first = experiment(image_run(tmp_path))
+    first.replace(learning_rate=2e-3).save(f"{tmp_path}/run")  # an older recipe's value
+    resumed = experiment(image_run(tmp_path))
+    assert resumed.learning_rate == 2e-3
+    assert resumed.option_sources["learning_rate"]["reason"].endswith("(recorded by the run)")
+    # A run from before recipes recorded none: it resumes on the plain defaults.
+    first.replace(option_sources=None, learning_rate=5e-5,
+                  freeze_backbone_fraction=0.0, keep_best_phase=False).save(f"{tmp_path}/run")
+    old = experiment(image_run(tmp_path))
+    assert (old.learning_rate, old.freeze_backbone_fraction) == (5e-5, 0.0)
+    assert recipes.chosen_lines(old) == []
+
+
+def test_helpfull_shows_the_plain_default_and_which_recipes_change_it():
+    help_text = flags.FLAGS["learning_rate"].help
+    assert flags.FLAGS["learning_rate"].default == 5e-5
+    assert "A recipe may change this default: image_classification (0.001)" in help_text
+
+
+def test_a_frozen_phase_longer_than_the_run_or_set_twice_is_refused_naming_both(tmp_path):
+    with pytest.raises(UserError, match=r"--freeze_backbone_steps=100 is more than "
+                                        r"--max_steps=80, so the backbone would never be"):
+        transfer.from_config(config.Experiment(freeze_backbone_steps=100, max_steps=80))
+    with pytest.raises(UserError, match=r"--freeze_backbone_steps=5 and "
+                                        r"--freeze_backbone_fraction=0.5 both set the frozen"):
+        transfer.from_config(config.Experiment(freeze_backbone_steps=5,
+                                               freeze_backbone_fraction=0.5))
+    phases = transfer.from_config(config.Experiment(freeze_backbone_fraction=0.75,
+                                                    learning_rate=1e-3)).phases(
+        config.Experiment(freeze_backbone_fraction=0.75, learning_rate=1e-3), 80)
+    assert [(p.start, p.learning_rate) for p in phases] == [(0, 1e-3), (60, 1e-4)]
+
+
+@pytest.mark.parametrize("last_score, restored", [(0.4, True), (0.95, False)])
+def test_keep_best_phase_undoes_a_phase_that_lowered_the_eval_score(tmp_path, last_score,
+                                                                   restored):
+    import helpers
+    import keras
+    import tensorflow as tf
+
+    from tfimitate.tasks.base import Evaluation
+    from tfimitate.training import checkpoints, hooks, loop, optim
+
+    inputs = keras.Input([4])
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    step_loss = lambda model, x, y: keras.losses.sparse_categorical_crossentropy(
+        y, model(x, training=True), from_logits=True)
+    batches = tf.data.Dataset.from_tensors(
+        (np.eye(4, dtype="float32"), np.array([0, 1, 0, 1]))).repeat()
+    cfg = helpers.experiment(tmp_path, max_steps=6, checkpoint_steps=6, eval_steps=6,
+                             keep_best_phase=True)
+    phases = [hooks.Phase(0, 1e-2, lambda m: None), hooks.Phase(3, 1e-2, lambda m: None)]
+    seen = {}
+
+    def evaluate():
+        step = int(optimizer.iterations)
+        seen[step] = [w.numpy().copy() for w in model.weights]
+        score = 0.9 if step == 3 else last_score
+        return Evaluation(score=score, metrics={"accuracy": score}, report="")
+
+    optimizer = optim.make_optimizer(1e-2, total_steps=6, warmup_ratio=0.0, weight_decay=0.0,
+                                     phases=phases)
+    result = loop.train_loop(model, optimizer, step_loss, batches, evaluate, cfg,
+                             tf.distribute.get_strategy(), steps_per_epoch=6, total_steps=6,
+                             phases=phases)
+    assert sorted(seen) == [3, 6]  # evaluated at the phase end and at the end
+    kept = seen[3] if restored else seen[6]
+    assert all(np.array_equal(w.numpy(), k) for w, k in zip(model.weights, kept))
+    assert result.final_evaluation.score == (0.9 if restored else last_score)
+    best = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, checkpoints.BEST_SUBDIR))
+    assert (best is not None and best.endswith("ckpt-3")) == restored
+
+
+def test_lora_brings_its_own_learning_rate_on_any_task(tmp_path):
+    cfg = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run",
+                      "--lora_rank=8"])
+    assert cfg.learning_rate == 5e-3
+    assert cfg.option_sources["learning_rate"]["reason"].startswith("lora: ")
+    assert experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run",
+                       "--lora_rank=8", "--learning_rate=1e-3"]).learning_rate == 1e-3
