@@ -88,9 +88,11 @@ def markdown(rows, results, header=""):
                      f"{f' (lr {rate:g})' if rate else ''} | {grid} | {_pct(row['grid_best'])}"
                      f"{best_point} | {gap} | {extra_plain} | {extra_lora} | {targets} |")
     lines += ["", "Every run (score in %; load = 1-minute load average before / after the run):", "",
-              "| run | score | steps | wall s | load before / after | command |", "|---|---|---|---|---|---|"]
+              "| run | score | steps | wall s | load before / after | commit | command |",
+              "|---|---|---|---|---|---|---|"]
     for key, r in sorted(results.items()):
         before, after = r.get("load_before", ["?"]), r.get("load_after", ["?"])
         lines.append(f"| {key} | {_pct(r.get('score'))} | {r.get('steps', '')} | "
-                     f"{r.get('wall_seconds', '')} | {before[0]} / {after[0]} | `{r.get('command', '')}` |")
+                     f"{r.get('wall_seconds', '')} | {before[0]} / {after[0]} | {r.get('commit', '')} | "
+                     f"`{r.get('command', '')}` |")
     return "\n".join(lines) + "\n"
