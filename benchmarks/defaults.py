@@ -76,6 +76,8 @@ _NICE = flags.DEFINE_integer("nice", 10, "Niceness of the runs' processes.")
 _ONLY = flags.DEFINE_list("only", [], "Only runs whose id starts with one of these.")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Runs at once.")
 _NAME = flags.DEFINE_string("name", "defaults", "Results file name under benchmarks/results/.")
+_REPORT_ONLY = flags.DEFINE_boolean("report_only", False, "Only rewrite the results files from "
+                                    "the scores in --work_dir.")
 _PLAIN = flags.DEFINE_list("plain", [], "Internal: TRAIN_DIR,TEST_DIR,OUTPUT_JSON runs the plain "
                            "keras-hub script in this process.")
 
@@ -465,6 +467,9 @@ def main(argv):
     work_dir = os.path.abspath(_WORK_DIR.value)
     steps = {"text": _TEXT_STEPS.value, "lora": _TEXT_STEPS.value, "ner": _TEXT_STEPS.value,
              "image": _IMAGE_STEPS.value}
+    if _REPORT_ONLY.value:
+        write_results(load_scores(work_dir), steps, _NAME.value)
+        return
     data_flags = prepare_data(work_dir, _SHARED.value)
     failed, elsewhere, running = set(), set(), []
     while True:
