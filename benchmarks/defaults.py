@@ -405,7 +405,9 @@ def finish(running, work_dir, steps):
 
 def write_results(results, steps, name):
     """benchmarks/results/<name>.{json,md} from every finished run."""
-    rows = defaults_report.table(results, DATASETS)
+    sizes = {family: len(grid_points(family, 1.0, EXPECTED[family][1], steps[family]))
+             for family in DATASETS}
+    rows = defaults_report.table(results, DATASETS, sizes)
     cpu = next((r["cpu"] for r in results.values() if r.get("cpu")), "?")
     header = (f"# Defaults against a grid (issue 33)\n\nSteps: text/LoRA/NER {steps['text']}, images "
               f"{steps['image']}; batch {_BATCH.value}, seed {_SEED.value}, images resized to "

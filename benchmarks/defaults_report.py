@@ -9,7 +9,7 @@ A result is one finished run, keyed by its id `<data set>/<family>/<point>` (poi
 A target whose runs have not all finished is `pending`.
 
 Example:
-    rows = table(results, DATASETS)  # [{"dataset": "sst2", "family": "text", "gap": 0.4, ...}]
+    rows = table(results, DATASETS, {"text": 3, ...})  # [{"dataset": "sst2", "family": "text", "gap": 0.4, ...}]
     markdown(rows, results)          # the .md text
 """
 
@@ -35,8 +35,18 @@ def _score(results, key):
     return None if result is None else result.get("score")
 
 
-def table(results, datasets):
-    """One row per (data set, family) of `datasets` ({family: [data set, ...]})."""
+def _grid_verdict(gap, done, size):
+    """Missed as soon as a point beats the defaults by more than 1; met once all are in."""
+    if gap is not None and gap > GRID_TOLERANCE:
+        return "missed"
+    if gap is None or done < size:
+        return f"pending ({done}/{size} points)"
+    return "met"
+
+
+def table(results, datasets, grid_sizes):
+    """One row per (data set, family) of `datasets` ({family: [data set, ...]});
+    `grid_sizes`: {family: points in its grid}."""
     rows = []
     for family, names in datasets.items():
         for dataset in names:
@@ -49,8 +59,8 @@ def table(results, datasets):
             row = {"dataset": dataset, "family": family, "defaults": defaults,
                    "resolved": (results.get(f"{dataset}/{family}/defaults") or {}).get("resolved"),
                    "grid": grid, "grid_best": best, "grid_best_point": best_point, "gap": gap,
-                   "targets": {"defaults within 1 pt of grid best": verdict(
-                       None if gap is None or not grid else gap <= GRID_TOLERANCE)}}
+                   "targets": {"defaults within 1 pt of grid best": _grid_verdict(
+                       gap, len(grid), grid_sizes[family])}}
             if family == "image":
                 plain = _score(results, f"{dataset}/image/plain_keras_hub")
                 row["plain_keras_hub"] = plain

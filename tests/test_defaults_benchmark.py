@@ -56,13 +56,14 @@ def test_table_gap_and_targets():
         "fashion_mnist/image/plain_keras_hub": record(80.5),
     }
     rows = {(r["dataset"], r["family"]): r for r in defaults_report.table(
-        results, {"text": ["sst2"], "lora": ["sst2"], "image": ["fashion_mnist"]})}
+        results, {"text": ["sst2"], "lora": ["sst2"], "image": ["fashion_mnist"]},
+        {"text": 3, "lora": 1, "image": 5})}
     text, lora, image = rows["sst2", "text"], rows["sst2", "lora"], rows["fashion_mnist", "image"]
     assert (text["gap"], text["grid_best_point"]) == (1.5, "lr=0.00015/freeze=off")
     assert text["targets"] == {"defaults within 1 pt of grid best": "missed"}
     assert lora["targets"] == {"defaults within 1 pt of grid best": "met",
                                "within 2 pts of full fine-tuning defaults": "met"}
-    assert image["targets"] == {"defaults within 1 pt of grid best": "pending",
+    assert image["targets"] == {"defaults within 1 pt of grid best": "pending (0/5 points)",
                                 "defaults >= plain keras-hub script": "missed"}
     text_md = defaults_report.markdown(list(rows.values()), results)
     assert "| sst2 | text_classification (full fine-tuning) | 85.0 (lr 5e-05) |" in text_md
