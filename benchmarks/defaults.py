@@ -370,7 +370,8 @@ def start(run_id, spec, work_dir, steps):
                                stderr=subprocess.STDOUT, env=env)
     return {"id": run_id, "process": process, "log": log, "model_dir": model_dir,
             "command": " ".join(["python"] + command[1:]), "start": time.time(),
-            "load_before": machine.load_average(), "uptime_before": _shell("uptime")}
+            "load_before": machine.load_average(), "uptime_before": _shell("uptime"),
+            "commit": _shell(f"git -C {harness.ROOT} rev-parse --short HEAD")}
 
 
 def finish(running, work_dir, steps):
@@ -383,7 +384,7 @@ def finish(running, work_dir, steps):
               "load_after": machine.load_average(), "uptime_before": running["uptime_before"],
               "uptime_after": _shell("uptime"),
               "cpu": _shell("lscpu | grep 'Model name'").split(":", 1)[-1].strip(),
-              "commit": _shell(f"git -C {harness.ROOT} rev-parse --short HEAD")}
+              "commit": running["commit"]}
     try:
         if running["process"].returncode:
             raise RuntimeError(f"exit {running['process'].returncode}")
