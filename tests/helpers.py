@@ -148,3 +148,26 @@ def experiment(tmp_path, **overrides):
                   text_column="text", label_column="label", precision="float32")
     values.update(overrides)
     return Experiment(**values)
+
+
+def weights_reached(phases, model, step_loss, inputs, labels):
+    """{phase start: top-level names of the weights whose gradient one step of the phase
+    reaches}, each phase prepared first; every loss must be finite.
+
+    Example:
+        reached = weights_reached(technique.phases(cfg, 3), model, step_loss, x, y)
+        assert "logits" in reached[1]
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    reached = {}
+    for phase in phases:
+        phase.prepare(model)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(step_loss(model, inputs, labels))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        reached[phase.start] = {v.path.split("/")[0] for v, g in
+                                zip(model.trainable_variables, gradients) if g is not None}
+        assert np.isfinite(float(loss))
+    return reached

@@ -138,11 +138,11 @@ def test_augmented_text_batches_change_every_pass_and_replay_on_resume(tmp_path)
 
 
 def test_every_example_is_seen_once_per_augmented_pass(tmp_path):
-    from tfimitate.tasks import text_classification
+    from tfimitate.tasks import text_inputs
 
     _, run, split, _ = _run(tmp_path, "text_classification", augment="char_noise:0.5")
-    examples = text_classification._examples(split, {"labels": np.arange(len(split), dtype=np.int32)})
-    stream = common.training_batches(run, examples, text_classification._encoder(run.preprocessor),
+    examples = text_inputs.examples(split, {"labels": np.arange(len(split), dtype=np.int32)})
+    stream = common.training_batches(run, examples, text_inputs.encoder(run.preprocessor),
                                      {"token_ids": 0}, ("text",))
     seen = []
     for _, labels in stream:

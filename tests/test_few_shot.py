@@ -1,7 +1,6 @@
 """Few-shot training (--few_shot_pairs): seeded pairs, refusals, and which weights each
 phase's loss reaches (the technique contract trains, resumes and exports it)."""
 
-import numpy as np
 import pytest
 
 import helpers
@@ -59,14 +58,6 @@ def test_few_shot_phase_1_tunes_only_the_backbone_and_phase_2_only_the_head(tmp_
     labels = dict({k: tf.constant(v) for k, v in examples.extras.items()},
                   labels=tf.constant(task.label_ids(examples.split, cfg.labels)))
     step_loss = technique.wrap_loss(hooks.supervised_loss(task), None)
-    reached = {}
-    for phase in phases:
-        phase.prepare(model)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(step_loss(model, features, labels))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        reached[phase.start] = {v.path.split("/")[0] for v, g in
-                                zip(model.trainable_variables, gradients) if g is not None}
-        assert np.isfinite(float(loss))
+    reached = helpers.weights_reached(phases, model, step_loss, features, labels)
     assert reached[0] and "logits" not in reached[0]  # the embedding, not the head
     assert reached[1] == {"logits"}

@@ -159,7 +159,7 @@ def test_prepared_shards_train_on_the_raw_files_batches_and_refuse_another_token
     """tfimitate.prepare's shards (no duplicates here) give the batches the raw file gives,
     the same hold-out, and a run with another tokenizer is refused in one sentence."""
     from tfimitate import prepare, runtime
-    from tfimitate.tasks import base, text_classification, text_stream
+    from tfimitate.tasks import base, text_inputs, text_stream
     from tfimitate.tasks.text_classification import TextClassification
 
     preset = helpers.tiny_bert_preset(tmp_path)
@@ -174,7 +174,7 @@ def test_prepared_shards_train_on_the_raw_files_batches_and_refuse_another_token
         data = task.load_data(run_cfg)
         preprocessor = task.make_preprocessor(run_cfg)
         held[name] = sorted(task.serving_examples(data.eval)["text"])
-        one_pass = text_stream.features(data.train, text_classification._encoder(preprocessor))
+        one_pass = text_stream.features(data.train, text_inputs.encoder(preprocessor))
         examples[name] = sorted((tuple(f["token_ids"]), int(f["labels"]))
                                 for f in one_pass.as_numpy_iterator())
         run = base.Run(run_cfg.replace(labels=data.labels), None, preprocessor,

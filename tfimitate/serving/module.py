@@ -37,3 +37,21 @@ class ServingModule(tf.Module):
                     raise TypeError(f"{name}'s weight {weight.path} is not backed by a tf.Variable.")
                 variables[id(value)] = value
         self.served_variables = list(variables.values())
+
+
+def example_signature(serve, specs, defaults, outputs):
+    """A tf.function of serialized tf.Examples (`inputs`) that parses the features `specs`
+    (serve's inputs; one left out takes `defaults`' value), calls `serve` (its graph, traced
+    once) on them and returns `outputs(serve's outputs)`: TF Serving's Classify/Regress side.
+
+    Example:
+        self.regress = example_signature(self.serve, specs, {},
+                                         lambda scores: {"outputs": scores["score"]})
+    """
+    names = list(specs)
+    features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype,
+                                            default_value=defaults.get(name))
+                for name, spec in specs.items()}
+    return tf.function(
+        lambda inputs: outputs(serve(*map(tf.io.parse_example(inputs, features).get, names))),
+        input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])

@@ -76,7 +76,7 @@ from tfimitate.outputs import check as check_outputs
 from tfimitate.tasks import base, common
 
 
-class ClassificationTask(base.Task):
+class ClassificationTask(common.ServedInputs, base.Task):
     """A task that gives each example one label of the run's label set (see the module)."""
 
     # Examples per call of an exported model's signature (evaluate_saved_model).
@@ -277,16 +277,6 @@ class ClassificationTask(base.Task):
         return _server_class()(run.model, run.preprocessor, self.serving_assets(labels_file),
                                specs, front, self.example_defaults(run))
 
-    def example_defaults(self, run):
-        """Inputs a tf.Example of the `classify` signature may leave out: name -> the value
-        that stands for it. Default: none (every input is required)."""
-        del run
-        return {}
-
-    def serving_examples(self, split):
-        """The first 32 examples of `split` as serving_default inputs."""
-        return self.serving_inputs(split, range(min(common.SERVING_EXAMPLES, len(split))))
-
     def parity(self, run, examples):
         """`serving_default`'s inputs and the in-memory model's probabilities for them,
         through the same front end."""
@@ -349,7 +339,7 @@ def _classify_check(examples, specs, labels, probabilities):
 def _server_class():
     import tensorflow as tf
 
-    from tfimitate.serving.module import ServingModule
+    from tfimitate.serving.module import ServingModule, example_signature
 
     class ClassifierServer(ServingModule):
         """What TF Serving runs: raw inputs in, labels and probabilities out.
@@ -371,13 +361,8 @@ def _server_class():
             names = list(specs)
             self.serve = tf.function(lambda *inputs: self._classify(dict(zip(names, inputs))),
                                      input_signature=list(specs.values()))
-            features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype,
-                                                    default_value=defaults.get(name))
-                        for name, spec in specs.items()}
-            self.classify = tf.function(  # calls serve's graph (traced once) on the features
-                lambda inputs: self._classify_examples(self.serve(*map(
-                    tf.io.parse_example(inputs, features).get, names))),
-                input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+            self.classify = example_signature(self.serve, specs, defaults,
+                                              self._classify_examples)
 
         def serving_signatures(self):
             """Signature name -> tf.function, as saved in the SavedModel."""

@@ -1,4 +1,5 @@
-"""Pieces several tasks share: label checks, plain-text inputs, heads, training batches.
+"""Pieces several tasks share: label checks, plain-text inputs, heads, training batches,
+serving examples.
 
 Example:
     split = keep_known_labels(split, ("neg", "pos"), "--eval_data", drop_unlisted=False,
@@ -114,3 +115,22 @@ def training_batches(run, examples, encode, pad_values, texts, keep_word_count=F
                                          cfg.sequence_length, pad_values, cfg.seed,
                                          static_length=static, split_labels=split_labels,
                                          untrimmed=untrimmed, few_shapes=cfg.jit_compile)
+
+
+class ServedInputs:
+    """Serving defaults of a task that gives raw serving inputs as
+    `serving_inputs(split, indices)` (classification and regression tasks).
+
+    Example:
+        class ClassificationTask(common.ServedInputs, base.Task): ...
+    """
+
+    def example_defaults(self, run):
+        """Inputs a tf.Example of the example signature (`classify`, `regress`) may leave
+        out: name -> the value that stands for it. Default: none (every input is required)."""
+        del run
+        return {}
+
+    def serving_examples(self, split):
+        """The first 32 examples of `split` as serving_default inputs."""
+        return self.serving_inputs(split, range(min(SERVING_EXAMPLES, len(split))))

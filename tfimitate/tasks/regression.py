@@ -145,7 +145,7 @@ def _plot_residuals(true, predicted, path, title):
     reports.save_png(figure, path)
 
 
-class RegressionTask(base.Task):
+class RegressionTask(common.ServedInputs, base.Task):
     """A task that gives each example one number (see the module)."""
 
     # Besides the subclass's own input columns.
@@ -328,16 +328,6 @@ class RegressionTask(base.Task):
 
     # ---- Serving ---------------------------------------------------------------------
 
-    def example_defaults(self, run):
-        """Inputs a tf.Example of the `regress` signature may leave out: name -> the value
-        that stands for it. Default: none (every input is required)."""
-        del run
-        return {}
-
-    def serving_examples(self, split):
-        """The first 32 examples of `split` as serving_default inputs."""
-        return self.serving_inputs(split, range(min(common.SERVING_EXAMPLES, len(split))))
-
     def serving_module(self, run, labels_file):
         """`serving_default`: raw inputs -> `score`; `regress`: the same inputs as the
         features of serialized tf.Examples -> `outputs` (TF Serving's Regress API)."""
@@ -365,7 +355,7 @@ class RegressionTask(base.Task):
 def _server_class():
     import tensorflow as tf
 
-    from tfimitate.serving.module import ServingModule
+    from tfimitate.serving.module import ServingModule, example_signature
 
     class RegressorServer(ServingModule):
         """What TF Serving runs: raw inputs in, the score (in the targets' units) out."""
@@ -378,13 +368,8 @@ def _server_class():
             names = list(specs)
             self.serve = tf.function(lambda *inputs: self._score(dict(zip(names, inputs))),
                                      input_signature=list(specs.values()))
-            features = {name: tf.io.FixedLenFeature(spec.shape[1:], spec.dtype,
-                                                    default_value=defaults.get(name))
-                        for name, spec in specs.items()}
-            self.regress = tf.function(  # calls serve's graph (traced once) on the features
-                lambda inputs: {"outputs": self.serve(*map(
-                    tf.io.parse_example(inputs, features).get, names))[SCORE]},
-                input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+            self.regress = example_signature(self.serve, specs, defaults,
+                                             lambda outputs: {"outputs": outputs[SCORE]})
 
         def serving_signatures(self):
             """Signature name -> tf.function, as saved in the SavedModel."""

@@ -14,43 +14,29 @@ Example:
 """
 
 import dataclasses
-import functools
-import json
 import re
 from typing import Dict, List, Optional
 
-import numpy as np
 from absl import logging
 
 from tfimitate import backbones, options
 from tfimitate.data import prepared, readers, splits, streams
 from tfimitate.errors import UserError
-from tfimitate.tasks import common, side_features, text_stream
+from tfimitate.tasks import common, side_features, text_inputs, text_stream
 from tfimitate.tasks.classification import ClassificationTask
 
 
 @dataclasses.dataclass(eq=False)
-class Split:
-    """Examples of one data file, in file order (compared and hashed by identity).
+class Split(text_inputs.TextSplit):
+    """Examples of one data file (text_inputs.TextSplit).
 
     A label of None is the "no label" marker (unlabelled training text, see `add_unlabeled`).
     `side`: side column -> values (tasks/side_features.py).
     """
 
-    source: str
-    texts: List[str]
-    pairs: Optional[List[str]]
     labels: List[Optional[str]]
     lines: List[int]
     side: Dict[str, list] = dataclasses.field(default_factory=dict)
-
-    def __len__(self):
-        return len(self.texts)
-
-    def subset(self, indices, source):
-        pick = lambda values: None if values is None else [values[i] for i in indices]
-        return Split(source, pick(self.texts), pick(self.pairs), pick(self.labels),
-                     pick(self.lines), {name: pick(v) for name, v in self.side.items()})
 
     def hold_out_keys(self):
         """Each example's key for the hashed hold-out (data/splits.py `held_out`)."""
@@ -61,43 +47,20 @@ class Split:
 
 
 def read_split(path, cfg, flag, with_labels=True, column_flag="--text_column"):
-    """Reads one file into a Split; rows with an empty text are dropped and counted."""
-    columns = [cfg.text_column]
-    if cfg.text_pair_column:
-        columns.append(cfg.text_pair_column)
-    side = {name: [] for name in sum(side_features.columns(cfg), ())}
-    first = len(columns)
-    columns += side
-    if with_labels:
-        columns.append(cfg.label_column)
-    rows = readers.read_rows(path, columns, flag, cfg.tfds_data_dir)
-    texts, pairs, labels, lines = [], [], [], []
-    empty = 0
-    for row in rows:
-        values = [str(v) if v is not None else "" for v in row.values]
-        if not values[0].strip():
-            empty += 1
-            continue
-        if with_labels and not values[-1].strip():
-            raise UserError(f"{path}:{row.line}: the label (--label_column={cfg.label_column}) "
+    """Reads one file into a Split (text_inputs.read_table); an empty label is refused."""
+    def label(cell, where):
+        text = "" if cell is None else str(cell)
+        if not text.strip():
+            raise UserError(f"{where}: the label (--label_column={cfg.label_column}) "
                             "is empty; fill it in or remove the row.")
-        texts.append(values[0])
-        if cfg.text_pair_column:
-            pairs.append(values[1])
-        for name, value in side_features.read_row(row.values[first:first + len(side)], cfg,
-                                                  f"{path}:{row.line}").items():
-            side[name].append(value)
-        labels.append(values[-1].strip() if with_labels else "")
-        lines.append(row.line)
-    if empty:
-        logging.warning("%s: skipped %d rows with an empty text.", path, empty)
-    if not texts:
-        raise UserError(f"{flag}={path}: no examples with a non-empty text; check the file and {column_flag}.")
-    return Split(path, texts, pairs if cfg.text_pair_column else None, labels, lines, side)
+        return text.strip()
+
+    texts, pairs, labels, lines, side = text_inputs.read_table(
+        path, cfg, flag, label if with_labels else None, column_flag)
+    return Split(path, texts, pairs, labels or [""] * len(texts), lines, side)
 
 
-
-class TextClassification(ClassificationTask):
+class TextClassification(text_inputs.TextInputs, ClassificationTask):
     """Text classification: the texts' side of the classification story (see the module)."""
 
     NAME = "text_classification"
@@ -108,15 +71,6 @@ class TextClassification(ClassificationTask):
     ) + side_features.OPTIONS
     RESUME_FIELDS = ("text_column", "text_pair_column", "label_column", "numeric_columns",
                      "categorical_columns")
-    INPUTS = ("text", "word_pieces")
-
-    def validate(self, cfg):
-        """ClassificationTask.validate, and side columns named once."""
-        super().validate(cfg)
-        side_features.check_columns(cfg, {"--text_column": cfg.text_column,
-                                          "--text_pair_column": cfg.text_pair_column,
-                                          "--label_column": cfg.label_column})
-
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
         to predict: a .txt file (one per line) or a table read with --text_column."""
@@ -221,13 +175,6 @@ class TextClassification(ClassificationTask):
         streamed = [s for s in parts if isinstance(s, text_stream.StreamSplit)]
         return text_stream.reading(streamed)
 
-    def example(self, split, i):
-        """{"text": ..., "pair": ...} (the pair for text pairs) and side values (None: missing)."""
-        record = dict({"text": split.texts[i]}, **({"pair": split.pairs[i]} if split.pairs else {}))
-        for name, values in split.side.items():
-            record[name] = None if values[i] == "" or values[i] != values[i] else values[i]
-        return record
-
     def add_unlabeled(self, split, path, cfg, flag, column=None, exclude=()):
         """`split` plus the texts of `path` without a label: a .txt file (one text per line)
         or the `column` (default --text_column) of a table. Texts already in `split` or an
@@ -263,22 +210,11 @@ class TextClassification(ClassificationTask):
                      pick(split.lines, extra.lines),
                      {name: pick(v, extra.side[name]) for name, v in split.side.items()})
 
-    def make_preprocessor(self, cfg):
-        """The backbone's keras-hub preprocessor (tokenizer + packer) at --sequence_length."""
-        return backbones.load_text_preprocessor(cfg.backbone, cfg.sequence_length)
-
     def build_head(self, cfg, backbone, num_outputs):
         """Backbone + dropout + float32 logits on the pooled output (or the first token)."""
         import keras
 
-        inputs = backbone.input
-        outputs = backbone(inputs)
-        if isinstance(outputs, dict):
-            pooled = outputs.get("pooled_output")
-            if pooled is None:
-                pooled = outputs["sequence_output"][:, 0, :]
-        else:
-            pooled = outputs[:, 0, :]
+        inputs, pooled = text_inputs.pooled(backbone)
         inputs, pooled = side_features.join(inputs, pooled, side_features.stats_of(cfg))
         logits = common.logits_head(pooled, cfg, num_outputs, "classifier")
         return keras.Model(inputs, logits, name="text_classifier")
@@ -293,15 +229,10 @@ class TextClassification(ClassificationTask):
                                 "technique needs the training texts in memory (per-example "
                                 "values or changed texts); give one file under 64 MiB or "
                                 "train without it.")
-            return text_stream.training_batches(split, run, _encoder(run.preprocessor),
-                                                _pads(run.preprocessor))
-        extras = dict(extras or {})
-        examples = _examples(split, {"labels": self.label_ids(split, run.labels), **extras})
-        texts = ("text",) if split.pairs is None else ("text", "pair")
-        return common.training_batches(
-            run, examples, _encoder(run.preprocessor, run.cfg.side_feature_stats),
-            _pads(run.preprocessor), texts, split_labels=("labels", *extras),
-            untrimmed=(side_features.INPUT, *extras))
+            return text_stream.training_batches(split, run, text_inputs.encoder(run.preprocessor),
+                                                text_inputs.pads(run.preprocessor))
+        return text_inputs.training_batches(run, split, self.label_ids(split, run.labels),
+                                            extras)
 
     def evaluate(self, run, split):
         """ClassificationTask.evaluate; a streamed split is scored batch by batch, without a
@@ -310,8 +241,8 @@ class TextClassification(ClassificationTask):
             return super().evaluate(run, split)
         from tfimitate.tasks import classification
 
-        true, predicted = text_stream.predicted_ids(split, run, _encoder(run.preprocessor),
-                                                    _pads(run.preprocessor))
+        true, predicted = text_stream.predicted_ids(split, run, text_inputs.encoder(run.preprocessor),
+                                                    text_inputs.pads(run.preprocessor))
         return classification.classification_evaluation(true, predicted, run.labels,
                                                         split.source)
 
@@ -319,8 +250,8 @@ class TextClassification(ClassificationTask):
         """ClassificationTask.predict; a streamed split's records are made batch by batch
         (a generator), in file order."""
         if isinstance(split, text_stream.StreamSplit):
-            return text_stream.predictions(split, run, _encoder(run.preprocessor),
-                                           _pads(run.preprocessor))
+            return text_stream.predictions(split, run, text_inputs.encoder(run.preprocessor),
+                                           text_inputs.pads(run.preprocessor))
         return super().predict(run, split)
 
     def serving_examples(self, split):
@@ -328,20 +259,6 @@ class TextClassification(ClassificationTask):
         if isinstance(split, text_stream.StreamSplit):
             return text_stream.first_rows(split, common.SERVING_EXAMPLES)
         return super().serving_examples(split)
-
-    def prediction_batches(self, run, split):
-        """Tokenized batches of (features, example index), cached per split."""
-        return _prediction_batches(split, run.preprocessor, run.cfg.batch_size,
-                                   run.cfg.sequence_length, run.cfg.side_feature_stats)
-
-    def perturbed(self, split, change):
-        """A copy of `split` whose texts and pairs are split at spaces into words, changed
-        together by `change` and joined again with spaces."""
-        texts = split.texts + (split.pairs or [])
-        changed = [" ".join(words) for words in change([text.split() for text in texts], False)]
-        pairs = None if split.pairs is None else changed[len(split):]
-        return Split(f"{split.source} (perturbed)", changed[:len(split)], pairs, split.labels,
-                     split.lines, split.side)
 
     def serving_signature(self, run):
         """Raw strings `text` (and `text_pair` with --text_pair_column), tokenized in the
@@ -366,20 +283,6 @@ class TextClassification(ClassificationTask):
             return {k: v[:, :longest] for k, v in features.items()}
 
         return side_features.serving(specs, front, side_features.stats_of(run.cfg))
-
-    def example_defaults(self, run):
-        """A side feature left out of a tf.Example is missing."""
-        stats = side_features.stats_of(run.cfg)
-        return side_features.example_defaults(stats) if stats else {}
-
-    def serving_inputs(self, split, indices):
-        """{"text": [...]} (and "text_pair" for pairs)."""
-        indices = list(indices)
-        inputs = {"text": [split.texts[i] for i in indices]}
-        if split.pairs is not None:
-            inputs["text_pair"] = [split.pairs[i] for i in indices]
-        inputs.update({name: [values[i] for i in indices] for name, values in split.side.items()})
-        return inputs
 
 
 def _refuse_side_features(path, cfg, flag):
@@ -427,51 +330,3 @@ def _warn_shared_texts(train, scored):
             logging.warning("%s: %d of its %d texts are also in the training data (%s); its "
                             "scores overstate accuracy on unseen text.", split.source, shared,
                             len(split), train.source)
-
-
-def _examples(split, extra):
-    """The split's raw examples: `text` (and `pair`) strings plus the `extra` per-example values."""
-    import tensorflow as tf
-
-    examples = {"text": tf.constant(split.texts)}
-    if split.pairs is not None:
-        examples["pair"] = tf.constant(split.pairs)
-    examples.update(side_features.example_columns(split.side))
-    examples.update({key: tf.constant(values) for key, values in extra.items()})
-    return examples
-
-
-def _encoder(preprocessor, side_feature_stats=None):
-    """A batch of examples -> the preprocessor's features, the encoded side features
-    (`side_features`, with `side_feature_stats`) plus the other values."""
-    stats = json.loads(side_feature_stats) if side_feature_stats else None
-
-    def encode(batch):
-        batch = dict(batch)
-        text = batch.pop("text")
-        # x= keeps a (texts, pairs) tuple one input; positionally keras-hub reads it as (x, y).
-        features = preprocessor(x=(text, batch.pop("pair")) if "pair" in batch else text)
-        side_features.add_encoded(batch, features, stats)
-        features.update(batch)
-        return features
-
-    return encode
-
-
-def _pads(preprocessor):
-    return {"token_ids": preprocessor.tokenizer.pad_token_id}
-
-
-@functools.lru_cache(maxsize=8)
-def _prediction_batches(split, preprocessor, batch_size, sequence_length, side_feature_stats):
-    """Tokenized, cached batches of (features, example index), built once per split."""
-    import tensorflow as tf
-
-    from tfimitate.data import pipelines
-
-    features = pipelines.encoded(
-        tf.data.Dataset.from_tensor_slices(
-            _examples(split, {"index": np.arange(len(split), dtype=np.int64)})),
-        _encoder(preprocessor, side_feature_stats), untrimmed=(side_features.INPUT,))
-    return pipelines.batches(features, batch_size, sequence_length, _pads(preprocessor),
-                             split_labels=("index",))

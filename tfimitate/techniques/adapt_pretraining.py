@@ -27,7 +27,10 @@ from absl import logging
 
 from tfimitate import options
 from tfimitate.errors import UserError
-from tfimitate.training.hooks import Phase, Technique
+from tfimitate.techniques.text_techniques import (PhasedTextTechnique, positive_rate,
+                                                  text_classification_only,
+                                                  texts_in_memory, with_unlabeled)
+from tfimitate.training.hooks import Phase
 
 OPTIONS = (
     options.integer(
@@ -138,13 +141,10 @@ def masked_lm_loss(targets, logits, weights):
     return tf.reduce_sum(losses, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
 
 
-class AdaptPretraining(Technique):
+class AdaptPretraining(PhasedTextTechnique):
     """Masked-LM phase, then fine-tuning (see the module)."""
 
     name, flag, order = "adapt_pretraining", FLAG, 22
-    inputs = frozenset({"text", "word_pieces"})
-    # It sets the phases and takes the step's loss over for phase 1.
-    claims = {"trainable_weights", "student_forward"}
 
     def __init__(self, steps, learning_rate):
         self.steps = steps
@@ -154,17 +154,11 @@ class AdaptPretraining(Technique):
         self.pretraining = True  # the phase being traced
 
     def adapt_examples(self, examples, task, data, cfg):
-        split, texts = examples.split, []
-        if not hasattr(split, "texts"):
-            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
-                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
+        split, texts = texts_in_memory(examples.split, FLAG, cfg), []
         if cfg.adapt_pretraining_text != "unlabeled":
             texts += list(split.texts)
         if cfg.unlabeled_data and cfg.adapt_pretraining_text != "train":
-            extended = task.add_unlabeled(
-                split, cfg.unlabeled_data, cfg, "--unlabeled_data", cfg.unlabeled_column,
-                exclude=[s for s in (data.eval, data.test) if s is not None])
-            texts += list(extended.texts[len(split):])
+            texts += list(with_unlabeled(task, split, data, cfg).texts[len(split):])
         logging.info("%s: %d masked-LM steps on %d texts (%s).", FLAG, self.steps, len(texts),
                      cfg.adapt_pretraining_text if cfg.unlabeled_data else "train")
         self.texts = texts
@@ -227,13 +221,10 @@ def from_config(cfg):
     """AdaptPretraining when --adapt_pretraining_steps > 0 (text classification), else None."""
     if not cfg.adapt_pretraining_steps:
         return None
-    if cfg.task != "text_classification":
-        raise UserError(f"{FLAG} pretrains on the texts of text classification, but --task="
-                        f"{cfg.task} is another task; drop {FLAG}.")
+    text_classification_only(cfg, FLAG, "pretrains on the texts of text classification",
+                             "is another task")
     if cfg.adapt_pretraining_text == "unlabeled" and not cfg.unlabeled_data:
         raise UserError("--adapt_pretraining_text=unlabeled needs --unlabeled_data: give the "
                         "target-domain texts.")
-    if cfg.adapt_pretraining_learning_rate <= 0:
-        raise UserError(f"--adapt_pretraining_learning_rate={cfg.adapt_pretraining_learning_rate:g}"
-                        ": give a positive rate.")
-    return AdaptPretraining(cfg.adapt_pretraining_steps, cfg.adapt_pretraining_learning_rate)
+    return AdaptPretraining(cfg.adapt_pretraining_steps,
+                            positive_rate(cfg, "adapt_pretraining_learning_rate"))

@@ -29,7 +29,9 @@ from absl import logging
 
 from tfimitate import options
 from tfimitate.errors import UserError
-from tfimitate.training.hooks import Examples, Phase, Technique
+from tfimitate.techniques.text_techniques import (PhasedTextTechnique, positive_rate,
+                                                  text_classification_only, texts_in_memory)
+from tfimitate.training.hooks import Examples, Phase
 
 OPTIONS = (
     options.integer(
@@ -111,13 +113,10 @@ def cosine_loss(anchors, partners, targets):
     return tf.square(cosine - targets)
 
 
-class FewShot(Technique):
+class FewShot(PhasedTextTechnique):
     """Contrastive tuning of the embedding, then the head (see the module)."""
 
     name, flag, order = "few_shot", FLAG, 25
-    inputs = frozenset({"text", "word_pieces"})
-    # It sets the phases and takes the student's forward pass over for phase 1.
-    claims = {"trainable_weights", "student_forward"}
 
     def __init__(self, pairs, head_learning_rate):
         self.pairs = pairs
@@ -126,10 +125,7 @@ class FewShot(Technique):
         self.contrastive = True  # the phase being traced
 
     def adapt_examples(self, examples, task, data, cfg):
-        split = examples.split
-        if not hasattr(split, "texts"):
-            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
-                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
+        split = texts_in_memory(examples.split, FLAG, cfg)
         pairs = make_pairs(split.labels, self.pairs, cfg.seed, split.source)
         anchors = split.subset([a for a, _, _ in pairs], split.source)
         partners = [split.texts[p] for _, p, _ in pairs]
@@ -212,13 +208,8 @@ def from_config(cfg):
     """FewShot when --few_shot_pairs > 0 (on text classification), else None."""
     if not cfg.few_shot_pairs:
         return None
-    if cfg.task != "text_classification":
-        raise UserError(f"{FLAG} tunes a text classifier's sentence embedding, but "
-                        f"--task={cfg.task} is not text classification; drop {FLAG}.")
+    text_classification_only(cfg, FLAG, "tunes a text classifier's sentence embedding")
     if cfg.text_pair_column:
         raise UserError(f"{FLAG} pairs single texts, but --text_pair_column="
                         f"{cfg.text_pair_column} makes each example a text pair; drop one of them.")
-    if cfg.few_shot_head_learning_rate <= 0:
-        raise UserError(f"--few_shot_head_learning_rate={cfg.few_shot_head_learning_rate:g}: "
-                        "give a positive rate.")
-    return FewShot(cfg.few_shot_pairs, cfg.few_shot_head_learning_rate)
+    return FewShot(cfg.few_shot_pairs, positive_rate(cfg, "few_shot_head_learning_rate"))

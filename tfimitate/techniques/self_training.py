@@ -33,6 +33,7 @@ from absl import logging
 
 from tfimitate import files, options
 from tfimitate.errors import UserError
+from tfimitate.techniques import text_techniques
 from tfimitate.training.hooks import Examples, Phase, Technique
 
 OPTIONS = (
@@ -99,14 +100,9 @@ class SelfTraining(Technique):
         from tfimitate.techniques import distillation
         from tfimitate.techniques.distillation import teacher_cache, teachers
 
-        split = examples.split
-        if not hasattr(split, "texts"):
-            raise UserError(f"{FLAG} needs the training texts in memory, but --train_data="
-                            f"{cfg.train_data} is streamed; give one file under 64 MiB.")
+        split = text_techniques.texts_in_memory(examples.split, FLAG, cfg)
         self.labelled, self.eval_split = len(split), data.eval
-        extended = task.add_unlabeled(
-            split, cfg.unlabeled_data, cfg, "--unlabeled_data", cfg.unlabeled_column,
-            exclude=[s for s in (data.eval, data.test) if s is not None])
+        extended = text_techniques.with_unlabeled(task, split, data, cfg)
         self.unlabelled = extended.subset(range(self.labelled, len(extended)), cfg.unlabeled_data)
         teacher = teachers.open_teacher(cfg.teacher, task, cfg, self.restore_run)
         teacher.check(self.unlabelled)
