@@ -64,6 +64,10 @@ def test_explicit_values_win_and_a_recipe_steps_aside_for_the_users_own_choice(t
     # The user chose the frozen phase: the recipe's phase and its fallback step aside.
     assert (cfg.freeze_backbone_fraction, cfg.keep_best_phase, cfg.fine_tune_batchnorm) == \
         (0.0, False, True)
+    # No frozen phase, the user's choice: no phase-2 entries that would need one.
+    no_phase = experiment(image_run(tmp_path, "--freeze_backbone_fraction=0"))
+    assert [line.split("=")[0] for line in recipes.chosen_lines(no_phase)] == ["learning_rate"]
+    assert transfer.from_config(no_phase) is None
     assert recipes.chosen_lines(experiment(image_run(tmp_path), [
         "--learning_rate=1e-2", "--freeze_backbone_fraction=0.5", "--keep_best_phase=false",
         "--fine_tune_learning_rate=1e-3", "--fine_tune_batchnorm"],

@@ -83,24 +83,27 @@ class ImageClassification(ClassificationTask):
     # helps. Test accuracy: head at 1e-3 66.7%, at 3e-3 71.8% (80 steps); 60 head steps then
     # 20 fine-tuning steps at 1e-4 with BatchNorm training 63.5% (the phase dropped the eval
     # score from 0.68 to 0.44), with BatchNorm frozen 68.0% (0.68 -> 0.71).
-    _OWN_WEIGHT_CHOICE = ("freeze_backbone_steps", "fine_tune_layers", "freeze",
-                          "unfreeze_every_steps", "lora_rank")
+    # A choice of the user's own makes the entries about it step aside: their frozen phase,
+    # or another way of choosing which weights train.
+    _OWN_FROZEN_PHASE = ("freeze_backbone_steps", "freeze_backbone_fraction", "fine_tune_layers")
+    _OWN_TRAINABLE_WEIGHTS = ("freeze", "unfreeze_every_steps", "lora_rank")
+    _OWN_CHOICE = _OWN_FROZEN_PHASE + _OWN_TRAINABLE_WEIGHTS
     RECIPE = (
         options.Recipe("learning_rate", 3e-3,
                        "a new head on a frozen backbone learns at a head's rate",
-                       unless=_OWN_WEIGHT_CHOICE[2:]),
+                       unless=_OWN_TRAINABLE_WEIGHTS),
         options.Recipe("freeze_backbone_fraction", 0.75,
                        "the head trains alone for the first 3/4 of the steps, then the "
-                       "backbone is fine-tuned", unless=_OWN_WEIGHT_CHOICE),
+                       "backbone is fine-tuned", unless=_OWN_CHOICE),
         options.Recipe("fine_tune_learning_rate", 1e-4,
                        "a pretrained backbone is fine-tuned at a backbone's rate",
-                       unless=_OWN_WEIGHT_CHOICE),
+                       unless=_OWN_CHOICE),
         options.Recipe("fine_tune_batchnorm", False,
                        "BatchNorm statistics of a few small batches of new images would replace "
-                       "ImageNet's", unless=_OWN_WEIGHT_CHOICE),
+                       "ImageNet's", unless=_OWN_CHOICE),
         options.Recipe("keep_best_phase", True,
                        "fine-tuning the backbone is kept only if it raises the eval score",
-                       unless=_OWN_WEIGHT_CHOICE + ("early_stopping_patience",)),
+                       unless=_OWN_CHOICE + ("early_stopping_patience",)),
     )
     ONE_LABEL_ADVICE = " (one sub-folder per label, or check --label_column)"
 
