@@ -12,9 +12,9 @@ No TensorFlow here: a recipe is settled in about a second, before any work.
 
 Example:
     cfg = apply(Experiment(task="image_classification", train_data="pets/"), explicit={})
-    cfg.learning_rate                        # 0.001
+    cfg.learning_rate                        # 0.003
     cfg.option_sources["learning_rate"]      # {"from": "recipe", "reason": "image_classification: ..."}
-    chosen_lines(cfg)                        # ["learning_rate=0.001 (image_classification: ...)", ...]
+    chosen_lines(cfg)                        # ["learning_rate=0.003 (image_classification: ...)", ...]
 """
 
 import dataclasses
@@ -41,7 +41,7 @@ def declared():
 
 
 def owners_of(option_name):
-    """The owners whose recipes may set `option_name`, with the value: ["lora (0.002)"]."""
+    """The owners whose recipes may set `option_name`, with the value: ["lora (0.005)"]."""
     return [f"{owner} ({entry.value:g})" if isinstance(entry.value, float) else
             f"{owner} ({entry.value})"
             for owner, entries, _ in declared() for entry in entries if entry.option == option_name]
@@ -49,7 +49,7 @@ def owners_of(option_name):
 
 def noted(options):
     """`options` with a note in the help of each one a recipe may change, e.g. "(A recipe
-    may change this default: image_classification (0.001), lora (0.002).)": what
+    may change this default: image_classification (0.003), lora (0.005).)": what
     --helpfull shows beside the plain default."""
     noted_options = []
     for option in options:
@@ -102,7 +102,7 @@ def _recorded(recorded, explicit):
 
 
 def chosen_lines(cfg):
-    """One line per option a recipe set: "learning_rate=0.001 (lora: adapters start ...)"."""
+    """One line per option a recipe set: "learning_rate=0.005 (lora: LoRA adapters start ...)"."""
     return [f"{name}={_show(getattr(cfg, name))} ({source['reason']})"
             for name, source in (cfg.option_sources or {}).items()
             if source["from"] == RECIPE]
