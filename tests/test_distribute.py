@@ -84,7 +84,8 @@ def test_multi_worker_trains_and_only_the_chief_writes(data):
     checkpoints = os.listdir(os.path.join(cfg.model_dir, "checkpoints"))
     assert "ckpt-6.index" in checkpoints
     assert sorted(os.listdir(cfg.model_dir)) == [".lock", "checkpoints", "eval", "experiment.json",
-                                                 "flags.cfg", "logs", "serving_examples.json"]
+                                                 "flags.cfg", "logs", "runtime.json",
+                                                 "serving_examples.json"]
     with open(os.path.join(cfg.model_dir, "eval", "metrics.json")) as f:
         assert json.load(f)["step"] == 6
     assert os.listdir(directory / "tmp1") == []  # the worker's throw-away folder is gone

@@ -324,5 +324,5 @@ def export_model(task, run, examples, step, version=None, eval_split=None):
                                              version, write_extras=write_extras,
                                              serving_version=run.cfg.serving_version,
                                              tolerance=choice.tolerance)
-    print(f"Exported the model ({choice.precision}) to {path}", flush=True)
+    print(f"Exported the model to {path} ({choice.precision}).", flush=True)
     return path
