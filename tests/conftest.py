@@ -37,7 +37,15 @@ SLOW_VARIANTS = {
     "[few_shot]",
     "test_technique_contract_standalone.py::test_technique_contract_trains_resumes_and_exports_with_parity"
     "[adapt_pretraining]",
+    # self-training's rounds are checked in tests/test_self_training.py (selection, balance,
+    # resume of the saved pseudo-labels)
+    "test_technique_contract.py::test_technique_contract_trains_resumes_and_exports_with_parity"
+    "[self_training]",
 }
+# Tasks whose whole shared contract (tests/test_contract.py) runs with `-m slow`: their own
+# test file trains, evaluates, predicts, exports (parity, warmup, Regress) and resumes them.
+# text_regression: tests/test_text_regression.py.
+SLOW_CONTRACT_TASKS = ("text_regression",)
 
 
 # The default run's longest test files, longest first (their times in the run of
@@ -64,7 +72,9 @@ def pytest_collection_modifyitems(items):
     import pytest
 
     for item in items:
-        if item.nodeid.rsplit("/", 1)[-1] in SLOW_VARIANTS:
+        slow_task = item.path.name == "test_contract.py" and any(
+            f"[{task}" in item.nodeid for task in SLOW_CONTRACT_TASKS)
+        if item.nodeid.rsplit("/", 1)[-1] in SLOW_VARIANTS or slow_task:
             item.add_marker(pytest.mark.slow)
     first = {name: rank for rank, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
