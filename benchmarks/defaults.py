@@ -419,13 +419,18 @@ def write_results(results, steps, name):
              for family in DATASETS}
     rows = defaults_report.table(results, DATASETS, sizes)
     cpu = next((r["cpu"] for r in results.values() if r.get("cpu")), "?")
+    # The runs record only the CPU's model name; its class (AVX2, AVX-512, bf16, AMX) is
+    # that of the machine writing the table, which runs them (every run of 2026-12-07 ran on one).
+    this_machine = machine.describe()
     header = (f"# Defaults against a grid (issue 33)\n\nSteps: text/LoRA/NER {steps['text']}, images "
               f"{steps['image']}; batch {_BATCH.value}, seed {_SEED.value}, images resized to "
               f"{_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}. Score: held-out test accuracy (NER: entity "
-              f"F1), %. CPU: {cpu}; 2 cores shared with other jobs. Written by "
+              f"F1), %. CPU: {cpu} ({this_machine['cpu_class']}); 2 cores shared with other "
+              "jobs. Written by "
               "`python -m benchmarks.defaults` (see its docstring for the data sets).")
     harness.save(name, {"steps": steps, "batch_size": _BATCH.value, "seed": _SEED.value,
-                        "image_size": _IMAGE_SIZE.value, "table": rows, "runs": results},
+                        "image_size": _IMAGE_SIZE.value, "machine": this_machine,
+                        "table": rows, "runs": results},
                  defaults_report.markdown(rows, results, header))
 
 
