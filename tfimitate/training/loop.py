@@ -188,7 +188,7 @@ def _train(model, optimizer, step_loss, train_ds, evaluate_fn, cfg, strategy, st
             check_finite_weights(model, f"the model after step {step}")
         if save:
             checkpoints.save(manager, step)
-        if step in starts and step < total_steps:
+        if phase_end:
             train_steps = _enter_phase(phases, step, model, step_loss, optimizer, strategy, cfg)
         if evaluate:
             evaluation = evaluate_fn()
