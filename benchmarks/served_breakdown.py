@@ -6,8 +6,9 @@ Each variant runs in its own child process, one after the other:
   * ours_<precision>: `workflow.export(--export_precision=<precision>)` of the run given by
     --model_dir (its accuracy gate scores it and float32 on the run's eval data: those are
     the accuracies reported; float32's comes from the others' gates), then per batch: the export's `serving_default` on the strings (total),
-    the task's tokenizer front alone (tokenization), the Keras model in that precision on
-    the already tokenized batch (model); overhead = total - tokenization - model.
+    the task's tokenizer front alone (tokenization), what the signature runs on the already
+    tokenized batch (the Keras model in that precision on length-sorted groups of the
+    batch, serving/length_groups.py: model); overhead = total - tokenization - model.
   * hf_<float32|bf16>: the packaged MiniLM-L6 as `AutoModelForSequenceClassification`
     (speed only: its head is untrained), `pipeline("text-classification")` (total), its
     tokenizer alone and the model alone (under `torch.autocast` for bf16).
@@ -80,9 +81,9 @@ def run_ours(precision, model_dir, passes, scratch):
     serve = tf.saved_model.load(path).signatures["serving_default"]
     task, run, _ = runs.restore(model_dir)
     _, front = task.serving_signature(run)
-    model = export_precision.served(task, run, precision).model
+    grouped = task.served_forward(export_precision.served(task, run, precision))
     tokenize = tf.function(lambda texts: front({"text": texts}))
-    call = tf.function(lambda features: model(features, training=False))
+    call = tf.function(grouped)
     texts = [tf.constant(batch) for batch in batches()]
     features = [tokenize(batch) for batch in texts]
     count = sum(len(batch) for batch in batches())

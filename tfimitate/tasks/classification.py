@@ -275,7 +275,7 @@ class ClassificationTask(common.ServedInputs, base.Task):
         inputs as the features of serialized tf.Examples (TF Serving's Classify API)."""
         specs, front = self.serving_signature(run)
         return _server_class()(run.model, run.preprocessor, self.serving_assets(labels_file),
-                               specs, front, self.example_defaults(run))
+                               specs, front, self.served_forward(run), self.example_defaults(run))
 
     def parity(self, run, examples):
         """`serving_default`'s inputs and the in-memory model's probabilities for them,
@@ -348,7 +348,7 @@ def _server_class():
         vocabulary is the asset `labels_asset` read into a lookup table.
         """
 
-        def __init__(self, model, preprocessor, assets, specs, front, defaults):
+        def __init__(self, model, preprocessor, assets, specs, front, forward, defaults):
             super().__init__(model=model)
             self.preprocessor = preprocessor
             for name, asset in assets.items():
@@ -357,7 +357,7 @@ def _server_class():
                 tf.lookup.TextFileInitializer(
                     self.labels_asset, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
                     tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
-            self._front = front
+            self._front, self._forward = front, forward
             names = list(specs)
             self.serve = tf.function(lambda *inputs: self._classify(dict(zip(names, inputs))),
                                      input_signature=list(specs.values()))
@@ -377,8 +377,7 @@ def _server_class():
                     "scores": probs}
 
         def _classify(self, inputs):
-            logits = tf.cast(self.model(self._front(inputs), training=False), tf.float32)
-            probs = tf.nn.softmax(logits, axis=-1)
+            probs = tf.nn.softmax(self._forward(self._front(inputs)), axis=-1)
             class_id = tf.argmax(probs, axis=-1, output_type=tf.int64)
             return {"label": self.label_table.lookup(class_id), "class_id": class_id,
                     "probabilities": probs}

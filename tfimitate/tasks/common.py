@@ -134,3 +134,14 @@ class ServedInputs:
     def serving_examples(self, split):
         """The first 32 examples of `split` as serving_default inputs."""
         return self.serving_inputs(split, range(min(SERVING_EXAMPLES, len(split))))
+
+    def served_forward(self, run):
+        """What the serving signatures run on the front end's features: the model's float32
+        outputs. Default: the model on the whole batch.
+
+        Example:
+            outputs = task.served_forward(run)(front(inputs))
+        """
+        import tensorflow as tf
+
+        return lambda features: tf.cast(run.model(features, training=False), tf.float32)

@@ -333,7 +333,8 @@ class RegressionTask(common.ServedInputs, base.Task):
         features of serialized tf.Examples -> `outputs` (TF Serving's Regress API)."""
         specs, front = self.serving_signature(run)
         return _server_class()(run.model, self.serving_assets(labels_file), specs, front,
-                               target_scale(run.cfg), self.example_defaults(run))
+                               self.served_forward(run), target_scale(run.cfg),
+                               self.example_defaults(run))
 
     def parity(self, run, examples):
         """Both signatures' inputs and the in-memory model's scores for them."""
@@ -360,11 +361,11 @@ def _server_class():
     class RegressorServer(ServingModule):
         """What TF Serving runs: raw inputs in, the score (in the targets' units) out."""
 
-        def __init__(self, model, assets, specs, front, scale, defaults):
+        def __init__(self, model, assets, specs, front, forward, scale, defaults):
             super().__init__(model=model)
             for name, asset in assets.items():
                 setattr(self, name, asset)
-            self._front, (self._mean, self._std) = front, scale
+            self._front, self._forward, (self._mean, self._std) = front, forward, scale
             names = list(specs)
             self.serve = tf.function(lambda *inputs: self._score(dict(zip(names, inputs))),
                                      input_signature=list(specs.values()))
@@ -376,7 +377,7 @@ def _server_class():
             return {"serving_default": self.serve, "regress": self.regress}
 
         def _score(self, inputs):
-            outputs = tf.cast(self.model(self._front(inputs), training=False), tf.float32)
+            outputs = self._forward(self._front(inputs))
             return {SCORE: outputs[:, 0] * self._std + self._mean}
 
     return RegressorServer

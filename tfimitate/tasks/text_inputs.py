@@ -211,6 +211,14 @@ class TextInputs:
         return prediction_batches(split, run.preprocessor, run.cfg.batch_size,
                                   run.cfg.sequence_length, run.cfg.side_feature_stats)
 
+    def served_forward(self, run):
+        """The model on length-sorted groups of the served batch (serving/length_groups.py):
+        each group is padded only to its own longest text."""
+        from tfimitate.serving import length_groups
+
+        return length_groups.grouped(super().served_forward(run),
+                                     lambda name: name != side_features.INPUT)
+
     def example_defaults(self, run):
         """A side feature left out of a tf.Example is missing."""
         stats = side_features.stats_of(run.cfg)
