@@ -137,11 +137,18 @@ class ServedInputs:
 
     def served_forward(self, run):
         """What the serving signatures run on the front end's features: the model's float32
-        outputs. Default: the model on the whole batch.
+        outputs. Default: the model on the whole batch, its dense layers traced as 2-D
+        MatMul + BiasAdd that Grappler fuses (serving/dense_2d.py).
 
         Example:
             outputs = task.served_forward(run)(front(inputs))
         """
         import tensorflow as tf
 
-        return lambda features: tf.cast(run.model(features, training=False), tf.float32)
+        from tfimitate.serving import dense_2d
+
+        def forward(features):
+            with dense_2d.two_d_dense(run.model):
+                return tf.cast(run.model(features, training=False), tf.float32)
+
+        return forward
