@@ -15,10 +15,8 @@ def test_grouped_outputs_equal_the_whole_batch_in_request_order(count):
     mask = np.arange(12)[None, :] < lengths[:, None]
     ids = np.where(mask, rng.integers(1, 50, size=(count, 12)), 0)
     side = rng.normal(size=(count, 2)).astype(np.float32)
-    widths = []
 
     def call(features):  # a per-row function of the real tokens only, and the side column
-        widths.append(features["token_ids"].shape[1])
         kept = tf.cast(features["token_ids"], tf.float32) * tf.cast(features["padding_mask"], tf.float32)
         return tf.stack([tf.reduce_sum(kept, 1), features["side"][:, 0]], axis=1)
 
@@ -42,6 +40,7 @@ def test_each_group_is_cut_to_its_own_longest_text():
         seen.append(tuple(features["token_ids"].shape))
         return tf.zeros([features["token_ids"].shape[0], 1])
 
-    result = length_groups.grouped(call, lambda name: True)({"token_ids": tf.constant(mask.astype(np.int32)), "padding_mask": tf.constant(mask)})
+    features = {"token_ids": tf.constant(mask.astype(np.int32)), "padding_mask": tf.constant(mask)}
+    result = length_groups.grouped(call, lambda name: True)(features)
     assert result.shape == (16, 1)
     assert seen == [(8, 3), (8, 10)]

@@ -8,7 +8,8 @@ request's order. Only core TF ops (a While loop over a TensorArray), so stock TF
 loads it; `benchmarks/served_breakdown.py` measures what it gives.
 
 Example:
-    forward = grouped(lambda features: model(features, training=False), sequence_keys)
+    forward = grouped(lambda features: model(features, training=False),
+                      is_sequence=lambda name: name != "side_features")
     logits = forward({"token_ids": ids, "segment_ids": segments, "padding_mask": mask})
 """
 
