@@ -262,7 +262,7 @@ def test_side_features_beside_images_train_with_augmentation_and_serve_raw_value
         for label in ("a", "b") for i, name in enumerate(sorted(os.listdir(os.path.join(root, label))))]
     listing = helpers.write_lines(tmp_path, "train.csv", lines)
     cfg = image_experiment(tmp_path, train_data=listing, eval_data=listing, max_steps=4,
-                           image_augment="flip", categorical_columns=("plan",),
+                           image_augment=("flip",), categorical_columns=("plan",),
                            numeric_columns=("age",), export_dir=str(tmp_path / "export"))
     workflow.train(cfg)
     stats = json.loads(runs.experiment(cfg.model_dir).side_feature_stats)
