@@ -193,6 +193,7 @@ def test_side_columns_stream_like_the_table_in_memory(tmp_path):
     learned in the counting pass on the rows the hold-out leaves, as in memory, and the
     same encoded side features reach the same batches. A TFRecord or JSONL row may leave a
     side feature out (missing)."""
+    import dataclasses
     import json
 
     import image_helpers
@@ -222,6 +223,15 @@ def test_side_columns_stream_like_the_table_in_memory(tmp_path):
     for (side_off, y_off), (side_on, y_on) in zip(batches["off"], batches["on"]):
         np.testing.assert_allclose(side_on, side_off, atol=1e-5)
         np.testing.assert_array_equal(y_on, y_off)
+    # Streamed predictions and serving examples carry the raw side values (None: missing).
+    from tfimitate import runs
+
+    streamed = task.read_file(cfg.train_data, run.cfg, "--input", with_labels=False)
+    run = dataclasses.replace(run, model=runs.build_model(task, run.cfg, 2, []))
+    records = list(task.predict(run, streamed))
+    assert [(r["plan"], r["age"]) for r in records[:3]] == [("pro", 0.0), ("free", None), (None, 2.0)]
+    examples = task.serving_examples(streamed)
+    assert examples["plan"][:3] == ["pro", "free", ""] and np.isnan(examples["age"][1])
 
     keys, optional = ("text", "label", "side/age", "side/plan"), ("side/age", "side/plan")
     records = image_helpers.write_tfrecord(tmp_path / "s.tfrecord", [
