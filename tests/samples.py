@@ -97,25 +97,29 @@ def text_regression_data(directory):
 
 
 def image_regression_data(directory):
-    """Flags (a tiny image backbone too) and a predict input for a small image regression:
-    a listing of images whose target is their mean brightness (0-1)."""
+    """Flags (a tiny image backbone too) and a predict input for a small image regression
+    with side features: a listing of images, a plan (categorical) and an age (numeric, some
+    missing) whose target is their mean brightness (0-1), plus 0.3 on the pro plan."""
     import image_helpers
 
-    def listing(name, count, seed):
+    def listing(name, count, seed, labelled=True):
         (directory / name).mkdir()
-        lines = ["path,label"]
+        lines = ["path,plan,age" + (",label" if labelled else "")]
         for i in range(count):
             array = image_helpers.image_array(seed + i, i)
             image_helpers.save_image(array, str(directory / name / f"{i}.png"))
-            lines.append(f"{name}/{i}.png,{array.mean() / 255:.4f}")
+            plan = ["pro", "free", ""][i % 3]
+            age = "" if i % 5 == 2 else str(3 * i + seed % 7)
+            target = array.mean() / 255 + 0.3 * (plan == "pro")
+            lines.append(f"{name}/{i}.png,{plan},{age}" + (f",{target:.4f}" if labelled else ""))
         return helpers.write_lines(directory, f"{name}.csv", lines)
 
-    image_helpers.write_image_folder(directory / "input", {"any": 2})
     return dict(
         backbone=image_helpers.tiny_image_preset(directory),
         train_data=listing("train", 16, 0), eval_data=listing("eval", 6, 100),
         test_data=listing("test", 4, 200), normalize_targets=True,
-    ), str(directory / "input")
+        categorical_columns=("plan",), numeric_columns=("age",),
+    ), listing("input", 2, 300, labelled=False)
 
 
 TASK_DATA = {

@@ -227,6 +227,35 @@ CASES = [
     Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/b.cfg"],
          {"b.cfg": b"--task=text_classification\n--labels=\xff\n"},
          "{tmp}/b.cfg:2: bytes are not valid UTF-8"),
+    # --- side columns given to a task that reads none: refused, never silently dropped
+    Case("workflow.train", ["model_dir={tmp}/run", "task=token_classification",
+                            "train_data={tmp}/o.txt", "numeric_columns=votes"],
+         {"o.txt": "john B-PER\nsaid O\n"}, "--numeric_columns=votes: --task=token_classification "
+         "tags each word of a sentence, so it cannot read side columns; drop --numeric_columns/"
+         "--categorical_columns, or use text_classification"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/a.cfg",
+                            "categorical_columns=genre"],
+         {"t.csv": "text,genre,label\n", "a.cfg": "--task=text_classification\n--train_data={tmp}/t.csv\n"},
+         "--categorical_columns=genre: --task=multi_task joins no side features to its subtasks' "
+         "heads, so it cannot read side columns"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=multi_task", "subtasks={tmp}/a.cfg"],
+         {"t.csv": "text,genre,label\n",
+          "a.cfg": "--task=text_classification\n--train_data={tmp}/t.csv\n--numeric_columns=votes\n"},
+         "{tmp}/a.cfg:3: --numeric_columns: a subtask of --task=multi_task cannot read side columns"),
+    Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv", "stream_data=on",
+                            "numeric_columns=votes"], {"t.csv": "text,votes,label\na b,3,0\nc d,x9,1\n"},
+         "a row of --train_data holds 'x9' in --numeric_columns=votes, not a number; fix the "
+         "row, or leave the cell empty (a missing value)."),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=image_classification",
+                            "train_data={tmp}/imgs", "numeric_columns=age"], {"imgs/a/x.png": "x"},
+         "--train_data={tmp}/imgs is a folder of images, which has no side columns (age); give a "
+         ".csv/.tsv/.jsonl listing (or TFRecord files) with those columns beside the image path."),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=image_regression", "train_data={tmp}/l.csv",
+                            "numeric_columns=age"], {"l.csv": "path,age,label\na.png,old,0.5\n", "a.png": "x"},
+         "{tmp}/l.csv:2 ({tmp}/a.png): --numeric_columns=age holds 'old', not a number"),
+    Case("workflow.train", ["model_dir={tmp}/run", "task=image_classification",
+                            "train_data={tmp}/l.csv", "categorical_columns=path"], {"l.csv": ""},
+         "--categorical_columns: column 'path' is named twice (also by --image_column)"),
     # --- a resumed run whose data now gives other labels (issue 30, cause 3), every task alike
     Case("workflow.train", ["model_dir={tmp}/run", "train_data={tmp}/t.csv"],
          {"t.csv": "text,label\n" + ROWS,

@@ -240,3 +240,40 @@ def test_fine_tuning_without_batchnorm_keeps_its_statistics_as_loaded(tmp_path):
     run.model(tf.random.uniform((4, 32, 32, 3), 0, 255), training=True)
     assert all(np.array_equal(s, w.numpy()) for s, w in
                zip(statistics, [w for layer in norms for w in layer.non_trainable_weights]))
+
+
+@pytest.mark.slow  # a training and an export (about 30 s of CPU); the contract's image_regression
+# (side features in its sample data) covers the same image side-feature code in the default run
+def test_side_features_beside_images_train_with_augmentation_and_serve_raw_values(tmp_path):
+    """A listing with a categorical and a numeric column beside the image path: the recipe's
+    frozen phase and --image_augment train on {images, side_features}; the export takes the
+    raw values beside `image_bytes`, `classify` takes tf.Examples that leave them out
+    (missing), and the side values reach the head."""
+    import json
+    import os
+
+    from tfimitate import runs, workflow
+    from tfimitate.serving import inference
+
+    root = image_helpers.write_image_folder(tmp_path / "images", {"a": 6, "b": 6})
+    lines = ["path,plan,age,label"] + [
+        f"{os.path.relpath(os.path.join(root, label, name), tmp_path)},"
+        f"{['pro', 'free', ''][i % 3]},{'' if i % 4 == 1 else i},{label}"
+        for label in ("a", "b") for i, name in enumerate(sorted(os.listdir(os.path.join(root, label))))]
+    listing = helpers.write_lines(tmp_path, "train.csv", lines)
+    cfg = image_experiment(tmp_path, train_data=listing, eval_data=listing, max_steps=4,
+                           image_augment=("flip",), categorical_columns=("plan",),
+                           numeric_columns=("age",), export_dir=str(tmp_path / "export"))
+    workflow.train(cfg)
+    stats = json.loads(runs.experiment(cfg.model_dir).side_feature_stats)
+    assert stats["categorical"]["plan"] == ["free", "pro"] and "age" in stats["numeric"]
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))
+    image = [open(os.path.join(tmp_path, lines[1].split(",")[0]), "rb").read()] * 2
+    serve = lambda plan, age: loaded.signatures["serving_default"](
+        image_bytes=tf.constant(image), plan=tf.constant(plan),
+        age=tf.constant(age, tf.float32))["probabilities"].numpy()
+    missing = serve(["", ""], [np.nan, np.nan])
+    classified = loaded.signatures["classify"](inputs=tf.constant(
+        inference.to_examples({"image_bytes": image})))["scores"].numpy()
+    np.testing.assert_allclose(classified, missing, atol=1e-6)
+    assert not np.allclose(serve(["pro", "free"], [3.0, 90.0]), missing)

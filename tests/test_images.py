@@ -224,3 +224,32 @@ def test_tfrecord_examples_hold_encoded_images_and_bad_records_are_named(tmp_pat
     (tmp_path / "cut.tfrecord").write_bytes(data[:len(data) - 10])
     with pytest.raises(UserError, match=r"cut\.tfrecord: record 2 cannot be read"):
         images.read_split(str(tmp_path / "cut.tfrecord"), "--train_data", "jpeg", "class")
+
+
+def test_side_columns_come_from_listings_and_tfrecord_features_and_nowhere_else(tmp_path):
+    """A listing's side columns and a tf.Example's side features (float, int64 or bytes;
+    absent: None) are read beside the image; a folder or image files have none: refused."""
+    png = [image_helpers.png_bytes(i % 2, i) for i in range(3)]
+    for i, contents in enumerate(png):
+        (tmp_path / f"{i}.png").write_bytes(contents)
+    (tmp_path / "l.csv").write_text("path,plan,age,label\n0.png,pro,3,a\n1.png,,,b\n")
+    split = images.read_split(str(tmp_path / "l.csv"), "--train_data", side=("plan", "age"))
+    assert split.labels == ["a", "b"] and split.side == {"plan": ["pro", ""], "age": ["3", ""]}
+    assert split.subset([1], "one").side == {"plan": [""], "age": [""]}
+    path = image_helpers.write_tfrecord(tmp_path / "r.tfrecord", [
+        {"image": png[0], "label": "a", "plan": "pro", "age": 2.5},
+        {"image": png[1], "label": "b", "age": 4},
+        {"image": png[2], "label": "a", "plan": ""}])
+    split = images.read_split(path, "--train_data", "image", side=("plan", "age"))
+    assert split.side == {"plan": ["pro", None, ""], "age": [2.5, 4.0, None]}
+    with pytest.raises(UserError, match=r"r2\.tfrecord: record 1: feature 'age' holds 2 values, "
+                                        r"but a side column holds one value"):
+        images.read_split(image_helpers.write_tfrecord(tmp_path / "r2.tfrecord", [
+            {"image": png[0], "label": "a", "age": [1.0, 2.0]}]), "--train_data", "image",
+            side=("age",))
+    image_helpers.write_image_folder(tmp_path / "folder", {"a": 1})
+    for spec, what in ((str(tmp_path / "folder"), "a folder of images"),
+                       (str(tmp_path / "0.png"), "an image file")):
+        with pytest.raises(UserError, match=f"is {what}, which has no side columns \\(age\\); "
+                                            "give a .csv/.tsv/.jsonl listing"):
+            images.read_split(spec, "--input", with_labels=False, side=("age",))

@@ -186,3 +186,62 @@ def test_prepared_shards_train_on_the_raw_files_batches_and_refuse_another_token
     other = helpers.tiny_preset(tmp_path, "bpe")
     with pytest.raises(UserError, match="was prepared with another tokenizer"):
         task.load_data(cfg.replace(train_data=str(tmp_path / "prepared"), backbone=other))
+
+
+def test_side_columns_stream_like_the_table_in_memory(tmp_path):
+    """Side columns (empty cells among them) stream beside the text: their preprocessing is
+    learned in the counting pass on the rows the hold-out leaves, as in memory, and the
+    same encoded side features reach the same batches. A TFRecord or JSONL row may leave a
+    side feature out (missing)."""
+    import dataclasses
+    import json
+
+    import image_helpers
+    from tfimitate import runtime
+    from tfimitate.tasks import base, side_features
+    from tfimitate.tasks.text_classification import TextClassification
+
+    lines = ["text,plan,age,label"] + [
+        f"{text},{['pro', 'free', ''][i % 3]},{'' if i % 4 == 1 else i},{label}"
+        for i, (text, label) in enumerate(helpers.sentiment_rows(60))]
+    cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_bert_preset(tmp_path),
+                             train_data=helpers.write_lines(tmp_path, "t.csv", lines),
+                             batch_size=8, holdout_fraction=0.2, numeric_columns=("age",),
+                             categorical_columns=("plan",))
+    task, learned, batches = TextClassification(), {}, {}
+    for mode in ("off", "on"):
+        data = task.load_data(cfg.replace(stream_data=mode))
+        learned[mode] = json.loads(data.learned["side_feature_stats"])
+        run = base.Run(cfg.replace(stream_data=mode, labels=data.labels, **data.learned), None,
+                       task.make_preprocessor(cfg), runtime.make_strategy("one_device"))
+        ds = task.train_dataset(run, data.train)
+        batches[mode] = [(x[side_features.INPUT].numpy(), y.numpy())
+                         for x, y in (ds(None) if mode == "on" else ds).take(6)]
+    assert learned["on"]["categorical"] == learned["off"]["categorical"] == {"plan": ["free", "pro"]}
+    np.testing.assert_allclose(learned["on"]["numeric"]["age"], learned["off"]["numeric"]["age"],
+                               rtol=1e-6)
+    for (side_off, y_off), (side_on, y_on) in zip(batches["off"], batches["on"]):
+        np.testing.assert_allclose(side_on, side_off, atol=1e-5)
+        np.testing.assert_array_equal(y_on, y_off)
+    # Streamed predictions and serving examples carry the raw side values (None: missing).
+    from tfimitate import runs
+
+    streamed = task.read_file(cfg.train_data, run.cfg, "--input", with_labels=False)
+    run = dataclasses.replace(run, model=runs.build_model(task, run.cfg, 2, []))
+    records = list(task.predict(run, streamed))
+    assert [(r["plan"], r["age"]) for r in records[:3]] == [("pro", 0.0), ("free", None), (None, 2.0)]
+    examples = task.serving_examples(streamed)
+    assert examples["plan"][:3] == ["pro", "free", ""] and np.isnan(examples["age"][1])
+
+    keys, optional = ("text", "label", "side/age", "side/plan"), ("side/age", "side/plan")
+    records = image_helpers.write_tfrecord(tmp_path / "s.tfrecord", [
+        {"sentence": "a", "label": "0", "age": 2.5, "plan": "pro"}, {"sentence": "b", "label": "1"}])
+    jsonl = helpers.write_lines(tmp_path, "s.jsonl", ['{"sentence": "a", "label": 0, "age": 2.5, '
+                                                      '"plan": "pro"}', '{"sentence": "b", "label": '
+                                                      '1, "age": null}'])
+    for path in (records, jsonl):
+        source = streams.open_source(path, ["sentence", "label", "age", "plan"], keys,
+                                     "--train_data", optional)
+        read = list(streams.examples(source).as_numpy_iterator())
+        assert [float(r["side/age"] or "nan") for r in read][0] == 2.5 and read[1]["side/age"] == b""
+        assert [r["side/plan"] for r in read] == [b"pro", b""]

@@ -171,3 +171,32 @@ def test_a_student_distils_from_a_regression_teacher_run(trained, tmp_path):
     scaled = runs.experiment(cfg.model_dir).replace(target_mean=2.0, target_std=0.5)
     loss = task.soft_target_loss(tf.constant([[3.0], [2.0]]), tf.constant([[1.0], [1.0]]), scaled)
     np.testing.assert_allclose(loss.numpy(), [(1.0 - 2.0) ** 2, 1.0])
+
+
+def test_saved_model_and_grpc_regression_teachers_give_the_run_teachers_scores(trained):
+    """A regression teacher may be the run's export or the dev server serving it over gRPC:
+    the soft targets are its scores (side features sent raw, numbers as float32), equal to
+    the run teacher's."""
+    from tfimitate.serving.devserver import DevServer
+    from tfimitate.techniques.distillation import teachers
+
+    cfg, _, _ = trained
+    task = text_regression.TextRegression()
+    student = runs.experiment(cfg.model_dir).replace(teacher_batch_size=5)
+    split = task.read_file(cfg.eval_data, student, "--eval_data")
+    expected = teachers.open_teacher(cfg.model_dir, task, student, runs.restore).probabilities(split)
+    assert expected.shape == (len(split), 1)
+    server = DevServer("stsb", cfg.export_dir, port=0).start()
+    try:
+        for spec in (cfg.export_dir, f"grpc://{server.target}/stsb"):
+            served = teachers.open_teacher(spec, task, student, runs.restore)
+            served.check(split)
+            assert served.labels == ("score",)
+            np.testing.assert_allclose(served.probabilities(split), expected, atol=1e-4)
+    finally:
+        server.stop()
+    wrong = teachers.open_teacher(cfg.export_dir, task, student.replace(teacher_output="nope"),
+                                  runs.restore)
+    with pytest.raises(UserError, match="returns no 'nope' .outputs: score.; name its score "
+                                        "output with --teacher_output"):
+        wrong.check(split)

@@ -41,6 +41,7 @@ def data_dir(tmp_path_factory):
                         "validation": split(helpers.sentiment_rows(6, seed=1))})
     _store_ner(tfds, directory)
     _store_images(tfds, directory)
+    _store_priced_images(tfds, directory)
     return directory
 
 
@@ -90,6 +91,21 @@ def _store_images(tfds, directory):
         "tiny_images", "1.0.0", features, data_dir=directory, disable_shuffling=True,
         split_datasets={"train": split(gray_images(16, 0)), "test": split(gray_images(4, 1)),
                         "unlabelled": [(0, {"image": gray_images(1, 2)[0][0], "label": -1})]})
+
+
+def _store_priced_images(tfds, directory):
+    """Images with side features: `shop` Text (empty: missing) and `weight` float32."""
+    import tensorflow as tf
+
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(28, 28, 1)),
+        "label": tfds.features.ClassLabel(names=CLASSES[:2]),
+        "shop": tfds.features.Text(), "weight": tfds.features.Tensor(shape=(), dtype=tf.float32)})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        "priced_images", "1.0.0", features, data_dir=directory, disable_shuffling=True,
+        split_datasets={"train": [
+            (i, {"image": image, "label": label, "shop": ["north", "south", ""][i % 3],
+                 "weight": float(i)}) for i, (image, label) in enumerate(gray_images(8, 3))]})
 
 
 def test_a_split_is_read_as_rows_with_class_label_names(data_dir):
@@ -216,3 +232,16 @@ def test_a_missing_or_wrong_kind_of_feature_names_its_flag(data_dir, tmp_path, t
     with pytest.raises(UserError, match=message):
         get_task(task).load_data(cfg)
     assert not os.path.exists(cfg.model_dir)
+
+
+def test_image_side_features_come_from_tfds_features(data_dir, tmp_path):
+    cfg = helpers.experiment(tmp_path, task="image_classification", train_data="tfds:priced_images",
+                             image_column="image", tfds_data_dir=data_dir, holdout_fraction=0.25,
+                             categorical_columns=("shop",), numeric_columns=("weight",))
+    data = ImageClassification().load_data(cfg)
+    stats = json.loads(data.learned["side_feature_stats"])
+    assert sorted(stats["categorical"]["shop"]) == ["north", "south"]
+    split = data.train
+    assert all(isinstance(v, float) for v in split.side["weight"])
+    assert {split.side["shop"][i] for i in range(len(split))} <= {"north", "south", ""}
+    assert ImageClassification().example(split, 0)["weight"] == split.side["weight"][0]

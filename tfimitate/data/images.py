@@ -27,7 +27,7 @@ Example:
 import dataclasses
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from absl import logging
@@ -54,6 +54,8 @@ class Split:
     in a folder, TFDS examples). With `contents` (encoded images held in memory, e.g. a
     TFDS split or TFRecord files) `paths` only name them (`FILE#NUMBER`). `files` names
     each example's listing or TFRecord file when the split joins several (else `source`).
+    `side`: the side columns asked for (column -> one cell per example: as read, None when
+    absent), which the task parses (tasks/side_features.py).
     """
 
     source: str
@@ -62,6 +64,7 @@ class Split:
     lines: List[int]
     contents: Optional[List[bytes]] = None
     files: Optional[List[str]] = None
+    side: Dict[str, list] = dataclasses.field(default_factory=dict)
 
     def __len__(self):
         return len(self.paths)
@@ -69,7 +72,8 @@ class Split:
     def subset(self, indices, source):
         pick = lambda values: None if values is None else [values[i] for i in indices]
         return Split(source, pick(self.paths), pick(self.labels), pick(self.lines),
-                     pick(self.contents), pick(self.files))
+                     pick(self.contents), pick(self.files),
+                     {name: pick(values) for name, values in self.side.items()})
 
     def file(self, i):
         """The listing or TFRecord file of example `i` (the split's source if one file)."""
@@ -122,7 +126,8 @@ def join(parts, source):
     if parts[0].contents is not None:
         contents = gather("contents")
     return Split(source, gather("paths"), gather("labels"), gather("lines"), contents,
-                 [part.file(i) for part in parts for i in range(len(part))])
+                 [part.file(i) for part in parts for i in range(len(part))],
+                 {name: [v for part in parts for v in part.side[name]] for name in parts[0].side})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,35 +156,46 @@ def is_image_file(name):
 
 
 def read_split(spec, flag, image_column="path", label_column="label", with_labels=True,
-               tfds_data_dir=None):
+               tfds_data_dir=None, side=()):
     """Reads a folder, a listing, TFRecord files or a TFDS split (`tfds:NAME[/CONFIG][:SPLIT]`
     in `tfds_data_dir`, tfds_source.py) into a Split (labels are "" when `with_labels` is
     False). Listings and TFRecord files may be given as a pattern or a comma-separated list.
+    `side` names columns (features) read beside the image into `Split.side`; a folder or
+    image files have none and are refused with them.
 
     Unlabelled inputs (predict) may also be image files (one, a pattern or a list) or a
     folder of images in any layout.
     """
     if tfds_source.is_tfds(spec):
         return Split(**tfds_source.read_images(spec, image_column, label_column, flag,
-                                               tfds_data_dir, with_labels))
+                                               tfds_data_dir, with_labels, side))
     if streams.is_file_list(spec):
         return _read_files(spec, streams.expand(spec, flag), flag, image_column, label_column,
-                           with_labels)
+                           with_labels, side)
     path = spec if files.is_remote(spec) else os.path.expanduser(spec)
     if files.isdir(path):
+        _refuse_side(side, spec, flag, "a folder of images")
         return read_folder(path, flag, with_labels)
     if not with_labels and is_image_file(path) and files.isfile(path):
+        _refuse_side(side, spec, flag, "an image file")
         return Split(spec, [path], [""], [0])
     if is_image_file(path) and files.isfile(path):
         raise UserError(f"{flag}={spec} is one image; give a folder with one sub-folder per "
                         "label, a .csv/.tsv/.jsonl listing of path,label or TFRecord files.")
     if streams.kind_of(path) == ".tfrecord":
         return read_records(readers.resolve_path(spec, flag), flag, image_column, label_column,
-                            with_labels)
-    return read_listing(spec, flag, image_column, label_column, with_labels)
+                            with_labels, side)
+    return read_listing(spec, flag, image_column, label_column, with_labels, side)
 
 
-def _read_files(spec, paths, flag, image_column, label_column, with_labels):
+def _refuse_side(side, spec, flag, what):
+    if side:
+        raise UserError(f"{flag}={spec} is {what}, which has no side columns "
+                        f"({', '.join(side)}); give a .csv/.tsv/.jsonl listing (or TFRecord "
+                        "files) with those columns beside the image path.")
+
+
+def _read_files(spec, paths, flag, image_column, label_column, with_labels, side=()):
     """The files of a pattern or list: listings or TFRecord files (or, unlabelled, image
     files), read one by one and joined in order."""
     kinds = {"images" if is_image_file(p) else "TFRecord files"
@@ -192,9 +208,11 @@ def _read_files(spec, paths, flag, image_column, label_column, with_labels):
         if with_labels:
             raise UserError(f"{flag}={spec} names image files, which carry no label; give a "
                             "folder with one sub-folder per label, listings or TFRecord files.")
+        _refuse_side(side, spec, flag, "image files")
         return Split(spec, list(paths), [""] * len(paths), [0] * len(paths))
     read = read_records if kind == "TFRecord files" else read_listing
-    return join([read(path, flag, image_column, label_column, with_labels) for path in paths], spec)
+    return join([read(path, flag, image_column, label_column, with_labels, side)
+                 for path in paths], spec)
 
 
 def read_folder(root, flag, with_labels=True):
@@ -238,12 +256,15 @@ def _images_below(folder):
     return paths, other
 
 
-def read_listing(spec, flag, image_column="path", label_column="label", with_labels=True):
-    """A .csv/.tsv/.jsonl of image paths (relative to the listing) and labels."""
-    columns = [image_column] + ([label_column] if with_labels else [])
+def read_listing(spec, flag, image_column="path", label_column="label", with_labels=True,
+                 side=()):
+    """A .csv/.tsv/.jsonl of image paths (relative to the listing) and labels (and the
+    `side` columns' cells)."""
+    columns = [image_column] + list(side) + ([label_column] if with_labels else [])
     rows = readers.read_rows(spec, columns, flag)
     base = files.dirname(readers.resolve_path(spec, flag))
     paths, labels, lines, missing = [], [], [], []
+    cells = {name: [] for name in side}
     for row in rows:
         name = str(row.values[0] if row.values[0] is not None else "").strip()
         if not name:
@@ -253,8 +274,10 @@ def read_listing(spec, flag, image_column="path", label_column="label", with_lab
             missing.append((row.line, name))
             continue
         paths.append(path)
-        labels.append(str(row.values[1]).strip() if with_labels else "")
+        labels.append(str(row.values[-1]).strip() if with_labels else "")
         lines.append(row.line)
+        for name, value in zip(side, row.values[1:]):
+            cells[name].append(value)
     if missing:
         line, name = missing[0]
         raise UserError(
@@ -262,10 +285,11 @@ def read_listing(spec, flag, image_column="path", label_column="label", with_lab
             f"missing); image paths are relative to the listing's folder {base or '.'}.")
     if not paths:
         raise UserError(f"{flag}={spec}: the listing names no images; check the file.")
-    return Split(spec, paths, labels, lines)
+    return Split(spec, paths, labels, lines, side=cells)
 
 
-def read_records(path, flag, image_column="image", label_column="label", with_labels=True):
+def read_records(path, flag, image_column="image", label_column="label", with_labels=True,
+                 side=()):
     """A TFRecord file of tf.Example (optionally .gz) as a Split holding the encoded images.
 
     Args:
@@ -274,6 +298,7 @@ def read_records(path, flag, image_column="image", label_column="label", with_la
         image_column: the bytes feature holding each encoded image (JPEG/PNG/GIF/BMP).
         label_column: the bytes (text) or int64 feature holding each label.
         with_labels: read the labels ("" when False).
+        side: features read beside the image (`side_value`; absent: None).
     Every record must hold one value of each feature; the first that does not is refused,
     naming the file and the record's number (1-based).
     """
@@ -283,6 +308,7 @@ def read_records(path, flag, image_column="image", label_column="label", with_la
         streams.check_gzip([path], flag)  # TensorFlow may stop at a cut gzip stream silently
     records = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
     contents, labels, number = [], [], 0
+    cells = {name: [] for name in side}
     try:
         for batch in records.batch(RECORD_BATCH).as_numpy_iterator():
             for record in batch:
@@ -293,6 +319,8 @@ def read_records(path, flag, image_column="image", label_column="label", with_la
                 if with_labels:
                     labels.append(_feature_value(features, label_column, path, number, "label",
                                                  "--label_column"))
+                for name in side:
+                    cells[name].append(side_value(features, name, path, number))
     except tf.errors.OpError as error:
         readable = 0  # the records before the failing one (read again, one at a time)
         try:
@@ -306,7 +334,8 @@ def read_records(path, flag, image_column="image", label_column="label", with_la
     if not contents:
         raise UserError(f"{flag}: {path} holds no record; give TFRecord files of tf.Example.")
     return Split(path, [f"{path}#{i}" for i in range(1, number + 1)],
-                 labels if with_labels else [""] * number, list(range(1, number + 1)), contents)
+                 labels if with_labels else [""] * number, list(range(1, number + 1)), contents,
+                 side=cells)
 
 
 def _tf_message(error):
@@ -351,6 +380,28 @@ def _feature_value(features, column, path, number, what, flag):
         raise UserError(f"{path}: record {number}: the label (feature '{column}') is empty; "
                         "fill it in or drop the record.")
     return label
+
+
+def side_value(features, name, path, number):
+    """The one value of side feature `name` of a tf.Example's `features`: a float (float or
+    int64 feature) or a text (bytes), None when absent or empty (a missing value).
+
+    Example:
+        side_value(example.features.feature, "price", "train.tfrecord", 3)  # 12.5
+    """
+    if name not in features:
+        return None
+    feature = features[name]
+    kind = feature.WhichOneof("kind")
+    values = getattr(feature, kind).value if kind else []
+    if len(values) > 1:
+        raise UserError(f"{path}: record {number}: feature '{name}' holds {len(values)} values, "
+                        "but a side column holds one value (or none: missing); fix the records.")
+    if not values:
+        return None
+    if kind == "bytes_list":
+        return values[0].decode("utf-8", "replace")
+    return float(values[0])
 
 
 def decode(contents):
@@ -447,8 +498,10 @@ def image_dataset(split, image_format, extra=None, cache=None):
 
 
 def batches(examples, batch_size, label_key="labels", shuffle_seed=None, repeat=False,
-            drop_remainder=False):
-    """(float32 images, examples[label_key]) batches of `image_dataset` examples.
+            drop_remainder=False, inputs=None):
+    """(float32 images, examples[label_key]) batches of `image_dataset` examples, or
+    (inputs(batch, float32 images), examples[label_key]) with `inputs` (e.g. the images
+    and the encoded side columns of the batch, a dict).
 
     Shuffling draws from a buffer of at most SHUFFLE_BUFFER images (memory): order the
     split randomly first (`permutation`) so that the buffer mixes every class.
@@ -459,8 +512,10 @@ def batches(examples, batch_size, label_key="labels", shuffle_seed=None, repeat=
         examples = examples.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
     if repeat:
         examples = examples.repeat()
+    model_inputs = inputs or (lambda batch, images: images)
     return (examples.batch(batch_size, drop_remainder=drop_remainder)
-            .map(lambda batch: (tf.cast(batch["images"], tf.float32), batch[label_key]),
+            .map(lambda batch: (model_inputs(batch, tf.cast(batch["images"], tf.float32)),
+                                batch[label_key]),
                  num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 

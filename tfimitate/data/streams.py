@@ -58,6 +58,9 @@ class Source:
         header: delimited files: the first row names the columns.
         indices: delimited files: the 0-based columns read, one per key; width: columns per row.
         feature_types: TFRecord files: the tf.DType name of each column's feature.
+        optional: keys whose value may be absent or empty (side columns): given as text, ""
+            when absent (a JSON null, a tf.Example without the feature); a TFRecord feature
+            of any type (its first value, as text; the first record must hold it).
     """
 
     spec: str
@@ -70,6 +73,7 @@ class Source:
     indices: Tuple[int, ...] = ()
     width: int = 0
     feature_types: Tuple[str, ...] = ()
+    optional: Tuple[str, ...] = ()
 
     @property
     def compressed(self):
@@ -165,7 +169,7 @@ def streamed(spec, mode, flag):
     return True
 
 
-def open_source(spec, columns, keys, flag):
+def open_source(spec, columns, keys, flag, optional=()):
     """Checks the files of `spec` (one kind, columns present, .gz intact) and returns their Source.
 
     Args:
@@ -173,6 +177,7 @@ def open_source(spec, columns, keys, flag):
         columns: the column flags' values, one per key.
         keys: what each column is called in the stream's rows ("text", "pair", "label").
         flag: e.g. "--train_data".
+        optional: the keys that may be absent or empty (Source.optional).
     """
     paths = expand(spec, flag)
     kinds = sorted({kind_of(p) for p in paths})
@@ -186,7 +191,8 @@ def open_source(spec, columns, keys, flag):
     if kind not in (".csv", ".tsv", ".jsonl", ".tfrecord"):
         raise UserError(f"{flag}={spec}: {paths[0]} is not .csv, .tsv, .jsonl or .tfrecord "
                         "(optionally .gz); rename or convert it.")
-    source = Source(spec, flag, paths, kind, tuple(columns), tuple(keys))
+    source = Source(spec, flag, paths, kind, tuple(columns), tuple(keys),
+                    optional=tuple(optional))
     if kind in (".csv", ".tsv"):
         source = _delimited_layout(source)
     elif kind == ".tfrecord":
@@ -248,11 +254,12 @@ def _feature_layout(source):
     types = []
     for column, key in zip(source.columns, source.keys):
         if column not in features:
+            advice = ("the first record must hold every side feature (its type is read from "
+                      "it)" if key in source.optional else f"name one with the column flag for {key}")
             raise UserError(f"{path}: record 1 has no feature '{column}' (features: "
-                            f"{', '.join(sorted(features))}); name one with the column flag "
-                            f"for {key}.")
+                            f"{', '.join(sorted(features))}); {advice}.")
         kind = features[column].WhichOneof("kind")
-        if key != "label" and kind != "bytes_list":
+        if key not in ("label",) + source.optional and kind != "bytes_list":
             raise UserError(f"{path}: record 1: feature '{column}' holds {kind}, but the {key} "
                             "must be a bytes feature (text); fix the column flag.")
         types.append({"bytes_list": "string", "int64_list": "int64", "float_list": "float32"}[kind])
@@ -361,8 +368,10 @@ def _jsonl(source, path):
         values = [[] for _ in columns]
         for line in lines:
             record = json.loads(line)
-            for column, out in zip(columns, values):
+            for column, key, out in zip(columns, keys, values):
                 value = record.get(column) if isinstance(record, dict) else None
+                if value is None and key in source.optional and isinstance(record, dict):
+                    value = ""
                 if value is None or isinstance(value, (list, dict)):
                     raise ValueError(f"a line has no string or number under '{column}'")
                 out.append(str(value).encode())
@@ -380,14 +389,20 @@ def _jsonl(source, path):
 def _tfrecord(source, path):
     import tensorflow as tf
 
-    features = {column: tf.io.FixedLenFeature([], tf.as_dtype(dtype))
-                for column, dtype in zip(source.columns, source.feature_types)}
+    features = {column: tf.io.VarLenFeature(tf.as_dtype(dtype)) if key in source.optional
+                else tf.io.FixedLenFeature([], tf.as_dtype(dtype))
+                for column, key, dtype in zip(source.columns, source.keys, source.feature_types)}
+    text = lambda value: value if value.dtype == tf.string else tf.strings.as_string(value)
+
+    def first_or_empty(sparse):  # an optional feature: its first value as text, or ""
+        dense = tf.sparse.to_dense(tf.SparseTensor(sparse.indices, text(sparse.values),
+                                                   sparse.dense_shape), default_value="")
+        return tf.pad(dense, [[0, 0], [0, 1]])[:, 0]
 
     def parsed(records):
         values = tf.io.parse_example(records, features)
-        return {key: values[column] if values[column].dtype == tf.string
-                else tf.strings.as_string(values[column])
-                for key, column in zip(source.keys, source.columns)}
+        return {key: first_or_empty(values[column]) if key in source.optional
+                else text(values[column]) for key, column in zip(source.keys, source.columns)}
 
     records = tf.data.TFRecordDataset(path, compression_type=_compression(source))
     return records.batch(PARSE_BATCH).map(parsed).unbatch()

@@ -210,27 +210,33 @@ def read_sentences(spec_text, words_column, tags_column, flag, tag_pattern, data
     return sentences
 
 
-def read_images(spec_text, image_column, label_column, flag, data_dir=None, with_labels=True):
+def read_images(spec_text, image_column, label_column, flag, data_dir=None, with_labels=True,
+                side=()):
     """The fields of an images.Split of every example: {"source", "paths" (`SPEC#INDEX`,
     1-based), "labels" ("" without `with_labels`), "lines" (0s), "contents" (each encoded
-    image as stored, PNG/JPEG bytes)}."""
+    image as stored, PNG/JPEG bytes), "side" (each `side` feature's values as strings)}."""
     import tensorflow_datasets as tfds
 
     columns = [(image_column, "--image_column", "image")]
+    columns += [(name, "--numeric_columns/--categorical_columns", "value") for name in side]
     if with_labels:
         columns.append((label_column, "--label_column", "value"))
     features, examples = _examples(spec_text, columns, flag, data_dir,
                                    decoders={image_column: tfds.decode.SkipDecoding()})
     contents, labels = [], []
+    cells = {name: [] for name in side}
     for index, example in enumerate(examples, start=1):
+        where = f"{flag}={spec_text}: example {index}"
         contents.append(example[image_column])
         labels.append(_value(features[label_column], example[label_column], label_column,
-                             f"{flag}={spec_text}: example {index}") if with_labels else "")
+                             where) if with_labels else "")
+        for name in side:
+            cells[name].append(_value(features[name], example[name], name, where))
     if not contents:
         raise UserError(f"{flag}={spec_text}: the split holds no images; name another split.")
     return {"source": spec_text,
             "paths": [f"{spec_text}#{i}" for i in range(1, len(contents) + 1)],
-            "labels": labels, "lines": [0] * len(contents), "contents": contents}
+            "labels": labels, "lines": [0] * len(contents), "contents": contents, "side": cells}
 
 
 def label_names(spec_text, column, flag, data_dir=None):

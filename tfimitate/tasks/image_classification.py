@@ -5,6 +5,10 @@ Data: a folder with one sub-folder per label, a .csv/.tsv/.jsonl listing of
 tf.Example whose `--image_column` bytes feature holds the encoded image (listings and
 TFRecord files also as a pattern or a comma-separated list; tfimitate/data/images.py), or
 a TFDS split with an Image and a label feature (tfimitate/data/tfds_source.py).
+Side features (`--numeric_columns`, `--categorical_columns`: tasks/side_features.py) are
+columns of a listing, features of the tf.Examples or of the TFDS split; they are encoded and
+joined to the pooled image features before the head (model inputs {"images",
+"side_features"}), and served as raw values beside `image_bytes`.
 Model: an image backbone (a keras-hub image preset or a Keras model file cut at
 `--backbone_layer`, see backbones.py) behind a rescaling layer that maps 0..255 pixels to
 what the backbone was trained on, then pooling, dropout and float32 logits. Metrics: those of text classification plus top-5 accuracy (more than 5
@@ -21,13 +25,14 @@ Example:
 
 import dataclasses
 import functools
+import json
 
 import numpy as np
 
 from tfimitate import backbones, options, reports
 from tfimitate.data import images
 from tfimitate.errors import UserError
-from tfimitate.tasks import common
+from tfimitate.tasks import common, side_features
 from tfimitate.tasks.classification import ClassificationTask
 
 # --image_normalization: pixels (0..255) * scale + offset.
@@ -75,7 +80,7 @@ class ImageClassification(ClassificationTask):
             "layer); raw: 0..255; unit: 0..1; symmetric: -1..1; imagenet: ImageNet mean/std."),
     )
     RESUME_FIELDS = ("image_column", "label_column", "backbone_layer", "image_size",
-                     "image_normalization")
+                     "image_normalization", "numeric_columns", "categorical_columns")
     INPUTS = ("images",)
     # Transfer learning's recipe, chosen on Fashion-MNIST (80 steps, 64x64; the defaults
     # benchmark checks it on other images): a new head learns at a head's rate, a pretrained
@@ -117,12 +122,20 @@ class ImageClassification(ClassificationTask):
         if cfg.backbone_layer and not backbones.is_keras_file(cfg.backbone):
             raise UserError(f"--backbone_layer={cfg.backbone_layer} cuts a Keras model file, but "
                             f"--backbone={cfg.backbone} is not a .keras/.h5 file; drop --backbone_layer.")
+        side_features.check_columns(cfg, {"--image_column": cfg.image_column,
+                                          "--label_column": cfg.label_column})
 
     def read(self, path, cfg, flag, with_labels=True):
         """Images of a folder, listings, TFRecord files or a TFDS split: labelled, or any
-        images (also image files) to predict."""
-        return images.read_split(path, flag, cfg.image_column, cfg.label_column, with_labels,
-                                 cfg.tfds_data_dir)
+        images (also image files) to predict; with their side columns (`read_images`)."""
+        return read_images(path, cfg, flag, with_labels)
+
+    def load_data(self, cfg):
+        """Classification data; with side columns, their preprocessing learned on the
+        training split (unless given) as --side_feature_stats."""
+        data = super().load_data(cfg)
+        return dataclasses.replace(
+            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
 
     def usable(self, split, cfg, flag):
         """The split without files that do not decode (or refused with --strict_images)."""
@@ -146,8 +159,13 @@ class ImageClassification(ClassificationTask):
         return images.join(checked, split.source)
 
     def example(self, split, i):
-        """{"image": its path}."""
-        return {"image": split.paths[i]}
+        """{"image": its path, side column: value (None: missing)}."""
+        return dict({"image": split.paths[i]}, **side_features.record_values(split.side, i))
+
+    def example_defaults(self, run):
+        """A side feature left out of a tf.Example is missing."""
+        stats = side_features.stats_of(run.cfg)
+        return side_features.example_defaults(stats) if stats else {}
 
     def make_preprocessor(self, cfg):
         """The images.ImageFormat of the backbone (input size, resizing, pixel scaling)."""
@@ -173,28 +191,26 @@ class ImageClassification(ClassificationTask):
         elif len(features.shape) != 2:
             raise UserError(f"--backbone={cfg.backbone}: its output has shape {features.shape}; "
                             "cut it at a feature map or pooled layer (--backbone_layer).")
+        stats = side_features.stats_of(cfg)
+        inputs, features = side_features.join({"images": inputs} if stats else inputs,
+                                               features, stats)
         logits = common.logits_head(features, cfg, num_outputs, "classifier")
         return keras.Model(inputs, logits, name="image_classifier")
 
     def train_dataset(self, run, split, extras=None):
-        """Endless batches of (float32 images, label ids), reshuffled every pass; decoded
+        """Endless batches of (model inputs, label ids), reshuffled every pass; decoded
         images are cached at training resolution when they fit in memory. With `extras`
         (one row per image) the labels are {"labels": label ids, **extras}."""
-        from tfimitate import runtime
-
         order = images.permutation(len(split), run.cfg.seed)
         ordered = split.subset(order.tolist(), split.source)
         extras = {name: np.asarray(values)[order] for name, values in (extras or {}).items()}
         labels = self.label_ids(ordered, run.labels)
-        examples = images.image_dataset(ordered, run.preprocessor,
-                                        {"labels": {"labels": labels, **extras} if extras else labels})
-        return images.batches(examples, run.cfg.batch_size, shuffle_seed=run.cfg.seed, repeat=True,
-                              drop_remainder=runtime.needs_static_shapes(run.strategy))
+        return training_batches(run, ordered, {"labels": {"labels": labels, **extras}
+                                               if extras else labels})
 
     def prediction_batches(self, run, split):
-        """Batches of (float32 images, example index); decoded images cached per split."""
-        return images.batches(_prediction_examples(split, run.preprocessor), run.cfg.batch_size,
-                              label_key="index")
+        """Batches of (model inputs, example index); decoded images cached per split."""
+        return prediction_batches(run, split)
 
     def probabilities(self, run, split):
         """Class probabilities of every image of `split`, in split order; refused when
@@ -231,30 +247,36 @@ class ImageClassification(ClassificationTask):
 
     def serving_signature(self, run):
         """Encoded images `image_bytes` (JPEG/PNG/GIF/BMP), decoded, resized and rescaled
-        in the graph by core TF ops (the same function as in tf.data)."""
+        in the graph by core TF ops (the same function as in tf.data), and the raw side
+        columns (float32 or strings) encoded in the graph by side_features.encode."""
         import tensorflow as tf
 
         image_format = run.preprocessor
-        return ({"image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")},
-                lambda inputs: decode_batch(inputs["image_bytes"], image_format))
+        stats = side_features.stats_of(run.cfg)
+        decode = lambda inputs: decode_batch(inputs["image_bytes"], image_format)
+        return side_features.serving(
+            {"image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")},
+            (lambda inputs: {"images": decode(inputs)}) if stats else decode, stats)
 
     def serving_inputs(self, split, indices):
-        """{"image_bytes": [the encoded files]}."""
-        return {"image_bytes": [split.read(i) for i in indices]}
+        """{"image_bytes": [the encoded files], side column: [raw values]}."""
+        indices = list(indices)
+        return dict({"image_bytes": [split.read(i) for i in indices]},
+                    **{name: [values[i] for i in indices] for name, values in split.side.items()})
 
     def serving_examples(self, split):
         """Up to 32 real image files spread over `split` (folders are sorted by label) as raw
         bytes, at most 4 MB of them."""
         picked = np.unique(np.linspace(0, len(split) - 1, min(common.SERVING_EXAMPLES, len(split)))
                            .round().astype(int))
-        examples, total = [], 0
+        kept, total = [], 0
         for i in picked:
-            contents = split.read(i)
-            if examples and total + len(contents) > SERVING_EXAMPLE_BYTES:
+            size = len(split.read(i))
+            if kept and total + size > SERVING_EXAMPLE_BYTES:
                 break
-            examples.append(contents)
-            total += len(contents)
-        return {"image_bytes": examples}
+            kept.append(i)
+            total += size
+        return self.serving_inputs(split, kept)
 
 
 @functools.lru_cache(maxsize=4)
@@ -303,10 +325,53 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def read_images(path, cfg, flag, with_labels=True):
+    """images.read_split of `path` with the run's side columns, parsed (side_features)."""
+    split = images.read_split(path, flag, cfg.image_column, cfg.label_column, with_labels,
+                              cfg.tfds_data_dir, side=sum(side_features.columns(cfg), ()))
+    if not split.side:
+        return split
+    return dataclasses.replace(split, side=side_features.parse_columns(split.side, cfg, split.where))
+
+
+def model_inputs(side_feature_stats):
+    """images.batches' `inputs` of a run: the images alone, or with side features
+    {"images": ..., "side_features": the batch's side columns encoded}."""
+    if not side_feature_stats:
+        return None
+    stats = json.loads(side_feature_stats)
+
+    def inputs(batch, pixels):
+        features = {"images": pixels}
+        side_features.add_encoded(dict(batch), features, stats)
+        return features
+
+    return inputs
+
+
+def training_batches(run, ordered, labels):
+    """Endless batches of (model inputs, labels) of the `ordered` images.Split (and its side
+    columns), reshuffled every pass; decoded images are cached when they fit in memory."""
+    from tfimitate import runtime
+
+    examples = images.image_dataset(ordered, run.preprocessor, dict(
+        labels, **side_features.example_columns(ordered.side)))
+    return images.batches(examples, run.cfg.batch_size, shuffle_seed=run.cfg.seed, repeat=True,
+                          drop_remainder=runtime.needs_static_shapes(run.strategy),
+                          inputs=model_inputs(run.cfg.side_feature_stats))
+
+
+def prediction_batches(run, split):
+    """Batches of (model inputs, example index) of an images.Split."""
+    return images.batches(_prediction_examples(split, run.preprocessor), run.cfg.batch_size,
+                          label_key="index", inputs=model_inputs(run.cfg.side_feature_stats))
+
+
 @functools.lru_cache(maxsize=8)
 def _prediction_examples(split, image_format):
-    """Decoded, cached examples of (image, example index), built once per split."""
-    return images.image_dataset(split, image_format, {"index": np.arange(len(split))})
+    """Decoded, cached examples of (image, example index, side columns), built once per split."""
+    return images.image_dataset(split, image_format, dict(
+        {"index": np.arange(len(split))}, **side_features.example_columns(split.side)))
 
 
 def plot_misclassified(contents, true, predicted, confidence, path):

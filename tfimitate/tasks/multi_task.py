@@ -22,6 +22,8 @@ scores and serves itself; this module only combines them:
   `<subtask>_<signature>` (e.g. `entities_tag_words`; subtask names that would give a
   signature name twice are refused), plus serving_default = the first subtask's; parity
   and warmup through the subtasks' own modules.
+- side features (--numeric_columns/--categorical_columns) are refused, in the main flagfile
+  and in a subtask file: no subtask head reads them.
 
 Example:
     cfg = Experiment(task="multi_task", subtasks=("sentiment.cfg", "entities.cfg"),
@@ -39,7 +41,7 @@ from typing import Any, Dict
 
 from tfimitate import files, options
 from tfimitate.errors import UserError
-from tfimitate.tasks import base
+from tfimitate.tasks import base, side_features
 
 # The flags a subtask flagfile may set; all others are shared and belong in the main one.
 SUBTASK_FIELDS = ("task", "train_data", "eval_data", "test_data", "text_column",
@@ -135,6 +137,10 @@ def _read_flagfile(path):
         raise UserError(f"--subtasks: the subtask flagfile {path} does not exist; check the path.")
 
     def subtask_field(name, where):
+        if name in ("numeric_columns", "categorical_columns"):
+            raise UserError(f"{where}: --{name}: a subtask of --task=multi_task cannot read side "
+                            "columns (its head sees the shared backbone's output only); drop "
+                            "it, or train that task alone with its side columns.")
         if name not in SUBTASK_FIELDS:
             raise UserError(f"{where}: --{name} belongs in the main flagfile, since every "
                             f"subtask shares it; move it there (a subtask file sets only "
@@ -323,6 +329,7 @@ class MultiTask(base.Task):
             if field != "labels" and getattr(cfg, field) != getattr(defaults, field):
                 raise UserError(f"--{field} belongs in a subtask flagfile with --task=multi_task "
                                 "(each subtask has its own); move it into one of the --subtasks files.")
+        side_features.refuse(cfg, self.NAME, "joins no side features to its subtasks' heads")
         names = [subtask.name for subtask in subtasks(cfg)]
         for entry in cfg.labels or ():  # a run's flags.cfg lists them as subtask:label
             if entry.partition(":")[0] not in names:

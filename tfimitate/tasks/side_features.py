@@ -33,17 +33,23 @@ MAX_VOCABULARY = 1000
 # The model input that carries the encoded side features.
 INPUT = "side_features"
 MISSING_TEXT = ("", "null", "none", "nan", "na")
+# A number as a streamed cell may write it, and the mark of the assertion refusing another.
+NUMBER = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+NOT_A_NUMBER = "tfimitate: not a number"
+# The tasks that join side features to their pooled output (the others refuse them).
+TASKS = ("text_classification", "text_regression", "image_classification", "image_regression")
 
 OPTIONS = (
     options.names(
         "numeric_columns", None,
-        "Text tasks: numeric columns of the data file fed beside the text (standardised "
-        "with the training split's mean/std; missing: the mean plus a missing indicator)."),
+        "Text and image tasks: numeric columns of the data file (a table, listing, TFRecord "
+        "features or TFDS features) fed beside the text or image (standardised with the "
+        "training split's mean/std; missing: the mean plus a missing indicator)."),
     options.names(
         "categorical_columns", None,
-        "Text tasks: categorical columns of the data file fed beside the text (one-hot "
-        "over the training split's values plus an out-of-vocabulary slot; missing: a missing "
-        "indicator)."),
+        "Text and image tasks: categorical columns of the data file fed beside the text or "
+        "image (one-hot over the training split's values plus an out-of-vocabulary slot; "
+        "missing: a missing indicator)."),
     options.string(
         "side_feature_stats", None,
         "Learned on the training split for --numeric_columns/--categorical_columns and saved "
@@ -73,6 +79,22 @@ def check_columns(cfg, used):
             owner[name] = flag
 
 
+def refuse(cfg, task, why):
+    """Refuses --numeric_columns/--categorical_columns to a task that reads no side
+    features (`why`: what it reads instead), naming the tasks that do.
+
+    Example:
+        refuse(cfg, "token_classification", "tags each word of a sentence")
+    """
+    numeric, categorical = columns(cfg)
+    if numeric or categorical:
+        flag, given = ("--numeric_columns", numeric) if numeric else \
+            ("--categorical_columns", categorical)
+        raise UserError(f"{flag}={','.join(given)}: --task={task} {why}, so it cannot read side "
+                        f"columns; drop --numeric_columns/--categorical_columns, or use "
+                        f"{', '.join(TASKS[:-1])} or {TASKS[-1]}.")
+
+
 def refuse_plain_text(cfg, path, flag):
     """Refuses a .txt input (texts only) to a run with side features."""
     if any(columns(cfg)):
@@ -98,6 +120,26 @@ def parse_numeric(value, where, column):
     return number
 
 
+def parse_cells(cells, name, numeric):
+    """TF ops: the text cells of column `name` (a stream's, any shape) parsed as
+    `parse_numeric` (float32, NaN: missing) or `parse_categorical` (stripped, "": missing)
+    parse a table's; a numeric cell that is not a number fails an assertion whose message
+    holds NOT_A_NUMBER, the column and the cells (tasks/text_stream.py `reading` tells it)."""
+    import tensorflow as tf
+
+    text = tf.strings.strip(cells)
+    missing = tf.reduce_any(tf.equal(tf.strings.lower(text)[..., tf.newaxis], MISSING_TEXT),
+                            axis=-1)
+    if not numeric:
+        return tf.where(missing, "", text)
+    number = tf.strings.regex_full_match(text, NUMBER)
+    check = tf.debugging.Assert(tf.reduce_all(number | missing), [NOT_A_NUMBER, name, text],
+                                name="side_number")
+    with tf.control_dependencies([check]):
+        values = tf.strings.to_number(tf.where(number, text, "0"), tf.float32)
+    return tf.where(missing, math.nan, values)
+
+
 def parse_categorical(value):
     """A categorical cell as a string, "" when missing."""
     text = "" if value is None else str(value).strip()
@@ -108,25 +150,59 @@ def learn(numeric, categorical, source):
     """The preprocessing of the training columns (name -> values) as a JSON string:
     {"numeric": {name: [mean, std]}, "categorical": {name: [values]}}; warns about a
     categorical column with one value (it carries nothing)."""
-    stats = {"numeric": {}, "categorical": {}}
-    for name, values in numeric.items():
-        present = np.array([v for v in values if not math.isnan(v)], np.float64)
-        mean = float(present.mean()) if len(present) else 0.0
-        std = float(present.std()) if len(present) else 0.0
-        stats["numeric"][name] = [mean, std if std > 0 else 1.0]
-        if len(present) < len(values):
-            logging.info("%s: --numeric_columns=%s: %d of %d values missing (they get the mean "
-                         "%.4g and a missing indicator).", source, name,
-                         len(values) - len(present), len(values), mean)
-    for name, values in categorical.items():
-        counts = collections.Counter(v for v in values if v)
-        vocabulary = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-        if len(vocabulary) <= 1:
-            logging.warning("%s: --categorical_columns=%s has %s in the training data; it "
-                            "cannot tell examples apart.", source, name,
-                            f"one value only ({vocabulary[0]!r})" if vocabulary else "no value")
-        stats["categorical"][name] = vocabulary[:MAX_VOCABULARY]
-    return json.dumps(stats, sort_keys=True)
+    summary = Summary()
+    summary.add({name: np.array(values, np.float64) for name, values in numeric.items()},
+                {name: list(values) for name, values in categorical.items()})
+    return summary.learned(source)
+
+
+class Summary:
+    """What the preprocessing is learned from, gathered batch by batch (a streamed split):
+    per numeric column the count, sum and sum of squares of its present values and the
+    number of values; per categorical column the count of each present value.
+
+    Example:
+        summary = Summary()
+        summary.add({"age": np.array([3.0, np.nan])}, {"plan": ["pro", ""]})
+        stats = summary.learned("train.csv")   # as learn() gives for the same values
+    """
+
+    def __init__(self):
+        self.moments = collections.defaultdict(lambda: np.zeros(4, np.float64))
+        self.counts = collections.defaultdict(collections.Counter)
+
+    def add(self, numeric, categorical):
+        """One batch: numeric columns as float arrays (NaN: missing), categorical ones as
+        strings ("" or b"": missing)."""
+        for name, values in numeric.items():
+            present = values[~np.isnan(values)]
+            self.moments[name] += [len(present), present.sum(), np.square(present).sum(),
+                                   len(values)]
+        for name, values in categorical.items():
+            self.counts[name].update(v.decode() if isinstance(v, bytes) else v
+                                     for v in values if v)
+        return self
+
+    def learned(self, source):
+        """The JSON string of `learn`."""
+        stats = {"numeric": {}, "categorical": {}}
+        for name, (present, total, squares, values) in self.moments.items():
+            mean = total / present if present else 0.0
+            std = math.sqrt(max(squares / present - mean ** 2, 0.0)) if present else 0.0
+            constant = std <= 1e-6 * max(1.0, abs(mean))  # a rounding error is no spread
+            stats["numeric"][name] = [float(mean), 1.0 if constant else float(std)]
+            if present < values:
+                logging.info("%s: --numeric_columns=%s: %d of %d values missing (they get the "
+                             "mean %.4g and a missing indicator).", source, name,
+                             values - present, values, mean)
+        for name, counts in self.counts.items():
+            vocabulary = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+            if len(vocabulary) <= 1:
+                logging.warning("%s: --categorical_columns=%s has %s in the training data; it "
+                                "cannot tell examples apart.", source, name,
+                                f"one value only ({vocabulary[0]!r})" if vocabulary else "no value")
+            stats["categorical"][name] = vocabulary[:MAX_VOCABULARY]
+        return json.dumps(stats, sort_keys=True)
 
 
 def width(stats):
@@ -193,6 +269,28 @@ def learned(cfg, train):
         return {}
     return {"side_feature_stats": learn({n: train.side[n] for n in numeric},
                                         {n: train.side[n] for n in categorical}, train.source)}
+
+
+def parse_columns(cells, cfg, where):
+    """The side cells of a split as read (column -> one cell per example) parsed: floats
+    (NaN: missing) for --numeric_columns, strings ("": missing) for --categorical_columns;
+    `where(i)` names example i in the error about a cell that is not a number.
+
+    Example:
+        parse_columns({"age": ["3", ""]}, cfg, lambda i: f"t.csv:{i + 2}")  # {"age": [3.0, nan]}
+    """
+    numeric, categorical = columns(cfg)
+    parsed = {name: [parse_numeric(value, where(i), name) for i, value in enumerate(cells[name])]
+              for name in numeric}
+    parsed.update({name: [parse_categorical(value) for value in cells[name]]
+                   for name in categorical})
+    return parsed
+
+
+def record_values(side, i):
+    """Example i's side values (column -> value; None when missing), for records."""
+    return {name: None if values[i] == "" or values[i] != values[i] else values[i]
+            for name, values in side.items()}
 
 
 def read_row(values, cfg, where):

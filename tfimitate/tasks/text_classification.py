@@ -84,7 +84,6 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
         to predict: a .txt file (one per line) or a table read with --text_column."""
         if with_labels or readers.base_suffix(path) != ".txt":
             if streams.streamed(path, cfg.stream_data, flag):
-                _refuse_side_features(path, cfg, flag)
                 return text_stream.open_split(path, cfg, flag, with_labels)
             return read_split(path, cfg, flag, with_labels)
         side_features.refuse_plain_text(cfg, path, flag)
@@ -99,9 +98,10 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
     def load_data(self, cfg):
         """Classification data (ClassificationTask.load_data), with a warning for eval or
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
+        if prepared.is_prepared(cfg.train_data):
+            _refuse_side_features(cfg.train_data, cfg, "--train_data")
         if prepared.is_prepared(cfg.train_data) or streams.streamed(
                 cfg.train_data, cfg.stream_data, "--train_data"):
-            _refuse_side_features(cfg.train_data, cfg, "--train_data")
             return self._large_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
@@ -110,27 +110,31 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
 
     def _large_data(self, cfg):
         """Streamed files or prepared shards (tasks/text_stream.py): train and held-out
-        eval splits, then --eval_data and --test_data."""
+        eval splits, then --eval_data and --test_data; side columns' preprocessing learned
+        in the counting pass."""
         if cfg.cv_folds:
             raise UserError(f"--cv_folds needs the training data in memory, but --train_data="
                             f"{cfg.train_data} is streamed; give one file under 64 MiB, or "
                             "train without --cv_folds.")
+        learned = {}
         if prepared.is_prepared(cfg.train_data):
             train, held = self._prepared_splits(cfg)
         else:
-            train, held = self._streamed_splits(cfg)
-        cfg = cfg.replace(labels=train.labels)
+            train, held, learned = self._streamed_splits(cfg)
+        cfg = cfg.replace(labels=train.labels, **learned)
         evaluation = self.read_file(cfg.eval_data, cfg, "--eval_data") if cfg.eval_data else held
         test = self.read_file(cfg.test_data, cfg, "--test_data") if cfg.test_data else None
-        return splits.Data(train, evaluation, test, train.labels)
+        return splits.Data(train, evaluation, test, train.labels, learned)
 
     def _streamed_splits(self, cfg):
-        """(train, held out or None) of streamed --train_data: labels from --labels or one
-        counting pass (none when --labels and --max_steps are given)."""
+        """(train, held out or None, learned side-feature preprocessing) of streamed
+        --train_data: labels from --labels or one counting pass (none when --labels and
+        --max_steps are given, and no side columns' preprocessing is to be learned)."""
         stream = text_stream.open_split(cfg.train_data, cfg, "--train_data")
         fraction = 0.0 if cfg.eval_data else cfg.holdout_fraction
         counts = None
-        if cfg.labels and cfg.max_steps:
+        side = stream.side and not cfg.side_feature_stats
+        if cfg.labels and cfg.max_steps and not side:
             logging.info("--train_data: not counted (--labels and --max_steps given).")
         else:
             counts = text_stream.tally(stream, fraction, cfg.seed)
@@ -146,7 +150,8 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
         if counts:
             logging.info("--train_data: %d examples (%s).", len(train),
                          ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
-        return train, held
+        learned = {"side_feature_stats": counts["side"].learned(stream.source)} if side else {}
+        return train, held, learned
 
     def _prepared_splits(self, cfg):
         """(train, eval or hold-out shards) of a tfimitate.prepare directory, checked against
@@ -237,7 +242,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
                                 "technique needs the training texts in memory (per-example "
                                 "values or changed texts); give one file under 64 MiB or "
                                 "train without it.")
-            return text_stream.training_batches(split, run, text_inputs.encoder(run.preprocessor),
+            return text_stream.training_batches(split, run, _encoder(run),
                                                 text_inputs.pads(run.preprocessor))
         return text_inputs.training_batches(run, split, self.label_ids(split, run.labels),
                                             extras)
@@ -249,7 +254,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
             return super().evaluate(run, split)
         from tfimitate.tasks import classification
 
-        true, predicted = text_stream.predicted_ids(split, run, text_inputs.encoder(run.preprocessor),
+        true, predicted = text_stream.predicted_ids(split, run, _encoder(run),
                                                     text_inputs.pads(run.preprocessor))
         return classification.classification_evaluation(true, predicted, run.labels,
                                                         split.source)
@@ -258,7 +263,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
         """ClassificationTask.predict; a streamed split's records are made batch by batch
         (a generator), in file order."""
         if isinstance(split, text_stream.StreamSplit):
-            return text_stream.predictions(split, run, text_inputs.encoder(run.preprocessor),
+            return text_stream.predictions(split, run, _encoder(run),
                                            text_inputs.pads(run.preprocessor))
         return super().predict(run, split)
 
@@ -294,11 +299,16 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
 
 
 def _refuse_side_features(path, cfg, flag):
-    """Streamed and prepared data carry no side columns yet: refused with them."""
+    """Prepared shards (tfimitate.prepare) carry no side columns: refused with them."""
     if any(side_features.columns(cfg)):
-        raise UserError(f"{flag}={path} is streamed or prepared, which carries no side columns "
-                        "yet; give one file under 64 MiB with --stream_data=off, or train "
-                        "without --numeric_columns/--categorical_columns.")
+        raise UserError(f"{flag}={path} holds prepared shards (tfimitate.prepare), which carry "
+                        "no side columns; give the data files themselves (streamed or not), or "
+                        "train without --numeric_columns/--categorical_columns.")
+
+
+def _encoder(run):
+    """The run's text encoder (text_inputs.encoder) with its side features."""
+    return text_inputs.encoder(run.preprocessor, run.cfg.side_feature_stats)
 
 
 def _drop_duplicates(split):

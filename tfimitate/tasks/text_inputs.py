@@ -167,9 +167,7 @@ def record(split, i):
     """Example i as {"text": ..., "pair": ..., side column: value} (the pair for text pairs;
     None for a missing side value)."""
     result = dict({"text": split.texts[i]}, **({"pair": split.pairs[i]} if split.pairs else {}))
-    for name, values in split.side.items():
-        result[name] = None if values[i] == "" or values[i] != values[i] else values[i]
-    return result
+    return dict(result, **side_features.record_values(split.side, i))
 
 
 def serving_inputs(split, indices):

@@ -8,7 +8,10 @@ keyed hash of data/splits.py `held_out` (the in-memory path uses the same one),
 duplicates are kept and the eval/train overlap is not counted (tfimitate.prepare does
 both), a label outside --labels stops the run at its row (or is dropped with
 --drop_unlisted_labels), and evaluation counts class ids batch by batch instead of keeping
-a record per example.
+a record per example. Side columns (--numeric_columns/--categorical_columns) stream beside
+the text as text cells, parsed in tf.data as a table's are (tasks/side_features.py
+`parse_cells`); their preprocessing is learned in the counting pass, on the rows the
+hold-out leaves for training (prepared shards carry none).
 
 Example:
     split = open_split("data/train-*.tsv", cfg, "--train_data")
@@ -25,9 +28,11 @@ from absl import logging
 
 from tfimitate.data import prepared, splits, streams
 from tfimitate.errors import UserError
+from tfimitate.tasks import side_features
 
 TALLY_BATCH = 1 << 16
 UNKNOWN_LABEL = "tfimitate: unknown label"  # marks the stream's label assertion
+RAW_SIDE = "raw_side/"  # side values kept beside the encoded ones for prediction records
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -46,6 +51,7 @@ class StreamSplit:
         label_counts: label -> examples, if known.
         manifest, role: prepared shards (data/prepared.py) of that role instead of files.
         flag: the data flag that named it.
+        side: (column, numeric) of each side column, streamed as "side/<column>".
     """
 
     source: str
@@ -58,6 +64,7 @@ class StreamSplit:
     manifest: Optional[prepared.Manifest] = None
     role: Optional[str] = None
     flag: str = "--train_data"
+    side: Tuple[Tuple[str, bool], ...] = ()
 
     @property
     def pairs(self):
@@ -84,7 +91,12 @@ def open_split(path, cfg, flag, with_labels=True):
     if with_labels:
         columns.append(cfg.label_column)
         keys.append("label")
-    return StreamSplit(path, streams.open_source(path, columns, keys, flag), flag=flag)
+    numeric, categorical = side_features.columns(cfg)
+    side = tuple((name, name in numeric) for name in numeric + categorical)
+    optional = [side_features.PREFIX + name for name, _ in side]
+    return StreamSplit(path, streams.open_source(path, columns + [n for n, _ in side],
+                                                 keys + optional, flag, optional),
+                       flag=flag, side=side)
 
 
 def open_prepared(manifest, role, flag, labels):
@@ -106,20 +118,27 @@ def features(split, encode, input_context=None, shuffle_seed=None):
     from tfimitate.data import pipelines
 
     if split.manifest is None:
-        return pipelines.encoded(rows(split, input_context, shuffle_seed), encode, cache=False)
+        return pipelines.encoded(rows(split, input_context, shuffle_seed), encode, cache=False,
+                                 untrimmed=(side_features.INPUT,))
     raw = ("text", "pair")
     return prepared.dataset(split.manifest, split.role, input_context).map(
         lambda f: {k: v for k, v in f.items() if k not in raw})
 
 
 def rows(split, input_context=None, shuffle_seed=None, sequential=False):
-    """The split's examples as tf.data: "text" (and "pair") strings and, for a labelled split
-    with known labels, "labels" class ids; empty texts and (per `holdout`) rows dropped.
+    """The split's examples as tf.data: "text" (and "pair") strings, the side columns parsed
+    ("side/<column>": float32 or strings) and, for a labelled split with known labels,
+    "labels" class ids; empty texts and (per `holdout`) rows dropped.
     `sequential`: file after file (streams.examples)."""
     import tensorflow as tf
 
     ds = streams.examples(split.stream, input_context, shuffle_seed, sequential)
     ds = ds.filter(lambda row: tf.strings.length(tf.strings.strip(row["text"])) > 0)
+    if split.side:
+        ds = ds.map(lambda row: dict(row, **{
+            side_features.PREFIX + name: side_features.parse_cells(
+                row[side_features.PREFIX + name], name, numeric) for name, numeric in split.side}),
+            num_parallel_calls=tf.data.AUTOTUNE)
     if split.holdout is not None:
         fraction, seed, held = split.holdout
         ds = ds.filter(lambda row: tf.equal(
@@ -145,22 +164,31 @@ def rows(split, input_context=None, shuffle_seed=None, sequential=False):
 
 def tally(split, fraction, seed):
     """One fast pass over a labelled split: {"train": Counter, "held": Counter} of labels of
-    the rows the hold-out leaves and takes (`fraction` 0: all in "train")."""
+    the rows the hold-out leaves and takes (`fraction` 0: all in "train"), and "side": the
+    side_features.Summary of the rows it leaves."""
     import tensorflow as tf
 
-    counts = {"train": collections.Counter(), "held": collections.Counter()}
+    counts = {"train": collections.Counter(), "held": collections.Counter(),
+              "side": side_features.Summary()}
+    keys = [side_features.PREFIX + name for name, _ in split.side]
 
     def mark(batch):
         key = splits.example_key(batch["text"], batch.get("pair"))
         held = splits.held_out(key, fraction, seed) if fraction > 0 else tf.zeros_like(key, tf.bool)
-        return tf.strings.strip(batch["label"]), held
+        return dict({k: batch[k] for k in keys}, label=tf.strings.strip(batch["label"]), held=held)
 
     ds = rows(dataclasses.replace(split, labels=None)).batch(TALLY_BATCH).map(
         mark, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-    for labels, held in ds.as_numpy_iterator():
-        for part, mask in (("train", ~held), ("held", held)):
-            values, numbers = np.unique(labels[mask], return_counts=True)
-            counts[part].update({v.decode(): int(n) for v, n in zip(values, numbers)})
+    with reading([split]):
+        for batch in ds.as_numpy_iterator():
+            labels, held = batch["label"], batch["held"]
+            for part, mask in (("train", ~held), ("held", held)):
+                values, numbers = np.unique(labels[mask], return_counts=True)
+                counts[part].update({v.decode(): int(n) for v, n in zip(values, numbers)})
+            cells = {name: batch[side_features.PREFIX + name][~held] for name, _ in split.side}
+            counts["side"].add(
+                {n: cells[n].astype(np.float64) for n, numeric in split.side if numeric},
+                {n: cells[n].tolist() for n, numeric in split.side if not numeric})
     return counts
 
 
@@ -234,38 +262,53 @@ def predictions(split, run, encode, pads):
 
     from tfimitate.data import pipelines
 
+    side = [RAW_SIDE + name for name, _ in split.side]
+
     def keep_raw(row):
-        return dict(row, raw_text=row["text"], **({"raw_pair": row["pair"]} if "pair" in row else {}))
+        return dict(row, raw_text=row["text"], **({"raw_pair": row["pair"]} if "pair" in row else {}),
+                    **{RAW_SIDE + name: row[side_features.PREFIX + name] for name, _ in split.side})
 
     features = pipelines.encoded(rows(split, sequential=True).map(keep_raw), encode, cache=False,
-                                 untrimmed=("raw_text", "raw_pair"))
+                                 untrimmed=("raw_text", "raw_pair", side_features.INPUT, *side))
     batches = features.padded_batch(
         run.cfg.batch_size, padding_values=pipelines.padding_values(features.element_spec, pads))
     labels = run.labels
     for batch in batches:
-        raw = {key: batch.pop(key).numpy() for key in ("raw_text", "raw_pair") if key in batch}
+        raw = {key: batch.pop(key).numpy() for key in ("raw_text", "raw_pair", *side)
+               if key in batch}
         probabilities = tf.nn.softmax(tf.cast(run.model(batch, training=False), tf.float32)).numpy()
         for i, probs in enumerate(probabilities):
             record = {"text": raw["raw_text"][i].decode()}
             if "raw_pair" in raw:
                 record["pair"] = raw["raw_pair"][i].decode()
+            record.update(side_features.record_values(
+                {name: [_plain(raw[RAW_SIDE + name][i])] for name, _ in split.side}, 0))
             record.update(label=labels[int(probs.argmax())], probability=float(probs.max()),
                           probabilities={label: float(v) for label, v in zip(labels, probs)})
             yield record
 
 
 def first_rows(split, count):
-    """The first `count` examples as {"text": [...], ("text_pair": [...])} raw strings."""
+    """The first `count` examples as {"text": [...], ("text_pair": [...])} raw strings (and
+    each side column's values: floats, NaN when missing, or strings)."""
     inputs = {"text": []}
     if split.pairs:
         inputs["text_pair"] = []
+    inputs.update({name: [] for name, _ in split.side})
     examples = rows(dataclasses.replace(split, labels=None)) if split.manifest is None \
         else prepared.dataset(split.manifest, split.role)
     for row in examples.take(count).as_numpy_iterator():
         inputs["text"].append(row["text"].decode())
         if split.pairs:
             inputs["text_pair"].append(row["pair"].decode())
+        for name, _ in split.side:
+            inputs[name].append(_plain(row[side_features.PREFIX + name]))
     return inputs
+
+
+def _plain(value):
+    """A NumPy cell of a side column as a Python float or str."""
+    return value.decode() if isinstance(value, bytes) else float(value)
 
 
 def hold_out(split, fraction, seed):
@@ -292,6 +335,12 @@ def reading(streamed):
         if not streamed:
             raise
         message = error.message
+        if side_features.NOT_A_NUMBER in message:
+            column, value = message.split(side_features.NOT_A_NUMBER + "] [", 1)[-1].split("] [")[:2]
+            flags = ", ".join(dict.fromkeys(s.flag for s in streamed))
+            raise UserError(f"a row of {flags} holds {value.split(']')[0]!r} in --numeric_columns="
+                            f"{column}, not a number; fix the row, or leave the cell empty (a "
+                            "missing value).") from None
         if UNKNOWN_LABEL in message:
             label = message.split(UNKNOWN_LABEL + "] [", 1)[-1].split("]")[0]
             split = streamed[0]

@@ -31,7 +31,7 @@ from tfimitate.data import conll, readers, splits, streams, tfds_source
 from tfimitate.errors import UserError
 from tfimitate.outputs import SAVED_MODEL_ADVICE
 from tfimitate.outputs import check as check_outputs
-from tfimitate.tasks import base, common
+from tfimitate.tasks import base, common, side_features
 
 PREDICT_BATCH = 64
 # Served entity F1 this far below the in-framework F1 is worth a warning.
@@ -92,7 +92,8 @@ class TokenClassification(base.Task):
     INPUTS = ("text", "word_pieces")
 
     def validate(self, cfg):
-        """--labels, if given, must be tags: O or B-/I-/E-/S-TYPE."""
+        """--labels, if given, must be tags: O or B-/I-/E-/S-TYPE; no side columns."""
+        side_features.refuse(cfg, self.NAME, "tags each word of a sentence")
         for label in cfg.labels or ():
             if not conll.TAG_PATTERN.match(label):
                 raise UserError(f"--labels: '{label}' is not O or B-/I-/E-/S-TYPE; fix the list.")

@@ -105,19 +105,23 @@ class ImageAugment(Technique):
         import tensorflow as tf
 
         images, _ = dataset.element_spec
+        if isinstance(images, dict):  # images with side features (tasks/side_features.py)
+            images = images["images"]
         height, width = images.shape[1], images.shape[2]
         layers = make_layers(self.augmentations, height, width, cfg.seed)
         mixing = any(name in LABEL_MIXING for name, _ in self.augmentations)
         num_classes = len(cfg.labels)
 
-        def augment(images, labels):
-            data = {"images": images}
+        def augment(inputs, labels):
+            data = {"images": inputs["images"] if isinstance(inputs, dict) else inputs}
             if mixing:
                 data["labels"] = tf.one_hot(labels, num_classes)
             for layer in layers:
                 data = layer(data, training=True)
             images = tf.ensure_shape(tf.clip_by_value(data["images"], 0.0, 255.0),
                                      [None, height, width, 3])
+            if isinstance(inputs, dict):
+                images = dict(inputs, images=images)
             return images, data["labels"] if mixing else labels
 
         # Sequential on purpose: the layers' seed state advances in batch order.

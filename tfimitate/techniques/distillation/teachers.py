@@ -1,12 +1,14 @@
 """Teachers to distil from: a tfimitate run, a SavedModel, or a model served by TF Serving.
 
 Every teacher gives class probabilities per label unit of a split (tasks/base.py), in
-its own column order `labels`:
+its own column order `labels` (for a regression student: its scores, [examples, 1], whose
+one label is `score`):
   * a tfimitate run directory: its best (else newest) checkpoint, through its task's
     `probabilities`; labels from its experiment; restored only when first needed;
   * a SavedModel (a version directory, or a folder of numbered versions: the newest):
-    any signature taking strings and returning class probabilities or logits, called
-    in batches through the task's `served_probabilities`;
+    any signature taking the task's raw inputs (strings; side features as exported) and
+    returning class probabilities or logits (a regression: `score` or `outputs`, one number
+    per example), called in batches through the task's `served_probabilities`;
   * `grpc://HOST:PORT/MODEL[:SIGNATURE]`: the same through TF Serving's Predict API,
     each request with a deadline and retried with backoff.
 A served model's label names come from its assets/labels.txt (every tfimitate export
@@ -35,6 +37,8 @@ GRPC_PREFIX = "grpc://"
 PROBE_EXAMPLES = 256
 # Output names taken as class scores when --teacher_output is not given, in this order.
 OUTPUT_NAMES = ("probabilities", "logits")
+# The same for a regression student: one score per example.
+SCORE_NAMES = ("score", "outputs")
 GRPC_RETRIES = 3
 GRPC_BACKOFF_SECONDS = 1.0
 
@@ -154,6 +158,8 @@ class _ServedTeacher:
         self.labels = None
         self.logits = None  # whether the chosen output holds logits (decided on the probe)
         self._names = None  # column -> name seen in a string output, while probing
+        # A regression student (soft targets are scores) reads one score per example.
+        self.scores = callable(getattr(task, "soft_target_loss", None))
 
     def check(self, split):
         """Probes the teacher on the first examples of `split`: its signature, its class
@@ -164,6 +170,11 @@ class _ServedTeacher:
             probs = self.task.served_probabilities(probe, self._predict)
         finally:
             names, self._names = self._names, None
+        if self.scores:
+            from tfimitate.tasks.regression import SCORE
+
+            self.labels = (SCORE,)
+            return
         columns = probs.shape[-1]
         self.labels = self._asset_labels(columns) or tuple(
             names.get(i, str(i)) for i in range(columns))
@@ -188,6 +199,9 @@ class _ServedTeacher:
             batch = {name: _padded(values[start:start + self.batch_size])
                      for name, values in inputs.items()}
             answer = self._call(signature, batch)
+            if self.scores:
+                rows.extend(self._scores(signature, answer, next(iter(batch.values()))))
+                continue
             probs = self._class_probabilities(signature, answer, next(iter(batch.values())))
             if self._names is not None:
                 self._learn_names(answer, probs)
@@ -223,6 +237,28 @@ class _ServedTeacher:
         else:
             outputs.check(value, where, advice, probabilities=True, names=names)
         return np.maximum(value, 0.0)
+
+    def _scores(self, signature, answer, examples):
+        """The one score per example in `answer` (a regression teacher), checked to be
+        finite numbers."""
+        name = self.output or next((n for n in SCORE_NAMES if n in answer), None)
+        if name not in answer:
+            wanted = f"'{name}'" if name else "score or outputs"
+            raise UserError(
+                f"--teacher={self.spec}: signature '{signature}' returns no {wanted} (outputs: "
+                f"{', '.join(sorted(answer))}); name its score output with --teacher_output.")
+        value = np.asarray(answer[name])
+        if value.dtype.kind != "f" or value.ndim > 2 or (value.ndim == 2 and value.shape[1] != 1) \
+                or value.ndim == 0:
+            raise UserError(
+                f"--teacher={self.spec}: output '{name}' of signature '{signature}' is "
+                f"{value.dtype} {list(value.shape)}, not one score per example ([batch] or "
+                "[batch, 1]); name another with --teacher_output.")
+        value = value.astype(np.float32).reshape(-1, 1)
+        names = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in examples]
+        outputs.check(value, f"--teacher={self.spec} (output '{name}')",
+                      "fix or replace the teacher; nothing was cached for this batch", names=names)
+        return value[:, 0]
 
     def _learn_names(self, outputs, probs):
         top = probs.argmax(axis=-1)
@@ -300,15 +336,16 @@ class SavedModelTeacher(_ServedTeacher):
                             f"{', '.join(sorted(self.loaded.signatures))}); choose one with "
                             "--teacher_signature.")
         function = self.loaded.signatures[signature]
-        batch = _match_inputs(batch, sorted(function.structured_input_signature[1]),
-                              self.spec, signature)
-        try:
-            outputs = function(**{name: tf.constant(values, tf.string)
+        specs = function.structured_input_signature[1]
+        batch = _match_inputs(batch, sorted(specs), self.spec, signature)
+        try:  # strings; side features as the signature takes them (numbers: float32)
+            outputs = function(**{name: tf.constant(values, specs[name].dtype)
                                   for name, values in batch.items()})
         except (TypeError, ValueError, tf.errors.OpError) as error:
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise UserError(f"--teacher={self.spec}: signature '{signature}' failed on string "
-                            f"inputs ({reason}); a teacher must take strings.") from None
+            raise UserError(f"--teacher={self.spec}: signature '{signature}' failed on the "
+                            f"task's raw inputs ({reason}); a teacher must take them as the "
+                            "student's export does (texts as strings).") from None
         return {name: value.numpy() for name, value in outputs.items()}
 
 
@@ -359,6 +396,9 @@ class GrpcTeacher(_ServedTeacher):
                             f"'{signature}' (it has {', '.join(sorted(self.inputs))}); choose "
                             "one with --teacher_signature or the grpc:// address.")
         batch = _match_inputs(batch, self.inputs[signature], self.spec, signature)
+        # Numeric side features go as float32, as the export takes them (not float64).
+        batch = {name: np.asarray(values, np.float32) if values and isinstance(values[0], float)
+                 else values for name, values in batch.items()}
         # Pinned: the cached outputs (named by this version) must all come from it.
         prediction = self._ask(self.client.predict, self.model, batch, version=self.version,
                                signature_name=signature)
