@@ -246,6 +246,12 @@ def _cell(values):
     return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f} ({seeds})"
 
 
+def _shown(path):
+    """`path` relative to the repository root when inside it."""
+    relative = os.path.relpath(path, harness.ROOT)
+    return path if relative.startswith("..") else relative
+
+
 def markdown(results):
     """The results as a markdown page: both tables, the machine and every command."""
     lines = ["# Label efficiency and domain shift (SST-2 source)", ""]
@@ -268,8 +274,8 @@ def markdown(results):
         counts = target.get("counts")
         lines += ["", f"## Domain shift: SST-2 (movies) -> {target['name']} "
                   "(target test accuracy)", "",
-                  f"Target: {target['train']} (unlabelled text / target-supervised labels), "
-                  f"{target['test']} (test)"
+                  f"Target: {_shown(target['train'])} (unlabelled text / target-supervised "
+                  f"labels), {_shown(target['test'])} (test)"
                   + (f"; rows {json.dumps(counts)}" if counts else "") + f". Backbone "
                   f"{_BACKBONE.value}, batch {_BATCH.value}, {_DOMAIN_STEPS.value} fine-tuning "
                   f"steps per run (+{_ADAPT_STEPS.value} masked-LM steps with adaptive "
