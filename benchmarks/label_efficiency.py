@@ -82,6 +82,8 @@ _RUNS_DIR = _flag("string", "runs_dir", os.path.join(harness.ROOT, "runs", "labe
                   "Where the runs and data go.")
 _NAME = _flag("string", "name", "label_efficiency",
               "Results: benchmarks/results/NAME.{json,md}.")
+_REPORT_ONLY = _flag("boolean", "report_only", False,
+                     "Train nothing: rewrite the results from the finished runs only.")
 
 
 def read_tsv(path):
@@ -149,11 +151,14 @@ class Bench:
         self.labels, self.domains, self.target, self.runs = {}, {}, None, []
 
     def trained(self, flags_):
-        """Trains (unless its model_dir already holds its metrics) and returns its accuracy."""
+        """Trains (unless its model_dir already holds its metrics) and returns its accuracy
+        (None for an unfinished run under --report_only)."""
         model_dir = next(f.split("=", 1)[1] for f in flags_ if f.startswith("--model_dir="))
         metrics, record = (os.path.join(model_dir, "eval", "metrics.json"),
                            model_dir + ".run.json")
         if not os.path.isfile(metrics):
+            if _REPORT_ONLY.value:
+                return None
             run = harness.train(flags_, log=model_dir + ".log")
             with open(record, "w", encoding="utf-8") as f:
                 json.dump({"command": run["command"], "wall_seconds": run["wall_seconds"],
@@ -188,6 +193,8 @@ class Bench:
                              else ["--learning_rate=5e-5"])
                     value = self.trained(common_flags(train, evaluation, model_dir, seed, steps)
                                          + extra)
+                    if value is None:
+                        continue
                     self.labels.setdefault(shots, {}).setdefault(method, []).append(value)
                     self.save()
 
@@ -225,8 +232,10 @@ class Bench:
                                                steps)),
         ]
         for name, flags_ in plan:
-            self.domains[name] = self.trained(flags_)
-            self.save()
+            value = self.trained(flags_)
+            if value is not None:
+                self.domains[name] = value
+                self.save()
 
     def results(self):
         return {"machine": self.info, "load_before": self.before,
@@ -267,7 +276,7 @@ def markdown(results):
             cells = [_cell(by_method.get(method, [])) for method in methods]
             done = [by_method.get(m, []) for m in ("plain", "few_shot")]
             difference = (f"{100 * (statistics.mean(done[1]) - statistics.mean(done[0])):+.2f}"
-                          if all(done) else "")
+                          if all(done) and len(done[0]) == len(done[1]) else "")
             lines.append(f"| {shots} | " + " | ".join(cells) + f" | {difference} |")
     domains, target = results["domain_shift"], results["target"]
     if domains:
@@ -287,7 +296,12 @@ def markdown(results):
                      if low is not None and high is not None else "")
             lines.append(f"| {name} | {100 * value:.2f} | {share} |")
     lines += ["", machine.markdown(results["machine"], results["load_before"],
-                                   results["load_after"]), "", "Commands:", ""]
+                                   results["load_after"])]
+    loads = [run[key][0] for run in results["runs"] for key in ("load_before", "load_after")]
+    if loads:
+        lines[-1] += (f" The runs' 1-minute load at their starts and ends: {min(loads)} to "
+                      f"{max(loads)}.")
+    lines += ["", "Commands:", ""]
     lines += [f"    {run['command']}  # {run['wall_seconds']} s, load "
               f"{run['load_before'][0]} -> {run['load_after'][0]}" for run in results["runs"]]
     return "\n".join(lines) + "\n"
