@@ -79,6 +79,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
                        "the packaged MiniLM-L6 is small and fine-tunes best at 3x BERT's rate",
                        unless=("backbone",)),
     )
+
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table (a StreamSplit when data/streams.py `streamed` says so), or texts
         to predict: a .txt file (one per line) or a table read with --text_column."""
