@@ -208,16 +208,23 @@ class _ServedTeacher:
             rows.extend(probs)
         return rows
 
+    def _output_name(self, signature, answer, candidates, wanted, kind):
+        """The output of `answer` to read: --teacher_output, else the first of `candidates`
+        it has; refused in one sentence when there is none (`wanted`, `kind`: its words)."""
+        name = self.output or next((n for n in candidates if n in answer), None)
+        if name not in answer:
+            wanted = f"'{name}'" if name else wanted
+            raise UserError(
+                f"--teacher={self.spec}: signature '{signature}' returns no {wanted} (outputs: "
+                f"{', '.join(sorted(answer))}); name its {kind} output with --teacher_output.")
+        return name
+
     def _class_probabilities(self, signature, answer, examples):
         """The class probabilities in `answer` (output name -> array) for `examples` (the
         batch's first input: they name a bad row), checked to be numbers and, unless they
         are logits, probabilities."""
-        name = self.output or next((n for n in OUTPUT_NAMES if n in answer), None)
-        if name not in answer:
-            wanted = f"'{name}'" if name else "probabilities or logits"
-            raise UserError(
-                f"--teacher={self.spec}: signature '{signature}' returns no {wanted} (outputs: "
-                f"{', '.join(sorted(answer))}); name its class-score output with --teacher_output.")
+        name = self._output_name(signature, answer, OUTPUT_NAMES, "probabilities or logits",
+                                 "class-score")
         value = np.asarray(answer[name])
         if value.dtype.kind != "f" or value.ndim < 2 or value.shape[-1] < 2:
             raise UserError(
@@ -241,12 +248,7 @@ class _ServedTeacher:
     def _scores(self, signature, answer, examples):
         """The one score per example in `answer` (a regression teacher), checked to be
         finite numbers."""
-        name = self.output or next((n for n in SCORE_NAMES if n in answer), None)
-        if name not in answer:
-            wanted = f"'{name}'" if name else "score or outputs"
-            raise UserError(
-                f"--teacher={self.spec}: signature '{signature}' returns no {wanted} (outputs: "
-                f"{', '.join(sorted(answer))}); name its score output with --teacher_output.")
+        name = self._output_name(signature, answer, SCORE_NAMES, "score or outputs", "score")
         value = np.asarray(answer[name])
         if value.dtype.kind != "f" or value.ndim > 2 or (value.ndim == 2 and value.shape[1] != 1) \
                 or value.ndim == 0:
