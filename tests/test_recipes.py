@@ -74,7 +74,7 @@ def test_explicit_values_win_and_a_recipe_steps_aside_for_the_users_own_choice(t
         tmp_path)) == []
 
 
-def test_text_classification_raises_the_rate_only_for_the_packaged_backbone(tmp_path):
+def test_text_and_token_classification_raise_the_rate_only_for_the_packaged_backbone(tmp_path):
     cfg = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run"])
     assert cfg.learning_rate == 1.5e-4
     assert recipes.chosen_lines(cfg) == [
@@ -83,6 +83,10 @@ def test_text_classification_raises_the_rate_only_for_the_packaged_backbone(tmp_
     own = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run2",
                       "--backbone=bert_base_en_uncased"])
     assert own.learning_rate == 5e-5 and recipes.chosen_lines(own) == []
+    tagger = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run3",
+                         "--task=token_classification"])
+    assert tagger.learning_rate == 1.5e-4
+    assert tagger.option_sources["learning_rate"]["reason"].startswith("token_classification: ")
 
 
 def test_a_resumed_run_keeps_the_recipe_values_it_recorded(tmp_path):
@@ -103,7 +107,7 @@ def test_helpfull_shows_the_plain_default_and_which_recipes_change_it():
     help_text = flags.FLAGS["learning_rate"].help
     assert flags.FLAGS["learning_rate"].default == 5e-5
     assert ("A recipe may change this default: text_classification (0.00015), "
-            "image_classification (0.003)") in help_text
+            "token_classification (0.00015), image_classification (0.003)") in help_text
 
 
 def test_a_frozen_phase_longer_than_the_run_or_set_twice_is_refused_naming_both(tmp_path):
