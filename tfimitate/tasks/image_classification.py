@@ -133,9 +133,7 @@ class ImageClassification(ClassificationTask):
     def load_data(self, cfg):
         """Classification data; with side columns, their preprocessing learned on the
         training split (unless given) as --side_feature_stats."""
-        data = super().load_data(cfg)
-        return dataclasses.replace(
-            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
+        return side_features.with_learned(cfg, super().load_data(cfg))
 
     def usable(self, split, cfg, flag):
         """The split without files that do not decode (or refused with --strict_images)."""
@@ -164,8 +162,7 @@ class ImageClassification(ClassificationTask):
 
     def example_defaults(self, run):
         """A side feature left out of a tf.Example is missing."""
-        stats = side_features.stats_of(run.cfg)
-        return side_features.example_defaults(stats) if stats else {}
+        return side_features.example_defaults(run.cfg)
 
     def make_preprocessor(self, cfg):
         """The images.ImageFormat of the backbone (input size, resizing, pixel scaling)."""

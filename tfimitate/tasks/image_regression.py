@@ -64,9 +64,7 @@ class ImageRegression(RegressionTask):
     def load_data(self, cfg):
         """The regression splits; with side columns, their preprocessing learned on the
         training split (unless given) as --side_feature_stats."""
-        data = super().load_data(cfg)
-        return dataclasses.replace(
-            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
+        return side_features.with_learned(cfg, super().load_data(cfg))
 
     def read(self, path, cfg, flag, with_labels=True):
         """Decodable images of a listing, TFRecord files, a TFDS split or a folder, each with

@@ -20,6 +20,7 @@ Example:
 """
 
 import collections
+import dataclasses
 import json
 import math
 
@@ -220,8 +221,12 @@ def specs_of(stats):
     return found
 
 
-def example_defaults(stats):
-    """What a tf.Example without a side feature stands for: missing (NaN or "")."""
+def example_defaults(cfg):
+    """What a tf.Example without a side feature stands for: missing (NaN or ""); {} for a
+    run without side features (every input of the example signature is then required)."""
+    stats = stats_of(cfg)
+    if not stats:
+        return {}
     found = {name: math.nan for name in stats["numeric"]}
     found.update({name: "" for name in stats["categorical"]})
     return found
@@ -269,6 +274,16 @@ def learned(cfg, train):
         return {}
     return {"side_feature_stats": learn({n: train.side[n] for n in numeric},
                                         {n: train.side[n] for n in categorical}, train.source)}
+
+
+def with_learned(cfg, data):
+    """The splits.Data `data` with `learned(cfg, data.train)` added to what it learned: what
+    a task's load_data returns when its training split carries the side columns.
+
+    Example:
+        return with_learned(cfg, super().load_data(cfg))
+    """
+    return dataclasses.replace(data, learned=dict(data.learned, **learned(cfg, data.train)))
 
 
 def parse_columns(cells, cfg, where):

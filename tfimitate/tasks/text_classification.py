@@ -106,8 +106,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
             return self._large_data(cfg)
         data = super().load_data(cfg)
         _warn_shared_texts(data.train, (data.eval, data.test))
-        return dataclasses.replace(
-            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
+        return side_features.with_learned(cfg, data)
 
     def _large_data(self, cfg):
         """Streamed files or prepared shards (tasks/text_stream.py): train and held-out

@@ -219,8 +219,7 @@ class TextInputs:
 
     def example_defaults(self, run):
         """A side feature left out of a tf.Example is missing."""
-        stats = side_features.stats_of(run.cfg)
-        return side_features.example_defaults(stats) if stats else {}
+        return side_features.example_defaults(run.cfg)
 
     def perturbed(self, split, change):
         """A copy of `split` whose texts and pairs are split at spaces into words, changed

@@ -57,9 +57,7 @@ class TextRegression(text_inputs.TextInputs, RegressionTask):
     def load_data(self, cfg):
         """The regression splits; with side columns, their preprocessing learned on the
         training split (unless given) as --side_feature_stats."""
-        data = super().load_data(cfg)
-        return dataclasses.replace(
-            data, learned=dict(data.learned, **side_features.learned(cfg, data.train)))
+        return side_features.with_learned(cfg, super().load_data(cfg))
 
     def read(self, path, cfg, flag, with_labels=True):
         """A labelled table, or inputs to predict: a .txt file (one text per line) or a table."""
