@@ -85,7 +85,7 @@ def test_text_and_token_classification_raise_the_rate_only_for_the_packaged_back
     assert own.learning_rate == 5e-5 and recipes.chosen_lines(own) == []
     tagger = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run3",
                          "--task=token_classification"])
-    assert tagger.learning_rate == 1.5e-4
+    assert tagger.learning_rate == 4.5e-4
     assert tagger.option_sources["learning_rate"]["reason"].startswith("token_classification: ")
 
 
@@ -107,7 +107,7 @@ def test_helpfull_shows_the_plain_default_and_which_recipes_change_it():
     help_text = flags.FLAGS["learning_rate"].help
     assert flags.FLAGS["learning_rate"].default == 5e-5
     assert ("A recipe may change this default: text_classification (0.00015), "
-            "token_classification (0.00015), image_classification (0.003)") in help_text
+            "token_classification (0.00045), image_classification (0.003)") in help_text
 
 
 def test_a_frozen_phase_longer_than_the_run_or_set_twice_is_refused_naming_both(tmp_path):
