@@ -164,10 +164,19 @@ def test_keep_best_phase_undoes_a_phase_that_lowered_the_eval_score(tmp_path, la
     assert (best is not None and best.endswith("ckpt-3")) == restored
 
 
-def test_lora_brings_its_own_learning_rate_on_any_task(tmp_path):
-    cfg = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run",
-                      "--lora_rank=8"])
-    assert cfg.learning_rate == 5e-3
+def test_lora_brings_its_targets_and_rate_and_steps_aside_for_the_users_choices(tmp_path):
+    from tfimitate.techniques import lora
+
+    run = [f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run", "--lora_rank=8"]
+    cfg = experiment(run)
+    assert (cfg.learning_rate, tuple(cfg.lora_targets)) == (2e-3, lora.EVERY_DENSE)
     assert cfg.option_sources["learning_rate"]["reason"].startswith("lora: ")
-    assert experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run",
-                       "--lora_rank=8", "--learning_rate=1e-3"]).learning_rate == 1e-3
+    assert cfg.option_sources["lora_targets"]["from"] == "recipe"
+    assert experiment(run + ["--learning_rate=1e-3"]).learning_rate == 1e-3
+    # The user's own targets (or backbone) keep them, at the rate for adapters on a few layers.
+    own = experiment(run + ["--lora_targets=query,value"])
+    assert (own.learning_rate, tuple(own.lora_targets)) == (5e-3, ("query", "value"))
+    other = experiment(run + ["--backbone=bert_base_en_uncased"])
+    assert (other.learning_rate, tuple(other.lora_targets)) == (5e-3, ("query", "value"))
+
+

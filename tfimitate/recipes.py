@@ -42,8 +42,7 @@ def declared():
 
 def owners_of(option_name):
     """The owners whose recipes may set `option_name`, with the value: ["lora (0.005)"]."""
-    return [f"{owner} ({entry.value:g})" if isinstance(entry.value, float) else
-            f"{owner} ({entry.value})"
+    return [f"{owner} ({_show(entry.value)})"
             for owner, entries, _ in declared() for entry in entries if entry.option == option_name]
 
 
