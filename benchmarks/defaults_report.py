@@ -16,6 +16,7 @@ Example:
 GRID_TOLERANCE = 1.0
 LORA_TOLERANCE = 2.0
 FAMILY_NAMES = {"text": "text_classification (full fine-tuning)", "lora": "LoRA r=8",
+                "head": "head only (--freeze=backbone)",
                 "ner": "token_classification (NER)", "image": "image_classification"}
 
 

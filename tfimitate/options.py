@@ -15,7 +15,7 @@ Example (tfimitate/techniques/lora.py):
 """
 
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 KINDS = ("string", "integer", "float", "bool", "enum", "list")
 
@@ -65,16 +65,19 @@ class Recipe:
     """A task's or technique's default for `option` where the user left it unset:
     `value`, because of `reason` (logged, and kept in experiment.json). The entry steps
     aside when the user set any option of `unless` (a related choice of theirs, e.g. their
-    own frozen phase). See tfimitate/recipes.py.
+    own frozen phase), and applies only where `when(cfg)` holds, if given (one value of an
+    option, say). See tfimitate/recipes.py.
 
     Example:
-        Recipe("learning_rate", 1e-3, "a new head on a frozen backbone learns at a head's rate")
+        Recipe("learning_rate", 1e-3, "a new head on a frozen backbone learns at a head's rate",
+               when=lambda cfg: "backbone" in (cfg.freeze or ()))
     """
 
     option: str
     value: Any
     reason: str
     unless: Tuple[str, ...] = ()
+    when: Optional[Callable[[Any], bool]] = None
 
 
 def string(name, default, help):

@@ -6,7 +6,8 @@ an option, the value it takes there, and why. `apply` gives every option of an E
 its value by precedence, command line > flagfile > technique recipe > task recipe > plain
 default, and records where each value came from in `Experiment.option_sources` (written to
 experiment.json): {"from": "default" | "recipe" | "flagfile" | "command line"}, with the
-recipe's "reason". An entry steps aside when an option in its `unless` was set. A run that
+recipe's "reason". An entry steps aside when an option in its `unless` was set, and
+applies only where its `when(cfg)` holds. A run that
 is resumed keeps the recipe values it recorded (`recorded`), whatever today's recipes say.
 No TensorFlow here: a recipe is settled in about a second, before any work.
 
@@ -85,7 +86,8 @@ def _chosen(cfg, explicit):
         if not entries or not applies(cfg):
             continue
         for entry in entries:
-            if entry.option in explicit or any(name in explicit for name in entry.unless):
+            if (entry.option in explicit or any(name in explicit for name in entry.unless)
+                    or (entry.when is not None and not entry.when(cfg))):
                 continue
             chosen[entry.option] = (entry.value, f"{owner}: {entry.reason}")
         # A technique's recipe sees the task's choices (e.g. a frozen phase it builds on).
