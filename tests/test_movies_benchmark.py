@@ -77,3 +77,13 @@ def test_fetch_refuses_a_tarball_whose_sha256_differs_and_extracts_a_matching_on
     monkeypatch.setattr(movies, "SHA256", digest)
     path = movies.fetch(str(tmp_path))
     assert json.load(open(path))[0]["Title"] == "Heat"
+
+
+def test_side_only_encoding_follows_the_missing_value_rule():
+    train = [{"budget": "1", "genre": "Drama"}, {"budget": "3", "genre": "Comedy"},
+             {"budget": "", "genre": ""}]
+    rows = train + [{"budget": "5", "genre": "Western"}]
+    x = movies.encoded(rows, train, ["budget"], ["genre"])
+    # constant, budget (mean 2, std 1 of the present values), missing, Comedy, Drama, OOV, missing
+    assert x.tolist() == [[1, -1, 0, 0, 1, 0, 0], [1, 1, 0, 1, 0, 0, 0], [1, 0, 1, 0, 0, 0, 1],
+                          [1, 3, 0, 0, 0, 1, 0]]
