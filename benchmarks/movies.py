@@ -10,7 +10,9 @@ missing-value rule handles) and splits them with a seeded permutation into
 train/dev/test (70/10/20).
 
 Runs, each `python -m tfimitate.train --task=text_regression` with the same flags, steps
-and seed (FLAGS), differing only in side columns:
+and seed (FLAGS and the --variant's: `plain` fine-tunes everything at 1.5e-4 from the
+start, `head_first` trains the head alone on the frozen backbone at 3e-3 for half the
+steps first), differing only in side columns:
 - `title`: the title only;
 - `catalogue`: + what a distributor or a catalogue has before anyone rates the film
   (budget, running time, release year, US and worldwide gross; MPAA rating, genre,
@@ -26,6 +28,7 @@ values): served `serving_default` scores vs. `tfimitate.predict`'s (the Keras mo
 Run (a few minutes per run on 2 cores), from the repository root:
     python benchmarks/movies.py --build_only --data_dir=data/movies   # the CSVs only
     python benchmarks/movies.py --configs=title,catalogue,critics
+    python benchmarks/movies.py --configs=title,catalogue,critics --variant=head_first
 """
 
 import csv
@@ -69,10 +72,19 @@ CONFIGS = {
                 [f"--numeric_columns={CATALOGUE_NUMERIC},rotten_tomatoes",
                  f"--categorical_columns={CATALOGUE_CATEGORICAL}"]),
 }
-# Every run's flags beyond data, columns and directories.
+# Every run's flags beyond data, columns, directories and the variant's.
 FLAGS = ["--task=text_regression", "--text_column=title", f"--label_column={TARGET[0]}",
          "--normalize_targets", "--sequence_length=32", "--batch_size=32", "--max_steps=400",
-         "--learning_rate=1.5e-4", "--warmup_ratio=0.1", "--checkpoint_steps=100", "--seed=42"]
+         "--warmup_ratio=0.1", "--checkpoint_steps=100", "--seed=42"]
+# How the runs of a variant train (the same for its three configurations): `plain`
+# fine-tunes everything at one rate from the start; `head_first` first trains the head
+# (where the side features join) alone on the frozen backbone at a head's rate, then
+# fine-tunes everything (techniques/transfer.py).
+VARIANTS = {
+    "plain": ("", ["--learning_rate=1.5e-4"]),
+    "head_first": (", head first", ["--freeze_backbone_steps=200", "--learning_rate=3e-3",
+                                    "--fine_tune_learning_rate=1.5e-4"]),
+}
 METRICS = ("pearson", "spearman", "rmse", "mae", "r2")
 
 # The benchmark's own flags, parsed only when it runs: importing it (as its tests do) must
@@ -90,6 +102,7 @@ _BUILD_ONLY = _flag("bool", "build_only", False, "Write the CSVs and stop.")
 _CONFIGS = _flag("list", "configs", list(CONFIGS), f"Runs, in order: {', '.join(CONFIGS)}.")
 _RUNS_DIR = _flag("string", "runs_dir", os.path.join(harness.ROOT, "runs", "movies"),
                   "Where the runs and their exports go.")
+_VARIANT = _flag("enum", "variant", "plain", list(VARIANTS), "How the runs train (VARIANTS).")
 _RESULTS = _flag("string", "results", "movies", "Name of the results in benchmarks/results/.")
 _EXTRA = _flag("list", "extra_flags", [], "More training flags for every run.")
 
@@ -151,10 +164,10 @@ def served_parity(export_dir, test_csv, predictions):
     and how many rows had a missing side value."""
     import tensorflow as tf
 
-    from tfimitate.serving import export
+    from tfimitate.serving import export, saved_models
 
-    model = tf.saved_model.load(os.path.join(export_dir, str(max(export.existing_versions(
-        export_dir)))))
+    model = saved_models.load(os.path.join(export_dir, str(max(export.existing_versions(
+        export_dir)))), "--export_dir")
     serve = model.signatures["serving_default"]
     with open(test_csv, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -263,17 +276,20 @@ def main(argv):
     harness.save(_RESULTS.value, results, markdown(results))
     for name in _CONFIGS.value:
         title, extra = CONFIGS[name]
-        model_dir = os.path.join(_RUNS_DIR.value, name)
-        export_dir = os.path.join(_RUNS_DIR.value, f"{name}_export")
-        run = harness.train([*FLAGS, f"--model_dir={model_dir}", f"--export_dir={export_dir}",
+        suffix, variant_flags = VARIANTS[_VARIANT.value]
+        key = name if _VARIANT.value == "plain" else f"{name}_{_VARIANT.value}"
+        model_dir = os.path.join(_RUNS_DIR.value, key)
+        export_dir = os.path.join(_RUNS_DIR.value, f"{key}_export")
+        run = harness.train([*FLAGS, *variant_flags, f"--model_dir={model_dir}",
+                             f"--export_dir={export_dir}",
                              f"--train_data={data_dir}/train.csv",
                              f"--eval_data={data_dir}/dev.csv",
                              f"--test_data={data_dir}/test.csv", *extra, *_EXTRA.value],
                             log=model_dir + ".log")
         read = lambda report: json.load(open(os.path.join(model_dir, "eval", report)))
         dev, test = read("metrics.json"), read("test_metrics.json")
-        result = {"title": title, "command": run["command"], "wall_seconds": run["wall_seconds"],
-                  "machine": run["machine_before"],
+        result = {"title": title + suffix, "command": run["command"],
+                  "wall_seconds": run["wall_seconds"], "machine": run["machine_before"],
                   "load_after": run["machine_after"]["load_average"], "step": test["step"],
                   "flags": extra, "dev": {k: dev[k] for k in METRICS},
                   "test": {k: test[k] for k in METRICS}}
@@ -286,7 +302,7 @@ def main(argv):
                                 "max_abs_diff": diff, "export_log": "; ".join(logged)}
         print(json.dumps(result, indent=2), flush=True)
         results = harness.load(_RESULTS.value)
-        results[name] = result
+        results[key] = result
         harness.save(_RESULTS.value, results, markdown(results))
 
 
