@@ -227,8 +227,8 @@ def markdown(results):
     show = lambda part, key: f"{part[key]:.4f}" if part else "–"
     for one in results.values():
         test = one["test"]
-        lines.append(f"| {one['title']} | {one.get('step', '–')} | {show(one.get('dev'), 'pearson')} "
-                     f"| {test['pearson']:.4f} | {test['spearman']:.4f} | {test['rmse']:.4f} | "
+        lines.append(f"| {one['title']} | {one.get('step', '–')} | "
+                     f"{show(one.get('dev'), 'pearson')} | {test['pearson']:.4f} | {test['spearman']:.4f} | {test['rmse']:.4f} | "
                      f"{test['mae']:.4f} | {test['r2']:.4f} |")
     lines.append("")
     for name, one in results.items():
@@ -240,9 +240,10 @@ def markdown(results):
                                         one["load_after"]))
         if one.get("parity"):
             parity = one["parity"]
+            logged = parity["export_log"].replace(".;", ";").rstrip(".")
             lines.append(f"  Served parity on all {parity['rows']} test rows ({parity['missing']} "
                          f"with a missing side value): max abs diff {parity['max_abs_diff']:.2e}; "
-                         f"the export's own check: {parity['export_log']}.")
+                         f"the export's own check: {logged}.")
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +297,7 @@ def main(argv):
         if extra:
             test_csv = f"{data_dir}/test.csv"
             diff, missing = served_parity(export_dir, test_csv, keras_scores(model_dir, test_csv))
-            logged = [line.split("] ", 1)[-1] for line in run["stderr"].splitlines()
+            logged = [line.split("] ", 1)[-1].rstrip(".") for line in run["stderr"].splitlines()
                       if "Parity check on" in line]
             result["parity"] = {"rows": counts["test"], "missing": missing,
                                 "max_abs_diff": diff, "export_log": "; ".join(logged)}
