@@ -12,6 +12,12 @@ manifest.json (data/prepared.py reads them), in steps that each run in parallel:
     -> per shard: class ids (--labels, or the sorted training labels), sort by length,
        write -> manifest.json, written last.
 
+Side columns (--numeric_columns/--categorical_columns, from CSV/TSV/JSONL files) travel
+with each row as parsed values and are written as features of its record; their
+preprocessing (tasks/side_features.py: means, stds, vocabularies) is learned from the
+rows that land in the train shards (after the copies and the hold-out are dropped) by
+one combine, and written to the manifest as `side_feature_stats`.
+
 Between steps examples travel as tuples of plain values and hashes (the DirectRunner
 holds every step boundary in memory). The module is importable (not __main__), so
 Beam's workers unpickle its DoFns.
@@ -50,6 +56,7 @@ class Row(NamedTuple):
     text: str
     pair: Optional[str]
     label: str
+    side: tuple = ()  # the side columns' values (floats, NaN: missing; strings, "": missing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +102,17 @@ def read_file(element, cfg):
         return
     split = text_classification.read_split(path, cfg, flag)
     pairs = split.pairs or [None] * len(split)
-    for text, pair, label, line in zip(split.texts, pairs, split.labels, split.lines):
-        yield Row(role, number, line, text, pair, label)
+    side = list(zip(*(split.side[name] for name in side_names(cfg)))) or [()] * len(split)
+    for text, pair, label, line, values in zip(split.texts, pairs, split.labels, split.lines, side):
+        yield Row(role, number, line, text, pair, label, tuple(values))
+
+
+def side_names(cfg):
+    """The side columns in the order rows carry them: numeric, then categorical."""
+    from tfimitate.tasks import side_features
+
+    numeric, categorical = side_features.columns(cfg)
+    return numeric + categorical
 
 
 def _read_examples(role, number, path, cfg, flag):
@@ -173,7 +189,7 @@ class KeepFirstCopy(beam.DoFn):
 
 class Tokenize(beam.DoFn):
     """A batch of Rows -> ((role, shard), (length, file, line, label, text, pair, int32
-    bytes of each stored feature)), tokenized by the backbone's keras-hub preprocessor
+    bytes of each stored feature, side values)), tokenized by the backbone's keras-hub preprocessor
     (loaded once per worker in setup); training rows that splits.held_out picks take role
     'holdout' when `hold_out`. The tagged output `compared` gives (hash of the text as
     text_classification.letters compares it, (role, label)) for the overlap count."""
@@ -211,7 +227,8 @@ class Tokenize(beam.DoFn):
             role = "holdout" if row.role == "train" and held[i] else row.role
             shard = int.from_bytes(digest(row.text, row.pair, size=8), "big") % self.num_shards
             arrays = tuple(features[name][i, :length].astype(np.int32).tobytes() for name in stored)
-            yield (role, shard), (length, row.file, row.line, row.label, row.text, row.pair, arrays)
+            yield (role, shard), (length, row.file, row.line, row.label, row.text, row.pair, arrays,
+                                  row.side)
             yield beam.pvalue.TaggedOutput(
                 "compared", (digest(letters(row.text), letters(row.pair or ""), size=8),
                              (role, row.label)))
@@ -247,11 +264,12 @@ class WriteShard(beam.DoFn):
             self.ids = {label: i for i, label in enumerate(labels)}
         (role, shard), examples = element
         stored = [name for name in prepared.STORED if name in self.plan.features]
+        names = side_names(self.plan.cfg)
         records = []
         for example in examples:
             if example is None:  # the marker that makes every shard exist
                 continue
-            length, file, line, label, text, pair, arrays = example
+            length, file, line, label, text, pair, arrays, side = example
             if label not in self.ids:
                 if self.plan.cfg.drop_unlisted_labels:
                     continue
@@ -262,7 +280,8 @@ class WriteShard(beam.DoFn):
                     "--labels, or pass --drop_unlisted_labels.")
             features = {name: np.frombuffer(values, np.int32).tolist()
                         for name, values in zip(stored, arrays)}
-            records.append((length, prepared.serialize(features, self.ids[label], text, pair)))
+            records.append((length, prepared.serialize(features, self.ids[label], text, pair,
+                                                       dict(zip(names, side)))))
             yield beam.pvalue.TaggedOutput("written", (role, label, length))
         name = self.plan.shard_name(role, shard)
         with tf.io.TFRecordWriter(prepared.join(self.plan.output_dir, name), "GZIP") as writer:
@@ -283,7 +302,68 @@ def text_overlap(element, labels):
                 yield role, count
 
 
-def write_manifest(_, plan, files_written, labels, written, duplicates, overlap):
+class LearnSide(beam.CombineFn):
+    """The side columns' values of the training rows -> their preprocessing (the JSON of
+    side_features.learn): per numeric column the count, sum and sum of squares of the
+    present values and the number of values, per categorical one the count of each value."""
+
+    def __init__(self, cfg):
+        from tfimitate.tasks import side_features
+
+        self.numeric, self.categorical = side_features.columns(cfg)
+        self.source = cfg.train_data
+
+    def create_accumulator(self):
+        return ({name: [0, 0.0, 0.0, 0] for name in self.numeric},
+                {name: {} for name in self.categorical})
+
+    def add_input(self, accumulator, side):
+        moments, counts = accumulator
+        for name, value in zip(self.numeric, side):
+            present = value == value  # not NaN
+            moments[name] = [moments[name][0] + present,
+                             moments[name][1] + (value if present else 0.0),
+                             moments[name][2] + (value * value if present else 0.0),
+                             moments[name][3] + 1]
+        for name, value in zip(self.categorical, side[len(self.numeric):]):
+            if value:
+                counts[name][value] = counts[name].get(value, 0) + 1
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        moments, counts = self.create_accumulator()
+        for more_moments, more_counts in accumulators:
+            for name, values in more_moments.items():
+                moments[name] = [a + b for a, b in zip(moments[name], values)]
+            for name, found in more_counts.items():
+                for value, n in found.items():
+                    counts[name][value] = counts[name].get(value, 0) + n
+        return moments, counts
+
+    def extract_output(self, accumulator):
+        import numpy as np
+
+        from tfimitate.tasks import side_features
+
+        summary = side_features.Summary()
+        moments, counts = accumulator
+        for name, values in moments.items():
+            summary.moments[name] = np.array(values, np.float64)
+        for name, found in counts.items():
+            summary.counts[name].update(found)
+        return summary.learned(self.source)
+
+
+def training_side(element, labels, cfg):
+    """The side values of a tokenized example that lands in the train shards."""
+    (role, _), example = element
+    label, side = example[3], example[7]
+    if role == "train" and (label in labels or not cfg.drop_unlisted_labels):
+        yield side
+
+
+def write_manifest(_, plan, files_written, labels, written, duplicates, overlap,
+                   side_stats=None):
     """Writes manifest.json (atomically, after every shard: its inputs are their outputs)."""
     cfg = plan.cfg
     counts = {role: collections.Counter() for role in plan.roles}
@@ -313,7 +393,9 @@ def write_manifest(_, plan, files_written, labels, written, duplicates, overlap)
         length_histogram=histogram, duplicates_dropped=sum(n for n, _ in duplicates),
         eval_overlap=dict(sorted(overlap)),
         holdout_fraction=None if "eval" in plan.inputs else cfg.holdout_fraction,
-        seed=cfg.seed, created_by=plan.created_by)
+        seed=cfg.seed, created_by=plan.created_by,
+        numeric_columns=list(cfg.numeric_columns or ()),
+        categorical_columns=list(cfg.categorical_columns or ()), side_feature_stats=side_stats)
     if duplicates:
         logging.warning("%s: dropped %d duplicate texts (%d of them with a different label than "
                         "their first copy).", cfg.train_data, manifest.duplicates_dropped,
@@ -367,10 +449,16 @@ def build(pipeline, plan):
     def listed(pcoll, name):
         return beam.pvalue.AsSingleton(pcoll | f"List {name}" >> beam.combiners.ToList())
 
+    side = []
+    if side_names(cfg):
+        side = [beam.pvalue.AsSingleton(
+            tokenized.examples
+            | "Training side values" >> beam.FlatMap(training_side, label_set, cfg)
+            | "Learn side features" >> beam.CombineGlobally(LearnSide(cfg)))]
     _ = (pipeline
          | "Manifest" >> beam.Create([None])
          | "Write manifest" >> beam.Map(
              write_manifest, plan, listed(written.files, "files"), label_set,
              listed(written.written | "Count written" >> beam.combiners.Count.PerElement(),
                     "written"),
-             listed(kept.duplicates, "duplicates"), listed(overlap, "overlap")))
+             listed(kept.duplicates, "duplicates"), listed(overlap, "overlap"), *side))

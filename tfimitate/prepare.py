@@ -3,8 +3,10 @@
     python -m tfimitate.prepare --flagfile=configs/sst2_minilm.cfg --output_dir=prepared/sst2
     python -m tfimitate.train --flagfile=configs/sst2_minilm.cfg --train_data=prepared/sst2
 
-It reads train's own data, column, label, hold-out and backbone flags (text_classification,
-texts and text pairs) and writes GZIP TFRecord shards plus manifest.json to --output_dir
+It reads train's own data, column, label, hold-out, side column (--numeric_columns,
+--categorical_columns: their preprocessing is learned on the train shards' rows and kept in
+the manifest) and backbone flags (text_classification, texts and text pairs) and writes
+GZIP TFRecord shards plus manifest.json to --output_dir
 (tfimitate/preparation.py is the pipeline, data/prepared.py reads it). --runner picks the
 Beam runner (DirectRunner by default); Beam's own pipeline options go on the command line
 as they are, e.g. `--runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp`.
@@ -23,6 +25,7 @@ from tfimitate import flags as _flags  # noqa: F401  (defines the flags)
 from tfimitate import backbones, config, files
 from tfimitate.data import prepared, readers, tfds_source
 from tfimitate.errors import UserError, run_cli
+from tfimitate.tasks import side_features
 
 SUPPORTED_TASKS = ("text_classification",)
 PATTERN = re.compile(r"[*?\[]")
@@ -46,6 +49,7 @@ def run(cfg, output_dir, num_shards=16, runner="DirectRunner", beam_args=()):
     options = pipeline_options(runner, beam_args)
     inputs = {role: expand(getattr(cfg, f"{role}_data"), f"--{role}_data")
               for role in ("train", "eval", "test") if getattr(cfg, f"{role}_data")}
+    _check_side_inputs(cfg, inputs)
     created = _claim_output_dir(output_dir)
     try:
         return prepare(cfg, inputs, output_dir, num_shards, options)
@@ -134,6 +138,9 @@ def _check(cfg, output_dir):
         raise UserError("--train_data is required: give the files (or patterns) to prepare.")
     if cfg.labels is not None and len(set(cfg.labels)) != len(cfg.labels):
         raise UserError(f"--labels lists a label twice ({','.join(cfg.labels)}); list each once.")
+    side_features.check_columns(cfg, {"--text_column": cfg.text_column,
+                                      "--text_pair_column": cfg.text_pair_column,
+                                      "--label_column": cfg.label_column})
     if cfg.drop_unlisted_labels and cfg.labels is None:
         raise UserError("--drop_unlisted_labels needs --labels: list the labels to keep.")
     limit = backbones.max_sequence_length(cfg.backbone)
@@ -143,6 +150,19 @@ def _check(cfg, output_dir):
     if not cfg.eval_data and not cfg.holdout_fraction > 0:
         raise UserError(f"--holdout_fraction={cfg.holdout_fraction:g} holds no evaluation data "
                         "out of --train_data; give --eval_data=FILE, or a fraction above 0.")
+
+
+def _check_side_inputs(cfg, inputs):
+    """Refuses side columns with TFRecord inputs (prepare reads their text and label only)."""
+    if not any(side_features.columns(cfg)):
+        return
+    for role, paths in inputs.items():
+        for path in paths:
+            if readers.base_suffix(path) in (".tfrecord", ".tfrecords"):
+                raise UserError(f"--{role}_data={path}: tfimitate.prepare reads side columns "
+                                "(--numeric_columns/--categorical_columns) from CSV/TSV/JSONL "
+                                "files and tfds: splits only; give a table, or train from the "
+                                "TFRecord files themselves.")
 
 
 def pipeline_options(runner, beam_args=()):

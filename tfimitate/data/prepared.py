@@ -5,9 +5,13 @@ The layout (any file system):
     <dir>/train-00000-of-00016.tfrecord.gz      GZIP TFRecords of tf.Example, length-sorted
     <dir>/holdout-...  eval-...  test-...       the hold-out (without --eval_data), eval, test
 Each record holds `token_ids` and `segment_ids` (int64 lists trimmed to the example's
-length), `label` (int64 class id), `text` and, for text pairs, `pair` (bytes). `parse`
-turns them back into what the backbone's keras-hub preprocessor gives after trimming
-(data/pipelines.py `encoded`), so prepared shards and raw text train on the same batches.
+length), `label` (int64 class id), `text` and, for text pairs, `pair` (bytes), and the raw
+value of each side column the manifest names (`side/<column>`: one float, or one bytes
+string; absent when missing). `parse` turns them back into what the backbone's keras-hub
+preprocessor gives after trimming (data/pipelines.py `encoded`) and the side columns as a
+table's are parsed (float32 NaN or "" when missing), so prepared shards and raw text train
+on the same batches; the side columns' preprocessing learned on the training split at
+prepare time is the manifest's `side_feature_stats`.
 
 Example:
     if is_prepared(cfg.train_data):
@@ -34,6 +38,8 @@ ROLES = ("train", "holdout", "eval", "test")
 STORED = ("token_ids", "segment_ids")
 PARSE_BATCH = 256
 CYCLE_LENGTH = 16  # shards read at once
+# Prefix of a side column's feature (tasks/side_features.py PREFIX: the same key in tf.data).
+SIDE = "side/"
 SHARD_NAME = re.compile(r"^(?P<role>[a-z]+)-\d{5}-of-\d{5}\.tfrecord\.gz$")
 
 
@@ -42,7 +48,10 @@ class Manifest:
     """manifest.json of a prepared directory (`directory` is where it was read from).
 
     `features` names the preprocessor's outputs (e.g. padding_mask, segment_ids, token_ids;
-    RoBERTa-like backbones have no segment_ids).
+    RoBERTa-like backbones have no segment_ids). `numeric_columns`/`categorical_columns`
+    are the side columns the records carry and `side_feature_stats` their preprocessing
+    (JSON, tasks/side_features.py), learned on the train shards' examples; a manifest
+    written before side columns existed has none of the three.
     """
 
     task: str
@@ -64,6 +73,9 @@ class Manifest:
     seed: int
     created_by: str
     format: str = FORMAT
+    numeric_columns: List[str] = dataclasses.field(default_factory=list)
+    categorical_columns: List[str] = dataclasses.field(default_factory=list)
+    side_feature_stats: Optional[str] = None
     directory: str = dataclasses.field(default="", compare=False)
 
     def paths(self, role):
@@ -124,7 +136,8 @@ def load(spec, flag):
         raise UserError(f"{flag}={spec}: {path} is not a {FORMAT} manifest (format: {found}); "
                         "run this version's tfimitate.prepare again.")
     names = {field.name for field in dataclasses.fields(Manifest)} - {"directory"}
-    missing = sorted(names - set(values))
+    optional = {"numeric_columns", "categorical_columns", "side_feature_stats"}
+    missing = sorted(names - optional - set(values))
     unknown = sorted(set(values) - names)
     if missing or unknown:
         what = f"lacks {', '.join(missing)}" if missing else f"has unknown keys {', '.join(unknown)}"
@@ -154,7 +167,8 @@ def _check_files(manifest, path, flag, spec):
 def check_tokenizer(manifest, fingerprint, flag, cfg=None):
     """Refuses prepared data the run cannot use as it is: tokenized by another tokenizer
     (`fingerprint`, from backbones.tokenizer_fingerprint) or, given the run's `cfg`, at
-    another --sequence_length or from other text/label columns.
+    another --sequence_length, from other text/label columns, or with other side columns
+    than the run names (a run naming none trains on the text and leaves them unread).
 
     Example:
         check_tokenizer(manifest, backbones.tokenizer_fingerprint(preprocessor), "--train_data", cfg)
@@ -172,6 +186,13 @@ def check_tokenizer(manifest, fingerprint, flag, cfg=None):
                     f"{where} was prepared with --{name}={getattr(manifest, name)}, not "
                     f"{getattr(cfg, name)}; give --{name}={getattr(manifest, name)}, or run "
                     "tfimitate.prepare again with your columns.")
+        for name in ("numeric_columns", "categorical_columns"):
+            given, kept = list(getattr(cfg, name) or ()), getattr(manifest, name)
+            if given and given != kept:
+                raise UserError(
+                    f"{where} was prepared with --{name}={','.join(kept) or '(none)'}, not "
+                    f"{','.join(given)}; give --{name}={','.join(kept)} (or no side columns), "
+                    "or run tfimitate.prepare again with your side columns.")
     if fingerprint != manifest.tokenizer_fingerprint:
         given = f"--backbone={cfg.backbone}" if cfg is not None else "the --backbone"
         raise UserError(
@@ -182,12 +203,15 @@ def check_tokenizer(manifest, fingerprint, flag, cfg=None):
             f"with --backbone={manifest.backbone}.")
 
 
-def serialize(features, label, text, pair=None):
+def serialize(features, label, text, pair=None, side=None):
     """One record: the tf.Example (bytes) of an example's trimmed preprocessor `features`
-    (name -> int sequence; those in STORED are kept), class id `label`, `text` and `pair`.
+    (name -> int sequence; those in STORED are kept), class id `label`, `text`, `pair` and
+    the `side` columns' values (name -> float, NaN when missing, or str, "" when missing;
+    a missing one is left out).
 
     Example:
-        serialize({"token_ids": [101, 2204, 102], "segment_ids": [0, 0, 0]}, 1, "good")
+        serialize({"token_ids": [101, 2204, 102], "segment_ids": [0, 0, 0]}, 1, "good",
+                  side={"age": 3.0, "plan": ""})
     """
     import tensorflow as tf
 
@@ -202,6 +226,12 @@ def serialize(features, label, text, pair=None):
     feature["text"] = string(text)
     if pair is not None:
         feature["pair"] = string(pair)
+    for name, value in (side or {}).items():
+        if isinstance(value, str):
+            if value:
+                feature[SIDE + name] = string(value)
+        elif value == value:  # not NaN
+            feature[SIDE + name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
     # deterministic: the feature map in key order (else its order varies between processes,
     # and so would the shards' bytes and their sort order)
     example = tf.train.Example(features=tf.train.Features(feature=feature))
@@ -212,7 +242,8 @@ def parse(manifest):
     """A function: serialized tf.Example records (tf.string [batch]) -> a dict of batched
     features that `.unbatch()` turns into the per-example features of the raw-text path:
     the preprocessor's (`token_ids`, `padding_mask`, `segment_ids`, as `manifest.features`
-    says) int32/bool [length], `labels` int32 [], `text` (and `pair` for text pairs) tf.string [].
+    says) int32/bool [length], `labels` int32 [], `text` (and `pair` for text pairs) tf.string
+    [], and each side column as `side/<column>` (float32, NaN when missing; tf.string, "").
 
     Example:
         ds = tf.data.TFRecordDataset(paths, "GZIP").batch(256).map(parse(manifest)).unbatch()
@@ -225,6 +256,10 @@ def parse(manifest):
     spec["text"] = tf.io.FixedLenFeature([], tf.string)
     if manifest.text_pair_column:
         spec["pair"] = tf.io.FixedLenFeature([], tf.string)
+    for name in manifest.numeric_columns:
+        spec[SIDE + name] = tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
+    for name in manifest.categorical_columns:
+        spec[SIDE + name] = tf.io.FixedLenFeature([], tf.string, default_value="")
     with_mask = "padding_mask" in manifest.features
 
     def parse_batch(serialized):
@@ -236,6 +271,7 @@ def parse(manifest):
         features["text"] = record["text"]
         if "pair" in record:
             features["pair"] = record["pair"]
+        features.update({key: value for key, value in record.items() if key.startswith(SIDE)})
         return features
 
     return parse_batch

@@ -99,8 +99,6 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
     def load_data(self, cfg):
         """Classification data (ClassificationTask.load_data), with a warning for eval or
         test texts that are also training texts; or streamed splits (tasks/text_stream.py)."""
-        if prepared.is_prepared(cfg.train_data):
-            _refuse_side_features(cfg.train_data, cfg, "--train_data")
         if prepared.is_prepared(cfg.train_data) or streams.streamed(
                 cfg.train_data, cfg.stream_data, "--train_data"):
             return self._large_data(cfg)
@@ -118,7 +116,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
                             "train without --cv_folds.")
         learned = {}
         if prepared.is_prepared(cfg.train_data):
-            train, held = self._prepared_splits(cfg)
+            train, held, learned = self._prepared_splits(cfg)
         else:
             train, held, learned = self._streamed_splits(cfg)
         cfg = cfg.replace(labels=train.labels, **learned)
@@ -154,15 +152,18 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
         return train, held, learned
 
     def _prepared_splits(self, cfg):
-        """(train, eval or hold-out shards) of a tfimitate.prepare directory, checked against
-        this run's tokenizer."""
+        """(train, eval or hold-out shards, side columns' preprocessing learned at prepare
+        time) of a tfimitate.prepare directory, checked against this run's tokenizer."""
         manifest = self._manifest(cfg.train_data, cfg, "--train_data")
         labels = tuple(cfg.labels or manifest.labels)
-        train = text_stream.open_prepared(manifest, "train", "--train_data", labels)
+        side = any(side_features.columns(cfg)) and not cfg.side_feature_stats
+        learned = {"side_feature_stats": manifest.side_feature_stats} if side else {}
+        train = text_stream.open_prepared(manifest, "train", "--train_data", labels, cfg)
         logging.info("--train_data=%s: prepared shards, %d examples (%s).", cfg.train_data,
                      len(train), ", ".join(f"{k}: {v}" for k, v in train.label_counts.items()))
         role = "eval" if "eval" in manifest.files else "holdout"
-        return train, text_stream.open_prepared(manifest, role, "--train_data", labels)
+        held = text_stream.open_prepared(manifest, role, "--train_data", labels, cfg)
+        return train, held, learned
 
     def _manifest(self, path, cfg, flag):
         manifest = prepared.load(path, flag)
@@ -174,10 +175,9 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
         """ClassificationTask.read_file; a streamed file is checked against the model's labels
         as it streams; a prepared directory gives its eval (else test, else train) shards."""
         if with_labels and prepared.is_prepared(path):
-            _refuse_side_features(path, cfg, flag)
             manifest = self._manifest(path, cfg, flag)
             role = next(r for r in ("eval", "test", "holdout", "train") if r in manifest.files)
-            return text_stream.open_prepared(manifest, role, flag, cfg.labels)
+            return text_stream.open_prepared(manifest, role, flag, cfg.labels, cfg)
         split = self.read(path, cfg, flag, with_labels)
         if isinstance(split, text_stream.StreamSplit):
             return text_stream.with_labels(split, cfg.labels, None, cfg.drop_unlisted_labels)
@@ -296,14 +296,6 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
             return {k: v[:, :longest] for k, v in features.items()}
 
         return side_features.serving(specs, front, side_features.stats_of(run.cfg))
-
-
-def _refuse_side_features(path, cfg, flag):
-    """Prepared shards (tfimitate.prepare) carry no side columns: refused with them."""
-    if any(side_features.columns(cfg)):
-        raise UserError(f"{flag}={path} holds prepared shards (tfimitate.prepare), which carry "
-                        "no side columns; give the data files themselves (streamed or not), or "
-                        "train without --numeric_columns/--categorical_columns.")
 
 
 def _encoder(run):

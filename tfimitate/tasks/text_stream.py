@@ -21,6 +21,7 @@ Example:
 import collections
 import contextlib
 import dataclasses
+import json
 from typing import Mapping, Optional, Tuple
 
 import numpy as np
@@ -91,17 +92,17 @@ def open_split(path, cfg, flag, with_labels=True):
     if with_labels:
         columns.append(cfg.label_column)
         keys.append("label")
-    numeric, categorical = side_features.columns(cfg)
-    side = tuple((name, name in numeric) for name in numeric + categorical)
+    side = _side(cfg)
     optional = [side_features.PREFIX + name for name, _ in side]
     return StreamSplit(path, streams.open_source(path, columns + [n for n, _ in side],
                                                  keys + optional, flag, optional),
                        flag=flag, side=side)
 
 
-def open_prepared(manifest, role, flag, labels):
+def open_prepared(manifest, role, flag, labels, cfg=None):
     """The StreamSplit of a prepared directory's `role` shards, counted by its manifest;
-    refused if its labels are not the model's."""
+    refused if its labels are not the model's. With `cfg`, its side columns (the manifest's,
+    prepared.check_tokenizer has checked) are read from the records."""
     if list(labels) != list(manifest.labels):
         raise UserError(f"{flag}={manifest.directory} was prepared with the labels "
                         f"{', '.join(manifest.labels)}, not {', '.join(labels)}; give "
@@ -109,20 +110,37 @@ def open_prepared(manifest, role, flag, labels):
     return StreamSplit(f"{manifest.directory} ({role})", None, labels=tuple(labels),
                        count=manifest.examples[role],
                        label_counts=dict(manifest.label_counts.get(role, {})),
-                       manifest=manifest, role=role, flag=flag)
+                       manifest=manifest, role=role, flag=flag,
+                       side=_side(cfg) if cfg is not None else ())
 
 
-def features(split, encode, input_context=None, shuffle_seed=None):
+def _side(cfg):
+    """(column, numeric) of each side column of `cfg`: numeric, then categorical."""
+    numeric, categorical = side_features.columns(cfg)
+    return tuple((name, name in numeric) for name in numeric + categorical)
+
+
+def features(split, encode, input_context=None, shuffle_seed=None, side_feature_stats=None):
     """Per-example model features and "labels" of a labelled split: its prepared shards
-    parsed, or its files' rows tokenized by `encode` as they come."""
+    parsed (their side columns encoded with the run's `side_feature_stats`), or its files'
+    rows tokenized by `encode` as they come."""
     from tfimitate.data import pipelines
 
     if split.manifest is None:
         return pipelines.encoded(rows(split, input_context, shuffle_seed), encode, cache=False,
                                  untrimmed=(side_features.INPUT,))
+    stats = json.loads(side_feature_stats) if split.side and side_feature_stats else None
     raw = ("text", "pair")
-    return prepared.dataset(split.manifest, split.role, input_context).map(
-        lambda f: {k: v for k, v in f.items() if k not in raw})
+
+    def model_features(example):
+        example = {k: v[None] if k.startswith(side_features.PREFIX) else v
+                   for k, v in example.items() if k not in raw}
+        found = {}
+        side_features.add_encoded(example, found, stats)  # pops every raw side column
+        example.update({name: value[0] for name, value in found.items()})
+        return example
+
+    return prepared.dataset(split.manifest, split.role, input_context).map(model_features)
 
 
 def rows(split, input_context=None, shuffle_seed=None, sequential=False):
@@ -227,7 +245,8 @@ def training_batches(split, run, encode, pads):
 
     def build(context):
         batch = context.get_per_replica_batch_size(cfg.batch_size) if context else cfg.batch_size
-        return pipelines.batches(features(split, encode, context, cfg.seed), batch, cfg.sequence_length, pads,
+        return pipelines.batches(features(split, encode, context, cfg.seed, cfg.side_feature_stats),
+                                 batch, cfg.sequence_length, pads,
                                  shuffle_seed=cfg.seed, repeat=True, static_length=static,
                                  few_shapes=cfg.jit_compile,
                                  shuffle_buffer=pipelines.STREAM_SHUFFLE_BUFFER)
@@ -242,7 +261,8 @@ def predicted_ids(split, run, encode, pads):
 
     from tfimitate.data import pipelines
 
-    batches = pipelines.batches(features(split, encode), run.cfg.batch_size,
+    ready = features(split, encode, side_feature_stats=run.cfg.side_feature_stats)
+    batches = pipelines.batches(ready, run.cfg.batch_size,
                                 run.cfg.sequence_length, pads)
     true, predicted = [], []
     for inputs, labels in batches:
