@@ -26,9 +26,11 @@ def test_image_grid_has_five_points_around_a_frozen_default_and_turns_the_recipe
     assert points["lr=0.003/freeze=on"] == ["--learning_rate=0.003", "--freeze_backbone_steps=60"]
 
 
-def test_lora_grid_is_rates_only():
+def test_lora_and_head_only_grids_are_rates_only():
     assert list(defaults.grid_points("lora", 5e-3, False, 150)) == [
         "lr=0.0015/freeze=off", "lr=0.015/freeze=off"]
+    assert list(defaults.grid_points("head", 0.1, False, 150)) == [
+        "lr=0.03/freeze=off", "lr=0.3/freeze=off"]
 
 
 def test_plan_puts_the_target_critical_runs_first_and_waits_for_loras_rate():

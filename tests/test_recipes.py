@@ -86,6 +86,12 @@ def test_text_and_token_classification_raise_the_rate_only_for_the_packaged_back
     tagger = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run3",
                          "--task=token_classification"])
     assert tagger.learning_rate == 4.5e-4
+    # Only the head trains: the entry that applies when --freeze=backbone wins.
+    head = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run4",
+                       "--freeze=backbone"])
+    assert head.learning_rate == 1e-1 and "--freeze=backbone" in recipes.chosen_lines(head)[0]
+    assert experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run5",
+                       "--freeze=embeddings"]).learning_rate == 1.5e-4
     assert tagger.option_sources["learning_rate"]["reason"].startswith("token_classification: ")
 
 
@@ -107,6 +113,7 @@ def test_helpfull_shows_the_plain_default_and_which_recipes_change_it():
     help_text = flags.FLAGS["learning_rate"].help
     assert flags.FLAGS["learning_rate"].default == 5e-5
     assert ("A recipe may change this default: text_classification (0.00015), "
+            "text_classification (0.1), "
             "token_classification (0.00045), image_classification (0.003)") in help_text
 
 
