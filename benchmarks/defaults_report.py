@@ -17,6 +17,7 @@ GRID_TOLERANCE = 1.0
 LORA_TOLERANCE = 2.0
 FAMILY_NAMES = {"text": "text_classification (full fine-tuning)", "lora": "LoRA r=8",
                 "head": "head only (--freeze=backbone)",
+                "regression": "text_regression",
                 "ner": "token_classification (NER)", "image": "image_classification"}
 
 

@@ -4,7 +4,7 @@ import os
 
 from benchmarks import defaults, defaults_report
 
-STEPS = {"text": 150, "lora": 150, "ner": 150, "image": 80}
+STEPS = {"text": 150, "lora": 150, "ner": 150, "head": 150, "regression": 150, "image": 80}
 DATA = {name: [f"--train_data={name}"] for names in defaults.DATASETS.values() for name in names}
 
 
