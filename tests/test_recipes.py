@@ -113,7 +113,7 @@ def test_helpfull_shows_the_plain_default_and_which_recipes_change_it():
     help_text = flags.FLAGS["learning_rate"].help
     assert flags.FLAGS["learning_rate"].default == 5e-5
     assert ("A recipe may change this default: text_classification (0.00015), "
-            "text_classification (0.1), "
+            "text_classification (0.003), text_classification (0.1), "
             "token_classification (0.00045), image_classification (0.003)") in help_text
 
 
@@ -187,3 +187,17 @@ def test_lora_brings_its_targets_and_rate_and_steps_aside_for_the_users_choices(
     assert (other.learning_rate, tuple(other.lora_targets)) == (5e-3, ("query", "value"))
 
 
+
+
+def test_side_columns_train_the_head_first_unless_the_user_chose_the_rate_or_phase(tmp_path):
+    run = [f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run", "--task=text_regression",
+           "--numeric_columns=budget"]
+    cfg = experiment(run)
+    assert (cfg.learning_rate, cfg.freeze_backbone_fraction, cfg.fine_tune_learning_rate,
+            cfg.keep_best_phase) == (3e-3, 0.5, 1.5e-4, True)
+    assert cfg.option_sources["freeze_backbone_fraction"]["reason"].startswith("text_regression: ")
+    for own in ("--learning_rate=1e-4", "--freeze_backbone_steps=10", "--backbone=bert_tiny"):
+        chosen = experiment(run + [own])
+        assert not chosen.freeze_backbone_fraction and not chosen.keep_best_phase, own
+    plain = experiment([f"--train_data={tmp_path}", f"--model_dir={tmp_path}/run2"])
+    assert (plain.learning_rate, plain.freeze_backbone_fraction) == (1.5e-4, 0.0)

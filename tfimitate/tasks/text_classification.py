@@ -82,6 +82,7 @@ class TextClassification(text_inputs.TextInputs, ClassificationTask):
         options.Recipe("learning_rate", 1.5e-4,
                        "the packaged MiniLM-L6 is small and fine-tunes best at 3x BERT's rate",
                        unless=("backbone",)),
+    ) + side_features.HEAD_FIRST_RECIPE + (
         options.Recipe("learning_rate", 1e-1,
                        "with --freeze=backbone only the head trains, on the packaged "
                        "MiniLM-L6's small pooled values, and needs large steps",

@@ -56,12 +56,13 @@ class TextRegression(text_inputs.TextInputs, RegressionTask):
     RESUME_FIELDS = ("text_column", "text_pair_column", "numeric_columns",
                      "categorical_columns") + RegressionTask.RESUME_FIELDS
     # Text classification's rate for the packaged MiniLM-L6 (the same backbone fine-tuned
-    # the same way), checked on STS-B and films by benchmarks/defaults.py.
+    # the same way), and its head-first recipe with side columns; checked on STS-B and
+    # films by benchmarks/defaults.py.
     RECIPE = (
         options.Recipe("learning_rate", 1.5e-4,
                        "the packaged MiniLM-L6 is small and fine-tunes best at 3x BERT's rate",
                        unless=("backbone",)),
-    )
+    ) + side_features.HEAD_FIRST_RECIPE
 
     def load_data(self, cfg):
         """The regression splits; with side columns, their preprocessing learned on the
