@@ -195,6 +195,7 @@ def test_side_columns_train_the_head_first_unless_the_user_chose_the_rate_or_pha
     cfg = experiment(run)
     assert (cfg.learning_rate, cfg.freeze_backbone_fraction, cfg.fine_tune_learning_rate,
             cfg.keep_best_phase) == (3e-3, 0.5, 1.5e-4, True)
+    assert cfg.normalize_targets and experiment(run + ["--nonormalize_targets"]).normalize_targets is False
     assert cfg.option_sources["freeze_backbone_fraction"]["reason"].startswith("text_regression: ")
     for own in ("--learning_rate=1e-4", "--freeze_backbone_steps=10", "--backbone=bert_tiny"):
         chosen = experiment(run + [own])

@@ -62,7 +62,7 @@ class TextRegression(text_inputs.TextInputs, RegressionTask):
         options.Recipe("learning_rate", 1.5e-4,
                        "the packaged MiniLM-L6 is small and fine-tunes best at 3x BERT's rate",
                        unless=("backbone",)),
-    ) + side_features.HEAD_FIRST_RECIPE
+    ) + side_features.HEAD_FIRST_RECIPE + RegressionTask.RECIPE
 
     def load_data(self, cfg):
         """The regression splits; with side columns, their preprocessing learned on the
