@@ -70,6 +70,10 @@ _PAIRS = _flag("integer", "pairs_per_example", 40,
 _BATCH = _flag("integer", "batch_size", 16, "--batch_size of every run.")
 _ALL_STEPS = _flag("integer", "all_steps", 600, "Steps of a run on all labels.")
 _EVAL_LIMIT = _flag("integer", "eval_limit", 872, "SST-2 dev sentences scored (872: all).")
+_EVAL_ON = _flag("enum", "eval_on", "dev", ["dev", "heldout"],
+                 "Labels table scored on SST-2 dev, or (to choose a method without looking at "
+                 "dev) on held-out train: the last --eval_limit rows of train.tsv less the "
+                 "sampled ones.")
 _DOMAIN = _flag("enum", "target_domain", "amazon", list(sentiment_domains.DOMAINS),
                 "Target domain built from the vaderSentiment sdist (unless --target_train).")
 _TEST_SIZE = _flag("integer", "target_test_size", 500, "Labelled target test sentences.")
@@ -109,6 +113,12 @@ def sample(rows, shots, seed):
         picked += rng.sample([row for row in rows if row[1] == label], int(shots))
     rng.shuffle(picked)
     return picked
+
+
+def heldout(rows, picked):
+    """The last --eval_limit `rows` less the `picked` ones (texts no run trains on)."""
+    picked = set(map(tuple, picked))
+    return [row for row in rows[-_EVAL_LIMIT.value:] if tuple(row) not in picked]
 
 
 def few_shot_plan(examples, shots, pairs_per_example, batch_size, all_steps):
@@ -175,19 +185,23 @@ class Bench:
 
     def label_table(self):
         """self.labels: {shots: {method: [accuracy per seed]}}."""
-        data_dir = os.path.join(_RUNS_DIR.value, "data")
-        evaluation = write_tsv(os.path.join(data_dir, f"dev{_EVAL_LIMIT.value}.tsv"),
-                               read_tsv(os.path.join(_SST2.value, "dev.tsv"))[:_EVAL_LIMIT.value])
+        data_dir, limit = os.path.join(_RUNS_DIR.value, "data"), _EVAL_LIMIT.value
+        evaluation = write_tsv(os.path.join(data_dir, f"dev{limit}.tsv"),
+                               read_tsv(os.path.join(_SST2.value, "dev.tsv"))[:limit])
         train_rows = read_tsv(os.path.join(_SST2.value, "train.tsv"))
         for shots in _SHOTS.value:
             for seed in map(int, _SEEDS.value):
                 rows = sample(train_rows, shots, seed)
                 train = write_tsv(os.path.join(data_dir, f"k{shots}_s{seed}.tsv"), rows)
+                if _EVAL_ON.value == "heldout":
+                    evaluation = write_tsv(os.path.join(data_dir, f"heldout{limit}_k{shots}_s"
+                                                        f"{seed}.tsv"), heldout(train_rows, rows))
                 steps, pairs = few_shot_plan(len(rows), shots, _PAIRS.value, _BATCH.value,
                                              _ALL_STEPS.value)
                 for method in _METHODS.value:
                     model_dir = os.path.join(
-                        _RUNS_DIR.value, f"k{shots}_s{seed}_{method}_e{_EVAL_LIMIT.value}"
+                        _RUNS_DIR.value, f"k{shots}_s{seed}_{method}_"
+                        + ("h" if _EVAL_ON.value == "heldout" else "e") + str(limit)
                         + (f"_p{_PAIRS.value}" if shots != "all" else ""))
                     extra = ([f"--few_shot_pairs={pairs}"] if method == "few_shot"
                              else ["--learning_rate=5e-5"])
