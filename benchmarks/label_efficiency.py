@@ -7,8 +7,9 @@ are drawn (seeded) from SST-2 train (`all`: the whole file); plain fine-tuning a
 training then train on the same file for the same steps (few-shot: --pairs_per_example x
 examples pairs, SetFit's 40 by default, one pass of batch --batch_size, then the head for as
 many steps again; plain: --learning_rate 5e-5, the same total steps) and are scored on the
-first --eval_limit sentences of SST-2 dev. Reported: mean ± sd over the seeds of
-eval/metrics.json accuracy. Every other setting is the library's default.
+first --eval_limit sentences of SST-2 dev (--eval_on=heldout: the last --eval_limit of SST-2
+train less the sampled ones, to compare methods without looking at dev). Reported: mean ± sd
+over the seeds of eval/metrics.json accuracy. Every other setting is the library's default.
 
 Domain-shift table: source = SST-2 train (movies), target = Amazon product-review sentences
 (--target_domain=amazon, or tweets) built offline from the vaderSentiment sdist
@@ -115,10 +116,14 @@ def sample(rows, shots, seed):
     return picked
 
 
-def heldout(rows, picked):
-    """The last --eval_limit `rows` less the `picked` ones (texts no run trains on)."""
+def heldout(rows, picked, limit):
+    """The last `limit` of `rows` less the `picked` ones (texts the run does not train on).
+
+    Example:
+        heldout([["a", "0"], ["b", "1"], ["c", "1"]], [["c", "1"]], 2)   # [["b", "1"]]
+    """
     picked = set(map(tuple, picked))
-    return [row for row in rows[-_EVAL_LIMIT.value:] if tuple(row) not in picked]
+    return [row for row in rows[-limit:] if tuple(row) not in picked]
 
 
 def few_shot_plan(examples, shots, pairs_per_example, batch_size, all_steps):
@@ -194,8 +199,9 @@ class Bench:
                 rows = sample(train_rows, shots, seed)
                 train = write_tsv(os.path.join(data_dir, f"k{shots}_s{seed}.tsv"), rows)
                 if _EVAL_ON.value == "heldout":
-                    evaluation = write_tsv(os.path.join(data_dir, f"heldout{limit}_k{shots}_s"
-                                                        f"{seed}.tsv"), heldout(train_rows, rows))
+                    name = f"heldout{limit}_k{shots}_s{seed}.tsv"
+                    evaluation = write_tsv(os.path.join(data_dir, name),
+                                           heldout(train_rows, rows, limit))
                 steps, pairs = few_shot_plan(len(rows), shots, _PAIRS.value, _BATCH.value,
                                              _ALL_STEPS.value)
                 for method in _METHODS.value:
@@ -281,8 +287,11 @@ def markdown(results):
     if results["labels_per_class"]:
         methods = _METHODS.value
         lines += [f"Labels per class: backbone {_BACKBONE.value}, batch {_BATCH.value}, "
-                  f"{_PAIRS.value} pairs per example (few-shot), SST-2 dev (first "
-                  f"{_EVAL_LIMIT.value} sentences); accuracy %, mean ± sd over seeds "
+                  f"{_PAIRS.value} pairs per example (few-shot), "
+                  + (f"held-out SST-2 train (its last {_EVAL_LIMIT.value} sentences less the "
+                     "sampled ones)" if _EVAL_ON.value == "heldout" else
+                     f"SST-2 dev (first {_EVAL_LIMIT.value} sentences)")
+                  + "; accuracy %, mean ± sd over seeds "
                   f"{', '.join(_SEEDS.value)} (each seed's in brackets).", "",
                   "| labels per class | " + " | ".join(methods) + " | few-shot - plain |",
                   "|---|" + "---|" * (len(methods) + 1)]
