@@ -7,8 +7,9 @@ are drawn (seeded) from SST-2 train (`all`: the whole file); plain fine-tuning a
 training then train on the same file for the same steps (few-shot: --pairs_per_example x
 examples pairs, SetFit's 40 by default, one pass of batch --batch_size, then the head for as
 many steps again; plain: --learning_rate 5e-5, the same total steps) and are scored on the
-first --eval_limit sentences of SST-2 dev. Reported: mean ± sd over the seeds of
-eval/metrics.json accuracy. Every other setting is the library's default.
+first --eval_limit sentences of SST-2 dev (--eval_on=heldout: the last --eval_limit of SST-2
+train less the sampled ones, to compare methods without looking at dev). Reported: mean ± sd
+over the seeds of eval/metrics.json accuracy. Every other setting is the library's default.
 
 Domain-shift table: source = SST-2 train (movies), target = Amazon product-review sentences
 (--target_domain=amazon, or tweets) built offline from the vaderSentiment sdist
@@ -70,6 +71,10 @@ _PAIRS = _flag("integer", "pairs_per_example", 40,
 _BATCH = _flag("integer", "batch_size", 16, "--batch_size of every run.")
 _ALL_STEPS = _flag("integer", "all_steps", 600, "Steps of a run on all labels.")
 _EVAL_LIMIT = _flag("integer", "eval_limit", 872, "SST-2 dev sentences scored (872: all).")
+_EVAL_ON = _flag("enum", "eval_on", "dev", ["dev", "heldout"],
+                 "Labels table scored on SST-2 dev, or (to choose a method without looking at "
+                 "dev) on held-out train: the last --eval_limit rows of train.tsv less the "
+                 "sampled ones.")
 _DOMAIN = _flag("enum", "target_domain", "amazon", list(sentiment_domains.DOMAINS),
                 "Target domain built from the vaderSentiment sdist (unless --target_train).")
 _TEST_SIZE = _flag("integer", "target_test_size", 500, "Labelled target test sentences.")
@@ -109,6 +114,16 @@ def sample(rows, shots, seed):
         picked += rng.sample([row for row in rows if row[1] == label], int(shots))
     rng.shuffle(picked)
     return picked
+
+
+def heldout(rows, picked, limit):
+    """The last `limit` of `rows` less the `picked` ones (texts the run does not train on).
+
+    Example:
+        heldout([["a", "0"], ["b", "1"], ["c", "1"]], [["c", "1"]], 2)   # [["b", "1"]]
+    """
+    picked = set(map(tuple, picked))
+    return [row for row in rows[-limit:] if tuple(row) not in picked]
 
 
 def few_shot_plan(examples, shots, pairs_per_example, batch_size, all_steps):
@@ -175,19 +190,24 @@ class Bench:
 
     def label_table(self):
         """self.labels: {shots: {method: [accuracy per seed]}}."""
-        data_dir = os.path.join(_RUNS_DIR.value, "data")
-        evaluation = write_tsv(os.path.join(data_dir, f"dev{_EVAL_LIMIT.value}.tsv"),
-                               read_tsv(os.path.join(_SST2.value, "dev.tsv"))[:_EVAL_LIMIT.value])
+        data_dir, limit = os.path.join(_RUNS_DIR.value, "data"), _EVAL_LIMIT.value
+        evaluation = write_tsv(os.path.join(data_dir, f"dev{limit}.tsv"),
+                               read_tsv(os.path.join(_SST2.value, "dev.tsv"))[:limit])
         train_rows = read_tsv(os.path.join(_SST2.value, "train.tsv"))
         for shots in _SHOTS.value:
             for seed in map(int, _SEEDS.value):
                 rows = sample(train_rows, shots, seed)
                 train = write_tsv(os.path.join(data_dir, f"k{shots}_s{seed}.tsv"), rows)
+                if _EVAL_ON.value == "heldout":
+                    name = f"heldout{limit}_k{shots}_s{seed}.tsv"
+                    evaluation = write_tsv(os.path.join(data_dir, name),
+                                           heldout(train_rows, rows, limit))
                 steps, pairs = few_shot_plan(len(rows), shots, _PAIRS.value, _BATCH.value,
                                              _ALL_STEPS.value)
                 for method in _METHODS.value:
                     model_dir = os.path.join(
-                        _RUNS_DIR.value, f"k{shots}_s{seed}_{method}_e{_EVAL_LIMIT.value}"
+                        _RUNS_DIR.value, f"k{shots}_s{seed}_{method}_"
+                        + ("h" if _EVAL_ON.value == "heldout" else "e") + str(limit)
                         + (f"_p{_PAIRS.value}" if shots != "all" else ""))
                     extra = ([f"--few_shot_pairs={pairs}"] if method == "few_shot"
                              else ["--learning_rate=5e-5"])
@@ -267,8 +287,11 @@ def markdown(results):
     if results["labels_per_class"]:
         methods = _METHODS.value
         lines += [f"Labels per class: backbone {_BACKBONE.value}, batch {_BATCH.value}, "
-                  f"{_PAIRS.value} pairs per example (few-shot), SST-2 dev (first "
-                  f"{_EVAL_LIMIT.value} sentences); accuracy %, mean ± sd over seeds "
+                  f"{_PAIRS.value} pairs per example (few-shot), "
+                  + (f"held-out SST-2 train (its last {_EVAL_LIMIT.value} sentences less the "
+                     "sampled ones)" if _EVAL_ON.value == "heldout" else
+                     f"SST-2 dev (first {_EVAL_LIMIT.value} sentences)")
+                  + "; accuracy %, mean ± sd over seeds "
                   f"{', '.join(_SEEDS.value)} (each seed's in brackets).", "",
                   "| labels per class | " + " | ".join(methods) + " | few-shot - plain |",
                   "|---|" + "---|" * (len(methods) + 1)]

@@ -35,7 +35,8 @@ def test_few_shot_refuses_a_class_of_one_example_a_task_and_text_pairs(tmp_path)
         few_shot.from_config(cfg).phases(cfg.replace(batch_size=4), total_steps=2)
 
 
-def test_few_shot_phase_1_tunes_only_the_backbone_and_phase_2_only_the_head(tmp_path):
+def test_few_shot_phase_1_tunes_only_the_backbone_and_phase_2_only_the_head_on_served_embeddings(
+        tmp_path):
     import tensorflow as tf
 
     from tfimitate import runs
@@ -45,7 +46,7 @@ def test_few_shot_phase_1_tunes_only_the_backbone_and_phase_2_only_the_head(tmp_
     rows = helpers.sentiment_rows(8)
     cfg = helpers.experiment(tmp_path, backbone=helpers.tiny_bert_preset(tmp_path),
                              train_data=helpers.write_table(tmp_path, "train.csv", rows),
-                             few_shot_pairs=8, labels=("0", "1"))
+                             few_shot_pairs=8, labels=("0", "1"), dropout=0.0)
     task = get_task(cfg.task)
     technique = few_shot.from_config(cfg)
     data = task.load_data(cfg)
@@ -61,3 +62,8 @@ def test_few_shot_phase_1_tunes_only_the_backbone_and_phase_2_only_the_head(tmp_
     reached = helpers.weights_reached(phases, model, step_loss, features, labels)
     assert reached[0] and "logits" not in reached[0]  # the embedding, not the head
     assert reached[1] == {"logits"}
+    # Phase 2 fits the head on the embeddings the served model computes: the backbone's
+    # dropout (0.1 in the tiny preset) is off, so the loss is the served model's, every time.
+    served = task.example_loss(labels["labels"], model(features, training=False))
+    for _ in range(2):
+        assert tf.reduce_max(tf.abs(step_loss(model, features, labels) - served)) < 1e-6

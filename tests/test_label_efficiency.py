@@ -56,6 +56,14 @@ def test_build_writes_test_train_and_unlabelled_text_from_the_sdist(tmp_path):
     assert json.load(open(tmp_path / "amazon" / "counts.json"))["train"]["rows"] == len(train)
 
 
+def test_heldout_rows_are_the_last_ones_less_the_sampled_ones():
+    rows = [[f"text {i}", str(i % 2)] for i in range(10)]
+    picked = label_efficiency.sample(rows, "2", seed=1)
+    held = label_efficiency.heldout(rows, picked, 6)
+    assert held == [row for row in rows[4:] if row not in picked]
+    assert not {tuple(r) for r in held} & {tuple(r) for r in picked}
+
+
 def test_few_shot_plan_and_gap_share():
     assert label_efficiency.few_shot_plan(16, "8", 40, 16, 600) == (80, 640)
     assert label_efficiency.few_shot_plan(6920, "all", 40, 16, 600) == (600, 4800)

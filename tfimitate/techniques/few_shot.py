@@ -10,7 +10,9 @@ embedding sentence-transformers models such as minilm_l6 were trained to give). 
         the whole backbone trains on (cos(embed(anchor), embed(partner)) - target)^2,
         the sentence-transformers CosineSimilarityLoss SetFit uses;
     phase 2 (the run's other steps, at --few_shot_head_learning_rate)
-        the backbone is frozen and the head learns the anchors' labels (cross-entropy).
+        the backbone is frozen and the head learns the anchors' labels (cross-entropy) on
+        their embeddings in inference mode (no dropout in the backbone), the embeddings it
+        will see when serving, as SetFit fits its head on the tuned model's encodings.
 
 The export is an ordinary classifier (same serving_default, parity and warmup): only how
 the weights were learned differs. The partner texts ride with their anchors as tokenized
@@ -122,6 +124,7 @@ class FewShot(PhasedTextTechnique):
         self.pairs = pairs
         self.head_learning_rate = head_learning_rate
         self.embedder = None  # inputs -> mean embedding, sharing the model's weights
+        self.head = None  # (embedding, training) -> logits: the model's own head layers
         self.contrastive = True  # the phase being traced
 
     def adapt_examples(self, examples, task, data, cfg):
@@ -155,7 +158,10 @@ class FewShot(PhasedTextTechnique):
         embedding = mean_embedding(outputs["sequence_output"], inputs["padding_mask"])
         self.embedder = keras.Model(inputs, embedding, name="sentence_embedder")
         logits = common.logits_head(embedding, cfg, model.output.shape[-1], "classifier")
-        return keras.Model(inputs, logits, name=model.name)
+        classifier = keras.Model(inputs, logits, name=model.name)
+        dropout, dense = (classifier.get_layer(name) for name in ("classifier_dropout", "logits"))
+        self.head = lambda features, training: dense(dropout(features, training=training))
+        return classifier
 
     def phases(self, cfg, total_steps):
         contrastive = contrastive_steps(self.pairs, cfg.batch_size)
@@ -182,7 +188,7 @@ class FewShot(PhasedTextTechnique):
     def wrap_loss(self, step_loss, run):
         def few_shot(model, inputs, labels):
             if not self.contrastive:  # phase 2: the head learns the anchors' labels
-                return step_loss(model, inputs, labels["labels"])
+                return step_loss(self._head_on_served_embedding, inputs, labels["labels"])
             partner = {key[len(PARTNER):]: value for key, value in labels.items()
                        if key.startswith(PARTNER)}
             longest = _longest(partner["padding_mask"])
@@ -191,6 +197,10 @@ class FewShot(PhasedTextTechnique):
                                self.embedder(partner, training=True), labels[TARGET])
 
         return few_shot
+
+    def _head_on_served_embedding(self, inputs, training=False):
+        """The classifier's logits, its frozen backbone in inference mode (no dropout)."""
+        return self.head(self.embedder(inputs, training=False), training)
 
 
 def _longest(mask):
