@@ -7,8 +7,8 @@ its value by precedence, command line > flagfile > technique recipe > task recip
 default, and records where each value came from in `Experiment.option_sources` (written to
 experiment.json): {"from": "default" | "recipe" | "flagfile" | "command line"}, with the
 recipe's "reason". An entry steps aside when an option in its `unless` was set, and
-applies only where its `when(cfg)` holds. A run that
-is resumed keeps the recipe values it recorded (`recorded`), whatever today's recipes say.
+applies only where its `when(cfg)` holds. A run that is resumed keeps the recipe values it
+recorded (`recorded`), whatever today's recipes say.
 No TensorFlow here: a recipe is settled in about a second, before any work.
 
 Example:
