@@ -304,8 +304,7 @@ def text_overlap(element, labels):
 
 class LearnSide(beam.CombineFn):
     """The side columns' values of the training rows -> their preprocessing (the JSON of
-    side_features.learn): per numeric column the count, sum and sum of squares of the
-    present values and the number of values, per categorical one the count of each value."""
+    side_features.learn), gathered in a side_features.Summary per worker and merged."""
 
     def __init__(self, cfg):
         from tfimitate.tasks import side_features
@@ -314,43 +313,25 @@ class LearnSide(beam.CombineFn):
         self.source = cfg.train_data
 
     def create_accumulator(self):
-        return ({name: [0, 0.0, 0.0, 0] for name in self.numeric},
-                {name: {} for name in self.categorical})
-
-    def add_input(self, accumulator, side):
-        moments, counts = accumulator
-        for name, value in zip(self.numeric, side):
-            present = value == value  # not NaN
-            moments[name] = [moments[name][0] + present,
-                             moments[name][1] + (value if present else 0.0),
-                             moments[name][2] + (value * value if present else 0.0),
-                             moments[name][3] + 1]
-        for name, value in zip(self.categorical, side[len(self.numeric):]):
-            if value:
-                counts[name][value] = counts[name].get(value, 0) + 1
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        moments, counts = self.create_accumulator()
-        for more_moments, more_counts in accumulators:
-            for name, values in more_moments.items():
-                moments[name] = [a + b for a, b in zip(moments[name], values)]
-            for name, found in more_counts.items():
-                for value, n in found.items():
-                    counts[name][value] = counts[name].get(value, 0) + n
-        return moments, counts
-
-    def extract_output(self, accumulator):
-        import numpy as np
-
         from tfimitate.tasks import side_features
 
-        summary = side_features.Summary()
-        moments, counts = accumulator
-        for name, values in moments.items():
-            summary.moments[name] = np.array(values, np.float64)
-        for name, found in counts.items():
-            summary.counts[name].update(found)
+        return side_features.Summary()
+
+    def add_input(self, summary, side):
+        import numpy as np
+
+        numeric = {name: np.array([value], np.float64) for name, value in zip(self.numeric, side)}
+        categorical = {name: [value] for name, value in
+                       zip(self.categorical, side[len(self.numeric):])}
+        return summary.add(numeric, categorical)
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for summary in accumulators:
+            merged.merge(summary)
+        return merged
+
+    def extract_output(self, summary):
         return summary.learned(self.source)
 
 

@@ -38,7 +38,7 @@ ROLES = ("train", "holdout", "eval", "test")
 STORED = ("token_ids", "segment_ids")
 PARSE_BATCH = 256
 CYCLE_LENGTH = 16  # shards read at once
-# Prefix of a side column's feature (tasks/side_features.py PREFIX: the same key in tf.data).
+# Prefix of a side column's feature (tasks/side_features.py uses it as its PREFIX in tf.data).
 SIDE = "side/"
 SHARD_NAME = re.compile(r"^(?P<role>[a-z]+)-\d{5}-of-\d{5}\.tfrecord\.gz$")
 

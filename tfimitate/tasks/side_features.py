@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from tfimitate import options
+from tfimitate.data import prepared
 from tfimitate.errors import UserError
 
 MAX_VOCABULARY = 1000
@@ -187,6 +188,12 @@ def learn(numeric, categorical, source):
     return summary.learned(source)
 
 
+def _no_moments():
+    """A numeric column's moments before any value (a function: a Summary is pickled
+    between Beam workers)."""
+    return np.zeros(4, np.float64)
+
+
 class Summary:
     """What the preprocessing is learned from, gathered batch by batch (a streamed split):
     per numeric column the count, sum and sum of squares of its present values and the
@@ -199,7 +206,7 @@ class Summary:
     """
 
     def __init__(self):
-        self.moments = collections.defaultdict(lambda: np.zeros(4, np.float64))
+        self.moments = collections.defaultdict(_no_moments)
         self.counts = collections.defaultdict(collections.Counter)
 
     def add(self, numeric, categorical):
@@ -212,6 +219,14 @@ class Summary:
         for name, values in categorical.items():
             self.counts[name].update(v.decode() if isinstance(v, bytes) else v
                                      for v in values if v)
+        return self
+
+    def merge(self, other):
+        """Adds what `other` gathered (e.g. on another Beam worker)."""
+        for name, moments in other.moments.items():
+            self.moments[name] += moments
+        for name, counts in other.counts.items():
+            self.counts[name].update(counts)
         return self
 
     def learned(self, source):
@@ -287,8 +302,9 @@ def encode(stats, values):
 
 # ---- What a task with side features calls ----------------------------------------------
 
-# Prefix of the raw side columns among a training example's values.
-PREFIX = "side/"
+# Prefix of the raw side columns among a training example's values (and of their features
+# in prepared records).
+PREFIX = prepared.SIDE
 
 
 def stats_of(cfg):
